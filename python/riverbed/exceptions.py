@@ -1,0 +1,33 @@
+"""riverbed's exceptions: one hierarchy, raised by the Rust core and the Python facade.
+
+``RiverbedError`` is the base class. Errors of the embedded log derive from ``LogError``.
+Wrong argument types raise the built-in ``TypeError``; wrong values raise ``ValueError``.
+"""
+
+from riverbed._core import (
+    CorruptLog,
+    DecodeError,
+    KafkaError,
+    LogError,
+    LogLocked,
+    OffsetOutOfRange,
+    PlanError,
+    RiverbedError,
+    SchemaError,
+    TopicConfigError,
+    TopicNotFound,
+)
+
+__all__ = [
+    "RiverbedError",
+    "LogError",
+    "TopicNotFound",
+    "OffsetOutOfRange",
+    "LogLocked",
+    "CorruptLog",
+    "TopicConfigError",
+    "PlanError",
+    "SchemaError",
+    "DecodeError",
+    "KafkaError",
+]

@@ -1,0 +1,391 @@
+"""The embedded log: ``Log`` (a directory of topics), ``Topic``, ``Consumer`` and ``Record``.
+
+>>> import riverbed as rb, tempfile
+>>> with rb.Log(tempfile.mkdtemp()) as log:
+...     t = log.topic("clicks", partitions=2)
+...     t.produce({"page": "/"}, key="user-1", timestamp=1_700_000_000_000)
+...     t.read().num_rows
+(1, 0)
+1
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pyarrow as pa
+
+from riverbed import _core
+from riverbed._units import duration_ms, timestamp_ms
+
+_TOPIC_SETTINGS = {
+    "partitions",
+    "retention_ms",
+    "retention_bytes",
+    "segment_bytes",
+    "segment_ms",
+    "cleanup",
+    "delete_retention_ms",
+}
+_DURATION_SETTINGS = {"retention_ms", "segment_ms", "delete_retention_ms"}
+
+
+def _to_bytes(value: object, field: str) -> bytes | None:
+    """bytes as they are, str as UTF-8, anything else JSON-encoded."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode()
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{field} must be bytes, str or JSON-serialisable, got {type(value).__name__}: {e}") from None
+
+
+def _headers(headers: object) -> list[tuple[str, bytes | None]]:
+    if headers is None:
+        return []
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    out = []
+    try:
+        for k, v in items:  # type: ignore[union-attr]
+            if not isinstance(k, str):
+                raise TypeError(f"header keys must be str, got {type(k).__name__}")
+            out.append((k, _to_bytes(v, f"header {k!r}")))
+    except (TypeError, ValueError) as e:
+        if isinstance(e, TypeError) and "header" in str(e):
+            raise
+        raise TypeError(f"headers must be a dict or a list of (str, bytes) pairs: {e}") from None
+    return out
+
+
+def _start_spec(start: object, field: str = "start") -> str | tuple[str, int]:
+    if start in ("earliest", "latest"):
+        return start  # type: ignore[return-value]
+    if isinstance(start, str):
+        raise ValueError(f"{field} must be 'earliest', 'latest', an offset or a datetime, got {start!r}")
+    if isinstance(start, _dt.datetime):
+        return ("time", timestamp_ms(start, field))
+    if isinstance(start, int) and not isinstance(start, bool):
+        return ("offset", start)
+    raise TypeError(f"{field} must be 'earliest', 'latest', an int offset or a datetime, got {type(start).__name__}")
+
+
+def _arrow_input(data: object) -> object:
+    """Anything tabular as an object with ``__arrow_c_stream__``."""
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if isinstance(data, (pa.Table, pa.RecordBatchReader)) or hasattr(data, "__arrow_c_stream__"):
+        return data
+    if type(data).__module__.startswith("pandas"):
+        return pa.Table.from_pandas(data, preserve_index=False)
+    raise TypeError(
+        "data must be a pyarrow Table/RecordBatch, a pandas or polars DataFrame, "
+        f"or an object with __arrow_c_stream__, got {type(data).__name__}"
+    )
+
+
+class Record(NamedTuple):
+    """One record, as iteration over a ``Consumer`` yields it."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+
+
+class Log:
+    """An embedded, durable, partitioned log in a directory (Kafka's on-disk format).
+
+    ``fsync`` is ``"batch"`` (every produce call is on disk when it returns; the default),
+    ``"interval"`` (fsync every ``fsync_interval``) or ``"never"`` (page cache only).
+    Only one process may open a directory; a second gets ``LogLocked``.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        fsync: str = "batch",
+        *,
+        fsync_interval: object = "1s",
+        cleanup_interval: object | None = "30s",
+    ) -> None:
+        if fsync not in ("batch", "interval", "never"):
+            raise ValueError(f"fsync must be 'batch', 'interval' or 'never', got {fsync!r}")
+        self._inner = _core.Log(
+            str(path),
+            fsync,
+            duration_ms(fsync_interval, "fsync_interval"),
+            None if cleanup_interval is None else duration_ms(cleanup_interval, "cleanup_interval"),
+        )
+
+    @property
+    def path(self) -> Path:
+        return Path(self._inner.path)
+
+    def topic(self, name: str, partitions: int | None = None, **config: Any) -> Topic:
+        """Open topic ``name``, creating it if missing (``partitions`` defaults to 1 then).
+
+        Settings use Kafka's names: ``retention_ms``, ``retention_bytes``, ``segment_bytes``,
+        ``segment_ms``, ``cleanup`` (``"delete"`` or ``"compact"``), ``delete_retention_ms``;
+        the ``*_ms`` ones also take ``"7d"``-style strings. A setting that contradicts the
+        stored config raises ``TopicConfigError``.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"topic name must be str, got {type(name).__name__}")
+        unknown = set(config) - _TOPIC_SETTINGS
+        if unknown:
+            raise TypeError(f"unknown topic setting(s) {sorted(unknown)}; known: {sorted(_TOPIC_SETTINGS)}")
+        opts: dict[str, Any] = {}
+        if partitions is not None:
+            if isinstance(partitions, bool) or not isinstance(partitions, int):
+                raise TypeError(f"partitions must be an int, got {type(partitions).__name__}")
+            if partitions < 1:
+                raise ValueError(f"partitions must be >= 1, got {partitions}")
+            opts["partitions"] = partitions
+        for k, v in config.items():
+            if k in _DURATION_SETTINGS and v is not None:
+                v = duration_ms(v, k)
+            opts[k] = v
+        return Topic(self._inner.topic(name, opts))
+
+    def __getitem__(self, name: str) -> Topic:
+        """An existing topic; ``TopicNotFound`` if there is none."""
+        return Topic(self._inner.get_topic(name))
+
+    def topics(self) -> list[str]:
+        """Names of the user topics."""
+        return self._inner.topics()
+
+    def delete_topic(self, name: str) -> None:
+        self._inner.delete_topic(name)
+
+    def cleanup(self) -> dict[str, int]:
+        """Apply retention and compaction now (a background thread also does it periodically)."""
+        return self._inner.cleanup()
+
+    def flush(self) -> None:
+        """fsync everything written so far (useful with ``fsync="interval"`` or ``"never"``)."""
+        self._inner.flush()
+
+    def open_report(self) -> list[dict[str, Any]]:
+        """What recovery found and repaired when the log was opened (torn or corrupt tails)."""
+        return self._inner.open_report()
+
+    def close(self) -> None:
+        """Flush, stop background work and release the directory lock. Idempotent."""
+        self._inner.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._inner.closed
+
+    def __enter__(self) -> Log:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Log({str(self.path)!r}, topics={self.topics()!r})"
+
+    def _repr_html_(self) -> str:
+        rows = []
+        for name in self.topics():
+            d = self[name].describe()
+            rows.append(
+                f"<tr><td>{html.escape(name)}</td><td>{len(d['partitions'])}</td>"
+                f"<td>{sum(p['latest'] - p['earliest'] for p in d['partitions'])}</td>"
+                f"<td>{sum(p['size_bytes'] for p in d['partitions'])}</td></tr>"
+            )
+        return (
+            f"<div><b>riverbed Log</b> <code>{html.escape(str(self.path))}</code>"
+            "<table><thead><tr><th>topic</th><th>partitions</th><th>records</th><th>bytes</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div>"
+        )
+
+
+class Topic:
+    """A topic of a ``Log``: produce to it, read it, or create consumers."""
+
+    def __init__(self, inner: _core.Topic) -> None:
+        self._inner = inner
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
+    @property
+    def partitions(self) -> int:
+        return self._inner.partitions
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self._inner.config()
+
+    def produce(
+        self,
+        value: object,
+        key: object = None,
+        timestamp: int | _dt.datetime | None = None,
+        headers: Mapping[str, object] | list[tuple[str, object]] | None = None,
+        partition: int | None = None,
+    ) -> tuple[int, int]:
+        """Append one record; returns ``(partition, offset)``.
+
+        ``value``/``key``: bytes, str (UTF-8) or a JSON-serialisable object. ``timestamp``: int ms,
+        a datetime, or None for now. Keyed records go to Kafka's murmur2 partition.
+        """
+        if partition is not None and (isinstance(partition, bool) or not isinstance(partition, int)):
+            raise TypeError(f"partition must be an int, got {type(partition).__name__}")
+        if partition is not None and partition < 0:
+            raise ValueError(f"partition must be >= 0, got {partition}")
+        return self._inner.produce(
+            _to_bytes(key, "key"),
+            _to_bytes(value, "value"),
+            timestamp_ms(timestamp),
+            _headers(headers),
+            partition,
+        )
+
+    def produce_batch(
+        self,
+        data: object,
+        key: str | None = None,
+        value: str | None = None,
+        timestamp: str | None = None,
+    ) -> tuple[pa.Array, pa.Array]:
+        """Append every row of a pyarrow Table/RecordBatch or pandas/polars DataFrame.
+
+        ``key``, ``value`` and ``timestamp`` name columns. Binary and string columns are written
+        as they are, other types as JSON. With ``value=None`` each row becomes a JSON object of
+        all its columns. Returns the partition and offset of every row as two Arrow arrays.
+        """
+        for field, col in (("key", key), ("value", value), ("timestamp", timestamp)):
+            if col is not None and not isinstance(col, str):
+                raise TypeError(f"{field} must name a column (str), got {type(col).__name__}")
+        return self._inner.produce_arrow(_arrow_input(data), key, value, timestamp)
+
+    def consumer(self, group: str | None = None, start: object = "earliest") -> Consumer:
+        """A consumer of every partition, or of this member's share when ``group`` is given.
+
+        ``start`` (``"earliest"``, ``"latest"``, an offset or a datetime) applies where the group
+        has no committed offset.
+        """
+        if group is not None and not isinstance(group, str):
+            raise TypeError(f"group must be str, got {type(group).__name__}")
+        return Consumer(self._inner.consumer(group, _start_spec(start)))
+
+    def read(self, start: object = "earliest", end: object = "latest") -> pa.Table:
+        """Every record from ``start`` to ``end`` (exclusive), partition by partition, as a Table."""
+        return pa.Table.from_batches([self._inner.read(_start_spec(start), _start_spec(end, "end"))])
+
+    def offsets(self) -> dict[int, tuple[int, int]]:
+        """``{partition: (earliest, latest)}``; latest is the next offset to be written."""
+        return dict(enumerate(self._inner.offsets()))
+
+    def offsets_for_times(self, ts: int | _dt.datetime) -> dict[int, int | None]:
+        """``{partition: earliest offset with timestamp >= ts, or None}``."""
+        return dict(enumerate(self._inner.offsets_for_time(timestamp_ms(ts, "ts"))))
+
+    def partition_for(self, key: object) -> int:
+        """The partition a record with this key goes to (Kafka's default partitioner)."""
+        return self._inner.partition_for(_to_bytes(key, "key"))
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "config": self.config, "partitions": self._inner.describe()}
+
+    def __repr__(self) -> str:
+        return f"Topic({self.name!r}, partitions={self.partitions})"
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{p['partition']}</td><td>{p['earliest']}</td><td>{p['latest']}</td>"
+            f"<td>{p['size_bytes']}</td></tr>"
+            for p in self._inner.describe()
+        )
+        return (
+            f"<div><b>Topic</b> <code>{html.escape(self.name)}</code>"
+            "<table><thead><tr><th>partition</th><th>earliest</th><th>latest</th><th>bytes</th></tr>"
+            f"</thead><tbody>{rows}</tbody></table></div>"
+        )
+
+
+class Consumer:
+    """Reads records as Arrow batches (``poll``) or one by one (iteration)."""
+
+    def __init__(self, inner: _core.Consumer) -> None:
+        self._inner = inner
+
+    def poll(self, max_records: int = 10_000, timeout: float = 1.0) -> pa.RecordBatch:
+        """Up to ``max_records`` records, waiting up to ``timeout`` seconds for new ones.
+
+        Columns: ``topic, partition, offset, timestamp, key, value, headers``.
+        """
+        return self._inner.poll(max_records, float(timeout))
+
+    def records(self, timeout: float = 1.0) -> Iterator[Record]:
+        """Yield records one at a time until a poll finds nothing for ``timeout`` seconds."""
+        while True:
+            batch = self.poll(timeout=timeout)
+            if batch.num_rows == 0:
+                return
+            cols = batch.to_pydict()
+            for i in range(batch.num_rows):
+                ts = cols["timestamp"][i]
+                yield Record(
+                    cols["topic"][i],
+                    cols["partition"][i],
+                    cols["offset"][i],
+                    int(ts.timestamp() * 1000) if ts is not None else 0,
+                    cols["key"][i],
+                    cols["value"][i],
+                    [(h["key"], h["value"]) for h in cols["headers"][i]],
+                )
+
+    def __iter__(self) -> Iterator[Record]:
+        return self.records()
+
+    def commit(self) -> None:
+        """Commit the current positions durably (group consumers)."""
+        self._inner.commit()
+
+    def committed(self) -> dict[int, int | None]:
+        return dict(self._inner.committed())
+
+    def position(self) -> dict[int, int]:
+        """``{partition: next offset to read}`` for the assigned partitions."""
+        return dict(self._inner.position())
+
+    def assignment(self) -> list[int]:
+        return self._inner.assignment()
+
+    def seek(self, partition: int, offset: int) -> None:
+        self._inner.seek(partition, offset)
+
+    def seek_to_time(self, ts: int | _dt.datetime) -> None:
+        self._inner.seek_to_time(timestamp_ms(ts, "ts"))
+
+    @property
+    def group(self) -> str | None:
+        return self._inner.group
+
+    def close(self) -> None:
+        """Leave the group, committing positions (as Kafka's auto-commit does). Idempotent."""
+        self._inner.close()
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,315 @@
+//! Arrow in and out of the log: `produce_arrow` turns columns of a `RecordBatch` into records,
+//! and `ArrowRecordSink` collects polled records into a `RecordBatch` with the columns
+//! `topic, partition, offset, timestamp, key, value, headers`.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{BinaryBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder, StructBuilder};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int64Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType};
+use arrow_array::{Array, ArrayRef, Int32Array, Int64Array, RecordBatch, TimestampMillisecondArray};
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+
+use crate::batch::RecordView;
+use crate::consumer::RecordSink;
+use crate::error::{LogError, Result};
+use crate::partition::NewRecord;
+use crate::topic::Topic;
+
+/// The schema of polled records.
+pub fn record_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("topic", DataType::Utf8, false),
+        Field::new("partition", DataType::Int32, false),
+        Field::new("offset", DataType::Int64, false),
+        Field::new("timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        Field::new("key", DataType::Binary, true),
+        Field::new("value", DataType::Binary, true),
+        Field::new("headers", DataType::List(Arc::new(Field::new_struct("item", header_fields(), true))), false),
+    ]))
+}
+
+fn header_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("value", DataType::Binary, true),
+    ])
+}
+
+/// Builds the Arrow batch of a poll.
+pub struct ArrowRecordSink {
+    topic: Arc<str>,
+    topics: StringBuilder,
+    partitions: Int32Builder,
+    offsets: Int64Builder,
+    timestamps: Int64Builder,
+    keys: BinaryBuilder,
+    values: BinaryBuilder,
+    headers: ListBuilder<StructBuilder>,
+    len: usize,
+}
+
+impl ArrowRecordSink {
+    pub fn new(topic: Arc<str>, capacity: usize) -> Self {
+        let cap = capacity.min(1 << 16);
+        ArrowRecordSink {
+            topics: StringBuilder::with_capacity(cap, cap * topic.len()),
+            topic,
+            partitions: Int32Builder::with_capacity(cap),
+            offsets: Int64Builder::with_capacity(cap),
+            timestamps: Int64Builder::with_capacity(cap),
+            keys: BinaryBuilder::with_capacity(cap, cap * 16),
+            values: BinaryBuilder::with_capacity(cap, cap * 128),
+            headers: ListBuilder::new(StructBuilder::from_fields(header_fields(), 0))
+                .with_field(Arc::new(Field::new_struct("item", header_fields(), true))),
+            len: 0,
+        }
+    }
+
+    pub fn finish(&mut self) -> Result<RecordBatch> {
+        let ts: TimestampMillisecondArray = self
+            .timestamps
+            .finish()
+            .reinterpret_cast::<TimestampMillisecondType>()
+            .with_timezone("UTC");
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.topics.finish()),
+            Arc::new(self.partitions.finish()),
+            Arc::new(self.offsets.finish()),
+            Arc::new(ts),
+            Arc::new(self.keys.finish()),
+            Arc::new(self.values.finish()),
+            Arc::new(self.headers.finish()),
+        ];
+        self.len = 0;
+        RecordBatch::try_new(record_schema(), columns).map_err(|e| LogError::Schema(e.to_string()))
+    }
+}
+
+impl RecordSink for ArrowRecordSink {
+    fn push(&mut self, partition: u32, r: &RecordView<'_>) {
+        self.topics.append_value(&*self.topic);
+        self.partitions.append_value(partition as i32);
+        self.offsets.append_value(r.offset);
+        self.timestamps.append_value(r.timestamp);
+        self.keys.append_option(r.key);
+        self.values.append_option(r.value);
+        if r.header_count() > 0 {
+            let s = self.headers.values();
+            for (k, v) in r.headers() {
+                s.field_builder::<StringBuilder>(0)
+                    .map(|b| b.append_value(String::from_utf8_lossy(k)));
+                s.field_builder::<BinaryBuilder>(1).map(|b| b.append_option(v));
+                s.append(true);
+            }
+        }
+        self.headers.append(true);
+        self.len += 1;
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn clear(&mut self) {
+        if self.len > 0 {
+            let _ = self.finish();
+        }
+    }
+}
+
+/// Row-wise byte views of one column: binary/string columns as they are, anything else as the
+/// JSON text of each value.
+enum BytesColumn {
+    Array(ArrayRef),
+    Encoded { data: Vec<u8>, ends: Vec<usize>, valid: Vec<bool> },
+}
+
+impl BytesColumn {
+    fn new(array: &ArrayRef, name: &str) -> Result<BytesColumn> {
+        match array.data_type() {
+            DataType::Binary | DataType::LargeBinary | DataType::Utf8 | DataType::LargeUtf8 | DataType::BinaryView | DataType::Utf8View => {
+                Ok(BytesColumn::Array(array.clone()))
+            }
+            DataType::FixedSizeBinary(_) => Ok(BytesColumn::Array(
+                arrow_cast::cast(array, &DataType::Binary).map_err(|e| LogError::Schema(format!("column '{name}': {e}")))?,
+            )),
+            _ => {
+                let field = Field::new(name, array.data_type().clone(), true);
+                let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![field])), vec![array.clone()])
+                    .map_err(|e| LogError::Schema(e.to_string()))?;
+                let (data, ends) = json_lines(&batch)?;
+                // Each line is {"name":<value>}; keep just the value.
+                let prefix = serde_json::to_string(name).map_err(|e| LogError::Schema(e.to_string()))?.len() + 2;
+                let mut out = Vec::with_capacity(data.len());
+                let mut out_ends = Vec::with_capacity(ends.len());
+                let mut valid = Vec::with_capacity(ends.len());
+                let mut start = 0;
+                for (i, &end) in ends.iter().enumerate() {
+                    let line = &data[start..end];
+                    if array.is_null(i) || line.len() < prefix + 1 {
+                        valid.push(false);
+                    } else {
+                        out.extend_from_slice(&line[prefix..line.len() - 1]);
+                        valid.push(true);
+                    }
+                    out_ends.push(out.len());
+                    start = end;
+                }
+                Ok(BytesColumn::Encoded { data: out, ends: out_ends, valid })
+            }
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<&[u8]> {
+        match self {
+            BytesColumn::Array(a) => {
+                if a.is_null(i) {
+                    return None;
+                }
+                Some(match a.data_type() {
+                    DataType::Binary => a.as_binary::<i32>().value(i),
+                    DataType::LargeBinary => a.as_binary::<i64>().value(i),
+                    DataType::Utf8 => a.as_string::<i32>().value(i).as_bytes(),
+                    DataType::LargeUtf8 => a.as_string::<i64>().value(i).as_bytes(),
+                    DataType::BinaryView => a.as_binary_view().value(i),
+                    DataType::Utf8View => a.as_string_view().value(i).as_bytes(),
+                    _ => return None,
+                })
+            }
+            BytesColumn::Encoded { data, ends, valid } => {
+                if !valid[i] {
+                    return None;
+                }
+                let start = if i == 0 { 0 } else { ends[i - 1] };
+                Some(&data[start..ends[i]])
+            }
+        }
+    }
+}
+
+/// Every row of `batch` as a JSON object: one buffer and the end position of each row.
+fn json_lines(batch: &RecordBatch) -> Result<(Vec<u8>, Vec<usize>)> {
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow_json::WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, arrow_json::writer::LineDelimited>(&mut buf);
+        w.write(batch).map_err(|e| LogError::Schema(format!("cannot encode rows as JSON: {e}")))?;
+        w.finish().map_err(|e| LogError::Schema(e.to_string()))?;
+    }
+    // JSON strings escape newlines, so every b'\n' ends a row.
+    let mut ends = Vec::with_capacity(batch.num_rows());
+    let mut data = Vec::with_capacity(buf.len());
+    for line in buf.split(|&b| b == b'\n') {
+        if ends.len() == batch.num_rows() {
+            break;
+        }
+        data.extend_from_slice(line);
+        ends.push(data.len());
+    }
+    Ok((data, ends))
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str, role: &str) -> Result<&'a ArrayRef> {
+    batch.column_by_name(name).ok_or_else(|| {
+        let cols: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+        LogError::Schema(format!("{role} column '{name}' is not in the data; its columns are {cols:?}"))
+    })
+}
+
+/// Event timestamps in ms from an int64 or timestamp column.
+fn timestamps_ms(array: &ArrayRef, name: &str) -> Result<Vec<i64>> {
+    let bad_null = |i: usize| LogError::Schema(format!("timestamp column '{name}' is null at row {i}"));
+    macro_rules! convert {
+        ($t:ty, $f:expr) => {{
+            let a = array.as_primitive::<$t>();
+            (0..a.len())
+                .map(|i| if a.is_null(i) { Err(bad_null(i)) } else { Ok($f(a.value(i))) })
+                .collect()
+        }};
+    }
+    match array.data_type() {
+        DataType::Int64 => convert!(Int64Type, |v: i64| v),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => convert!(TimestampMillisecondType, |v: i64| v),
+        DataType::Timestamp(TimeUnit::Second, _) => convert!(TimestampSecondType, |v: i64| v * 1000),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => convert!(TimestampMicrosecondType, |v: i64| v.div_euclid(1000)),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => convert!(TimestampNanosecondType, |v: i64| v.div_euclid(1_000_000)),
+        DataType::Int32 | DataType::UInt32 | DataType::Int16 | DataType::UInt16 | DataType::Date64 => {
+            let c = arrow_cast::cast(array, &DataType::Int64).map_err(|e| LogError::Schema(e.to_string()))?;
+            timestamps_ms(&c, name)
+        }
+        other => Err(LogError::Schema(format!(
+            "timestamp column '{name}' has type {other}; expected int64 milliseconds or a timestamp"
+        ))),
+    }
+}
+
+/// Append every row of `batch` to `topic`. `key`, `value` and `timestamp` name columns; without a
+/// value column each row is written as a JSON object of all its columns. Returns each row's
+/// partition and offset.
+pub fn produce_arrow(
+    topic: &Topic,
+    batches: &[RecordBatch],
+    key: Option<&str>,
+    value: Option<&str>,
+    timestamp: Option<&str>,
+) -> Result<(Int32Array, Int64Array)> {
+    let Some(first) = batches.first() else {
+        return Ok((Int32Array::from(Vec::<i32>::new()), Int64Array::from(Vec::<i64>::new())));
+    };
+    let joined;
+    let batch = if batches.len() == 1 {
+        first
+    } else {
+        joined = arrow_select::concat::concat_batches(&first.schema(), batches).map_err(|e| LogError::Schema(e.to_string()))?;
+        &joined
+    };
+    let n = batch.num_rows();
+    let keys = key.map(|k| column(batch, k, "key").and_then(|a| BytesColumn::new(a, k))).transpose()?;
+    let values = match value {
+        Some(v) => BytesColumn::new(column(batch, v, "value")?, v)?,
+        None => {
+            let (data, ends) = json_lines(batch)?;
+            BytesColumn::Encoded { data, valid: vec![true; ends.len()], ends }
+        }
+    };
+    let ts = match timestamp {
+        Some(t) => timestamps_ms(column(batch, t, "timestamp")?, t)?,
+        None => vec![crate::fsutil::now_ms(); n],
+    };
+    let parts = topic.num_partitions() as usize;
+    let mut row_partition = Vec::with_capacity(n);
+    let mut counts = vec![0usize; parts];
+    for i in 0..n {
+        let k = keys.as_ref().and_then(|k| k.get(i));
+        topic.check_key(k).map_err(|e| match e {
+            LogError::InvalidArgument(m) => LogError::InvalidArgument(format!("row {i}: {m}")),
+            e => e,
+        })?;
+        let p = topic.partition_for(k) as usize;
+        row_partition.push(p as i32);
+        counts[p] += 1;
+    }
+    let mut routed: Vec<Vec<NewRecord<'_>>> = counts.iter().map(|&c| Vec::with_capacity(c)).collect();
+    let mut index_in_partition = Vec::with_capacity(n);
+    for i in 0..n {
+        let p = row_partition[i] as usize;
+        index_in_partition.push(routed[p].len() as i64);
+        routed[p].push(NewRecord {
+            timestamp: ts[i],
+            key: keys.as_ref().and_then(|k| k.get(i)),
+            value: values.get(i),
+            headers: &[],
+        });
+    }
+    let firsts = topic.produce_routed(&routed)?;
+    if keys.is_none() || (0..n).any(|i| keys.as_ref().and_then(|k| k.get(i)).is_none()) {
+        topic.next_sticky();
+    }
+    let offsets: Int64Array = (0..n)
+        .map(|i| firsts[row_partition[i] as usize] + index_in_partition[i])
+        .collect::<Vec<i64>>()
+        .into();
+    Ok((Int32Array::from(row_partition), offsets))
+}

@@ -1,0 +1,126 @@
+//! The sparse per-segment indexes: `.index` (relative offset u32, file position u32; one entry per
+//! ~4 KiB of log) and `.timeindex` (max timestamp so far i64, relative offset u32), both big-endian.
+//! They are kept in memory and written whole when a segment is sealed or the log is closed; the
+//! log data is the truth, so a missing or inconsistent index is rebuilt by scanning the segment.
+
+use std::path::Path;
+
+use crate::error::{IoContext, Result};
+
+/// Bytes of log between two index entries.
+pub const INDEX_INTERVAL: u64 = 4096;
+
+#[derive(Debug, Clone, Default)]
+pub struct SegmentIndex {
+    /// (offset relative to the segment's base, byte position of the batch holding it)
+    pub offsets: Vec<(u32, u32)>,
+    /// (largest timestamp in the segment up to and including `offset`, relative offset)
+    pub times: Vec<(i64, u32)>,
+    bytes_since_entry: u64,
+    max_timestamp: i64,
+}
+
+impl SegmentIndex {
+    pub fn new() -> Self {
+        SegmentIndex {
+            max_timestamp: i64::MIN,
+            ..Default::default()
+        }
+    }
+
+    /// Note a batch appended at `position`: its first and last relative offsets, size and max timestamp.
+    pub fn on_batch(&mut self, first_rel: u32, last_rel: u32, position: u32, len: u64, max_ts: i64) {
+        self.max_timestamp = self.max_timestamp.max(max_ts);
+        if self.offsets.is_empty() || self.bytes_since_entry >= INDEX_INTERVAL {
+            self.offsets.push((first_rel, position));
+            self.bytes_since_entry = 0;
+            self.note_time(last_rel);
+        }
+        self.bytes_since_entry += len;
+    }
+
+    /// Called when the segment is sealed, so the time index ends with the segment's max timestamp.
+    pub fn seal(&mut self, last_rel: u32) {
+        self.note_time(last_rel);
+    }
+
+    fn note_time(&mut self, last_rel: u32) {
+        if self.times.last().is_none_or(|&(t, _)| t < self.max_timestamp) {
+            self.times.push((self.max_timestamp, last_rel));
+        }
+    }
+
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+
+    /// Byte position from which to scan for `rel_offset`: the last entry at or before it.
+    pub fn position_for(&self, rel_offset: u32) -> u32 {
+        let i = self.offsets.partition_point(|&(o, _)| o <= rel_offset);
+        if i == 0 {
+            0
+        } else {
+            self.offsets[i - 1].1
+        }
+    }
+
+    /// A relative offset from which every record with a timestamp >= `ts` can be found by scanning:
+    /// one past the last indexed offset whose running max timestamp is still below `ts`.
+    pub fn scan_start_for_time(&self, ts: i64) -> u32 {
+        let i = self.times.partition_point(|&(t, _)| t < ts);
+        if i == 0 {
+            0
+        } else {
+            self.times[i - 1].1.saturating_add(1)
+        }
+    }
+
+    pub fn write_files(&self, index_path: &Path, time_path: &Path) -> Result<()> {
+        let mut buf = Vec::with_capacity(self.offsets.len() * 8);
+        for &(o, p) in &self.offsets {
+            buf.extend_from_slice(&o.to_be_bytes());
+            buf.extend_from_slice(&p.to_be_bytes());
+        }
+        std::fs::write(index_path, &buf).at(index_path)?;
+        let mut buf = Vec::with_capacity(self.times.len() * 12);
+        for &(t, o) in &self.times {
+            buf.extend_from_slice(&t.to_be_bytes());
+            buf.extend_from_slice(&o.to_be_bytes());
+        }
+        std::fs::write(time_path, &buf).at(time_path)
+    }
+
+    /// Load both index files; `None` when they are missing or fail a consistency check against
+    /// the segment (`segment_len` bytes, `last_rel` the last relative offset), so the caller rebuilds.
+    pub fn read_files(index_path: &Path, time_path: &Path, segment_len: u64, last_rel: Option<u32>) -> Option<SegmentIndex> {
+        let ib = std::fs::read(index_path).ok()?;
+        let tb = std::fs::read(time_path).ok()?;
+        if ib.len() % 8 != 0 || tb.len() % 12 != 0 {
+            return None;
+        }
+        let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        let offsets: Vec<(u32, u32)> = ib.chunks_exact(8).map(|c| (be32(&c[..4]), be32(&c[4..]))).collect();
+        let times: Vec<(i64, u32)> = tb
+            .chunks_exact(12)
+            .map(|c| {
+                let mut t = [0u8; 8];
+                t.copy_from_slice(&c[..8]);
+                (i64::from_be_bytes(t), be32(&c[8..]))
+            })
+            .collect();
+        let monotonic = offsets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1)
+            && times.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1);
+        let in_bounds = offsets.iter().all(|&(o, p)| (p as u64) < segment_len.max(1) && last_rel.is_some_and(|l| o <= l))
+            && times.iter().all(|&(_, o)| last_rel.is_some_and(|l| o <= l));
+        if !monotonic || !in_bounds || (segment_len > 0 && offsets.is_empty()) {
+            return None;
+        }
+        let max_timestamp = times.last().map(|&(t, _)| t).unwrap_or(i64::MIN);
+        Some(SegmentIndex {
+            offsets,
+            times,
+            bytes_since_entry: 0,
+            max_timestamp,
+        })
+    }
+}

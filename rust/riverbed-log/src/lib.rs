@@ -1,0 +1,35 @@
+//! riverbed-log: an embedded, durable, partitioned append-only log with Kafka's semantics,
+//! stored in Kafka's own on-disk record format (RecordBatch v2).
+//!
+//! ```no_run
+//! use riverbed_log::{Log, LogOptions, TopicOptions};
+//! let log = Log::open("data", LogOptions::default())?;
+//! let topic = log.topic("events", &TopicOptions { partitions: Some(4), ..Default::default() })?;
+//! let (partition, offset) = topic.produce(Some(b"user-1"), Some(b"{\"clicks\":1}"), 1_700_000_000_000, &[], None)?;
+//! # Ok::<(), riverbed_log::LogError>(())
+//! ```
+
+pub mod arrow;
+pub mod batch;
+pub mod cleaner;
+pub mod config;
+pub mod consumer;
+pub mod error;
+pub mod fsutil;
+pub mod group;
+pub mod index;
+pub mod lock;
+pub mod log;
+pub mod notify;
+pub mod partition;
+pub mod partitioner;
+pub mod segment;
+pub mod topic;
+
+pub use config::{Cleanup, FsyncPolicy, LogOptions, TopicConfig, TopicOptions};
+pub use consumer::{Consumer, RecordSink, StartSpec};
+pub use error::{LogError, Result};
+pub use log::Log;
+pub use partition::{NewRecord, Partition};
+pub use segment::Damage;
+pub use topic::{PartitionInfo, Topic};

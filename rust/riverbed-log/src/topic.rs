@@ -1,0 +1,289 @@
+//! A topic: its persisted config and its partitions, plus the partitioner that routes records.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::batch::RecordHeader;
+use crate::config::{Cleanup, FsyncPolicy, TopicConfig};
+use crate::consumer::{RecordSink, StartSpec};
+use crate::error::{LogError, Result};
+use crate::notify::Notifier;
+use crate::partition::{NewRecord, Partition};
+use crate::partitioner::{partition_for_key, StickyPartitioner};
+use crate::segment::Damage;
+
+#[derive(Debug)]
+pub struct Topic {
+    pub name: Arc<str>,
+    pub dir: PathBuf,
+    config: Arc<TopicConfig>,
+    partitions: Vec<Arc<Partition>>,
+    sticky: StickyPartitioner,
+    deleted: AtomicBool,
+}
+
+/// Kafka's rule for topic names.
+pub fn validate_topic_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(LogError::InvalidArgument(format!(
+            "invalid topic name {name:?}: use 1-249 characters from [a-zA-Z0-9._-], not '.' or '..'"
+        )))
+    }
+}
+
+/// Per-partition info for `describe()`.
+#[derive(Debug, Clone)]
+pub struct PartitionInfo {
+    pub partition: u32,
+    pub earliest: i64,
+    pub latest: i64,
+    pub size_bytes: u64,
+    pub segments: usize,
+}
+
+impl Topic {
+    pub(crate) fn open(
+        name: &str,
+        dir: &Path,
+        config: TopicConfig,
+        fsync: FsyncPolicy,
+        notifier: &Arc<Notifier>,
+    ) -> Result<(Topic, Vec<Damage>)> {
+        let name: Arc<str> = Arc::from(name);
+        let config = Arc::new(config);
+        let mut partitions = Vec::with_capacity(config.partitions as usize);
+        let mut damages = Vec::new();
+        for p in 0..config.partitions {
+            let (part, d) = Partition::open(
+                name.clone(),
+                p,
+                dir.join(p.to_string()),
+                config.clone(),
+                fsync,
+                notifier.clone(),
+            )?;
+            damages.extend(d);
+            partitions.push(Arc::new(part));
+        }
+        Ok((
+            Topic {
+                name,
+                dir: dir.to_path_buf(),
+                config,
+                partitions,
+                sticky: StickyPartitioner::new(),
+                deleted: AtomicBool::new(false),
+            },
+            damages,
+        ))
+    }
+
+    pub fn config(&self) -> &TopicConfig {
+        &self.config
+    }
+
+    pub fn num_partitions(&self) -> u32 {
+        self.partitions.len() as u32
+    }
+
+    pub fn partitions(&self) -> &[Arc<Partition>] {
+        &self.partitions
+    }
+
+    pub(crate) fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+    }
+
+    fn check_live(&self) -> Result<()> {
+        if self.deleted.load(Ordering::Acquire) {
+            Err(LogError::TopicNotFound(self.name.to_string()))
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn partition(&self, p: u32) -> Result<&Arc<Partition>> {
+        self.check_live()?;
+        self.partitions.get(p as usize).ok_or_else(|| LogError::PartitionNotFound {
+            topic: self.name.to_string(),
+            partition: p,
+            partitions: self.num_partitions(),
+        })
+    }
+
+    /// Kafka's default partitioner: murmur2 of the key bytes; sticky for null keys.
+    pub fn partition_for(&self, key: Option<&[u8]>) -> u32 {
+        match key {
+            Some(k) => partition_for_key(k, self.num_partitions()),
+            None => self.sticky.current(self.num_partitions()),
+        }
+    }
+
+    /// Compacted topics need keys, as in Kafka.
+    pub(crate) fn check_key(&self, key: Option<&[u8]>) -> Result<()> {
+        if key.is_none() && self.config.cleanup == Cleanup::Compact {
+            return Err(LogError::InvalidArgument(format!(
+                "topic '{}' is compacted: every record needs a key",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Append one record; returns (partition, offset).
+    pub fn produce(
+        &self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+        headers: &[RecordHeader<'_>],
+        partition: Option<u32>,
+    ) -> Result<(u32, i64)> {
+        self.check_live()?;
+        self.check_key(key)?;
+        let p = match partition {
+            Some(p) => p,
+            None => self.partition_for(key),
+        };
+        let part = self.partition(p)?;
+        let (offset, _) = part.append([NewRecord {
+            timestamp,
+            key,
+            value,
+            headers,
+        }])?;
+        if key.is_none() {
+            self.sticky.next_batch();
+        }
+        Ok((p, offset))
+    }
+
+    /// Append records already routed to partitions: `rows[p]` go to partition `p` in order.
+    /// Partitions are written (and fsynced) in parallel. Returns the first offset per partition.
+    pub fn produce_routed<'a>(&self, rows: &[Vec<NewRecord<'a>>]) -> Result<Vec<i64>> {
+        self.check_live()?;
+        let busy: Vec<usize> = (0..rows.len()).filter(|&p| !rows[p].is_empty()).collect();
+        let mut firsts = vec![0i64; rows.len()];
+        let results: Vec<(usize, Result<(i64, usize)>)> = if busy.len() <= 1 {
+            busy.iter()
+                .map(|&p| (p, self.partition(p as u32).and_then(|part| part.append(rows[p].iter().copied()))))
+                .collect()
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = busy
+                    .iter()
+                    .map(|&p| {
+                        let rows = &rows[p];
+                        (p, s.spawn(move || self.partition(p as u32).and_then(|part| part.append(rows.iter().copied()))))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|(p, h)| (p, h.join().unwrap_or_else(|_| Err(LogError::InvalidArgument("append thread panicked".into())))))
+                    .collect()
+            })
+        };
+        for (p, r) in results {
+            firsts[p] = r?.0;
+        }
+        Ok(firsts)
+    }
+
+    /// Sticky partitioning moves on after each produce call without keys.
+    pub(crate) fn next_sticky(&self) {
+        self.sticky.next_batch();
+    }
+
+    /// The offset `spec` names in partition `p` (an explicit offset must lie in [earliest, latest]).
+    pub fn resolve(&self, p: u32, spec: StartSpec) -> Result<i64> {
+        let part = self.partition(p)?;
+        let (earliest, latest) = part.offsets();
+        Ok(match spec {
+            StartSpec::Earliest => earliest,
+            StartSpec::Latest => latest,
+            StartSpec::Offset(o) if (earliest..=latest).contains(&o) => o,
+            StartSpec::Offset(o) => {
+                return Err(LogError::OffsetOutOfRange {
+                    topic: self.name.to_string(),
+                    partition: p,
+                    offset: o,
+                    earliest,
+                    latest,
+                })
+            }
+            StartSpec::Time(ts) => part.offset_for_time(ts)?.unwrap_or(latest),
+        })
+    }
+
+    /// Every record from `start` up to (not including) `end` in every partition, partition by partition.
+    pub fn read_bounded(&self, start: StartSpec, end: StartSpec, sink: &mut dyn RecordSink) -> Result<()> {
+        self.check_live()?;
+        let ranges: Vec<(u32, i64, i64)> = (0..self.num_partitions())
+            .map(|p| Ok((p, self.resolve(p, start)?, self.resolve(p, end)?)))
+            .collect::<Result<_>>()?;
+        for (p, from, to) in ranges {
+            if from >= to {
+                continue;
+            }
+            self.partitions[p as usize].read(from, usize::MAX, usize::MAX, |r| {
+                if r.offset >= to {
+                    return false;
+                }
+                sink.push(p, r);
+                r.offset + 1 < to
+            })?;
+        }
+        Ok(())
+    }
+
+    /// {partition: (earliest, latest)}.
+    pub fn offsets(&self) -> Result<Vec<(i64, i64)>> {
+        self.check_live()?;
+        Ok(self.partitions.iter().map(|p| p.offsets()).collect())
+    }
+
+    pub fn offsets_for_time(&self, ts: i64) -> Result<Vec<Option<i64>>> {
+        self.check_live()?;
+        self.partitions.iter().map(|p| p.offset_for_time(ts)).collect()
+    }
+
+    pub fn describe(&self) -> Result<Vec<PartitionInfo>> {
+        self.check_live()?;
+        Ok(self
+            .partitions
+            .iter()
+            .map(|p| {
+                let (earliest, latest) = p.offsets();
+                PartitionInfo {
+                    partition: p.id,
+                    earliest,
+                    latest,
+                    size_bytes: p.size_bytes(),
+                    segments: p.segment_count(),
+                }
+            })
+            .collect())
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        for p in &self.partitions {
+            p.sync()?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn close(&self) -> Result<()> {
+        for p in &self.partitions {
+            p.close()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,53 @@
+//! The one place where Rust errors become Python exceptions. The classes are declared here and
+//! re-exported by `riverbed/exceptions.py`.
+
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use riverbed_log::LogError as RustLogError;
+
+create_exception!(riverbed._core, RiverbedError, PyException, "Base class of every riverbed error.");
+create_exception!(riverbed._core, LogError, RiverbedError, "An error of the embedded log (I/O, a closed log, ...).");
+create_exception!(riverbed._core, TopicNotFound, LogError, "The topic does not exist.");
+create_exception!(riverbed._core, OffsetOutOfRange, LogError, "An offset outside a partition's [earliest, latest] range.");
+create_exception!(riverbed._core, LogLocked, LogError, "Another process has the log directory open for writing.");
+create_exception!(riverbed._core, CorruptLog, LogError, "Log data failed a format or CRC check.");
+create_exception!(riverbed._core, TopicConfigError, LogError, "A topic config that contradicts the stored one, or is invalid.");
+create_exception!(riverbed._core, PlanError, RiverbedError, "A pipeline plan is invalid.");
+create_exception!(riverbed._core, SchemaError, RiverbedError, "Data does not have the columns or types asked for.");
+create_exception!(riverbed._core, DecodeError, RiverbedError, "A record value could not be decoded.");
+create_exception!(riverbed._core, KafkaError, RiverbedError, "An error from a Kafka cluster.");
+
+pub fn to_py(e: RustLogError) -> PyErr {
+    let msg = e.to_string();
+    match e {
+        RustLogError::TopicNotFound(_) => TopicNotFound::new_err(msg),
+        RustLogError::OffsetOutOfRange { .. } => OffsetOutOfRange::new_err(msg),
+        RustLogError::Locked { .. } => LogLocked::new_err(msg),
+        RustLogError::Corrupt { .. } => CorruptLog::new_err(msg),
+        RustLogError::ConfigMismatch { .. } => TopicConfigError::new_err(msg),
+        RustLogError::PartitionNotFound { .. } | RustLogError::InvalidArgument(_) => PyValueError::new_err(msg),
+        RustLogError::Schema(_) => SchemaError::new_err(msg),
+        _ => LogError::new_err(msg),
+    }
+}
+
+pub fn type_error(msg: impl Into<String>) -> PyErr {
+    PyTypeError::new_err(msg.into())
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("RiverbedError", py.get_type::<RiverbedError>())?;
+    m.add("LogError", py.get_type::<LogError>())?;
+    m.add("TopicNotFound", py.get_type::<TopicNotFound>())?;
+    m.add("OffsetOutOfRange", py.get_type::<OffsetOutOfRange>())?;
+    m.add("LogLocked", py.get_type::<LogLocked>())?;
+    m.add("CorruptLog", py.get_type::<CorruptLog>())?;
+    m.add("TopicConfigError", py.get_type::<TopicConfigError>())?;
+    m.add("PlanError", py.get_type::<PlanError>())?;
+    m.add("SchemaError", py.get_type::<SchemaError>())?;
+    m.add("DecodeError", py.get_type::<DecodeError>())?;
+    m.add("KafkaError", py.get_type::<KafkaError>())?;
+    Ok(())
+}

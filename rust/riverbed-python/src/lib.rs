@@ -1,0 +1,19 @@
+//! `riverbed._core`: thin pyo3 wrappers over the pure Rust crates. Conversions and delegation
+//! only; the logic lives in `riverbed-log`.
+
+use pyo3::prelude::*;
+
+mod consumer;
+mod error;
+mod log;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    error::register(m)?;
+    m.add_class::<log::PyLog>()?;
+    m.add_class::<log::PyTopic>()?;
+    m.add_class::<consumer::PyConsumer>()?;
+    m.add_function(wrap_pyfunction!(log::murmur2, m)?)?;
+    Ok(())
+}
