@@ -353,7 +353,7 @@ impl Partition {
                 }
                 Located::Read { file, path, pos, end } => (file, path, pos, end),
             };
-            let want = ((end - pos) as usize).min(READ_CHUNK.max(max_bytes.saturating_sub(bytes)).min(READ_CHUNK * 8));
+            let want = ((end - pos) as usize).min(READ_CHUNK);
             buf.resize(want, 0);
             read_exact_at(&file, &path, &mut buf, pos)?;
             let mut walked = for_each_batch(&buf, |h, b| {

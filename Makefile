@@ -1,0 +1,35 @@
+# riverbed — the verbs a newcomer needs. `make help` lists them.
+PYTHON ?= python3
+
+.PHONY: help demo install test test-rust test-python bench lint develop
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+install: ## build the extension (release) and install riverbed with its CLI
+	$(PYTHON) -m pip install .
+
+demo: install ## install, then run the demo on the embedded log
+	riverbed demo
+
+test: ## install the test dependencies and the package, then run every test (Rust and Python)
+	$(PYTHON) -m pip install '.[test]'
+	cargo test --workspace --exclude riverbed-python
+	$(PYTHON) -m pytest tests
+
+test-rust: ## only the Rust crates' tests
+	cargo test --workspace --exclude riverbed-python
+
+test-python: ## only pytest (against the installed package)
+	$(PYTHON) -m pytest tests
+
+develop: ## rebuild the extension into the current environment, release mode
+	maturin build --release -o target/wheels && $(PYTHON) -m pip install --force-reinstall --no-deps target/wheels/riverbed-*.whl
+
+bench: ## print the benchmark figures
+	$(PYTHON) benchmarks/log_throughput.py
+
+lint: ## formatting and lints
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	ruff check python tests benchmarks

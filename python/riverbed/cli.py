@@ -1,0 +1,179 @@
+"""The ``riverbed`` command: topics, produce, consume and the demo.
+
+Every command takes ``--log DIR`` (default ``./riverbed-data``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import IO, Any
+
+import riverbed as rb
+from riverbed.exceptions import RiverbedError
+
+DEFAULT_LOG = "./riverbed-data"
+
+
+def _parse_setting(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    try:
+        return k, json.loads(v)
+    except json.JSONDecodeError:
+        return k, v
+
+
+def _topics(args: argparse.Namespace, out: IO[str]) -> int:
+    with rb.Log(args.log) as log:
+        if args.action == "create":
+            t = log.topic(args.name, partitions=args.partitions, **dict(args.config or []))
+            print(f"topic {t.name}: {t.partitions} partition(s)", file=out)
+        elif args.action == "list":
+            for name in log.topics():
+                print(name, file=out)
+        elif args.action == "describe":
+            print(json.dumps(log[args.name].describe(), indent=2), file=out)
+        elif args.action == "delete":
+            log.delete_topic(args.name)
+            print(f"deleted {args.name}", file=out)
+    return 0
+
+
+def _produce(args: argparse.Namespace, out: IO[str]) -> int:
+    src = open(args.file, encoding="utf-8") if args.file else sys.stdin
+    n = 0
+    with rb.Log(args.log) as log:
+        topic = log[args.topic]
+        try:
+            for lineno, line in enumerate(src, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise SystemExit(f"line {lineno}: not valid JSON ({e}); {n} record(s) produced before it")
+                key = None
+                if args.key_field:
+                    if not isinstance(obj, dict) or args.key_field not in obj:
+                        raise SystemExit(f"line {lineno}: no field {args.key_field!r}; {n} record(s) produced before it")
+                    key = obj[args.key_field]
+                    key = key if isinstance(key, str) else json.dumps(key)
+                ts = obj.get(args.timestamp_field) if args.timestamp_field and isinstance(obj, dict) else None
+                topic.produce(line, key=key, timestamp=ts)
+                n += 1
+        finally:
+            if args.file:
+                src.close()
+    print(f"produced {n} record(s) to {args.topic}", file=sys.stderr)
+    return 0
+
+
+def _decode(b: bytes | None) -> Any:
+    if b is None:
+        return None
+    try:
+        s = b.decode()
+    except UnicodeDecodeError:
+        return b.hex()
+    try:
+        return json.loads(s)
+    except json.JSONDecodeError:
+        return s
+
+
+def _consume(args: argparse.Namespace, out: IO[str]) -> int:
+    n = 0
+    start = "earliest" if args.from_beginning or not args.group else "latest"
+    with rb.Log(args.log) as log:
+        with log[args.topic].consumer(group=args.group, start=start) as c:
+            while args.max is None or n < args.max:
+                batch = c.poll(max_records=min(10_000, (args.max or 10_000) - n), timeout=args.timeout)
+                if batch.num_rows == 0:
+                    break
+                cols = batch.to_pydict()
+                for i in range(batch.num_rows):
+                    rec = {
+                        "partition": cols["partition"][i],
+                        "offset": cols["offset"][i],
+                        "timestamp": int(cols["timestamp"][i].timestamp() * 1000),
+                        "key": _decode(cols["key"][i]),
+                        "value": _decode(cols["value"][i]),
+                    }
+                    if cols["headers"][i]:
+                        rec["headers"] = {h["key"]: _decode(h["value"]) for h in cols["headers"][i]}
+                    print(json.dumps(rec), file=out)
+                    n += 1
+            if args.group:
+                c.commit()
+    return 0
+
+
+def _demo(args: argparse.Namespace, out: IO[str]) -> int:
+    from riverbed.demo import run_demo
+
+    run_demo(args.log, records=args.records, out=out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log", default=argparse.SUPPRESS, help=f"log directory (default {DEFAULT_LOG})")
+    p = argparse.ArgumentParser(prog="riverbed", description="riverbed: an embedded Kafka-style log and stream engine")
+    p.add_argument("--log", default=DEFAULT_LOG, help=f"log directory (default {DEFAULT_LOG})")
+    p.add_argument("--version", action="version", version=f"riverbed {rb.__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("topics", help="create, list, describe or delete topics", parents=[common])
+    tsub = t.add_subparsers(dest="action", required=True)
+    c = tsub.add_parser("create", parents=[common], help="create a topic (or check an existing one)")
+    c.add_argument("name")
+    c.add_argument("--partitions", type=int, default=1)
+    c.add_argument("--config", type=_parse_setting, action="append", metavar="KEY=VALUE",
+                   help="a topic setting, e.g. retention_ms=86400000 or cleanup=compact")
+    tsub.add_parser("list", parents=[common], help="list topics")
+    d = tsub.add_parser("describe", parents=[common], help="partitions, offsets and config as JSON")
+    d.add_argument("name")
+    x = tsub.add_parser("delete", parents=[common], help="delete a topic and its data")
+    x.add_argument("name")
+    t.set_defaults(func=_topics)
+
+    pr = sub.add_parser("produce", parents=[common], help="produce JSON lines from stdin or --file")
+    pr.add_argument("topic")
+    pr.add_argument("--file", help="read JSON lines from this file instead of stdin")
+    pr.add_argument("--key-field", help="use this field of each JSON object as the record key")
+    pr.add_argument("--timestamp-field", help="use this field (int ms) as the record timestamp")
+    pr.set_defaults(func=_produce)
+
+    co = sub.add_parser("consume", parents=[common], help="print records as JSON lines")
+    co.add_argument("topic")
+    co.add_argument("--group", help="consume as a member of this group (and commit at the end)")
+    co.add_argument("--from-beginning", action="store_true", help="start at the earliest offset")
+    co.add_argument("--max", type=int, help="stop after this many records")
+    co.add_argument("--timeout", type=float, default=1.0, help="stop after this many seconds without records")
+    co.set_defaults(func=_consume)
+
+    de = sub.add_parser("demo", parents=[common], help="run the end-to-end demo on the embedded log")
+    de.add_argument("--records", type=int, default=1_000_000)
+    de.set_defaults(func=_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None, out: IO[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args, out or sys.stdout)
+    except RiverbedError as e:
+        print(f"riverbed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+//! Crash recovery: a damaged tail of the last segment is truncated on open, reported, and the
+//! log continues at the next offset after the valid prefix.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use riverbed_log::{Damage, Log, LogError, TopicOptions};
+
+const TS: i64 = 1_600_000_000_000;
+
+/// (position, length, base offset, last offset) of every batch in a segment file.
+fn batches_of(path: &Path) -> Vec<(u64, u64, i64, i64)> {
+    let bytes = std::fs::read(path).expect("read segment");
+    let mut pos = 0usize;
+    let mut out = Vec::new();
+    while pos < bytes.len() {
+        let h = riverbed_log::batch::parse_header(&bytes[pos..]).expect("valid batch");
+        out.push((pos as u64, h.total_len() as u64, h.base_offset, h.last_offset()));
+        pos += h.total_len();
+    }
+    out
+}
+
+fn value_of(i: i64) -> Vec<u8> {
+    format!("value-{i}-{}", "#".repeat((i % 23) as usize)).into_bytes()
+}
+
+/// A log with one topic "t" (1 partition) holding `n` records, one batch each; closed.
+/// Returns the partition directory.
+fn make_log(dir: &Path, n: i64, segment_bytes: u64) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let log = open(dir);
+    let topic = log.topic(
+        "t",
+        &TopicOptions {
+            segment_bytes: Some(segment_bytes),
+            ..Default::default()
+        },
+    )?;
+    for i in 0..n {
+        let (_, off) = topic.produce(Some(format!("k{i}").as_bytes()), Some(&value_of(i)), TS + i, &[], None)?;
+        assert_eq!(off, i);
+    }
+    let pdir = partition_dir(&log, &topic, 0);
+    log.close()?;
+    Ok(pdir)
+}
+
+fn last_segment(pdir: &Path) -> PathBuf {
+    let bases = segment_bases(pdir);
+    segment_path(pdir, *bases.last().expect("a segment"), "log")
+}
+
+/// The records of "t"/0 are exactly offsets 0..n with the values `make_log` wrote.
+fn assert_prefix(log: &Log, n: i64) -> TestResult {
+    let topic = log.get_topic("t")?;
+    let part = topic.partition(0)?;
+    assert_eq!(part.offsets(), (0, n));
+    let got = read_all(part)?;
+    assert_eq!(got.len() as i64, n);
+    for (i, r) in got.iter().enumerate() {
+        let i = i as i64;
+        assert_eq!(r.offset, i);
+        assert_eq!(r.key.as_deref(), Some(format!("k{i}").as_bytes()));
+        assert_eq!(r.value.as_deref(), Some(value_of(i).as_slice()));
+        assert_eq!(r.timestamp, TS + i);
+    }
+    Ok(())
+}
+
+/// After recovery: appends continue at `n`, read back, and a second reopen is clean.
+fn continue_after_recovery(dir: &Path, log: Log, n: i64) -> TestResult {
+    let topic = log.get_topic("t")?;
+    for i in n..n + 3 {
+        let (_, off) = topic.produce(Some(format!("k{i}").as_bytes()), Some(&value_of(i)), TS + i, &[], None)?;
+        assert_eq!(off, i, "the first append after recovery gets the next offset");
+    }
+    assert_prefix(&log, n + 3)?;
+    log.close()?;
+    let log = open(dir);
+    assert!(log.open_report().is_empty(), "second open: {:?}", log.open_report());
+    assert_prefix(&log, n + 3)?;
+    log.close()?;
+    Ok(())
+}
+
+fn single_damage(log: &Log) -> Damage {
+    let report = log.open_report();
+    assert_eq!(report.len(), 1, "{report:?}");
+    report[0].clone()
+}
+
+fn append_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::OpenOptions::new().append(true).open(path)?.write_all(bytes)
+}
+
+#[test]
+fn short_garbage_after_the_last_batch() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let pdir = make_log(dir.path(), 20, 1 << 20)?;
+    let seg = last_segment(&pdir);
+    let len = std::fs::metadata(&seg)?.len();
+    append_bytes(&seg, &[0xAB; 10])?;
+
+    let log = open(dir.path());
+    let d = single_damage(&log);
+    assert_eq!(d.path, seg);
+    assert_eq!((d.valid_bytes, d.dropped_bytes), (len, 10));
+    assert!(d.reason.contains("torn"), "reason: {}", d.reason);
+    assert_eq!(std::fs::metadata(&seg)?.len(), len, "the garbage is truncated away");
+    assert_prefix(&log, 20)?;
+    continue_after_recovery(dir.path(), log, 20)
+}
+
+#[test]
+fn long_garbage_after_the_last_batch() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let pdir = make_log(dir.path(), 20, 1 << 20)?;
+    let seg = last_segment(&pdir);
+    let len = std::fs::metadata(&seg)?.len();
+    // pseudo-random bytes, and a plausible header declaring a batch far longer than the file
+    let mut garbage: Vec<u8> = (0..700u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    append_bytes(&seg, &garbage)?;
+    let log = open(dir.path());
+    let d = single_damage(&log);
+    assert_eq!((d.path.as_path(), d.valid_bytes, d.dropped_bytes), (seg.as_path(), len, 700));
+    assert!(!d.reason.is_empty());
+    assert_prefix(&log, 20)?;
+    log.close()?;
+
+    garbage = vec![0u8; 100];
+    garbage[..8].copy_from_slice(&20i64.to_be_bytes());
+    garbage[8..12].copy_from_slice(&100_000i32.to_be_bytes());
+    garbage[16] = 2;
+    append_bytes(&seg, &garbage)?;
+    let log = open(dir.path());
+    let d = single_damage(&log);
+    assert_eq!((d.valid_bytes, d.dropped_bytes), (len, 100));
+    assert!(d.reason.contains("torn"), "reason: {}", d.reason);
+    assert_prefix(&log, 20)?;
+    continue_after_recovery(dir.path(), log, 20)
+}
+
+#[test]
+fn zeroed_tail_is_dropped() -> TestResult {
+    // a pre-allocated but never written tail reads as zeros
+    let dir = tempfile::tempdir()?;
+    let pdir = make_log(dir.path(), 5, 1 << 20)?;
+    let seg = last_segment(&pdir);
+    let len = std::fs::metadata(&seg)?.len();
+    append_bytes(&seg, &[0u8; 4096])?;
+    let log = open(dir.path());
+    let d = single_damage(&log);
+    assert_eq!((d.valid_bytes, d.dropped_bytes), (len, 4096));
+    assert_prefix(&log, 5)?;
+    continue_after_recovery(dir.path(), log, 5)
+}
+
+#[test]
+fn overwritten_tail_of_the_last_batch() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let pdir = make_log(dir.path(), 20, 1 << 20)?;
+    let seg = last_segment(&pdir);
+    let batches = batches_of(&seg);
+    assert_eq!(batches.len(), 20);
+    let (pos, blen, base, _) = batches[19];
+    assert_eq!(base, 19);
+    let mut bytes = std::fs::read(&seg)?;
+    let half = (pos + blen / 2) as usize;
+    for (k, b) in bytes[half..].iter_mut().enumerate() {
+        *b = 0x5A ^ (k as u8);
+    }
+    std::fs::write(&seg, &bytes)?;
+
+    let log = open(dir.path());
+    let d = single_damage(&log);
+    assert_eq!(d.path, seg);
+    assert_eq!((d.valid_bytes, d.dropped_bytes), (pos, blen));
+    assert!(d.reason.contains("CRC"), "reason: {}", d.reason);
+    assert_prefix(&log, 19)?;
+    continue_after_recovery(dir.path(), log, 19)
+}
+
+#[test]
+fn truncated_mid_batch() -> TestResult {
+    // cut inside the last batch's records, and (second round) inside a batch header
+    for cut_in_header in [false, true] {
+        let dir = tempfile::tempdir()?;
+        let pdir = make_log(dir.path(), 20, 1 << 20)?;
+        let seg = last_segment(&pdir);
+        let (pos, blen, _, _) = batches_of(&seg)[19];
+        let keep = if cut_in_header { pos + 30 } else { pos + blen - 5 };
+        std::fs::OpenOptions::new().write(true).open(&seg)?.set_len(keep)?;
+
+        let log = open(dir.path());
+        let d = single_damage(&log);
+        assert_eq!((d.valid_bytes, d.dropped_bytes), (pos, keep - pos));
+        assert!(d.reason.contains("torn"), "reason: {}", d.reason);
+        assert_prefix(&log, 19)?;
+        continue_after_recovery(dir.path(), log, 19)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn flipped_byte_mid_segment_truncates_from_that_batch() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let pdir = make_log(dir.path(), 20, 1 << 20)?;
+    let seg = last_segment(&pdir);
+    let len = std::fs::metadata(&seg)?.len();
+    let (pos, blen, base, _) = batches_of(&seg)[10];
+    assert_eq!(base, 10);
+    let mut bytes = std::fs::read(&seg)?;
+    let at = (pos + blen - 3) as usize; // inside the record's value
+    bytes[at] ^= 0x01;
+    std::fs::write(&seg, &bytes)?;
+
+    let log = open(dir.path());
+    let d = single_damage(&log);
+    assert_eq!(d.path, seg);
+    assert_eq!((d.valid_bytes, d.dropped_bytes), (pos, len - pos));
+    assert!(d.reason.contains("CRC") && d.reason.contains("10"), "reason: {}", d.reason);
+    assert_eq!(std::fs::metadata(&seg)?.len(), pos);
+    // the batches after the damaged one are gone too: offsets continue at 10
+    assert_prefix(&log, 10)?;
+    continue_after_recovery(dir.path(), log, 10)
+}
+
+#[test]
+fn damage_in_last_of_many_segments() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let pdir = make_log(dir.path(), 60, 1024)?;
+    let bases = segment_bases(&pdir);
+    assert!(bases.len() >= 3, "{bases:?}");
+    let last_base = *bases.last().unwrap_or(&0);
+    let seg = last_segment(&pdir);
+    let batches = batches_of(&seg);
+    assert_eq!(batches[0].2, last_base);
+    let sealed_sizes: Vec<u64> = bases[..bases.len() - 1]
+        .iter()
+        .map(|b| std::fs::metadata(segment_path(&pdir, *b, "log")).map(|m| m.len()))
+        .collect::<Result<_, _>>()?;
+
+    // corrupt the first batch of the last segment: the whole segment is dropped
+    let mut bytes = std::fs::read(&seg)?;
+    bytes[70] ^= 0xFF;
+    std::fs::write(&seg, &bytes)?;
+    let log = open(dir.path());
+    let d = single_damage(&log);
+    assert_eq!((d.path.as_path(), d.valid_bytes), (seg.as_path(), 0));
+    assert_eq!(d.dropped_bytes, bytes.len() as u64);
+    for (b, size) in bases.iter().zip(&sealed_sizes) {
+        assert_eq!(std::fs::metadata(segment_path(&pdir, *b, "log"))?.len(), *size, "sealed segment {b} untouched");
+    }
+    assert_prefix(&log, last_base)?;
+    continue_after_recovery(dir.path(), log, last_base)
+}
+
+#[test]
+fn corrupt_sealed_segment_is_not_silently_served() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let pdir = make_log(dir.path(), 60, 1024)?;
+    let bases = segment_bases(&pdir);
+    assert!(bases.len() >= 3);
+    let first = segment_path(&pdir, bases[0], "log");
+    let batches = batches_of(&first);
+    let (pos, blen, base, _) = batches[1];
+    let mut bytes = std::fs::read(&first)?;
+    bytes[(pos + blen - 2) as usize] ^= 0x10;
+    std::fs::write(&first, &bytes)?;
+
+    // with its index files intact the segment is trusted, so the damage shows at read time
+    let log = open(dir.path());
+    let part = log.get_topic("t")?.partition(0)?.clone();
+    let mut seen = Vec::new();
+    let r = part.read(0, usize::MAX, usize::MAX, |r| {
+        seen.push(r.offset);
+        true
+    });
+    match r {
+        Err(LogError::Corrupt { path, .. }) => assert_eq!(path, first),
+        other => panic!("reading over a corrupt batch gave {other:?} after {seen:?}"),
+    }
+    assert_eq!(seen, vec![0], "records before the corrupt batch are returned");
+    assert_eq!(base, 1);
+    // records in later segments are still readable
+    let later = read_from(&part, bases[1])?;
+    assert_eq!(later.first().map(|r| r.offset), Some(bases[1]));
+    log.close()?;
+
+    // without index files the segment is rescanned: the damage is reported, nothing truncated
+    std::fs::remove_file(segment_path(&pdir, bases[0], "index"))?;
+    std::fs::remove_file(segment_path(&pdir, bases[0], "timeindex"))?;
+    let log = open(dir.path());
+    let d = single_damage(&log);
+    assert_eq!((d.path.as_path(), d.valid_bytes), (first.as_path(), pos));
+    assert_eq!(std::fs::metadata(&first)?.len(), bytes.len() as u64, "sealed segments are not truncated");
+    let part = log.get_topic("t")?.partition(0)?.clone();
+    let offsets: Vec<i64> = read_all(&part)?.iter().map(|r| r.offset).collect();
+    let want: Vec<i64> = std::iter::once(0).chain(bases[1]..60).collect();
+    assert_eq!(offsets, want);
+    log.close()?;
+    Ok(())
+}
