@@ -4,10 +4,17 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::{BinaryBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder, StructBuilder};
+use arrow_array::builder::{
+    BinaryBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder, StructBuilder,
+};
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Int64Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType};
-use arrow_array::{Array, ArrayRef, Int32Array, Int64Array, RecordBatch, TimestampMillisecondArray};
+use arrow_array::types::{
+    Int64Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType,
+};
+use arrow_array::{
+    Array, ArrayRef, Int32Array, Int64Array, RecordBatch, TimestampMillisecondArray,
+};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 use crate::batch::RecordView;
@@ -22,10 +29,18 @@ pub fn record_schema() -> SchemaRef {
         Field::new("topic", DataType::Utf8, false),
         Field::new("partition", DataType::Int32, false),
         Field::new("offset", DataType::Int64, false),
-        Field::new("timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
         Field::new("key", DataType::Binary, true),
         Field::new("value", DataType::Binary, true),
-        Field::new("headers", DataType::List(Arc::new(Field::new_struct("item", header_fields(), true))), false),
+        Field::new(
+            "headers",
+            DataType::List(Arc::new(Field::new_struct("item", header_fields(), true))),
+            false,
+        ),
     ]))
 }
 
@@ -97,9 +112,12 @@ impl RecordSink for ArrowRecordSink {
         if r.header_count() > 0 {
             let s = self.headers.values();
             for (k, v) in r.headers() {
-                s.field_builder::<StringBuilder>(0)
-                    .map(|b| b.append_value(String::from_utf8_lossy(k)));
-                s.field_builder::<BinaryBuilder>(1).map(|b| b.append_option(v));
+                if let Some(b) = s.field_builder::<StringBuilder>(0) {
+                    b.append_value(String::from_utf8_lossy(k));
+                }
+                if let Some(b) = s.field_builder::<BinaryBuilder>(1) {
+                    b.append_option(v);
+                }
                 s.append(true);
             }
         }
@@ -122,25 +140,37 @@ impl RecordSink for ArrowRecordSink {
 /// JSON text of each value.
 enum BytesColumn {
     Array(ArrayRef),
-    Encoded { data: Vec<u8>, ends: Vec<usize>, valid: Vec<bool> },
+    Encoded {
+        data: Vec<u8>,
+        ends: Vec<usize>,
+        valid: Vec<bool>,
+    },
 }
 
 impl BytesColumn {
     fn new(array: &ArrayRef, name: &str) -> Result<BytesColumn> {
         match array.data_type() {
-            DataType::Binary | DataType::LargeBinary | DataType::Utf8 | DataType::LargeUtf8 | DataType::BinaryView | DataType::Utf8View => {
-                Ok(BytesColumn::Array(array.clone()))
-            }
+            DataType::Binary
+            | DataType::LargeBinary
+            | DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::BinaryView
+            | DataType::Utf8View => Ok(BytesColumn::Array(array.clone())),
             DataType::FixedSizeBinary(_) => Ok(BytesColumn::Array(
-                arrow_cast::cast(array, &DataType::Binary).map_err(|e| LogError::Schema(format!("column '{name}': {e}")))?,
+                arrow_cast::cast(array, &DataType::Binary)
+                    .map_err(|e| LogError::Schema(format!("column '{name}': {e}")))?,
             )),
             _ => {
                 let field = Field::new(name, array.data_type().clone(), true);
-                let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![field])), vec![array.clone()])
-                    .map_err(|e| LogError::Schema(e.to_string()))?;
+                let batch =
+                    RecordBatch::try_new(Arc::new(Schema::new(vec![field])), vec![array.clone()])
+                        .map_err(|e| LogError::Schema(e.to_string()))?;
                 let (data, ends) = json_lines(&batch)?;
                 // Each line is {"name":<value>}; keep just the value.
-                let prefix = serde_json::to_string(name).map_err(|e| LogError::Schema(e.to_string()))?.len() + 2;
+                let prefix = serde_json::to_string(name)
+                    .map_err(|e| LogError::Schema(e.to_string()))?
+                    .len()
+                    + 2;
                 let mut out = Vec::with_capacity(data.len());
                 let mut out_ends = Vec::with_capacity(ends.len());
                 let mut valid = Vec::with_capacity(ends.len());
@@ -156,7 +186,11 @@ impl BytesColumn {
                     out_ends.push(out.len());
                     start = end;
                 }
-                Ok(BytesColumn::Encoded { data: out, ends: out_ends, valid })
+                Ok(BytesColumn::Encoded {
+                    data: out,
+                    ends: out_ends,
+                    valid,
+                })
             }
         }
     }
@@ -195,7 +229,8 @@ fn json_lines(batch: &RecordBatch) -> Result<(Vec<u8>, Vec<usize>)> {
         let mut w = arrow_json::WriterBuilder::new()
             .with_explicit_nulls(true)
             .build::<_, arrow_json::writer::LineDelimited>(&mut buf);
-        w.write(batch).map_err(|e| LogError::Schema(format!("cannot encode rows as JSON: {e}")))?;
+        w.write(batch)
+            .map_err(|e| LogError::Schema(format!("cannot encode rows as JSON: {e}")))?;
         w.finish().map_err(|e| LogError::Schema(e.to_string()))?;
     }
     // JSON strings escape newlines, so every b'\n' ends a row.
@@ -213,30 +248,57 @@ fn json_lines(batch: &RecordBatch) -> Result<(Vec<u8>, Vec<usize>)> {
 
 fn column<'a>(batch: &'a RecordBatch, name: &str, role: &str) -> Result<&'a ArrayRef> {
     batch.column_by_name(name).ok_or_else(|| {
-        let cols: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
-        LogError::Schema(format!("{role} column '{name}' is not in the data; its columns are {cols:?}"))
+        let cols: Vec<String> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        LogError::Schema(format!(
+            "{role} column '{name}' is not in the data; its columns are {cols:?}"
+        ))
     })
 }
 
 /// Event timestamps in ms from an int64 or timestamp column.
 fn timestamps_ms(array: &ArrayRef, name: &str) -> Result<Vec<i64>> {
-    let bad_null = |i: usize| LogError::Schema(format!("timestamp column '{name}' is null at row {i}"));
+    let bad_null =
+        |i: usize| LogError::Schema(format!("timestamp column '{name}' is null at row {i}"));
     macro_rules! convert {
         ($t:ty, $f:expr) => {{
             let a = array.as_primitive::<$t>();
             (0..a.len())
-                .map(|i| if a.is_null(i) { Err(bad_null(i)) } else { Ok($f(a.value(i))) })
+                .map(|i| {
+                    if a.is_null(i) {
+                        Err(bad_null(i))
+                    } else {
+                        Ok($f(a.value(i)))
+                    }
+                })
                 .collect()
         }};
     }
     match array.data_type() {
         DataType::Int64 => convert!(Int64Type, |v: i64| v),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => convert!(TimestampMillisecondType, |v: i64| v),
-        DataType::Timestamp(TimeUnit::Second, _) => convert!(TimestampSecondType, |v: i64| v * 1000),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => convert!(TimestampMicrosecondType, |v: i64| v.div_euclid(1000)),
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => convert!(TimestampNanosecondType, |v: i64| v.div_euclid(1_000_000)),
-        DataType::Int32 | DataType::UInt32 | DataType::Int16 | DataType::UInt16 | DataType::Date64 => {
-            let c = arrow_cast::cast(array, &DataType::Int64).map_err(|e| LogError::Schema(e.to_string()))?;
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            convert!(TimestampMillisecondType, |v: i64| v)
+        }
+        DataType::Timestamp(TimeUnit::Second, _) => {
+            convert!(TimestampSecondType, |v: i64| v * 1000)
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            convert!(TimestampMicrosecondType, |v: i64| v.div_euclid(1000))
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            convert!(TimestampNanosecondType, |v: i64| v.div_euclid(1_000_000))
+        }
+        DataType::Int32
+        | DataType::UInt32
+        | DataType::Int16
+        | DataType::UInt16
+        | DataType::Date64 => {
+            let c = arrow_cast::cast(array, &DataType::Int64)
+                .map_err(|e| LogError::Schema(e.to_string()))?;
             timestamps_ms(&c, name)
         }
         other => Err(LogError::Schema(format!(
@@ -256,22 +318,32 @@ pub fn produce_arrow(
     timestamp: Option<&str>,
 ) -> Result<(Int32Array, Int64Array)> {
     let Some(first) = batches.first() else {
-        return Ok((Int32Array::from(Vec::<i32>::new()), Int64Array::from(Vec::<i64>::new())));
+        return Ok((
+            Int32Array::from(Vec::<i32>::new()),
+            Int64Array::from(Vec::<i64>::new()),
+        ));
     };
     let joined;
     let batch = if batches.len() == 1 {
         first
     } else {
-        joined = arrow_select::concat::concat_batches(&first.schema(), batches).map_err(|e| LogError::Schema(e.to_string()))?;
+        joined = arrow_select::concat::concat_batches(&first.schema(), batches)
+            .map_err(|e| LogError::Schema(e.to_string()))?;
         &joined
     };
     let n = batch.num_rows();
-    let keys = key.map(|k| column(batch, k, "key").and_then(|a| BytesColumn::new(a, k))).transpose()?;
+    let keys = key
+        .map(|k| column(batch, k, "key").and_then(|a| BytesColumn::new(a, k)))
+        .transpose()?;
     let values = match value {
         Some(v) => BytesColumn::new(column(batch, v, "value")?, v)?,
         None => {
             let (data, ends) = json_lines(batch)?;
-            BytesColumn::Encoded { data, valid: vec![true; ends.len()], ends }
+            BytesColumn::Encoded {
+                data,
+                valid: vec![true; ends.len()],
+                ends,
+            }
         }
     };
     let ts = match timestamp {
@@ -291,7 +363,8 @@ pub fn produce_arrow(
         row_partition.push(p as i32);
         counts[p] += 1;
     }
-    let mut routed: Vec<Vec<NewRecord<'_>>> = counts.iter().map(|&c| Vec::with_capacity(c)).collect();
+    let mut routed: Vec<Vec<NewRecord<'_>>> =
+        counts.iter().map(|&c| Vec::with_capacity(c)).collect();
     let mut index_in_partition = Vec::with_capacity(n);
     for i in 0..n {
         let p = row_partition[i] as usize;

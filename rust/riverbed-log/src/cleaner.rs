@@ -54,7 +54,9 @@ pub fn apply_retention(p: &Partition) -> Result<CleanupStats> {
         let mut total = st.size_bytes();
         while st.segments.len() > 1 {
             let seg = &st.segments[0];
-            let by_time = cfg.retention_ms.is_some_and(|r| seg.max_timestamp() < now - r);
+            let by_time = cfg
+                .retention_ms
+                .is_some_and(|r| seg.max_timestamp() < now - r);
             let by_bytes = cfg.retention_bytes.is_some_and(|b| total - seg.size >= b);
             if !(by_time || by_bytes) {
                 break;
@@ -75,49 +77,54 @@ pub fn apply_retention(p: &Partition) -> Result<CleanupStats> {
 }
 
 /// Visit every record of a segment file in order.
-fn for_each_record(file: &File, path: &Path, size: u64, mut f: impl FnMut(&RecordView<'_>)) -> Result<()> {
+fn for_each_record(
+    file: &File,
+    path: &Path,
+    size: u64,
+    mut f: impl FnMut(&RecordView<'_>),
+) -> Result<()> {
     let mut pos = 0u64;
     let mut buf = Vec::new();
     while pos < size {
-        let want = ((size - pos) as usize).min(4 << 20);
-        buf.resize(want, 0);
-        read_exact_at(file, path, &mut buf, pos)?;
-        let mut walked = for_each_batch(&buf, |_, b| {
+        let mut want = ((size - pos) as usize).min(4 << 20);
+        loop {
+            buf.resize(want, 0);
+            read_exact_at(file, path, &mut buf, pos)?;
             let bad = |e: batch::BatchError| LogError::Corrupt {
                 path: path.to_path_buf(),
                 position: pos,
                 reason: e.to_string(),
             };
-            for r in batch::records(b).map_err(bad)? {
-                f(&r.map_err(bad)?);
-            }
-            Ok(true)
-        })?;
-        if walked == 0 {
-            let mut head = [0u8; 12];
-            read_exact_at(file, path, &mut head, pos)?;
-            let total = 12 + i32::from_be_bytes([head[8], head[9], head[10], head[11]]).max(0) as usize;
-            buf.resize(total.min((size - pos) as usize), 0);
-            read_exact_at(file, path, &mut buf, pos)?;
-            walked = for_each_batch(&buf, |_, b| {
-                for r in batch::records(b).map_err(|e| LogError::Corrupt {
-                    path: path.to_path_buf(),
-                    position: pos,
-                    reason: e.to_string(),
-                })? {
-                    if let Ok(r) = r {
-                        f(&r);
-                    }
+            let walked = for_each_batch(&buf, |_, b| {
+                for r in batch::records(b).map_err(bad)? {
+                    f(&r.map_err(bad)?);
                 }
                 Ok(true)
             })?;
-            if walked == 0 {
+            if walked > 0 {
+                pos += walked as u64;
                 break;
             }
+            // One batch is larger than the chunk: read it whole.
+            let total = 12 + i32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]).max(0) as usize;
+            if total <= want || pos + total as u64 > size {
+                return Err(bad(batch::BatchError::Corrupt(
+                    "batch extends past the segment end".into(),
+                )));
+            }
+            want = total;
         }
-        pos += walked as u64;
     }
     Ok(())
+}
+
+/// A record copied out of a segment, to be written again by compaction.
+struct OwnedRecord {
+    offset: i64,
+    timestamp: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 struct SealedRef {
@@ -170,20 +177,22 @@ pub fn compact(p: &Partition, fsync: FsyncPolicy) -> Result<CleanupStats> {
         let mut total = 0usize;
         let mut kept = 0usize;
         let mut batches: Vec<(std::ops::Range<usize>, i64, i64, i64)> = Vec::new();
-        // Collect kept records first (borrowing the file's bytes), then encode.
-        let mut keep: Vec<(i64, i64, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(Vec<u8>, Option<Vec<u8>>)>)> = Vec::new();
+        let mut keep: Vec<OwnedRecord> = Vec::new();
         for_each_record(&s.file, &s.path, s.size, |r| {
             total += 1;
             let is_latest = r.key.is_some_and(|k| latest.get(k) == Some(&r.offset));
             let expired_tombstone = r.value.is_none() && r.timestamp < horizon;
             if is_latest && !expired_tombstone {
-                keep.push((
-                    r.offset,
-                    r.timestamp,
-                    r.key.map(<[u8]>::to_vec),
-                    r.value.map(<[u8]>::to_vec),
-                    r.headers().map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect(),
-                ));
+                keep.push(OwnedRecord {
+                    offset: r.offset,
+                    timestamp: r.timestamp,
+                    key: r.key.map(<[u8]>::to_vec),
+                    value: r.value.map(<[u8]>::to_vec),
+                    headers: r
+                        .headers()
+                        .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+                        .collect(),
+                });
             }
         })?;
         kept += keep.len();
@@ -192,14 +201,24 @@ pub fn compact(p: &Partition, fsync: FsyncPolicy) -> Result<CleanupStats> {
         }
         let mut i = 0;
         while i < keep.len() {
-            let start_base = keep[i].0;
-            let mut w = BatchWriter::new(&mut buf, start_base, keep[i].1);
+            let start_base = keep[i].offset;
+            let mut w = BatchWriter::new(&mut buf, start_base, keep[i].timestamp);
             let mut last = start_base;
             while i < keep.len() && (w.record_count() == 0 || w.len() < MAX_BATCH_BYTES) {
-                let (o, ts, k, v, h) = &keep[i];
-                let hs: Vec<batch::RecordHeader<'_>> = h.iter().map(|(a, b)| (a.as_slice(), b.as_deref())).collect();
-                w.push(*o, *ts, k.as_deref(), v.as_deref(), &hs);
-                last = *o;
+                let r = &keep[i];
+                let hs: Vec<batch::RecordHeader<'_>> = r
+                    .headers
+                    .iter()
+                    .map(|(a, b)| (a.as_slice(), b.as_deref()))
+                    .collect();
+                w.push(
+                    r.offset,
+                    r.timestamp,
+                    r.key.as_deref(),
+                    r.value.as_deref(),
+                    &hs,
+                );
+                last = r.offset;
                 i += 1;
             }
             let max_ts = w.max_timestamp();
@@ -233,7 +252,11 @@ pub fn compact(p: &Partition, fsync: FsyncPolicy) -> Result<CleanupStats> {
         if durable {
             crate::fsutil::sync_dir(&dir)?;
         }
-        let file = OpenOptions::new().read(true).write(true).open(&log_path).at(&log_path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&log_path)
+            .at(&log_path)?;
         {
             let mut st = p.state.write();
             if let Some(seg) = st.segments.iter_mut().find(|x| x.base_offset == s.base) {

@@ -62,7 +62,9 @@ pub struct TopicOptions {
 }
 
 /// A field that is present (even as null) is `Some`, so "unset it" differs from "not given".
-fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> std::result::Result<Option<Option<T>>, D::Error> {
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -90,7 +92,9 @@ impl TopicOptions {
             segment_bytes: self.segment_bytes.unwrap_or(stored.segment_bytes),
             segment_ms: self.segment_ms.unwrap_or(stored.segment_ms),
             cleanup: self.cleanup.unwrap_or(stored.cleanup),
-            delete_retention_ms: self.delete_retention_ms.unwrap_or(stored.delete_retention_ms),
+            delete_retention_ms: self
+                .delete_retention_ms
+                .unwrap_or(stored.delete_retention_ms),
         };
         let a = serde_json::to_value(stored).unwrap_or_default();
         let b = serde_json::to_value(&wanted).unwrap_or_default();
@@ -113,12 +117,22 @@ impl TopicOptions {
 
 impl TopicConfig {
     pub fn validate(&self, topic: &str) -> Result<()> {
-        let bad = |what: String| Err(LogError::InvalidArgument(format!("topic '{topic}': {what}")));
+        let bad = |what: String| {
+            Err(LogError::InvalidArgument(format!(
+                "topic '{topic}': {what}"
+            )))
+        };
         if self.partitions == 0 || self.partitions > 100_000 {
-            return bad(format!("partitions must be between 1 and 100000, got {}", self.partitions));
+            return bad(format!(
+                "partitions must be between 1 and 100000, got {}",
+                self.partitions
+            ));
         }
         if self.segment_bytes < 1024 || self.segment_bytes > (1 << 31) {
-            return bad(format!("segment_bytes must be between 1024 and 2^31, got {}", self.segment_bytes));
+            return bad(format!(
+                "segment_bytes must be between 1024 and 2^31, got {}",
+                self.segment_bytes
+            ));
         }
         if let Some(ms) = self.retention_ms {
             if ms < 0 {
@@ -131,7 +145,10 @@ impl TopicConfig {
             }
         }
         if self.delete_retention_ms < 0 {
-            return bad(format!("delete_retention_ms must be >= 0, got {}", self.delete_retention_ms));
+            return bad(format!(
+                "delete_retention_ms must be >= 0, got {}",
+                self.delete_retention_ms
+            ));
         }
         Ok(())
     }
@@ -147,7 +164,8 @@ impl TopicConfig {
 
     /// Write atomically: temp file, fsync, rename, fsync the directory.
     pub fn store(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| LogError::InvalidArgument(e.to_string()))?;
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| LogError::InvalidArgument(e.to_string()))?;
         crate::fsutil::write_atomic(path, text.as_bytes())
     }
 }

@@ -46,11 +46,18 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    pub fn new(log: &Log, topic: Arc<Topic>, group: Option<&str>, start: StartSpec) -> Result<Consumer> {
+    pub fn new(
+        log: &Log,
+        topic: Arc<Topic>,
+        group: Option<&str>,
+        start: StartSpec,
+    ) -> Result<Consumer> {
         let group = match group {
             Some(g) => {
                 if g.is_empty() {
-                    return Err(LogError::InvalidArgument("group name must not be empty".into()));
+                    return Err(LogError::InvalidArgument(
+                        "group name must not be empty".into(),
+                    ));
                 }
                 let id = log.inner().groups.join(log, g, topic.clone())?;
                 Some((g.to_string(), id))
@@ -126,7 +133,11 @@ impl Consumer {
 
     fn store_positions(&self, generation: u64, positions: &[(u32, i64)]) -> bool {
         match &self.group {
-            Some((g, id)) => self.log.inner().groups.update_positions(g, *id, generation, positions),
+            Some((g, id)) => self
+                .log
+                .inner()
+                .groups
+                .update_positions(g, *id, generation, positions),
             None => {
                 let mut local = self.local.lock();
                 for &(p, o) in positions {
@@ -139,7 +150,12 @@ impl Consumer {
 
     /// Fill `sink` with up to `max_records` records from the assigned partitions, waiting up to
     /// `timeout` for new ones if there are none. Partitions are served round-robin.
-    pub fn poll(&self, max_records: usize, timeout: Duration, sink: &mut dyn RecordSink) -> Result<()> {
+    pub fn poll(
+        &self,
+        max_records: usize,
+        timeout: Duration,
+        sink: &mut dyn RecordSink,
+    ) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let mut rr = self.poll_lock.lock();
         loop {
@@ -156,10 +172,13 @@ impl Consumer {
                     new_positions.push((p, pos));
                     continue;
                 }
-                let next = self.topic.partition(p)?.read(pos, remaining, usize::MAX, |r| {
-                    sink.push(p, r);
-                    true
-                })?;
+                let next = self
+                    .topic
+                    .partition(p)?
+                    .read(pos, remaining, usize::MAX, |r| {
+                        sink.push(p, r);
+                        true
+                    })?;
                 new_positions.push((p, next));
             }
             *rr = rr.wrapping_add(1);
@@ -185,22 +204,34 @@ impl Consumer {
     }
 
     pub fn assignment(&self) -> Result<Vec<u32>> {
-        Ok(self.resolved_assignment()?.1.into_iter().map(|(p, _)| p).collect())
+        Ok(self
+            .resolved_assignment()?
+            .1
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect())
     }
 
     /// Commit the current positions of the assigned partitions (group consumers only).
     pub fn commit(&self) -> Result<()> {
         let Some((g, _)) = &self.group else {
-            return Err(LogError::InvalidArgument("commit() needs a consumer created with a group".into()));
+            return Err(LogError::InvalidArgument(
+                "commit() needs a consumer created with a group".into(),
+            ));
         };
         let positions: Vec<(u32, i64)> = self.position()?.into_iter().collect();
-        self.log.inner().groups.commit(&self.log, g, &self.topic.name, &positions)
+        self.log
+            .inner()
+            .groups
+            .commit(&self.log, g, &self.topic.name, &positions)
     }
 
     /// Committed offsets of the group for every partition of the topic.
     pub fn committed(&self) -> Result<BTreeMap<u32, Option<i64>>> {
         let Some((g, _)) = &self.group else {
-            return Err(LogError::InvalidArgument("committed() needs a consumer created with a group".into()));
+            return Err(LogError::InvalidArgument(
+                "committed() needs a consumer created with a group".into(),
+            ));
         };
         Ok((0..self.topic.num_partitions())
             .map(|p| (p, self.log.inner().groups.committed(g, &self.topic.name, p)))

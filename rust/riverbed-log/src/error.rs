@@ -37,7 +37,9 @@ pub enum LogError {
         position: u64,
         reason: String,
     },
-    #[error("topic '{topic}' config mismatch: {field} is {stored} on disk but {given} was asked for")]
+    #[error(
+        "topic '{topic}' config mismatch: {field} is {stored} on disk but {given} was asked for"
+    )]
     ConfigMismatch {
         topic: String,
         field: String,

@@ -92,7 +92,13 @@ impl GroupCoordinator {
     }
 
     /// Durably record committed offsets for (group, topic).
-    pub fn commit(&self, log: &Log, group: &str, topic: &str, offsets: &[(u32, i64)]) -> Result<()> {
+    pub fn commit(
+        &self,
+        log: &Log,
+        group: &str,
+        topic: &str,
+        offsets: &[(u32, i64)],
+    ) -> Result<()> {
         if offsets.is_empty() {
             return Ok(());
         }
@@ -173,9 +179,17 @@ impl GroupCoordinator {
     /// Remove a member, committing its positions, and rebalance the rest.
     pub fn leave(&self, log: &Log, group: &str, member: u64) -> Result<()> {
         let mut groups = self.groups.lock();
-        let Some(state) = groups.get_mut(group) else { return Ok(()) };
-        let Some(m) = state.members.remove(&member) else { return Ok(()) };
-        let positions: Vec<(u32, i64)> = m.positions.iter().filter_map(|(&p, o)| o.map(|o| (p, o))).collect();
+        let Some(state) = groups.get_mut(group) else {
+            return Ok(());
+        };
+        let Some(m) = state.members.remove(&member) else {
+            return Ok(());
+        };
+        let positions: Vec<(u32, i64)> = m
+            .positions
+            .iter()
+            .filter_map(|(&p, o)| o.map(|o| (p, o)))
+            .collect();
         if !log.is_closed() {
             self.commit(log, group, &m.topic.name, &positions)?;
             self.rebalance(log, group, state)?;
@@ -210,10 +224,18 @@ impl GroupCoordinator {
         let mut to_commit: BTreeMap<String, Vec<(u32, i64)>> = BTreeMap::new();
         for (id, m) in state.members.iter_mut() {
             let want = wanted.remove(id).unwrap_or_default();
-            let revoked: Vec<u32> = m.positions.keys().filter(|p| !want.contains(p)).copied().collect();
+            let revoked: Vec<u32> = m
+                .positions
+                .keys()
+                .filter(|p| !want.contains(p))
+                .copied()
+                .collect();
             for p in revoked {
                 if let Some(Some(o)) = m.positions.remove(&p) {
-                    to_commit.entry(m.topic.name.to_string()).or_default().push((p, o));
+                    to_commit
+                        .entry(m.topic.name.to_string())
+                        .or_default()
+                        .push((p, o));
                 }
             }
             for p in want {
@@ -229,13 +251,12 @@ impl GroupCoordinator {
 
     pub fn assignment(&self, group: &str, member: u64) -> Result<Assignment> {
         let groups = self.groups.lock();
-        let state = groups
-            .get(group)
-            .ok_or_else(|| LogError::InvalidArgument(format!("consumer is no longer in group '{group}'")))?;
-        let m = state
-            .members
-            .get(&member)
-            .ok_or_else(|| LogError::InvalidArgument(format!("consumer is no longer in group '{group}'")))?;
+        let state = groups.get(group).ok_or_else(|| {
+            LogError::InvalidArgument(format!("consumer is no longer in group '{group}'"))
+        })?;
+        let m = state.members.get(&member).ok_or_else(|| {
+            LogError::InvalidArgument(format!("consumer is no longer in group '{group}'"))
+        })?;
         Ok(Assignment {
             generation: state.generation,
             positions: m.positions.iter().map(|(&p, &o)| (p, o)).collect(),
@@ -244,13 +265,23 @@ impl GroupCoordinator {
 
     /// Store new positions if the group has not rebalanced since `generation`; false otherwise
     /// (the caller drops what it read and polls again).
-    pub fn update_positions(&self, group: &str, member: u64, generation: u64, positions: &[(u32, i64)]) -> bool {
+    pub fn update_positions(
+        &self,
+        group: &str,
+        member: u64,
+        generation: u64,
+        positions: &[(u32, i64)],
+    ) -> bool {
         let mut groups = self.groups.lock();
-        let Some(state) = groups.get_mut(group) else { return false };
+        let Some(state) = groups.get_mut(group) else {
+            return false;
+        };
         if state.generation != generation {
             return false;
         }
-        let Some(m) = state.members.get_mut(&member) else { return false };
+        let Some(m) = state.members.get_mut(&member) else {
+            return false;
+        };
         for &(p, o) in positions {
             if let Some(slot) = m.positions.get_mut(&p) {
                 *slot = Some(o);
@@ -264,7 +295,12 @@ impl GroupCoordinator {
         self.groups
             .lock()
             .get(group)
-            .map(|s| s.members.iter().map(|(&id, m)| (id, m.positions.keys().copied().collect())).collect())
+            .map(|s| {
+                s.members
+                    .iter()
+                    .map(|(&id, m)| (id, m.positions.keys().copied().collect()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

@@ -29,7 +29,14 @@ impl SegmentIndex {
     }
 
     /// Note a batch appended at `position`: its first and last relative offsets, size and max timestamp.
-    pub fn on_batch(&mut self, first_rel: u32, last_rel: u32, position: u32, len: u64, max_ts: i64) {
+    pub fn on_batch(
+        &mut self,
+        first_rel: u32,
+        last_rel: u32,
+        position: u32,
+        len: u64,
+        max_ts: i64,
+    ) {
         self.max_timestamp = self.max_timestamp.max(max_ts);
         if self.offsets.is_empty() || self.bytes_since_entry >= INDEX_INTERVAL {
             self.offsets.push((first_rel, position));
@@ -45,7 +52,11 @@ impl SegmentIndex {
     }
 
     fn note_time(&mut self, last_rel: u32) {
-        if self.times.last().is_none_or(|&(t, _)| t < self.max_timestamp) {
+        if self
+            .times
+            .last()
+            .is_none_or(|&(t, _)| t < self.max_timestamp)
+        {
             self.times.push((self.max_timestamp, last_rel));
         }
     }
@@ -92,14 +103,22 @@ impl SegmentIndex {
 
     /// Load both index files; `None` when they are missing or fail a consistency check against
     /// the segment (`segment_len` bytes, `last_rel` the last relative offset), so the caller rebuilds.
-    pub fn read_files(index_path: &Path, time_path: &Path, segment_len: u64, last_rel: Option<u32>) -> Option<SegmentIndex> {
+    pub fn read_files(
+        index_path: &Path,
+        time_path: &Path,
+        segment_len: u64,
+        last_rel: Option<u32>,
+    ) -> Option<SegmentIndex> {
         let ib = std::fs::read(index_path).ok()?;
         let tb = std::fs::read(time_path).ok()?;
         if ib.len() % 8 != 0 || tb.len() % 12 != 0 {
             return None;
         }
         let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-        let offsets: Vec<(u32, u32)> = ib.chunks_exact(8).map(|c| (be32(&c[..4]), be32(&c[4..]))).collect();
+        let offsets: Vec<(u32, u32)> = ib
+            .chunks_exact(8)
+            .map(|c| (be32(&c[..4]), be32(&c[4..])))
+            .collect();
         let times: Vec<(i64, u32)> = tb
             .chunks_exact(12)
             .map(|c| {
@@ -108,9 +127,15 @@ impl SegmentIndex {
                 (i64::from_be_bytes(t), be32(&c[8..]))
             })
             .collect();
-        let monotonic = offsets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1)
-            && times.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1);
-        let in_bounds = offsets.iter().all(|&(o, p)| (p as u64) < segment_len.max(1) && last_rel.is_some_and(|l| o <= l))
+        let monotonic = offsets
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1)
+            && times
+                .windows(2)
+                .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1);
+        let in_bounds = offsets
+            .iter()
+            .all(|&(o, p)| (p as u64) < segment_len.max(1) && last_rel.is_some_and(|l| o <= l))
             && times.iter().all(|&(_, o)| last_rel.is_some_and(|l| o <= l));
         if !monotonic || !in_bounds || (segment_len > 0 && offsets.is_empty()) {
             return None;

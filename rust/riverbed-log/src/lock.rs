@@ -31,7 +31,11 @@ impl DirLock {
                 let pid = pid.trim().to_string();
                 return Err(LogError::Locked {
                     path: root.to_path_buf(),
-                    pid: if pid.is_empty() { "unknown".into() } else { pid },
+                    pid: if pid.is_empty() {
+                        "unknown".into()
+                    } else {
+                        pid
+                    },
                 });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(LogError::io(&path, e)),

@@ -128,7 +128,13 @@ impl Log {
         config.validate(name)?;
         let dir = self.inner.root.join(name);
         std::fs::create_dir_all(&dir).at(&dir)?;
-        let (topic, _) = Topic::open(name, &dir, config.clone(), self.inner.options.fsync, &self.inner.notifier)?;
+        let (topic, _) = Topic::open(
+            name,
+            &dir,
+            config.clone(),
+            self.inner.options.fsync,
+            &self.inner.notifier,
+        )?;
         config.store(&dir.join("topic.json"))?;
         crate::fsutil::sync_dir(&self.inner.root)?;
         let topic = Arc::new(topic);

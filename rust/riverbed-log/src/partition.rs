@@ -37,7 +37,9 @@ pub(crate) struct PartitionState {
 
 impl PartitionState {
     pub fn next_offset(&self) -> i64 {
-        self.segments.last().map_or(self.log_start_offset, |s| s.next_offset)
+        self.segments
+            .last()
+            .map_or(self.log_start_offset, |s| s.next_offset)
     }
     fn active(&mut self) -> &mut Segment {
         let i = self.segments.len() - 1;
@@ -69,7 +71,12 @@ struct EncodedBatch {
 }
 
 enum Located {
-    Read { file: Arc<std::fs::File>, path: PathBuf, pos: u64, end: u64 },
+    Read {
+        file: Arc<std::fs::File>,
+        path: PathBuf,
+        pos: u64,
+        end: u64,
+    },
     Jump(i64),
     End,
 }
@@ -155,7 +162,10 @@ impl Partition {
 
     /// Append records in order; returns the offset of the first. With `sync`, the data is on
     /// stable storage when this returns (the "batch" fsync policy decides `sync` by default).
-    pub fn append<'a>(&self, records: impl IntoIterator<Item = NewRecord<'a>>) -> Result<(i64, usize)> {
+    pub fn append<'a>(
+        &self,
+        records: impl IntoIterator<Item = NewRecord<'a>>,
+    ) -> Result<(i64, usize)> {
         let _w = self.writer.lock();
         let first = self.state.read().next_offset();
         let mut buf = Vec::new();
@@ -216,7 +226,8 @@ impl Partition {
             }
             let mut j = i;
             let mut size = start_size;
-            while j < batches.len() && (j == i || size + batches[j].range.len() as u64 <= seg_bytes) {
+            while j < batches.len() && (j == i || size + batches[j].range.len() as u64 <= seg_bytes)
+            {
                 size += batches[j].range.len() as u64;
                 j += 1;
             }
@@ -231,7 +242,13 @@ impl Partition {
             for b in &batches[i..j] {
                 let first_rel = (b.base - active.base_offset) as u32;
                 let last_rel = (b.last - active.base_offset) as u32;
-                active.index.on_batch(first_rel, last_rel, pos as u32, b.range.len() as u64, b.max_ts);
+                active.index.on_batch(
+                    first_rel,
+                    last_rel,
+                    pos as u32,
+                    b.range.len() as u64,
+                    b.max_ts,
+                );
                 pos += b.range.len() as u64;
             }
             active.size = pos;
@@ -266,7 +283,9 @@ impl Partition {
             let a = st.segments.last().ok_or(LogError::Closed)?;
             (a.file.clone(), a.log_path.clone())
         };
-        file.sync_data().at(&path).inspect_err(|_| self.dirty.store(true, Ordering::Release))
+        file.sync_data()
+            .at(&path)
+            .inspect_err(|_| self.dirty.store(true, Ordering::Release))
     }
 
     /// Flush and write the active segment's index (on close).
@@ -300,7 +319,10 @@ impl Partition {
         if next < st.log_start_offset {
             return Located::Jump(st.log_start_offset);
         }
-        let i = st.segments.partition_point(|s| s.base_offset <= next).saturating_sub(1);
+        let i = st
+            .segments
+            .partition_point(|s| s.base_offset <= next)
+            .saturating_sub(1);
         let seg = &st.segments[i];
         let pos = match cursor {
             // A cursor is only valid for the very file it was made in (compaction replaces files).
@@ -351,7 +373,12 @@ impl Partition {
                     cursor = None;
                     continue;
                 }
-                Located::Read { file, path, pos, end } => (file, path, pos, end),
+                Located::Read {
+                    file,
+                    path,
+                    pos,
+                    end,
+                } => (file, path, pos, end),
             };
             let want = ((end - pos) as usize).min(READ_CHUNK);
             buf.resize(want, 0);
@@ -360,7 +387,17 @@ impl Partition {
                 if h.last_offset() < next {
                     return Ok(true);
                 }
-                self.visit_batch(h, b, &path, pos, &mut next, &mut count, max_records, &mut visit, &mut stop)?;
+                self.visit_batch(
+                    h,
+                    b,
+                    &path,
+                    pos,
+                    &mut next,
+                    &mut count,
+                    max_records,
+                    &mut visit,
+                    &mut stop,
+                )?;
                 bytes += b.len();
                 Ok(!stop && count < max_records && bytes < max_bytes)
             })
@@ -369,22 +406,41 @@ impl Partition {
                 // One batch larger than the chunk: read it whole.
                 let mut head = [0u8; 12];
                 read_exact_at(&file, &path, &mut head, pos)?;
-                let total = 12 + i32::from_be_bytes([head[8], head[9], head[10], head[11]]).max(0) as usize;
+                let total =
+                    12 + i32::from_be_bytes([head[8], head[9], head[10], head[11]]).max(0) as usize;
                 if pos + total as u64 > end {
-                    return Err(LogError::Corrupt { path, position: pos, reason: "batch extends past the segment end".into() });
+                    return Err(LogError::Corrupt {
+                        path,
+                        position: pos,
+                        reason: "batch extends past the segment end".into(),
+                    });
                 }
                 buf.resize(total, 0);
                 file.read_exact_at(&mut buf, pos).at(&path)?;
                 walked = for_each_batch(&buf, |h, b| {
                     if h.last_offset() >= next {
-                        self.visit_batch(h, b, &path, pos, &mut next, &mut count, max_records, &mut visit, &mut stop)?;
+                        self.visit_batch(
+                            h,
+                            b,
+                            &path,
+                            pos,
+                            &mut next,
+                            &mut count,
+                            max_records,
+                            &mut visit,
+                            &mut stop,
+                        )?;
                     }
                     bytes += b.len();
                     Ok(true)
                 })
                 .map_err(|e| with_path(e, &path, pos))?;
                 if walked == 0 {
-                    return Err(LogError::Corrupt { path, position: pos, reason: "unparseable batch".into() });
+                    return Err(LogError::Corrupt {
+                        path,
+                        position: pos,
+                        reason: "unparseable batch".into(),
+                    });
                 }
             }
             cursor = Some((file, pos + walked as u64));
@@ -440,9 +496,14 @@ impl Partition {
     pub fn offset_for_time(&self, ts: i64) -> Result<Option<i64>> {
         let start = {
             let st = self.state.read();
-            match st.segments.iter().find(|s| s.size > 0 && s.max_timestamp() >= ts) {
+            match st
+                .segments
+                .iter()
+                .find(|s| s.size > 0 && s.max_timestamp() >= ts)
+            {
                 None => return Ok(None),
-                Some(s) => (s.base_offset + s.index.scan_start_for_time(ts) as i64).max(st.log_start_offset),
+                Some(s) => (s.base_offset + s.index.scan_start_for_time(ts) as i64)
+                    .max(st.log_start_offset),
             }
         };
         let mut found = None;
@@ -460,7 +521,11 @@ impl Partition {
 
 fn with_path(e: LogError, path: &Path, pos: u64) -> LogError {
     match e {
-        LogError::Corrupt { path: p, position, reason } if p.as_os_str().is_empty() => LogError::Corrupt {
+        LogError::Corrupt {
+            path: p,
+            position,
+            reason,
+        } if p.as_os_str().is_empty() => LogError::Corrupt {
             path: path.to_path_buf(),
             position: pos + position,
             reason,

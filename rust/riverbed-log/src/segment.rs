@@ -73,7 +73,9 @@ fn scan(file: &File, path: &Path, base_offset: i64) -> Result<Scan> {
             }
         };
         if total > avail {
-            damage = Some(format!("torn batch: {total} bytes declared, {avail} present"));
+            damage = Some(format!(
+                "torn batch: {total} bytes declared, {avail} present"
+            ));
             break;
         }
         if buf.len() < total {
@@ -88,7 +90,10 @@ fn scan(file: &File, path: &Path, base_offset: i64) -> Result<Scan> {
             }
         };
         if !batch::crc_ok(&buf[..total]) {
-            damage = Some(format!("CRC mismatch in batch at offset {}", header.base_offset));
+            damage = Some(format!(
+                "CRC mismatch in batch at offset {}",
+                header.base_offset
+            ));
             break;
         }
         if header.base_offset < next_offset || header.last_offset() < header.base_offset {
@@ -100,7 +105,13 @@ fn scan(file: &File, path: &Path, base_offset: i64) -> Result<Scan> {
         }
         let first_rel = (header.base_offset - base_offset) as u32;
         let last_rel = (header.last_offset() - base_offset) as u32;
-        index.on_batch(first_rel, last_rel, pos as u32, total as u64, header.max_timestamp);
+        index.on_batch(
+            first_rel,
+            last_rel,
+            pos as u32,
+            total as u64,
+            header.max_timestamp,
+        );
         next_offset = header.last_offset() + 1;
         pos += total as u64;
     }
@@ -126,7 +137,13 @@ pub fn read_exact_at(file: &File, path: &Path, buf: &mut [u8], pos: u64) -> Resu
 }
 
 fn open_rw(path: &Path) -> Result<File> {
-    OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).at(path)
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .at(path)
 }
 
 impl Segment {
@@ -179,7 +196,11 @@ impl Segment {
     /// Open a sealed segment: trust its index files when they are consistent, otherwise rescan.
     /// `next_base` is the following segment's base offset. Damage in a sealed segment is reported,
     /// and reads stop before it, but nothing is truncated.
-    pub fn open_sealed(dir: &Path, base_offset: i64, next_base: i64) -> Result<(Segment, Option<Damage>)> {
+    pub fn open_sealed(
+        dir: &Path,
+        base_offset: i64,
+        next_base: i64,
+    ) -> Result<(Segment, Option<Damage>)> {
         let (log_path, index_path, time_path) = segment_paths(dir, base_offset);
         let file = open_rw(&log_path)?;
         let len = file.metadata().at(&log_path)?.len();
@@ -222,7 +243,8 @@ impl Segment {
     /// Write the index files (and fsync the data) when the segment stops being the active one.
     pub fn seal(&mut self, sync: bool) -> Result<()> {
         if self.next_offset > self.base_offset {
-            self.index.seal((self.next_offset - 1 - self.base_offset) as u32);
+            self.index
+                .seal((self.next_offset - 1 - self.base_offset) as u32);
         }
         self.write_index()?;
         if sync {
@@ -261,7 +283,10 @@ impl Segment {
 
 /// Walk the complete batches in `buf` (which starts at a batch boundary), calling `f` with each
 /// batch's header and bytes. Returns the bytes consumed (a torn tail is left for the next read).
-pub fn for_each_batch(buf: &[u8], mut f: impl FnMut(&BatchHeader, &[u8]) -> Result<bool>) -> Result<usize> {
+pub fn for_each_batch(
+    buf: &[u8],
+    mut f: impl FnMut(&BatchHeader, &[u8]) -> Result<bool>,
+) -> Result<usize> {
     let mut pos = 0;
     while pos < buf.len() {
         let header = match batch::parse_header(&buf[pos..]) {

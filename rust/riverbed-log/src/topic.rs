@@ -29,7 +29,9 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
         && name.len() <= 249
         && name != "."
         && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -112,11 +114,13 @@ impl Topic {
 
     pub fn partition(&self, p: u32) -> Result<&Arc<Partition>> {
         self.check_live()?;
-        self.partitions.get(p as usize).ok_or_else(|| LogError::PartitionNotFound {
-            topic: self.name.to_string(),
-            partition: p,
-            partitions: self.num_partitions(),
-        })
+        self.partitions
+            .get(p as usize)
+            .ok_or_else(|| LogError::PartitionNotFound {
+                topic: self.name.to_string(),
+                partition: p,
+                partitions: self.num_partitions(),
+            })
     }
 
     /// Kafka's default partitioner: murmur2 of the key bytes; sticky for null keys.
@@ -174,7 +178,13 @@ impl Topic {
         let mut firsts = vec![0i64; rows.len()];
         let results: Vec<(usize, Result<(i64, usize)>)> = if busy.len() <= 1 {
             busy.iter()
-                .map(|&p| (p, self.partition(p as u32).and_then(|part| part.append(rows[p].iter().copied()))))
+                .map(|&p| {
+                    (
+                        p,
+                        self.partition(p as u32)
+                            .and_then(|part| part.append(rows[p].iter().copied())),
+                    )
+                })
                 .collect()
         } else {
             std::thread::scope(|s| {
@@ -182,12 +192,25 @@ impl Topic {
                     .iter()
                     .map(|&p| {
                         let rows = &rows[p];
-                        (p, s.spawn(move || self.partition(p as u32).and_then(|part| part.append(rows.iter().copied()))))
+                        (
+                            p,
+                            s.spawn(move || {
+                                self.partition(p as u32)
+                                    .and_then(|part| part.append(rows.iter().copied()))
+                            }),
+                        )
                     })
                     .collect();
                 handles
                     .into_iter()
-                    .map(|(p, h)| (p, h.join().unwrap_or_else(|_| Err(LogError::InvalidArgument("append thread panicked".into())))))
+                    .map(|(p, h)| {
+                        (
+                            p,
+                            h.join().unwrap_or_else(|_| {
+                                Err(LogError::InvalidArgument("append thread panicked".into()))
+                            }),
+                        )
+                    })
                     .collect()
             })
         };
@@ -224,7 +247,12 @@ impl Topic {
     }
 
     /// Every record from `start` up to (not including) `end` in every partition, partition by partition.
-    pub fn read_bounded(&self, start: StartSpec, end: StartSpec, sink: &mut dyn RecordSink) -> Result<()> {
+    pub fn read_bounded(
+        &self,
+        start: StartSpec,
+        end: StartSpec,
+        sink: &mut dyn RecordSink,
+    ) -> Result<()> {
         self.check_live()?;
         let ranges: Vec<(u32, i64, i64)> = (0..self.num_partitions())
             .map(|p| Ok((p, self.resolve(p, start)?, self.resolve(p, end)?)))
@@ -252,7 +280,10 @@ impl Topic {
 
     pub fn offsets_for_time(&self, ts: i64) -> Result<Vec<Option<i64>>> {
         self.check_live()?;
-        self.partitions.iter().map(|p| p.offset_for_time(ts)).collect()
+        self.partitions
+            .iter()
+            .map(|p| p.offset_for_time(ts))
+            .collect()
     }
 
     pub fn describe(&self) -> Result<Vec<PartitionInfo>> {

@@ -39,11 +39,20 @@ fn produce(log: &riverbed_log::Log, n: usize) -> riverbed_log::Result<Vec<Vec<Re
             let headers: Vec<RecordHeader<'_>> = vec![(b"trace", Some(&hv[..])), (b"empty", None)];
             let explicit = (i % 2 == 0).then_some((i as u32 / 2) % PARTS);
             let value_opt = (i % 13 != 5).then_some(value.as_bytes());
-            let (p, off) = topic.produce(Some(key.as_bytes()), value_opt, ts_of(i), &headers, explicit)?;
+            let (p, off) = topic.produce(
+                Some(key.as_bytes()),
+                value_opt,
+                ts_of(i),
+                &headers,
+                explicit,
+            )?;
             if let Some(e) = explicit {
                 assert_eq!(p, e);
             } else {
-                assert_eq!(p, riverbed_log::partitioner::partition_for_key(key.as_bytes(), PARTS));
+                assert_eq!(
+                    p,
+                    riverbed_log::partitioner::partition_for_key(key.as_bytes(), PARTS)
+                );
             }
             let m = &mut model[p as usize];
             assert_eq!(off, m.len() as i64, "offsets are dense per partition");
@@ -53,7 +62,10 @@ fn produce(log: &riverbed_log::Log, n: usize) -> riverbed_log::Result<Vec<Vec<Re
                 timestamp: ts_of(i),
                 key: Some(key.into_bytes()),
                 value: value_opt.map(<[u8]>::to_vec),
-                headers: vec![(b"trace".to_vec(), Some(hv.to_vec())), (b"empty".to_vec(), None)],
+                headers: vec![
+                    (b"trace".to_vec(), Some(hv.to_vec())),
+                    (b"empty".to_vec(), None),
+                ],
             });
             i += 1;
         } else {
@@ -104,7 +116,10 @@ fn check_everything(log: &riverbed_log::Log, model: &[Vec<Rec>]) -> TestResult {
         assert_eq!(&read_from(part, 0)?, m);
         let mid = m.len() / 2;
         assert_eq!(read_from(part, mid as i64)?, m[mid..].to_vec());
-        assert_eq!(read_from(part, m.len() as i64 - 1)?, m[m.len() - 1..].to_vec());
+        assert_eq!(
+            read_from(part, m.len() as i64 - 1)?,
+            m[m.len() - 1..].to_vec()
+        );
         assert!(read_from(part, m.len() as i64)?.is_empty());
         // one record at a time, across every segment boundary
         for (o, want) in m.iter().enumerate() {
@@ -119,13 +134,20 @@ fn check_everything(log: &riverbed_log::Log, model: &[Vec<Rec>]) -> TestResult {
         // time lookups agree with a scan, for every interesting timestamp
         let max_ts = m.iter().map(|r| r.timestamp).max().unwrap_or(0);
         for t in (BASE_TS - 3)..=(max_ts + 3) {
-            assert_eq!(part.offset_for_time(t)?, brute_offset_for_time(m, t), "partition {p}, ts {t}");
+            assert_eq!(
+                part.offset_for_time(t)?,
+                brute_offset_for_time(m, t),
+                "partition {p}, ts {t}"
+            );
         }
         assert_eq!(part.offset_for_time(max_ts + 1)?, None);
         assert_eq!(part.offset_for_time(i64::MIN)?, Some(0));
     }
     let by_topic = topic.offsets_for_time(BASE_TS + 250)?;
-    let want: Vec<Option<i64>> = model.iter().map(|m| brute_offset_for_time(m, BASE_TS + 250)).collect();
+    let want: Vec<Option<i64>> = model
+        .iter()
+        .map(|m| brute_offset_for_time(m, BASE_TS + 250))
+        .collect();
     assert_eq!(by_topic, want);
     Ok(())
 }
@@ -139,7 +161,11 @@ fn produce_and_read_back_across_segments() -> TestResult {
     for (p, info) in topic.describe()?.iter().enumerate() {
         assert_eq!(info.partition, p as u32);
         assert_eq!((info.earliest, info.latest), (0, model[p].len() as i64));
-        assert!(info.segments >= 3, "tiny segments roll: partition {p} has {} segment(s)", info.segments);
+        assert!(
+            info.segments >= 3,
+            "tiny segments roll: partition {p} has {} segment(s)",
+            info.segments
+        );
         let dir = partition_dir(&log, &topic, p as u32);
         let bases = segment_bases(&dir);
         assert_eq!(bases.len(), info.segments);
@@ -192,7 +218,10 @@ fn read_limits_and_stop() -> TestResult {
         n += 1;
         true
     })?;
-    assert!(n >= 1 && next == n as i64, "read with max_bytes=1 returned {n} record(s), next {next}");
+    assert!(
+        n >= 1 && next == n as i64,
+        "read with max_bytes=1 returned {n} record(s), next {next}"
+    );
     log.close()?;
     Ok(())
 }
@@ -214,7 +243,10 @@ fn out_of_range_offsets() -> TestResult {
                 earliest,
                 latest: l,
             }) => {
-                assert_eq!((t.as_str(), partition, offset, earliest, l), (TOPIC, 0, bad, 0, latest));
+                assert_eq!(
+                    (t.as_str(), partition, offset, earliest, l),
+                    (TOPIC, 0, bad, 0, latest)
+                );
             }
             other => panic!("read({bad}) gave {other:?}"),
         }
@@ -222,9 +254,16 @@ fn out_of_range_offsets() -> TestResult {
     assert_eq!(part.read(latest, 10, usize::MAX, |_| true)?, latest);
     assert!(matches!(
         topic.partition(PARTS),
-        Err(LogError::PartitionNotFound { partition: 3, partitions: 3, .. })
+        Err(LogError::PartitionNotFound {
+            partition: 3,
+            partitions: 3,
+            ..
+        })
     ));
-    assert!(matches!(log.get_topic("nope"), Err(LogError::TopicNotFound(_))));
+    assert!(matches!(
+        log.get_topic("nope"),
+        Err(LogError::TopicNotFound(_))
+    ));
     log.close()?;
     Ok(())
 }
@@ -238,19 +277,30 @@ fn reopen_keeps_everything() -> TestResult {
     assert!(matches!(log.get_topic(TOPIC), Err(LogError::Closed)));
 
     let log = open(dir.path());
-    assert!(log.open_report().is_empty(), "clean close: {:?}", log.open_report());
+    assert!(
+        log.open_report().is_empty(),
+        "clean close: {:?}",
+        log.open_report()
+    );
     assert_eq!(log.topic_names(), vec![TOPIC.to_string()]);
     // the stored config is used when no options are given, and a contradiction is refused
     let topic = log.topic(TOPIC, &TopicOptions::default())?;
     assert_eq!(topic.config().segment_bytes, 1024);
     assert!(matches!(
-        log.topic(TOPIC, &TopicOptions { partitions: Some(5), ..Default::default() }),
+        log.topic(
+            TOPIC,
+            &TopicOptions {
+                partitions: Some(5),
+                ..Default::default()
+            }
+        ),
         Err(LogError::ConfigMismatch { .. })
     ));
     check_everything(&log, &model)?;
     // appends continue at the next offsets
     for p in 0..PARTS {
-        let (pp, off) = topic.produce(Some(b"after"), Some(b"reopen"), BASE_TS + 600, &[], Some(p))?;
+        let (pp, off) =
+            topic.produce(Some(b"after"), Some(b"reopen"), BASE_TS + 600, &[], Some(p))?;
         assert_eq!((pp, off), (p, model[p as usize].len() as i64));
         model[p as usize].push(Rec {
             partition: p,
@@ -333,15 +383,23 @@ mod time_lookup_property {
     fn run(stamps: &[i64], batch: usize, pad: usize) -> TestResult {
         let dir = tempfile::tempdir()?;
         let log = open(dir.path());
-        let topic = log.topic("t", &TopicOptions { segment_bytes: Some(1024), ..Default::default() })?;
+        let topic = log.topic(
+            "t",
+            &TopicOptions {
+                segment_bytes: Some(1024),
+                ..Default::default()
+            },
+        )?;
         let value = vec![b'v'; pad];
         for chunk in stamps.chunks(batch) {
-            topic.partition(0)?.append(chunk.iter().map(|&t| NewRecord {
-                timestamp: t,
-                key: None,
-                value: Some(&value),
-                headers: &[],
-            }))?;
+            topic
+                .partition(0)?
+                .append(chunk.iter().map(|&t| NewRecord {
+                    timestamp: t,
+                    key: None,
+                    value: Some(&value),
+                    headers: &[],
+                }))?;
         }
         let m: Vec<Rec> = stamps
             .iter()
@@ -360,7 +418,11 @@ mod time_lookup_property {
             let part = topic.partition(0)?;
             assert_eq!(read_all(part)?, m);
             for t in (-1..=2001).step_by(7).chain(stamps.iter().copied()) {
-                assert_eq!(part.offset_for_time(t)?, brute_offset_for_time(&m, t), "ts {t}");
+                assert_eq!(
+                    part.offset_for_time(t)?,
+                    brute_offset_for_time(&m, t),
+                    "ts {t}"
+                );
             }
             Ok(())
         };
@@ -396,7 +458,13 @@ mod time_lookup_property {
 fn empty_time_index_is_rebuilt() -> TestResult {
     let dir = tempfile::tempdir()?;
     let log = open(dir.path());
-    let topic = log.topic("t", &TopicOptions { segment_bytes: Some(1024), ..Default::default() })?;
+    let topic = log.topic(
+        "t",
+        &TopicOptions {
+            segment_bytes: Some(1024),
+            ..Default::default()
+        },
+    )?;
     let value = [b'v'; 100];
     for i in 0..40i64 {
         topic.produce(None, Some(&value), 1000 + i, &[], Some(0))?;

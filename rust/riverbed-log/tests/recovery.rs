@@ -18,7 +18,12 @@ fn batches_of(path: &Path) -> Vec<(u64, u64, i64, i64)> {
     let mut out = Vec::new();
     while pos < bytes.len() {
         let h = riverbed_log::batch::parse_header(&bytes[pos..]).expect("valid batch");
-        out.push((pos as u64, h.total_len() as u64, h.base_offset, h.last_offset()));
+        out.push((
+            pos as u64,
+            h.total_len() as u64,
+            h.base_offset,
+            h.last_offset(),
+        ));
         pos += h.total_len();
     }
     out
@@ -40,7 +45,13 @@ fn make_log(dir: &Path, n: i64, segment_bytes: u64) -> Result<PathBuf, Box<dyn s
         },
     )?;
     for i in 0..n {
-        let (_, off) = topic.produce(Some(format!("k{i}").as_bytes()), Some(&value_of(i)), TS + i, &[], None)?;
+        let (_, off) = topic.produce(
+            Some(format!("k{i}").as_bytes()),
+            Some(&value_of(i)),
+            TS + i,
+            &[],
+            None,
+        )?;
         assert_eq!(off, i);
     }
     let pdir = partition_dir(&log, &topic, 0);
@@ -74,13 +85,26 @@ fn assert_prefix(log: &Log, n: i64) -> TestResult {
 fn continue_after_recovery(dir: &Path, log: Log, n: i64) -> TestResult {
     let topic = log.get_topic("t")?;
     for i in n..n + 3 {
-        let (_, off) = topic.produce(Some(format!("k{i}").as_bytes()), Some(&value_of(i)), TS + i, &[], None)?;
-        assert_eq!(off, i, "the first append after recovery gets the next offset");
+        let (_, off) = topic.produce(
+            Some(format!("k{i}").as_bytes()),
+            Some(&value_of(i)),
+            TS + i,
+            &[],
+            None,
+        )?;
+        assert_eq!(
+            off, i,
+            "the first append after recovery gets the next offset"
+        );
     }
     assert_prefix(&log, n + 3)?;
     log.close()?;
     let log = open(dir);
-    assert!(log.open_report().is_empty(), "second open: {:?}", log.open_report());
+    assert!(
+        log.open_report().is_empty(),
+        "second open: {:?}",
+        log.open_report()
+    );
     assert_prefix(&log, n + 3)?;
     log.close()?;
     Ok(())
@@ -93,7 +117,10 @@ fn single_damage(log: &Log) -> Damage {
 }
 
 fn append_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::OpenOptions::new().append(true).open(path)?.write_all(bytes)
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)?
+        .write_all(bytes)
 }
 
 #[test]
@@ -109,7 +136,11 @@ fn short_garbage_after_the_last_batch() -> TestResult {
     assert_eq!(d.path, seg);
     assert_eq!((d.valid_bytes, d.dropped_bytes), (len, 10));
     assert!(d.reason.contains("torn"), "reason: {}", d.reason);
-    assert_eq!(std::fs::metadata(&seg)?.len(), len, "the garbage is truncated away");
+    assert_eq!(
+        std::fs::metadata(&seg)?.len(),
+        len,
+        "the garbage is truncated away"
+    );
     assert_prefix(&log, 20)?;
     continue_after_recovery(dir.path(), log, 20)
 }
@@ -121,11 +152,16 @@ fn long_garbage_after_the_last_batch() -> TestResult {
     let seg = last_segment(&pdir);
     let len = std::fs::metadata(&seg)?.len();
     // pseudo-random bytes, and a plausible header declaring a batch far longer than the file
-    let mut garbage: Vec<u8> = (0..700u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let mut garbage: Vec<u8> = (0..700u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     append_bytes(&seg, &garbage)?;
     let log = open(dir.path());
     let d = single_damage(&log);
-    assert_eq!((d.path.as_path(), d.valid_bytes, d.dropped_bytes), (seg.as_path(), len, 700));
+    assert_eq!(
+        (d.path.as_path(), d.valid_bytes, d.dropped_bytes),
+        (seg.as_path(), len, 700)
+    );
     assert!(!d.reason.is_empty());
     assert_prefix(&log, 20)?;
     log.close()?;
@@ -191,8 +227,15 @@ fn truncated_mid_batch() -> TestResult {
         let pdir = make_log(dir.path(), 20, 1 << 20)?;
         let seg = last_segment(&pdir);
         let (pos, blen, _, _) = batches_of(&seg)[19];
-        let keep = if cut_in_header { pos + 30 } else { pos + blen - 5 };
-        std::fs::OpenOptions::new().write(true).open(&seg)?.set_len(keep)?;
+        let keep = if cut_in_header {
+            pos + 30
+        } else {
+            pos + blen - 5
+        };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)?
+            .set_len(keep)?;
 
         let log = open(dir.path());
         let d = single_damage(&log);
@@ -221,7 +264,11 @@ fn flipped_byte_mid_segment_truncates_from_that_batch() -> TestResult {
     let d = single_damage(&log);
     assert_eq!(d.path, seg);
     assert_eq!((d.valid_bytes, d.dropped_bytes), (pos, len - pos));
-    assert!(d.reason.contains("CRC") && d.reason.contains("10"), "reason: {}", d.reason);
+    assert!(
+        d.reason.contains("CRC") && d.reason.contains("10"),
+        "reason: {}",
+        d.reason
+    );
     assert_eq!(std::fs::metadata(&seg)?.len(), pos);
     // the batches after the damaged one are gone too: offsets continue at 10
     assert_prefix(&log, 10)?;
@@ -252,7 +299,11 @@ fn damage_in_last_of_many_segments() -> TestResult {
     assert_eq!((d.path.as_path(), d.valid_bytes), (seg.as_path(), 0));
     assert_eq!(d.dropped_bytes, bytes.len() as u64);
     for (b, size) in bases.iter().zip(&sealed_sizes) {
-        assert_eq!(std::fs::metadata(segment_path(&pdir, *b, "log"))?.len(), *size, "sealed segment {b} untouched");
+        assert_eq!(
+            std::fs::metadata(segment_path(&pdir, *b, "log"))?.len(),
+            *size,
+            "sealed segment {b} untouched"
+        );
     }
     assert_prefix(&log, last_base)?;
     continue_after_recovery(dir.path(), log, last_base)
@@ -283,7 +334,11 @@ fn corrupt_sealed_segment_is_not_silently_served() -> TestResult {
         Err(LogError::Corrupt { path, .. }) => assert_eq!(path, first),
         other => panic!("reading over a corrupt batch gave {other:?} after {seen:?}"),
     }
-    assert_eq!(seen, vec![0], "records before the corrupt batch are returned");
+    assert_eq!(
+        seen,
+        vec![0],
+        "records before the corrupt batch are returned"
+    );
     assert_eq!(base, 1);
     // records in later segments are still readable
     let later = read_from(&part, bases[1])?;
@@ -296,7 +351,11 @@ fn corrupt_sealed_segment_is_not_silently_served() -> TestResult {
     let log = open(dir.path());
     let d = single_damage(&log);
     assert_eq!((d.path.as_path(), d.valid_bytes), (first.as_path(), pos));
-    assert_eq!(std::fs::metadata(&first)?.len(), bytes.len() as u64, "sealed segments are not truncated");
+    assert_eq!(
+        std::fs::metadata(&first)?.len(),
+        bytes.len() as u64,
+        "sealed segments are not truncated"
+    );
     let part = log.get_topic("t")?.partition(0)?.clone();
     let offsets: Vec<i64> = read_all(&part)?.iter().map(|r| r.offset).collect();
     let want: Vec<i64> = std::iter::once(0).chain(bases[1]..60).collect();

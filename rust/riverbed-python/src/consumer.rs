@@ -32,7 +32,9 @@ pub fn parse_start(spec: &Bound<'_, PyAny>) -> PyResult<StartSpec> {
             _ => Err(type_error(format!("unknown start kind {kind:?}"))),
         };
     }
-    Err(type_error("start must be 'earliest', 'latest', ('offset', n) or ('time', ms)"))
+    Err(type_error(
+        "start must be 'earliest', 'latest', ('offset', n) or ('time', ms)",
+    ))
 }
 
 #[pyclass(module = "riverbed._core", name = "Consumer", frozen)]
@@ -58,18 +60,30 @@ impl PyConsumer {
 #[pymethods]
 impl PyConsumer {
     /// Up to `max_records` records as a pyarrow RecordBatch, waiting up to `timeout` seconds.
-    fn poll<'py>(&self, py: Python<'py>, max_records: usize, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+    fn poll<'py>(
+        &self,
+        py: Python<'py>,
+        max_records: usize,
+        timeout: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
         if max_records == 0 {
-            return Err(pyo3::exceptions::PyValueError::new_err("max_records must be >= 1"));
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "max_records must be >= 1",
+            ));
         }
         if !timeout.is_finite() || timeout < 0.0 {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!("timeout must be >= 0 seconds, got {timeout}")));
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "timeout must be >= 0 seconds, got {timeout}"
+            )));
         }
         let deadline = Instant::now() + Duration::from_secs_f64(timeout);
         let mut sink = ArrowRecordSink::new(self.inner.topic().name.clone(), max_records);
         loop {
-            let slice = deadline.saturating_duration_since(Instant::now()).min(SIGNAL_CHECK);
-            py.detach(|| self.inner.poll(max_records, slice, &mut sink)).map_err(to_py)?;
+            let slice = deadline
+                .saturating_duration_since(Instant::now())
+                .min(SIGNAL_CHECK);
+            py.detach(|| self.inner.poll(max_records, slice, &mut sink))
+                .map_err(to_py)?;
             use riverbed_log::RecordSink;
             if !sink.is_empty() || Instant::now() >= deadline {
                 break;

@@ -6,17 +6,72 @@ use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use riverbed_log::LogError as RustLogError;
 
-create_exception!(riverbed._core, RiverbedError, PyException, "Base class of every riverbed error.");
-create_exception!(riverbed._core, LogError, RiverbedError, "An error of the embedded log (I/O, a closed log, ...).");
-create_exception!(riverbed._core, TopicNotFound, LogError, "The topic does not exist.");
-create_exception!(riverbed._core, OffsetOutOfRange, LogError, "An offset outside a partition's [earliest, latest] range.");
-create_exception!(riverbed._core, LogLocked, LogError, "Another process has the log directory open for writing.");
-create_exception!(riverbed._core, CorruptLog, LogError, "Log data failed a format or CRC check.");
-create_exception!(riverbed._core, TopicConfigError, LogError, "A topic config that contradicts the stored one, or is invalid.");
-create_exception!(riverbed._core, PlanError, RiverbedError, "A pipeline plan is invalid.");
-create_exception!(riverbed._core, SchemaError, RiverbedError, "Data does not have the columns or types asked for.");
-create_exception!(riverbed._core, DecodeError, RiverbedError, "A record value could not be decoded.");
-create_exception!(riverbed._core, KafkaError, RiverbedError, "An error from a Kafka cluster.");
+create_exception!(
+    riverbed._core,
+    RiverbedError,
+    PyException,
+    "Base class of every riverbed error."
+);
+create_exception!(
+    riverbed._core,
+    LogError,
+    RiverbedError,
+    "An error of the embedded log (I/O, a closed log, ...)."
+);
+create_exception!(
+    riverbed._core,
+    TopicNotFound,
+    LogError,
+    "The topic does not exist."
+);
+create_exception!(
+    riverbed._core,
+    OffsetOutOfRange,
+    LogError,
+    "An offset outside a partition's [earliest, latest] range."
+);
+create_exception!(
+    riverbed._core,
+    LogLocked,
+    LogError,
+    "Another process has the log directory open for writing."
+);
+create_exception!(
+    riverbed._core,
+    CorruptLog,
+    LogError,
+    "Log data failed a format or CRC check."
+);
+create_exception!(
+    riverbed._core,
+    TopicConfigError,
+    LogError,
+    "A topic config that contradicts the stored one, or is invalid."
+);
+create_exception!(
+    riverbed._core,
+    PlanError,
+    RiverbedError,
+    "A pipeline plan is invalid."
+);
+create_exception!(
+    riverbed._core,
+    SchemaError,
+    RiverbedError,
+    "Data does not have the columns or types asked for."
+);
+create_exception!(
+    riverbed._core,
+    DecodeError,
+    RiverbedError,
+    "A record value could not be decoded."
+);
+create_exception!(
+    riverbed._core,
+    KafkaError,
+    RiverbedError,
+    "An error from a Kafka cluster."
+);
 
 pub fn to_py(e: RustLogError) -> PyErr {
     let msg = e.to_string();
@@ -26,7 +81,9 @@ pub fn to_py(e: RustLogError) -> PyErr {
         RustLogError::Locked { .. } => LogLocked::new_err(msg),
         RustLogError::Corrupt { .. } => CorruptLog::new_err(msg),
         RustLogError::ConfigMismatch { .. } => TopicConfigError::new_err(msg),
-        RustLogError::PartitionNotFound { .. } | RustLogError::InvalidArgument(_) => PyValueError::new_err(msg),
+        RustLogError::PartitionNotFound { .. } | RustLogError::InvalidArgument(_) => {
+            PyValueError::new_err(msg)
+        }
         RustLogError::Schema(_) => SchemaError::new_err(msg),
         _ => LogError::new_err(msg),
     }

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::pyarrow::{FromPyArrow, ToPyArrow};
 use arrow::ffi_stream::RecordBatchStreamReader;
+use arrow::pyarrow::{FromPyArrow, ToPyArrow};
 use arrow_array::{Array, RecordBatch};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -25,7 +25,13 @@ pub struct PyLog {
 impl PyLog {
     #[new]
     #[pyo3(signature = (path, fsync="batch", fsync_interval_ms=1000, cleanup_interval_ms=Some(30_000)))]
-    fn new(py: Python<'_>, path: PathBuf, fsync: &str, fsync_interval_ms: u64, cleanup_interval_ms: Option<u64>) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        fsync: &str,
+        fsync_interval_ms: u64,
+        cleanup_interval_ms: Option<u64>,
+    ) -> PyResult<Self> {
         let fsync = match fsync {
             "batch" => FsyncPolicy::Batch,
             "interval" => FsyncPolicy::Interval(Duration::from_millis(fsync_interval_ms.max(1))),
@@ -40,7 +46,9 @@ impl PyLog {
             fsync,
             cleanup_interval: cleanup_interval_ms.map(Duration::from_millis),
         };
-        let inner = py.detach(|| riverbed_log::Log::open(&path, options)).map_err(to_py)?;
+        let inner = py
+            .detach(|| riverbed_log::Log::open(&path, options))
+            .map_err(to_py)?;
         Ok(PyLog { inner })
     }
 
@@ -56,15 +64,22 @@ impl PyLog {
 
     /// Create or open a topic; `options` holds Kafka-named settings (partitions, retention_ms, ...).
     fn topic(&self, py: Python<'_>, name: &str, options: &Bound<'_, PyDict>) -> PyResult<PyTopic> {
-        let opts: TopicOptions = pythonize::depythonize(options)
-            .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("topic '{name}' config: {e}")))?;
+        let opts: TopicOptions = pythonize::depythonize(options).map_err(|e| {
+            pyo3::exceptions::PyValueError::new_err(format!("topic '{name}' config: {e}"))
+        })?;
         let topic = py.detach(|| self.inner.topic(name, &opts)).map_err(to_py)?;
-        Ok(PyTopic { log: self.inner.clone(), inner: topic })
+        Ok(PyTopic {
+            log: self.inner.clone(),
+            inner: topic,
+        })
     }
 
     fn get_topic(&self, name: &str) -> PyResult<PyTopic> {
         let topic = self.inner.get_topic(name).map_err(to_py)?;
-        Ok(PyTopic { log: self.inner.clone(), inner: topic })
+        Ok(PyTopic {
+            log: self.inner.clone(),
+            inner: topic,
+        })
     }
 
     fn topics(&self) -> Vec<String> {
@@ -147,9 +162,15 @@ impl PyTopic {
         headers: Vec<(String, Option<Vec<u8>>)>,
         partition: Option<u32>,
     ) -> PyResult<(u32, i64)> {
-        let hs: Vec<(&[u8], Option<&[u8]>)> = headers.iter().map(|(k, v)| (k.as_bytes(), v.as_deref())).collect();
-        py.detach(|| self.inner.produce(key.as_deref(), value.as_deref(), timestamp, &hs, partition))
-            .map_err(to_py)
+        let hs: Vec<(&[u8], Option<&[u8]>)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_deref()))
+            .collect();
+        py.detach(|| {
+            self.inner
+                .produce(key.as_deref(), value.as_deref(), timestamp, &hs, partition)
+        })
+        .map_err(to_py)
     }
 
     /// Append every row of an Arrow stream; returns (partition array, offset array).
@@ -166,11 +187,19 @@ impl PyTopic {
         let (parts, offsets) = py
             .detach(|| produce_arrow(&self.inner, &batches, key, value, timestamp))
             .map_err(to_py)?;
-        Ok((parts.to_data().to_pyarrow(py)?, offsets.to_data().to_pyarrow(py)?))
+        Ok((
+            parts.to_data().to_pyarrow(py)?,
+            offsets.to_data().to_pyarrow(py)?,
+        ))
     }
 
     /// Records from `start` to `end` (specs as for consumers) as one pyarrow RecordBatch.
-    fn read<'py>(&self, py: Python<'py>, start: &Bound<'py, PyAny>, end: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        start: &Bound<'py, PyAny>,
+        end: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let (start, end) = (parse_start(start)?, parse_start(end)?);
         let batch = py
             .detach(|| {
@@ -209,7 +238,12 @@ impl PyTopic {
     }
 
     #[pyo3(signature = (group=None, start=None))]
-    fn consumer(&self, py: Python<'_>, group: Option<String>, start: Option<&Bound<'_, PyAny>>) -> PyResult<PyConsumer> {
+    fn consumer(
+        &self,
+        py: Python<'_>,
+        group: Option<String>,
+        start: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyConsumer> {
         let start = match start {
             Some(s) => parse_start(s)?,
             None => StartSpec::Earliest,

@@ -28,7 +28,10 @@ impl Rec {
             timestamp: r.timestamp,
             key: r.key.map(<[u8]>::to_vec),
             value: r.value.map(<[u8]>::to_vec),
-            headers: r.headers().map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect(),
+            headers: r
+                .headers()
+                .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+                .collect(),
         }
     }
 }
@@ -75,7 +78,11 @@ pub fn read_from(part: &Partition, from: i64) -> riverbed_log::Result<Vec<Rec>> 
         out.push(Rec::from_view(id, r));
         true
     })?;
-    assert_eq!(next, part.offsets().1, "a full read returns the log end offset");
+    assert_eq!(
+        next,
+        part.offsets().1,
+        "a full read returns the log end offset"
+    );
     Ok(out)
 }
 
