@@ -33,6 +33,17 @@ _TOPIC_SETTINGS = {
     "delete_retention_ms",
 }
 _DURATION_SETTINGS = {"retention_ms", "segment_ms", "delete_retention_ms"}
+_BYTE_SETTINGS = {"retention_bytes", "segment_bytes"}
+_I64_MAX = 2**63 - 1
+
+
+def _int_in(value: object, field: str, lo: int, hi: int) -> int:
+    """An int within [lo, hi], or a TypeError/ValueError that names the field."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{field} must be an int, got {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{field} must be between {lo} and {hi}, got {value}")
+    return value
 
 
 def _to_bytes(value: object, field: str) -> bytes | None:
@@ -74,7 +85,7 @@ def _start_spec(start: object, field: str = "start") -> str | tuple[str, int]:
     if isinstance(start, _dt.datetime):
         return ("time", timestamp_ms(start, field))
     if isinstance(start, int) and not isinstance(start, bool):
-        return ("offset", start)
+        return ("offset", _int_in(start, field, -_I64_MAX - 1, _I64_MAX))
     raise TypeError(f"{field} must be 'earliest', 'latest', an int offset or a datetime, got {type(start).__name__}")
 
 
@@ -148,14 +159,14 @@ class Log:
             raise TypeError(f"unknown topic setting(s) {sorted(unknown)}; known: {sorted(_TOPIC_SETTINGS)}")
         opts: dict[str, Any] = {}
         if partitions is not None:
-            if isinstance(partitions, bool) or not isinstance(partitions, int):
-                raise TypeError(f"partitions must be an int, got {type(partitions).__name__}")
-            if partitions < 1:
-                raise ValueError(f"partitions must be >= 1, got {partitions}")
-            opts["partitions"] = partitions
+            opts["partitions"] = _int_in(partitions, "partitions", 1, 100_000)
         for k, v in config.items():
             if k in _DURATION_SETTINGS and v is not None:
-                v = duration_ms(v, k)
+                v = _int_in(duration_ms(v, k), k, 0, _I64_MAX)
+            elif k in _BYTE_SETTINGS and v is not None:
+                v = _int_in(v, k, 0, 2**64 - 1)
+            elif k == "cleanup" and v not in ("delete", "compact"):
+                raise ValueError(f"cleanup must be 'delete' or 'compact', got {v!r}")
             opts[k] = v
         return Topic(self._inner.topic(name, opts))
 
@@ -246,14 +257,12 @@ class Topic:
         ``value``/``key``: bytes, str (UTF-8) or a JSON-serialisable object. ``timestamp``: int ms,
         a datetime, or None for now. Keyed records go to Kafka's murmur2 partition.
         """
-        if partition is not None and (isinstance(partition, bool) or not isinstance(partition, int)):
-            raise TypeError(f"partition must be an int, got {type(partition).__name__}")
-        if partition is not None and partition < 0:
-            raise ValueError(f"partition must be >= 0, got {partition}")
+        if partition is not None:
+            _int_in(partition, "partition", 0, 2**32 - 1)
         return self._inner.produce(
             _to_bytes(key, "key"),
             _to_bytes(value, "value"),
-            timestamp_ms(timestamp),
+            _int_in(timestamp_ms(timestamp), "timestamp", -_I64_MAX - 1, _I64_MAX),
             _headers(headers),
             partition,
         )
@@ -332,6 +341,9 @@ class Consumer:
 
         Columns: ``topic, partition, offset, timestamp, key, value, headers``.
         """
+        _int_in(max_records, "max_records", 1, 2**31 - 1)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout must be seconds (a number), got {type(timeout).__name__}")
         return self._inner.poll(max_records, float(timeout))
 
     def records(self, timeout: float = 1.0) -> Iterator[Record]:
@@ -371,7 +383,8 @@ class Consumer:
         return self._inner.assignment()
 
     def seek(self, partition: int, offset: int) -> None:
-        self._inner.seek(partition, offset)
+        """Read ``partition`` from ``offset`` next (it must be within [earliest, latest])."""
+        self._inner.seek(_int_in(partition, "partition", 0, 2**32 - 1), _int_in(offset, "offset", -_I64_MAX - 1, _I64_MAX))
 
     def seek_to_time(self, ts: int | _dt.datetime) -> None:
         self._inner.seek_to_time(timestamp_ms(ts, "ts"))

@@ -66,7 +66,8 @@ pub struct ArrowRecordSink {
 
 impl ArrowRecordSink {
     pub fn new(topic: Arc<str>, capacity: usize) -> Self {
-        let cap = capacity.min(1 << 16);
+        // Generous reservations cost only address space: pages are touched as they fill.
+        let cap = capacity.min(1 << 21);
         ArrowRecordSink {
             topics: StringBuilder::with_capacity(cap, cap * topic.len()),
             topic,
@@ -149,6 +150,12 @@ enum BytesColumn {
 
 impl BytesColumn {
     fn new(array: &ArrayRef, name: &str) -> Result<BytesColumn> {
+        if let DataType::Dictionary(_, value_type) = array.data_type() {
+            // pandas categoricals and polars enums: use the dictionary's values as they are.
+            let plain = arrow_cast::cast(array, value_type)
+                .map_err(|e| LogError::Schema(format!("column '{name}': {e}")))?;
+            return BytesColumn::new(&plain, name);
+        }
         match array.data_type() {
             DataType::Binary
             | DataType::LargeBinary

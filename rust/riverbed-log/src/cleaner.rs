@@ -247,6 +247,10 @@ pub fn compact(p: &Partition, fsync: FsyncPolicy) -> Result<CleanupStats> {
                 f.sync_all().at(&cleaned)?;
             }
         }
+        // The old index must not survive a crash next to the new data: remove it first, so the
+        // segment is rescanned on open until the new index is written.
+        SegmentIndex::remove_files(&index_path, &time_path)?;
+        crate::fsutil::sync_dir(&dir)?;
         std::fs::rename(&cleaned, &log_path).at(&log_path)?;
         index.write_files(&index_path, &time_path)?;
         if durable {

@@ -120,9 +120,11 @@ impl Consumer {
                 .group
                 .as_ref()
                 .and_then(|(g, _)| self.log.inner().groups.committed(g, &self.topic.name, p));
-            let (earliest, _) = self.topic.partition(p)?.offsets();
+            let (earliest, latest) = self.topic.partition(p)?.offsets();
             let pos = match pos.or(committed) {
                 Some(o) if o < earliest => earliest,
+                // Recovery truncated the log below a commit: continue at the end.
+                Some(o) if o > latest => latest,
                 Some(o) => o,
                 None => self.start_offset(p, self.start)?,
             };

@@ -92,13 +92,30 @@ impl SegmentIndex {
             buf.extend_from_slice(&o.to_be_bytes());
             buf.extend_from_slice(&p.to_be_bytes());
         }
-        std::fs::write(index_path, &buf).at(index_path)?;
+        write_replace(index_path, &buf)?;
         let mut buf = Vec::with_capacity(self.times.len() * 12);
         for &(t, o) in &self.times {
             buf.extend_from_slice(&t.to_be_bytes());
             buf.extend_from_slice(&o.to_be_bytes());
         }
-        std::fs::write(time_path, &buf).at(time_path)
+        write_replace(time_path, &buf)
+    }
+
+    /// Remove both index files (before the segment they describe changes).
+    pub fn remove_files(index_path: &Path, time_path: &Path) -> Result<()> {
+        for p in [index_path, time_path] {
+            match std::fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(crate::error::LogError::Io {
+                        path: p.to_path_buf(),
+                        source: e,
+                    })
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Load both index files; `None` when they are missing or fail a consistency check against
@@ -137,7 +154,8 @@ impl SegmentIndex {
             .iter()
             .all(|&(o, p)| (p as u64) < segment_len.max(1) && last_rel.is_some_and(|l| o <= l))
             && times.iter().all(|&(_, o)| last_rel.is_some_and(|l| o <= l));
-        if !monotonic || !in_bounds || (segment_len > 0 && offsets.is_empty()) {
+        if !monotonic || !in_bounds || (segment_len > 0 && (offsets.is_empty() || times.is_empty()))
+        {
             return None;
         }
         let max_timestamp = times.last().map(|&(t, _)| t).unwrap_or(i64::MIN);
@@ -148,4 +166,12 @@ impl SegmentIndex {
             max_timestamp,
         })
     }
+}
+
+/// Replace a file by rename so a reader never sees it half written. Not fsynced: an index is
+/// rebuilt from the log whenever it is missing or inconsistent.
+fn write_replace(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("idxtmp");
+    std::fs::write(&tmp, bytes).at(&tmp)?;
+    std::fs::rename(&tmp, path).at(path)
 }

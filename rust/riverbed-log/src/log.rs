@@ -4,7 +4,6 @@
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,14 +27,13 @@ pub(crate) struct LogInner {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     pub notifier: Arc<Notifier>,
     lock: Mutex<Option<DirLock>>,
-    closed: AtomicBool,
     report: Mutex<Vec<Damage>>,
     pub groups: GroupCoordinator,
     /// Held by whoever runs retention/compaction, so the background thread and an explicit
     /// `cleanup()` never work on the same partition at once.
     pub cleaner: Mutex<()>,
     background: Mutex<Option<std::thread::JoinHandle<()>>>,
-    stop: (Mutex<bool>, Condvar),
+    stop: Arc<(Mutex<bool>, Condvar)>,
 }
 
 impl Log {
@@ -68,12 +66,11 @@ impl Log {
             topics: RwLock::new(topics),
             notifier,
             lock: Mutex::new(Some(lock)),
-            closed: AtomicBool::new(false),
             report: Mutex::new(report),
             groups: GroupCoordinator::default(),
             cleaner: Mutex::new(()),
             background: Mutex::new(None),
-            stop: (Mutex::new(false), Condvar::new()),
+            stop: Arc::new((Mutex::new(false), Condvar::new())),
         });
         let log = Log { inner };
         log.inner.groups.load(&log)?;
@@ -103,7 +100,7 @@ impl Log {
     }
 
     fn check_open(&self) -> Result<()> {
-        if self.inner.closed.load(Ordering::Acquire) {
+        if self.inner.notifier.is_closed() {
             Err(LogError::Closed)
         } else {
             Ok(())
@@ -127,6 +124,11 @@ impl Log {
         let config = options.to_config();
         config.validate(name)?;
         let dir = self.inner.root.join(name);
+        if dir.exists() {
+            // A topic directory without topic.json is what a crash in delete_topic (or in an
+            // earlier create) leaves behind: its data belongs to no topic.
+            std::fs::remove_dir_all(&dir).at(&dir)?;
+        }
         std::fs::create_dir_all(&dir).at(&dir)?;
         let (topic, _) = Topic::open(
             name,
@@ -216,22 +218,24 @@ impl Log {
             (Some(a), Some(b)) => a.min(b),
             (Some(a), None) | (None, Some(a)) => a,
         };
+        // The thread holds the log only while working, so dropping the last handle closes it.
         let weak = Arc::downgrade(&self.inner);
+        let stop = self.inner.stop.clone();
         let handle = std::thread::Builder::new()
             .name("riverbed-log-background".into())
             .spawn(move || {
                 let mut next_cleanup = cleanup.map(|c| Instant::now() + c);
                 loop {
-                    let Some(inner) = weak.upgrade() else { return };
                     {
-                        let mut stopped = inner.stop.0.lock();
+                        let mut stopped = stop.0.lock();
                         if !*stopped {
-                            inner.stop.1.wait_for(&mut stopped, tick);
+                            stop.1.wait_for(&mut stopped, tick);
                         }
                         if *stopped {
                             return;
                         }
                     }
+                    let Some(inner) = weak.upgrade() else { return };
                     let log = Log { inner };
                     if interval.is_some() {
                         let _ = log.flush();
@@ -250,7 +254,7 @@ impl Log {
 
     /// Flush, write indexes, stop background work and release the directory lock. Idempotent.
     pub fn close(&self) -> Result<()> {
-        if self.inner.closed.swap(true, Ordering::AcqRel) {
+        if self.inner.notifier.close() {
             return Ok(());
         }
         {
@@ -269,19 +273,20 @@ impl Log {
                 first_err.get_or_insert(e);
             }
         }
-        self.inner.notifier.notify();
         self.inner.lock.lock().take();
         first_err.map_or(Ok(()), Err)
     }
 
     pub fn is_closed(&self) -> bool {
-        self.inner.closed.load(Ordering::Acquire)
+        self.inner.notifier.is_closed()
     }
 }
 
 impl Drop for LogInner {
     fn drop(&mut self) {
-        if !self.closed.load(Ordering::Acquire) {
+        *self.stop.0.lock() = true;
+        self.stop.1.notify_all();
+        if !self.notifier.close() {
             for t in self.topics.read().values() {
                 let _ = t.close();
             }

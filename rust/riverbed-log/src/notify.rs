@@ -1,18 +1,32 @@
-//! Wakes consumers that wait for new records (tail-follow) when any partition of the log grows.
+//! Log-wide signals shared with every partition: "something was appended" (wakes consumers that
+//! wait for new records) and "the log is closed" (refuses further appends).
 
 use parking_lot::{Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Default)]
 pub struct Notifier {
     seq: Mutex<u64>,
     cv: Condvar,
+    closed: AtomicBool,
 }
 
 impl Notifier {
     /// The current append sequence number; pass it to `wait_past` to avoid missing a wake-up.
     pub fn seq(&self) -> u64 {
         *self.seq.lock()
+    }
+
+    /// Mark the log closed; returns whether it already was.
+    pub fn close(&self) -> bool {
+        let was = self.closed.swap(true, Ordering::AcqRel);
+        self.notify();
+        was
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     pub fn notify(&self) {

@@ -167,6 +167,9 @@ impl Partition {
         records: impl IntoIterator<Item = NewRecord<'a>>,
     ) -> Result<(i64, usize)> {
         let _w = self.writer.lock();
+        if self.notifier.is_closed() {
+            return Err(LogError::Closed);
+        }
         let first = self.state.read().next_offset();
         let mut buf = Vec::new();
         let mut batches = Vec::new();
@@ -261,12 +264,11 @@ impl Partition {
     /// Seal the active segment and start a new one at `base`. Caller holds the writer mutex.
     fn roll(&self, base: i64) -> Result<()> {
         let durable = self.fsync != FsyncPolicy::Never;
+        // Seal (index files + fsync) before the new file exists: until then the old segment is
+        // the last one and a crash makes recovery rescan it, never trust a half-written index.
+        self.state.write().active().seal(durable)?;
         let new = Segment::create(&self.dir, base)?;
-        {
-            let mut st = self.state.write();
-            st.active().seal(durable)?;
-            st.segments.push(new);
-        }
+        self.state.write().segments.push(new);
         if durable {
             crate::fsutil::sync_dir(&self.dir)?;
         }
@@ -288,15 +290,12 @@ impl Partition {
             .inspect_err(|_| self.dirty.store(true, Ordering::Release))
     }
 
-    /// Flush and write the active segment's index (on close).
+    /// Flush on close. The active segment's index is not written: recovery always rescans
+    /// the last segment, so a stale index of it can never be trusted after more appends.
     pub fn close(&self) -> Result<()> {
         let _w = self.writer.lock();
         if self.fsync != FsyncPolicy::Never {
             self.sync()?;
-        }
-        let st = self.state.read();
-        if let Some(a) = st.segments.last() {
-            a.write_index()?;
         }
         Ok(())
     }

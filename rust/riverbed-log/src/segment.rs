@@ -163,7 +163,10 @@ impl Segment {
 
     /// Open the last segment of a partition: scan it, truncate a torn or corrupt tail, rebuild its index.
     pub fn recover(dir: &Path, base_offset: i64) -> Result<(Segment, Option<Damage>)> {
-        let (log_path, _, _) = segment_paths(dir, base_offset);
+        let (log_path, index_path, time_path) = segment_paths(dir, base_offset);
+        // The index is rebuilt below and written when the segment is sealed; an old copy on
+        // disk must not outlive further appends.
+        SegmentIndex::remove_files(&index_path, &time_path)?;
         let file = open_rw(&log_path)?;
         let s = scan(&file, &log_path, base_offset)?;
         let file_len = file.metadata().at(&log_path)?.len();

@@ -325,3 +325,89 @@ fn compacted_topic_survives_a_segment_emptied_by_compaction() -> TestResult {
     log.close()?;
     Ok(())
 }
+
+/// `compact()` renames the rewritten `.log` over the old one and only then writes the new index
+/// files. A crash between the two used to leave the old `.index` next to the new `.log`; its
+/// positions still pass `read_files`' bounds checks but point into the middle of the rewritten
+/// batch. Compaction now removes the old index files (and fsyncs the directory) before the
+/// rename, so the state such a crash leaves is a rewritten `.log` without index files: the
+/// segment must be rescanned on open and read exactly like the compacted data.
+#[test]
+fn crash_between_log_rename_and_index_write() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = open(dir.path());
+    let topic = log.topic("kv", &options())?;
+    let now = now_ms();
+    let mut w = Writer {
+        topic: &topic,
+        written: Vec::new(),
+    };
+    // many updates of few keys, so compaction moves the surviving records to new positions
+    for i in 0..150 {
+        let key = format!("k{}", (i * 5) % 13);
+        let value = if i % 17 == 3 {
+            None
+        } else {
+            Some(format!("v{i}"))
+        };
+        w.put(&key, value.as_deref(), now - DAY + i)?;
+    }
+    let end = w.written.len() as i64;
+    let pdir = partition_dir(&log, &topic, 0);
+    let bases = segment_bases(&pdir);
+    assert!(bases.len() >= 6, "{bases:?}");
+    let active_base = *bases.last().unwrap_or(&0);
+    let sizes_before: Vec<u64> = bases
+        .iter()
+        .map(|b| std::fs::metadata(segment_path(&pdir, *b, "log")).map(|m| m.len()))
+        .collect::<Result<_, _>>()?;
+    let expected = model_after_compaction(&w.written, active_base, now - 60_000);
+    let stats = log.cleanup()?;
+    assert!(stats.segments_compacted >= 2, "{stats:?}");
+    check_reads(topic.partition(0)?, &expected, end)?;
+    // the rewritten segments: same base offset, different bytes, but still holding records
+    let rewritten: Vec<i64> = bases[..bases.len() - 1]
+        .iter()
+        .zip(&sizes_before)
+        .filter_map(|(b, before)| {
+            let after = std::fs::metadata(segment_path(&pdir, *b, "log"))
+                .ok()?
+                .len();
+            (after != *before && after > 0).then_some(*b)
+        })
+        .collect();
+    assert!(!rewritten.is_empty(), "no compacted segment kept records");
+    log.close()?;
+    drop(topic);
+
+    // the crash: the new .log is in place, its index files were removed and not yet rewritten
+    for b in &rewritten {
+        std::fs::remove_file(segment_path(&pdir, *b, "index"))?;
+        std::fs::remove_file(segment_path(&pdir, *b, "timeindex"))?;
+    }
+    let log = open(dir.path());
+    assert!(log.open_report().is_empty(), "{:?}", log.open_report());
+    let topic = log.get_topic("kv")?;
+    let part = topic.partition(0)?;
+    assert_eq!(part.offsets(), (0, end));
+    check_reads(part, &expected, end)?;
+    // every timestamp of the data, not just the spot checks of check_reads
+    for t in (now - DAY - 2)..=(now - DAY + end + 2) {
+        let want = expected.iter().find(|r| r.timestamp >= t).map(|r| r.offset);
+        assert_eq!(part.offset_for_time(t)?, want, "offset_for_time({t})");
+    }
+    // the index was rebuilt on open and is trusted by the next one
+    for b in &rewritten {
+        assert!(segment_path(&pdir, *b, "index").is_file());
+        assert!(segment_path(&pdir, *b, "timeindex").is_file());
+    }
+    log.close()?;
+    let log = open(dir.path());
+    assert!(log.open_report().is_empty(), "{:?}", log.open_report());
+    check_reads(log.get_topic("kv")?.partition(0)?, &expected, end)?;
+    // compacting again changes nothing
+    let again = log.cleanup()?;
+    assert_eq!((again.segments_compacted, again.records_removed), (0, 0));
+    log.close()?;
+    Ok(())
+}

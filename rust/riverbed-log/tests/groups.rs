@@ -26,7 +26,13 @@ fn fill(topic: &Topic, n: usize) -> riverbed_log::Result<()> {
         for _ in 0..n {
             let latest = topic.partition(p)?.offsets().1;
             let v = format!("p{p}-o{latest}");
-            let (_, off) = topic.produce(Some(v.as_bytes()), Some(v.as_bytes()), 1000 + 10 * latest, &[], Some(p))?;
+            let (_, off) = topic.produce(
+                Some(v.as_bytes()),
+                Some(v.as_bytes()),
+                1000 + 10 * latest,
+                &[],
+                Some(p),
+            )?;
             assert_eq!(off, latest);
         }
     }
@@ -55,17 +61,27 @@ fn range_assignment_splits_partitions() -> TestResult {
     let a = Consumer::new(&log, topic.clone(), Some("grp"), StartSpec::Earliest)?;
     assert_eq!(a.assignment()?, vec![0, 1, 2, 3]);
     let b = Consumer::new(&log, topic.clone(), Some("grp"), StartSpec::Earliest)?;
-    assert_eq!(a.assignment()?, vec![0, 1], "the member that joined first gets the first range");
+    assert_eq!(
+        a.assignment()?,
+        vec![0, 1],
+        "the member that joined first gets the first range"
+    );
     assert_eq!(b.assignment()?, vec![2, 3]);
     let c = Consumer::new(&log, topic.clone(), Some("grp"), StartSpec::Earliest)?;
-    assert_eq!((a.assignment()?, b.assignment()?, c.assignment()?), (vec![0, 1], vec![2], vec![3]));
+    assert_eq!(
+        (a.assignment()?, b.assignment()?, c.assignment()?),
+        (vec![0, 1], vec![2], vec![3])
+    );
     // another group is independent
     let other = Consumer::new(&log, topic.clone(), Some("other"), StartSpec::Earliest)?;
     assert_eq!(other.assignment()?, vec![0, 1, 2, 3]);
     a.close()?;
     assert_eq!((b.assignment()?, c.assignment()?), (vec![0, 1], vec![2, 3]));
     assert!(a.assignment().is_err(), "a closed member has no assignment");
-    assert!(matches!(a.poll(1, std::time::Duration::ZERO, &mut VecSink::default()), Err(LogError::InvalidArgument(_))));
+    assert!(matches!(
+        a.poll(1, std::time::Duration::ZERO, &mut VecSink::default()),
+        Err(LogError::InvalidArgument(_))
+    ));
     log.close()?;
     Ok(())
 }
@@ -108,7 +124,11 @@ fn commits_survive_close_and_reopen() -> TestResult {
     let committed = c.committed()?;
     assert_eq!(committed.get(&0).copied().flatten(), a_pos.get(&0).copied());
     assert_eq!(committed.get(&1).copied().flatten(), a_pos.get(&1).copied());
-    assert_eq!(committed.get(&2).copied().flatten(), Some(25), "b closed without reading the new records");
+    assert_eq!(
+        committed.get(&2).copied().flatten(),
+        Some(25),
+        "b closed without reading the new records"
+    );
     let rest = drain(&c)?;
     let mut want = Vec::new();
     for p in 0..4u32 {
@@ -140,7 +160,11 @@ fn uncommitted_progress_is_replayed_after_reopen() -> TestResult {
     let c = Consumer::new(&log, topic, Some("grp"), StartSpec::Earliest)?;
     let again = drain(&c)?;
     let want: Vec<(u32, i64)> = (0..4).flat_map(|p| (10..20).map(move |o| (p, o))).collect();
-    assert_eq!(ids(&again), want, "at-least-once: everything after the last commit is read again");
+    assert_eq!(
+        ids(&again),
+        want,
+        "at-least-once: everything after the last commit is read again"
+    );
     c.close()?;
     log.close()?;
     Ok(())
@@ -165,7 +189,11 @@ fn handover_reads_every_record_exactly_once() -> TestResult {
     }
     seen.extend(drain(&a)?);
     seen.extend(drain(&b)?);
-    assert_eq!(ids(&seen), all_ids(&topic)?, "no record twice, none skipped");
+    assert_eq!(
+        ids(&seen),
+        all_ids(&topic)?,
+        "no record twice, none skipped"
+    );
 
     // interleaved polls while more data arrives
     fill(&topic, 10)?;
@@ -203,11 +231,15 @@ fn start_specs() -> TestResult {
     let log = open(dir.path());
     let topic = log.topic("one", &TopicOptions::default())?;
     // timestamps are not monotonic: 1000, 1030, 1020, 1050, 1040, ...
-    let stamps: Vec<i64> = (0..10).map(|i| 1000 + 10 * i + if i % 2 == 1 { 20 } else { 0 }).collect();
+    let stamps: Vec<i64> = (0..10)
+        .map(|i| 1000 + 10 * i + if i % 2 == 1 { 20 } else { 0 })
+        .collect();
     for (i, ts) in stamps.iter().enumerate() {
         topic.produce(Some(format!("k{i}").as_bytes()), Some(b"v"), *ts, &[], None)?;
     }
-    let offsets = |c: &Consumer| -> riverbed_log::Result<Vec<i64>> { Ok(drain(c)?.iter().map(|r| r.offset).collect()) };
+    let offsets = |c: &Consumer| -> riverbed_log::Result<Vec<i64>> {
+        Ok(drain(c)?.iter().map(|r| r.offset).collect())
+    };
 
     let earliest = Consumer::new(&log, topic.clone(), None, StartSpec::Earliest)?;
     assert_eq!(offsets(&earliest)?, (0..10).collect::<Vec<_>>());
@@ -223,7 +255,12 @@ fn start_specs() -> TestResult {
     assert!(offsets(&at_end)?.is_empty());
     assert!(matches!(
         Consumer::new(&log, topic.clone(), None, StartSpec::Offset(12)),
-        Err(LogError::OffsetOutOfRange { offset: 12, earliest: 0, latest: 11, .. })
+        Err(LogError::OffsetOutOfRange {
+            offset: 12,
+            earliest: 0,
+            latest: 11,
+            ..
+        })
     ));
     assert!(matches!(
         Consumer::new(&log, topic.clone(), None, StartSpec::Offset(-1)),
@@ -244,7 +281,10 @@ fn start_specs() -> TestResult {
     assert_eq!(earliest.position()?.get(&0).copied(), Some(1));
     assert!(earliest.seek(0, 99).is_err());
     assert!(earliest.seek(1, 0).is_err(), "no partition 1");
-    assert!(matches!(earliest.commit(), Err(LogError::InvalidArgument(_))), "standalone consumers cannot commit");
+    assert!(
+        matches!(earliest.commit(), Err(LogError::InvalidArgument(_))),
+        "standalone consumers cannot commit"
+    );
 
     // a group consumer uses its start spec only for partitions without a commit
     let g = Consumer::new(&log, topic.clone(), Some("gs"), StartSpec::Time(1045))?;
@@ -277,10 +317,55 @@ fn poll_waits_for_new_records() -> TestResult {
     let mut sink = VecSink::default();
     let t0 = std::time::Instant::now();
     c.poll(10, std::time::Duration::from_secs(5), &mut sink)?;
-    assert!(t0.elapsed() < std::time::Duration::from_secs(4), "the append woke the poll");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(4),
+        "the append woke the poll"
+    );
     assert!(producer.join().map_err(|_| "producer panicked")?.is_ok());
     assert_eq!(ids(&sink.records), vec![(2, 0)]);
     assert_eq!(sink.records[0].value.as_deref(), Some(&b"late"[..]));
+    log.close()?;
+    Ok(())
+}
+
+#[test]
+fn polls_rotate_over_partitions_and_idle_members_are_fine() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = open(dir.path());
+    let topic = four(&log)?;
+    fill(&topic, 30)?;
+    let c = Consumer::new(&log, topic.clone(), Some("rr"), StartSpec::Earliest)?;
+    // four polls of 10 from four full partitions: each partition is served once
+    let mut per_partition = [0usize; 4];
+    for _ in 0..4 {
+        let got = poll_n(&c, 10)?;
+        assert_eq!(got.len(), 10);
+        for r in &got {
+            per_partition[r.partition as usize] += 1;
+        }
+    }
+    assert_eq!(per_partition, [10, 10, 10, 10]);
+    // five members on four partitions: the last one gets nothing and polls nothing
+    let others: Vec<Consumer> = (0..4)
+        .map(|_| Consumer::new(&log, topic.clone(), Some("rr"), StartSpec::Earliest))
+        .collect::<Result<_, _>>()?;
+    let assignments: Vec<Vec<u32>> = std::iter::once(&c)
+        .chain(&others)
+        .map(|m| m.assignment())
+        .collect::<Result<_, _>>()?;
+    assert_eq!(
+        assignments,
+        vec![vec![0], vec![1], vec![2], vec![3], vec![]]
+    );
+    assert!(poll_n(&others[3], 10)?.is_empty());
+    // members 1..3 start where c stopped in their partitions
+    for (i, o) in others.iter().take(3).enumerate() {
+        assert_eq!(o.position()?.get(&(i as u32 + 1)).copied(), Some(10));
+    }
+    for o in &others {
+        o.close()?;
+    }
+    c.close()?;
     log.close()?;
     Ok(())
 }

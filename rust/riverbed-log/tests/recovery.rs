@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use riverbed_log::{Damage, Log, LogError, TopicOptions};
+use riverbed_log::{Consumer, Damage, Log, LogError, StartSpec, TopicOptions};
 
 const TS: i64 = 1_600_000_000_000;
 
@@ -360,6 +360,168 @@ fn corrupt_sealed_segment_is_not_silently_served() -> TestResult {
     let offsets: Vec<i64> = read_all(&part)?.iter().map(|r| r.offset).collect();
     let want: Vec<i64> = std::iter::once(0).chain(bases[1]..60).collect();
     assert_eq!(offsets, want);
+    log.close()?;
+    Ok(())
+}
+
+/// A group's committed offset can lie past the end of a partition whose tail recovery dropped
+/// (the commit reached the disk, the records did not). The consumer must not fail forever:
+/// like a position before the start, it has to be brought back into [earliest, latest].
+#[test]
+fn committed_offset_past_a_truncated_end() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let pdir = make_log(dir.path(), 20, 1 << 20)?;
+    {
+        let log = open(dir.path());
+        let topic = log.get_topic("t")?;
+        let c = Consumer::new(&log, topic, Some("g"), StartSpec::Earliest)?;
+        assert_eq!(drain(&c)?.len(), 20);
+        c.commit()?;
+        assert_eq!(c.committed()?.get(&0).copied().flatten(), Some(20));
+        c.close()?;
+        log.close()?;
+    }
+    // the commit is durable, the last five records are not
+    let seg = last_segment(&pdir);
+    let (pos, _, base, _) = batches_of(&seg)[15];
+    assert_eq!(base, 15);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)?
+        .set_len(pos + 7)?;
+
+    let log = open(dir.path());
+    let d = single_damage(&log);
+    assert_eq!((d.path.as_path(), d.valid_bytes), (seg.as_path(), pos));
+    assert_prefix(&log, 15)?;
+    let topic = log.get_topic("t")?;
+    let c = Consumer::new(&log, topic.clone(), Some("g"), StartSpec::Earliest)?;
+    assert_eq!(
+        c.committed()?.get(&0).copied().flatten(),
+        Some(20),
+        "the commit survived"
+    );
+    // polling does not fail: the position is brought back to the end of the log
+    assert!(poll_n(&c, 10)?.is_empty());
+    assert_eq!(c.position()?.get(&0).copied(), Some(15));
+    // records produced from now on are read, starting at the new end
+    for i in 15..18 {
+        let (_, off) = topic.produce(
+            Some(format!("k{i}").as_bytes()),
+            Some(&value_of(i)),
+            TS + i,
+            &[],
+            None,
+        )?;
+        assert_eq!(off, i);
+    }
+    let got = drain(&c)?;
+    assert_eq!(
+        got.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![15, 16, 17]
+    );
+    assert_eq!(got[0].value.as_deref(), Some(value_of(15).as_slice()));
+    c.commit()?;
+    assert_eq!(c.committed()?.get(&0).copied().flatten(), Some(18));
+    c.close()?;
+    log.close()?;
+    Ok(())
+}
+
+/// `delete_topic` removes `topic.json` first and then the directory. A crash between the two
+/// leaves a directory of data that belongs to no topic: it is not opened, and creating the topic
+/// again must start empty instead of adopting (or failing on) the old segments.
+#[test]
+fn recreating_a_half_deleted_topic_starts_empty() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let pdir = make_log(dir.path(), 20, 1 << 20)?;
+    assert!(last_segment(&pdir).is_file());
+    std::fs::remove_file(dir.path().join("t").join("topic.json"))?;
+
+    let log = open(dir.path());
+    assert!(log.topic_names().is_empty(), "{:?}", log.topic_names());
+    assert!(matches!(
+        log.get_topic("t"),
+        Err(LogError::TopicNotFound(_))
+    ));
+    let topic = log.topic("t", &TopicOptions::default())?;
+    assert_eq!(topic.offsets()?, vec![(0, 0)]);
+    assert!(read_all(topic.partition(0)?)?.is_empty());
+    assert_eq!(segment_bases(&pdir), vec![0]);
+    assert_eq!(std::fs::metadata(segment_path(&pdir, 0, "log"))?.len(), 0);
+    assert_eq!(
+        topic.produce(Some(b"new"), Some(b"fresh"), TS, &[], None)?,
+        (0, 0)
+    );
+    log.close()?;
+    drop(topic);
+
+    let log = open(dir.path());
+    assert!(log.open_report().is_empty(), "{:?}", log.open_report());
+    assert_eq!(log.topic_names(), vec!["t".to_string()]);
+    let got = read_all(log.get_topic("t")?.partition(0)?)?;
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].key.as_deref(), got[0].value.as_deref()),
+        (Some(&b"new"[..]), Some(&b"fresh"[..]))
+    );
+    log.close()?;
+    Ok(())
+}
+
+/// The active segment's index files are never trusted after more appends. If a close wrote the
+/// active segment's index, a reopen appended more records, and a roll then crashed after creating
+/// the next segment's file but before sealing the old one, the old segment would open as sealed
+/// with the stale index from the first session: `offset_for_time` would miss the later records.
+#[test]
+fn crash_during_roll_after_a_reopen_keeps_time_lookups_right() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let pdir = make_log(dir.path(), 20, 1 << 20)?;
+    let log = open(dir.path());
+    let topic = log.get_topic("t")?;
+    for i in 20..45 {
+        let (_, off) = topic.produce(
+            Some(format!("k{i}").as_bytes()),
+            Some(&value_of(i)),
+            TS + i,
+            &[],
+            None,
+        )?;
+        assert_eq!(off, i);
+    }
+    assert_eq!(segment_bases(&pdir), vec![0], "still one segment");
+    log.close()?;
+    drop(topic);
+
+    // the crash: the new segment file of a roll exists, the old segment was never sealed
+    std::fs::File::create(segment_path(&pdir, 45, "log"))?;
+
+    let log = open(dir.path());
+    assert!(log.open_report().is_empty(), "{:?}", log.open_report());
+    assert_prefix(&log, 45)?;
+    let part = log.get_topic("t")?.partition(0)?.clone();
+    let model = read_all(&part)?;
+    let brute = |t: i64| model.iter().find(|r| r.timestamp >= t).map(|r| r.offset);
+    for t in (TS - 2)..=(TS + 47) {
+        assert_eq!(part.offset_for_time(t)?, brute(t), "ts {t}");
+    }
+    assert_eq!(part.offset_for_time(TS + 30)?, Some(30));
+    // appends continue in the new segment, and lookups stay right after another reopen
+    let topic = log.get_topic("t")?;
+    assert_eq!(
+        topic.produce(Some(b"k45"), Some(&value_of(45)), TS + 45, &[], None)?,
+        (0, 45)
+    );
+    log.close()?;
+    drop(topic);
+    let log = open(dir.path());
+    assert!(log.open_report().is_empty(), "{:?}", log.open_report());
+    assert_prefix(&log, 46)?;
+    let part = log.get_topic("t")?.partition(0)?.clone();
+    for t in (TS - 2)..=(TS + 47) {
+        let want = (t <= TS + 45).then(|| (t - TS).max(0));
+        assert_eq!(part.offset_for_time(t)?, want, "ts {t}");
+    }
     log.close()?;
     Ok(())
 }
