@@ -34,8 +34,12 @@ def log_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def log(log_dir: Path):
-    """An open log with the background cleaner off (tests call ``cleanup()`` explicitly)."""
-    lg = rb.Log(log_dir, cleanup_interval=None)
+    """An open log with the background cleaner off (tests call ``cleanup()`` explicitly).
+
+    ``fsync="never"``: these tests are about semantics, and an fsync per produce call makes them
+    slow on a busy disk. Durability under ``fsync="batch"`` is what test_crash.py checks.
+    """
+    lg = rb.Log(log_dir, fsync="never", cleanup_interval=None)
     try:
         yield lg
     finally:
@@ -46,7 +50,7 @@ def reopen(lg: rb.Log) -> rb.Log:
     """Close ``lg`` and open its directory again."""
     path = lg.path
     lg.close()
-    return rb.Log(path, cleanup_interval=None)
+    return rb.Log(path, fsync="never", cleanup_interval=None)
 
 
 def table_rows(tbl: pa.Table | pa.RecordBatch) -> list[tuple]:

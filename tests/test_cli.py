@@ -7,8 +7,6 @@ import shutil
 import subprocess
 import sys
 
-import pytest
-
 import riverbed as rb
 
 RIVERBED = shutil.which("riverbed") or ""

@@ -9,9 +9,9 @@ import random
 from collections import Counter
 
 import pytest
-from conftest import run_python, table_rows
 
 import riverbed as rb
+from conftest import run_python, table_rows
 from riverbed.exceptions import OffsetOutOfRange
 
 BASE_TS = 1_700_000_000_000

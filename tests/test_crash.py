@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import parse_segment, read_all, segment_files, table_rows
 
 import riverbed as rb
+from conftest import parse_segment, read_all, segment_files, table_rows
 
 WRITER = r"""
 import random, sys
@@ -86,7 +87,7 @@ def test_sigkill_loses_no_acknowledged_record(tmp_path):
     rng = random.Random(1234)
     acked: dict[tuple[int, int], bytes] = {}
     runs = 20
-    deadline = time.monotonic() + 50
+    deadline = time.monotonic() + 55
     for run in range(runs):
         assert time.monotonic() < deadline, "crash test too slow"
         out_path = tmp_path / f"run{run}.out"
@@ -226,36 +227,94 @@ def test_bitflip_in_middle_batch_drops_from_there(written):
     _check_repaired(path, seg, values, keep=k, dropped=dropped)
 
 
-@pytest.mark.xfail(
-    reason="BUG: compaction renames the rewritten .log over the old one before it rewrites the "
-    ".index/.timeindex (cleaner.rs compact(): fs::rename then index.write_files, no swap/marker); a "
-    "crash in between leaves the old index, which passes SegmentIndex::read_files' checks, so reads "
-    "that start from an indexed offset jump into the middle of a batch and raise CorruptLog",
-    strict=True,
-)
-def test_crash_between_compaction_rename_and_index_write(tmp_path):
-    """Reproduces the on-disk state of that crash window: the compacted segment with the index files
-    the segment had before compaction. The log data is the truth; reads must still be right."""
-    path = tmp_path / "log"
+SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* SIGKILL the process right after its N-th successful rename() into $CRASH_DIR. */
+static int renames = 0;
+
+int rename(const char *old, const char *new) {
+    static int (*real)(const char *, const char *) = 0;
+    if (!real) real = (int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename");
+    int r = real(old, new);
+    const char *dir = getenv("CRASH_DIR");
+    const char *after = getenv("CRASH_AFTER_RENAME");
+    if (r == 0 && dir && after && strncmp(new, dir, strlen(dir)) == 0 && ++renames == atoi(after))
+        kill(getpid(), SIGKILL);
+    return r;
+}
+"""
+
+CLEANUP_CHILD = """
+import sys, riverbed as rb
+lg = rb.Log(sys.argv[1], fsync="batch", cleanup_interval=None)
+lg.cleanup()
+lg.close()
+"""
+
+
+@pytest.fixture
+def crash_shim(tmp_path):
+    if shutil.which("gcc") is None:
+        pytest.skip("needs gcc to build the fault-injection shim")
+    src = tmp_path / "shim.c"
+    src.write_text(SHIM)
+    lib = tmp_path / "shim.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(lib), str(src), "-ldl"], check=True)
+    return lib
+
+
+def test_crash_at_every_rename_during_compaction(tmp_path, crash_shim):
+    """Kill the process right after each rename() that compaction does (the rewritten segment
+    replacing the old one, index files, ...). Whatever the crash point, the reopened log must read
+    correctly from every offset: every record is an original record at its original offset, and
+    every record compaction keeps is there.
+
+    Regression: the cleaner used to rename the rewritten .log into place before replacing the
+    .index/.timeindex; the stale index passed the consistency checks on open, and reads starting
+    at an indexed offset landed mid-batch (CorruptLog "batch length ... is below the minimum")."""
+    pristine = tmp_path / "pristine"
     rng = random.Random(0)
     now = time.time_ns() // 1_000_000
-    with rb.Log(path, cleanup_interval=None) as lg:
-        t = lg.topic("t", partitions=1, segment_bytes=16384, cleanup="compact")
+    with rb.Log(pristine, cleanup_interval=None) as lg:
+        t = lg.topic("t", partitions=1, segment_bytes=16384, cleanup="compact", delete_retention_ms="1d")
         # offset 0 is a tiny record whose key comes again at offset 3: compaction drops it and
-        # merges the kept records into one batch, so the byte positions in segment 0 change
+        # merges the kept records into one batch, so byte positions in the first segment change
         t.produce(b"x", key=b"dup", timestamp=now)
         for i in range(1, 20):
             t.produce(rng.randbytes(3000), key=b"dup" if i == 3 else b"k%d" % i, timestamp=now)
-    seg_dir = path / "t" / "0"
-    old_index = {f: f.read_bytes() for f in seg_dir.iterdir() if f.suffix in (".index", ".timeindex")}
-    with rb.Log(path, cleanup_interval=None) as lg:
-        assert lg.cleanup()["records_removed"] == 1
-        expected = [r[:4] for r in read_all(lg["t"])[0]]
-    assert [r[0] for r in expected] == list(range(1, 20))
-    for f, data in old_index.items():  # the crash: new .log in place, index files not yet rewritten
-        f.write_bytes(data)
-    with rb.Log(path, cleanup_interval=None) as lg:
-        t = lg["t"]
-        for start in range(1, 20):
-            got = [(o, ts, k, v) for _, o, ts, k, v, _ in table_rows(t.read(start=start))]
-            assert got == [r for r in expected if r[0] >= start], start
+        original = {r[0]: r[:4] for r in read_all(t)[0]}
+    seg_dir = pristine / "t" / "0"
+    assert sorted(f.suffix for f in seg_dir.iterdir() if f.stem == "0" * 20) == [".index", ".log", ".timeindex"]
+    active_base = int(segment_files(pristine / "t", 0)[-1].stem)
+    assert active_base > 3
+    must_keep = {o for o in original if o != 0}  # only offset 0 is superseded in the sealed part
+
+    crashed_at = []
+    for n in range(1, 12):
+        work = tmp_path / f"run{n}"
+        shutil.copytree(pristine, work)
+        env = {**os.environ, "LD_PRELOAD": str(crash_shim), "CRASH_DIR": str(work), "CRASH_AFTER_RENAME": str(n)}
+        proc = subprocess.run([sys.executable, "-c", CLEANUP_CHILD, str(work)], env=env, capture_output=True, timeout=30)
+        assert proc.returncode in (0, -signal.SIGKILL), proc.stderr.decode()
+        with rb.Log(work, cleanup_interval=None) as lg:
+            t = lg["t"]
+            assert t.offsets() == {0: (0, 20)}
+            for start in range(20):
+                rows = [(o, ts, k, v) for _, o, ts, k, v, _ in table_rows(t.read(start=start))]
+                offs = [r[0] for r in rows]
+                assert offs == sorted(offs)
+                assert all(original[r[0]] == r for r in rows), f"crash after rename {n}: changed records"
+                assert {o for o in must_keep if o >= start} <= set(offs), f"crash after rename {n}, start {start}"
+        if proc.returncode == 0:
+            break
+        crashed_at.append(n)
+        shutil.rmtree(work)
+    else:
+        pytest.fail("cleanup() kept renaming")
+    assert crashed_at, "compaction did no rename into the log directory; the test proves nothing"

@@ -6,12 +6,14 @@ import random
 
 import pyarrow as pa
 import pytest
-from conftest import parse_partition, parse_segment, segment_files
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from kafka.partitioner.default import murmur2 as kp_murmur2
 from kafka.record import MemoryRecords
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
 import riverbed as rb
+from conftest import parse_partition, parse_segment, segment_files
 
 BASE_TS = 1_700_000_000_000
 
@@ -203,3 +205,38 @@ def test_batches_byte_identical_to_kafka_python_builder(log, log_dir):
     log.close()
     batches = sum(_assert_bytes_equal_kafka_builder(f) for p in (0, 1) for f in segment_files(log_dir / "bytes", p))
     assert batches > 60
+
+
+_record = st.fixed_dictionaries(
+    {
+        "key": st.none() | st.binary(max_size=40),
+        "value": st.none() | st.binary(max_size=400),
+        "timestamp": st.integers(min_value=0, max_value=2**50),
+        "headers": st.lists(
+            st.tuples(
+                st.lists(st.sampled_from("ab-_ é日\u00ff"), max_size=8).map("".join),
+                st.none() | st.binary(max_size=20),
+            ),
+            max_size=4,
+        ),
+    }
+)
+
+
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=st.lists(_record, min_size=1, max_size=15), partitions=st.integers(1, 3))
+def test_property_roundtrip_through_kafka_parser(tmp_path_factory, records, partitions):
+    path = tmp_path_factory.mktemp("prop")
+    expected = {p: [] for p in range(partitions)}
+    with rb.Log(path, fsync="never", cleanup_interval=None) as lg:
+        t = lg.topic("p", partitions=partitions)
+        for i, r in enumerate(records):
+            part = i % partitions if r["key"] is None else None
+            p, o = t.produce(r["value"], key=r["key"], timestamp=r["timestamp"], headers=r["headers"], partition=part)
+            if r["key"] is not None:
+                assert p == kafka_partition(r["key"], partitions)
+            expected[p].append({"offset": o, **r})
+    for p in range(partitions):
+        assert parse_partition(path / "p", p) == [
+            {k: e[k] for k in ("offset", "timestamp", "key", "value", "headers")} for e in expected[p]
+        ]

@@ -13,9 +13,9 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pytest
-from conftest import read_all, reopen, segment_files, table_rows
 
 import riverbed as rb
+from conftest import read_all, reopen, segment_files, table_rows
 from riverbed.exceptions import TopicNotFound
 
 BASE_TS = 1_700_000_000_000
@@ -332,11 +332,6 @@ def test_consumer_iteration_yields_records(log):
     assert len(list(t.consumer())) == 10
 
 
-@pytest.mark.xfail(
-    reason="BUG: Consumer.records() converts the timestamp with int(ts.timestamp() * 1000); float "
-    "rounding makes Record.timestamp 1 ms too small for many values (e.g. 1001 -> 1000)",
-    strict=True,
-)
 def test_record_timestamps_are_exact(log):
     t = log.topic("t", partitions=1)
     stamps = [1001, 1_700_000_000_001, 1_700_000_000_123, 1_234_567_890_123] + list(range(BASE_TS, BASE_TS + 200))
@@ -346,11 +341,6 @@ def test_record_timestamps_are_exact(log):
     assert got == stamps
 
 
-@pytest.mark.xfail(
-    reason="BUG: Consumer.records() goes through Python datetimes, so a record whose (accepted, valid "
-    "int64) timestamp is outside datetime's range (year > 9999) makes iteration raise OverflowError",
-    strict=True,
-)
 def test_record_iteration_with_extreme_timestamp(log):
     t = log.topic("t", partitions=1)
     t.produce(b"far", timestamp=300_000_000_000_000)  # year ~11476; read() returns it fine
@@ -489,7 +479,7 @@ def test_topics_and_delete_topic(log, log_dir):
 
 
 def test_reopen_keeps_data_and_config(log_dir):
-    with rb.Log(log_dir, cleanup_interval=None) as lg:
+    with rb.Log(log_dir, fsync="never", cleanup_interval=None) as lg:
         t1 = lg.topic("one", partitions=3, segment_bytes=1024, retention_ms="2d")
         t2 = lg.topic("two", cleanup="compact", delete_retention_ms="5m")
         rng = random.Random(9)
@@ -536,3 +526,43 @@ def test_log_properties(log, log_dir):
     assert repr(log["x"]) == "Topic('x', partitions=2)"
     assert log["x"].name == "x" and log["x"].partitions == 2
     assert "<table>" in log._repr_html_()
+
+
+def test_close_wakes_a_blocked_poll(log):
+    t = log.topic("t")
+    c = t.consumer()
+    result = {}
+
+    def waiter():
+        t0 = time.monotonic()
+        try:
+            result["rows"] = c.poll(timeout=5).num_rows
+        except rb.exceptions.LogError as e:
+            result["error"] = str(e)
+        result["elapsed"] = time.monotonic() - t0
+
+    th = threading.Thread(target=waiter)
+    th.start()
+    time.sleep(0.2)
+    assert th.is_alive()
+    log.close()
+    th.join(timeout=3)
+    assert not th.is_alive()
+    assert result["elapsed"] < 1.5
+    assert "closed" in result.get("error", "") or result.get("rows") == 0
+
+
+def test_dropping_all_handles_releases_the_directory(log_dir):
+    import gc
+
+    lg = rb.Log(log_dir, fsync="never", cleanup_interval=None)
+    t = lg.topic("t", partitions=2)
+    t.produce(b"kept", partition=1, timestamp=5)
+    c = t.consumer("g")
+    assert c.poll(timeout=0).num_rows == 1
+    del lg, t, c
+    gc.collect()
+    with rb.Log(log_dir, cleanup_interval=None) as lg:  # no LogLocked
+        assert [(r["partition"], r["value"]) for r in lg["t"].read().to_pylist()] == [(1, b"kept")]
+        # the dropped group member left the group, committing what it had read
+        assert lg["t"].consumer("g").committed() == {0: 0, 1: 1}

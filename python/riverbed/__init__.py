@@ -9,4 +9,4 @@ from riverbed import exceptions
 from riverbed._core import __version__, murmur2
 from riverbed.log import Consumer, Log, Record, Topic
 
-__all__ = ["Log", "Topic", "Consumer", "Record", "murmur2", "exceptions", "__version__"]
+__all__ = ["Consumer", "Log", "Record", "Topic", "__version__", "exceptions", "murmur2"]

@@ -1,7 +1,7 @@
 """Type stubs of the native module ``riverbed._core`` (kept by hand)."""
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import pyarrow as pa
 
@@ -19,7 +19,7 @@ class SchemaError(RiverbedError): ...
 class DecodeError(RiverbedError): ...
 class KafkaError(RiverbedError): ...
 
-_Start = str | tuple[str, int]
+_Start: TypeAlias = str | tuple[str, int]
 
 def murmur2(data: bytes) -> int: ...
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Sequence
 from typing import IO, Any
 
 import riverbed as rb
 from riverbed.exceptions import RiverbedError
+from riverbed.log import batch_records
 
 DEFAULT_LOG = "./riverbed-data"
 
@@ -90,27 +90,25 @@ def _decode(b: bytes | None) -> Any:
 def _consume(args: argparse.Namespace, out: IO[str]) -> int:
     n = 0
     start = "earliest" if args.from_beginning or not args.group else "latest"
-    with rb.Log(args.log) as log:
-        with log[args.topic].consumer(group=args.group, start=start) as c:
-            while args.max is None or n < args.max:
-                batch = c.poll(max_records=min(10_000, (args.max or 10_000) - n), timeout=args.timeout)
-                if batch.num_rows == 0:
-                    break
-                cols = batch.to_pydict()
-                for i in range(batch.num_rows):
-                    rec = {
-                        "partition": cols["partition"][i],
-                        "offset": cols["offset"][i],
-                        "timestamp": int(cols["timestamp"][i].timestamp() * 1000),
-                        "key": _decode(cols["key"][i]),
-                        "value": _decode(cols["value"][i]),
-                    }
-                    if cols["headers"][i]:
-                        rec["headers"] = {h["key"]: _decode(h["value"]) for h in cols["headers"][i]}
-                    print(json.dumps(rec), file=out)
-                    n += 1
-            if args.group:
-                c.commit()
+    with rb.Log(args.log) as log, log[args.topic].consumer(group=args.group, start=start) as c:
+        while args.max is None or n < args.max:
+            batch = c.poll(max_records=min(10_000, (args.max or 10_000) - n), timeout=args.timeout)
+            if batch.num_rows == 0:
+                break
+            for r in batch_records(batch):
+                rec = {
+                    "partition": r.partition,
+                    "offset": r.offset,
+                    "timestamp": r.timestamp,
+                    "key": _decode(r.key),
+                    "value": _decode(r.value),
+                }
+                if r.headers:
+                    rec["headers"] = {k: _decode(v) for k, v in r.headers}
+                print(json.dumps(rec), file=out)
+                n += 1
+        if args.group:
+            c.commit()
     return 0
 
 
@@ -153,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     co = sub.add_parser("consume", parents=[common], help="print records as JSON lines")
     co.add_argument("topic")
     co.add_argument("--group", help="consume as a member of this group (and commit at the end)")
-    co.add_argument("--from-beginning", action="store_true", help="start at the earliest offset")
+    co.add_argument("--from-beginning", action="store_true", help="with --group: start at the earliest offset where the group has no commit (without --group, consume always starts at the beginning)")
     co.add_argument("--max", type=int, help="stop after this many records")
     co.add_argument("--timeout", type=float, default=1.0, help="stop after this many seconds without records")
     co.set_defaults(func=_consume)

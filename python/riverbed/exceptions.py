@@ -19,15 +19,15 @@ from riverbed._core import (
 )
 
 __all__ = [
-    "RiverbedError",
-    "LogError",
-    "TopicNotFound",
-    "OffsetOutOfRange",
-    "LogLocked",
     "CorruptLog",
-    "TopicConfigError",
-    "PlanError",
-    "SchemaError",
     "DecodeError",
     "KafkaError",
+    "LogError",
+    "LogLocked",
+    "OffsetOutOfRange",
+    "PlanError",
+    "RiverbedError",
+    "SchemaError",
+    "TopicConfigError",
+    "TopicNotFound",
 ]

@@ -115,6 +115,22 @@ class Record(NamedTuple):
     headers: list[tuple[str, bytes | None]]
 
 
+def batch_records(batch: pa.RecordBatch) -> Iterator[Record]:
+    """The rows of a polled batch as ``Record`` tuples (timestamps as exact int milliseconds)."""
+    ts = batch.column("timestamp").cast(pa.int64()).to_pylist()
+    cols = {name: batch.column(name).to_pylist() for name in ("topic", "partition", "offset", "key", "value", "headers")}
+    for i in range(batch.num_rows):
+        yield Record(
+            cols["topic"][i],
+            cols["partition"][i],
+            cols["offset"][i],
+            ts[i],
+            cols["key"][i],
+            cols["value"][i],
+            [(h["key"], h["value"]) for h in cols["headers"][i]],
+        )
+
+
 class Log:
     """An embedded, durable, partitioned log in a directory (Kafka's on-disk format).
 
@@ -352,18 +368,7 @@ class Consumer:
             batch = self.poll(timeout=timeout)
             if batch.num_rows == 0:
                 return
-            cols = batch.to_pydict()
-            for i in range(batch.num_rows):
-                ts = cols["timestamp"][i]
-                yield Record(
-                    cols["topic"][i],
-                    cols["partition"][i],
-                    cols["offset"][i],
-                    int(ts.timestamp() * 1000) if ts is not None else 0,
-                    cols["key"][i],
-                    cols["value"][i],
-                    [(h["key"], h["value"]) for h in cols["headers"][i]],
-                )
+            yield from batch_records(batch)
 
     def __iter__(self) -> Iterator[Record]:
         return self.records()
