@@ -7,6 +7,54 @@
 
 from riverbed import exceptions
 from riverbed._core import __version__, murmur2
+from riverbed.expr import (
+    Expr,
+    col,
+    count,
+    count_distinct,
+    first,
+    last,
+    lit,
+    max,
+    mean,
+    min,
+    std,
+    sum,
+    var,
+    when,
+)
 from riverbed.log import Consumer, Log, Record, Topic
+from riverbed.pipeline import Pipeline, RunResult
+from riverbed.windows import Window, count_window, hopping, session, sliding, tumbling
 
-__all__ = ["Consumer", "Log", "Record", "Topic", "__version__", "exceptions", "murmur2"]
+__all__ = [
+    "Consumer",
+    "Expr",
+    "Log",
+    "Pipeline",
+    "Record",
+    "RunResult",
+    "Topic",
+    "Window",
+    "__version__",
+    "col",
+    "count",
+    "count_distinct",
+    "count_window",
+    "exceptions",
+    "first",
+    "hopping",
+    "last",
+    "lit",
+    "max",
+    "mean",
+    "min",
+    "murmur2",
+    "session",
+    "sliding",
+    "std",
+    "sum",
+    "tumbling",
+    "var",
+    "when",
+]

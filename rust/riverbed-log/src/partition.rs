@@ -146,6 +146,11 @@ impl Partition {
         &self.config
     }
 
+    /// The log-wide append signal (to wait for new records).
+    pub fn notifier(&self) -> &Arc<Notifier> {
+        &self.notifier
+    }
+
     /// (earliest offset, next offset to be written).
     pub fn offsets(&self) -> (i64, i64) {
         let st = self.state.read();

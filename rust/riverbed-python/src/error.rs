@@ -89,6 +89,18 @@ pub fn to_py(e: RustLogError) -> PyErr {
     }
 }
 
+pub fn stream_to_py(e: riverbed_stream::StreamError) -> PyErr {
+    use riverbed_stream::StreamError as S;
+    let msg = e.to_string();
+    match e {
+        S::Plan { .. } => PlanError::new_err(msg),
+        S::Schema(_) | S::Arrow { .. } => SchemaError::new_err(msg),
+        S::Decode { .. } => DecodeError::new_err(msg),
+        S::Log(l) => to_py(l),
+        _ => RiverbedError::new_err(msg),
+    }
+}
+
 pub fn type_error(msg: impl Into<String>) -> PyErr {
     PyTypeError::new_err(msg.into())
 }

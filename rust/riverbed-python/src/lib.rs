@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod consumer;
 mod error;
 mod log;
+mod stream;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -14,6 +15,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<log::PyLog>()?;
     m.add_class::<log::PyTopic>()?;
     m.add_class::<consumer::PyConsumer>()?;
+    m.add_class::<stream::PySource>()?;
+    m.add_class::<stream::PyPipeline>()?;
+    m.add_class::<stream::PyRunHandle>()?;
     m.add_function(wrap_pyfunction!(log::murmur2, m)?)?;
     Ok(())
 }

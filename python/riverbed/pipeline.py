@@ -1,0 +1,665 @@
+"""``Pipeline``: an event-time stream pipeline over Arrow record batches, run by the Rust engine.
+
+>>> import riverbed as rb, pyarrow as pa
+>>> trades = pa.table({"sym": ["A", "B", "A"], "qty": [5, 7, 1], "ts": [0, 1_000, 61_000]})
+>>> p = (rb.Pipeline.read(trades, timestamp="ts")
+...        .window(rb.tumbling("1m"), by="sym")
+...        .agg(n=rb.count(), qty=rb.sum("qty")))
+>>> p.collect().sort_by("sym").column("n").to_pylist()
+[1, 1, 1]
+
+A pipeline is immutable: every step returns a new one and checks the plan right away, so a
+misspelt column raises ``PlanError`` where the step is written, not when the pipeline runs.
+
+Internally a ``Pipeline`` is a plan (``rust/riverbed-stream/src/plan.rs``) plus the native sources
+and Python functions its nodes refer to by index.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import html
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from riverbed import _core
+from riverbed._units import duration_ms
+from riverbed.expr import Expr, _node
+from riverbed.windows import Window
+
+__all__ = ["GroupBy", "Pipeline", "RunResult", "WindowedPipeline"]
+
+_DICT_CHUNK = 10_000
+_FORMATS = ("json", "raw")
+_EMITS = ("final", "update")
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the output (empty when writing to a topic), the records dropped as
+    late by window operators, and one metrics dict per operator."""
+
+    output: pa.Table
+    late: pa.Table
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        late = sum(m.get("late_records", 0) for m in self.metrics)
+        return f"RunResult(output={self.output.num_rows} rows, late={self.late.num_rows} rows, late_records={late})"
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _batch_size(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"batch_size must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"batch_size must be >= 1, got {value}")
+    return value
+
+
+def _as_schema(schema: object) -> pa.Schema | None:
+    if schema is None or isinstance(schema, pa.Schema):
+        return schema
+    try:
+        return pa.schema(schema)  # type: ignore[arg-type]
+    except (TypeError, ValueError, pa.ArrowInvalid) as e:
+        raise TypeError(f"schema must be a pyarrow Schema (or a list/dict of fields): {e}") from None
+
+
+def _is_pandas(obj: object) -> bool:
+    return type(obj).__module__.split(".")[0] == "pandas" and hasattr(obj, "columns")
+
+
+def _is_polars(obj: object) -> bool:
+    return type(obj).__module__.split(".")[0] == "polars" and hasattr(obj, "columns")
+
+
+def _plain_type(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_large_string(t) or str(t) == "string_view":
+        return pa.string()
+    if pa.types.is_large_binary(t) or str(t) == "binary_view":
+        return pa.binary()
+    return t
+
+
+def _plain(tbl: pa.Table) -> pa.Table:
+    """A DataFrame's Arrow export with plain string/binary types and no pandas metadata."""
+    schema = pa.schema([f.with_type(_plain_type(f.type)) for f in tbl.schema])
+    if not schema.equals(tbl.schema):
+        tbl = tbl.cast(schema)
+    return tbl.replace_schema_metadata(None)
+
+
+def _frame_table(obj: object) -> pa.Table:
+    """A pandas or polars DataFrame as a Table."""
+    if _is_pandas(obj):
+        return _plain(pa.Table.from_pandas(obj, preserve_index=False))
+    return _plain(obj.to_arrow())  # type: ignore[attr-defined]
+
+
+def _conform(tbl: pa.Table, schema: pa.Schema | None) -> pa.Table:
+    if schema is None:
+        return tbl
+    missing = [n for n in schema.names if n not in tbl.column_names]
+    if missing:
+        raise ValueError(f"read: data has no column(s) {missing} of the given schema")
+    return tbl.select(schema.names).cast(schema)
+
+
+def _to_batch(result: object, where: str) -> pa.RecordBatch:
+    """A UDF's return value as one RecordBatch."""
+    if isinstance(result, pa.RecordBatch):
+        return result
+    if isinstance(result, pa.Table):
+        tbl = result
+    elif _is_pandas(result) or _is_polars(result):
+        tbl = _frame_table(result)
+    elif hasattr(result, "__arrow_c_stream__"):
+        tbl = pa.table(result)
+    elif hasattr(result, "__arrow_c_array__"):
+        return pa.record_batch(result)
+    else:
+        raise TypeError(
+            f"{where} must return a pyarrow RecordBatch or Table, or a pandas or polars DataFrame, "
+            f"got {type(result).__name__}"
+        )
+    batches = tbl.combine_chunks().to_batches()
+    if not batches:
+        return pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in tbl.schema], schema=tbl.schema)
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+
+
+def _concat(batches: list[pa.RecordBatch], schema: pa.Schema | None) -> pa.Table:
+    """Output batches as one Table; with no batches, an empty Table of ``schema`` when known."""
+    if not batches:
+        return schema.empty_table() if schema is not None else pa.table({})
+    first = batches[0].schema
+    if all(b.schema.equals(first) for b in batches):
+        return pa.Table.from_batches(batches)
+    batches = [b for b in batches if b.num_rows] or batches[:1]
+    first = batches[0].schema
+    if all(b.schema.equals(first) for b in batches):
+        return pa.Table.from_batches(batches)
+    return pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="permissive")
+
+
+def _names(cols: tuple[object, ...], op: str) -> list[str]:
+    out: list[str] = []
+    for c in cols:
+        if isinstance(c, str):
+            out.append(c)
+        elif isinstance(c, (list, tuple)):
+            out.extend(_names(tuple(c), op))
+        elif isinstance(c, Expr) and "col" in c._node:
+            out.append(c._node["col"])
+        else:
+            raise TypeError(
+                f"{op} takes column names, got {type(c).__name__}"
+                + ("; compute expressions with with_columns() first" if isinstance(c, Expr) else "")
+            )
+    return out
+
+
+def _named_exprs(exprs: Mapping[str, object], op: str) -> list[list[Any]]:
+    if not exprs:
+        raise ValueError(f"{op} needs at least one name=expression")
+    return [[name, _node(e)] for name, e in exprs.items()]
+
+
+def _shift(node: dict[str, Any], d_source: int, d_udf: int) -> dict[str, Any]:
+    """A copy of the plan ``node`` with its source and UDF indices moved by the given amounts."""
+    node = dict(node)
+    if node["op"] == "source":
+        node["source"] += d_source
+    if node["op"] == "map_batches":
+        node["udf"] += d_udf
+    if "input" in node:
+        node["input"] = _shift(node["input"], d_source, d_udf)
+    if "inputs" in node:
+        node["inputs"] = [_shift(n, d_source, d_udf) for n in node["inputs"]]
+    return node
+
+
+def _walk(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    if "input" in node:
+        yield from _walk(node["input"])
+    for n in node.get("inputs", ()):
+        yield from _walk(n)
+
+
+def _dict_reader(first: dict, rest: Iterator[Any], schema: pa.Schema | None, chunk: int) -> pa.RecordBatchReader:
+    """A reader over an iterator of dicts, in batches of ``chunk`` records."""
+    head = [first, *itertools.islice(rest, chunk - 1)]
+    first_batch = pa.RecordBatch.from_pylist(head, schema=schema)
+    schema = first_batch.schema
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        yield first_batch
+        while True:
+            rows = list(itertools.islice(rest, chunk))
+            if not rows:
+                return
+            for r in rows:
+                if not isinstance(r, Mapping):
+                    raise TypeError(f"read: expected an iterator of dicts, got a {type(r).__name__} after dicts")
+            yield pa.RecordBatch.from_pylist(rows, schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _batch_reader(first: object, rest: Iterator[Any], schema: pa.Schema | None) -> pa.RecordBatchReader:
+    """A reader over an iterator of RecordBatches (or Tables)."""
+
+    def as_batches(item: object) -> list[pa.RecordBatch]:
+        if isinstance(item, pa.RecordBatch):
+            bs = [item]
+        elif isinstance(item, pa.Table):
+            bs = item.to_batches()
+        else:
+            raise TypeError(f"read: expected an iterator of RecordBatches, got a {type(item).__name__}")
+        if schema is not None:
+            bs = [b.select(schema.names).cast(schema) if not b.schema.equals(schema) else b for b in bs]
+        return bs
+
+    first_batches = as_batches(first)
+    sch = schema if schema is not None else (first_batches[0].schema if first_batches else first.schema)  # type: ignore[attr-defined]
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        yield from first_batches
+        for item in rest:
+            yield from as_batches(item)
+
+    return pa.RecordBatchReader.from_batches(sch, batches())
+
+
+def _make_source(source: object, schema: pa.Schema | None, fmt: str, batch_size: int | None) -> _core.Source:
+    from riverbed.log import Topic  # late import: log.py imports nothing from here, but keep it light
+
+    if isinstance(source, Topic):
+        source = source._inner
+    if isinstance(source, _core.Topic):
+        if fmt not in _FORMATS:
+            raise ValueError(f"format must be 'json' or 'raw', got {fmt!r}")
+        if batch_size is None:
+            return _core.Source.log(source, fmt, schema)
+        return _core.Source.log(source, fmt, schema, batch_size)
+    if isinstance(source, _core.Source):
+        return source
+    if isinstance(source, pa.RecordBatch):
+        return _core.Source.table(_conform(pa.Table.from_batches([source]), schema), batch_size)
+    if isinstance(source, pa.Table):
+        return _core.Source.table(_conform(source, schema), batch_size)
+    if isinstance(source, pa.RecordBatchReader):  # single-use, possibly unbounded: stream it
+        if schema is not None and not source.schema.equals(schema):
+            source = _batch_reader_from_reader(source, schema)
+        return _core.Source.stream(source)
+    if _is_pandas(source) or _is_polars(source):
+        return _core.Source.table(_conform(_frame_table(source), schema), batch_size)
+    if hasattr(source, "__arrow_c_stream__"):
+        if schema is not None:
+            return _core.Source.table(_conform(pa.table(source), schema), batch_size)
+        return _core.Source.table(source, batch_size)
+    if isinstance(source, (str, bytes, bytearray, Mapping)):
+        raise TypeError(
+            f"read: cannot read a {type(source).__name__}; pass a Topic, a pyarrow Table/RecordBatch, "
+            "a pandas or polars DataFrame, or an iterator of dicts or RecordBatches"
+        )
+    try:
+        it = iter(source)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(
+            f"read: cannot read a {type(source).__name__}; pass a Topic, a pyarrow Table/RecordBatch, "
+            "a pandas or polars DataFrame, an object with __arrow_c_stream__, or an iterator of dicts "
+            "or RecordBatches"
+        ) from None
+    materialised = isinstance(source, (list, tuple))  # re-runnable: read it into memory
+    sentinel = object()
+    first = next(it, sentinel)
+    if first is sentinel:
+        if schema is None:
+            raise ValueError("read: the data is empty; pass schema= so the pipeline knows its columns")
+        return _core.Source.table(schema.empty_table(), batch_size)
+    if isinstance(first, Mapping):
+        if materialised:
+            return _core.Source.table(pa.Table.from_pylist(list(source), schema=schema), batch_size)  # type: ignore[arg-type]
+        return _core.Source.stream(_dict_reader(first, it, schema, batch_size or _DICT_CHUNK))
+    if isinstance(first, (pa.RecordBatch, pa.Table)):
+        reader = _batch_reader(first, it, schema)
+        if materialised:
+            return _core.Source.table(reader.read_all(), batch_size)
+        return _core.Source.stream(reader)
+    raise TypeError(f"read: expected an iterator of dicts or RecordBatches, got one of {type(first).__name__}")
+
+
+def _batch_reader_from_reader(reader: pa.RecordBatchReader, schema: pa.Schema) -> pa.RecordBatchReader:
+    def batches() -> Iterator[pa.RecordBatch]:
+        for b in reader:
+            yield b.select(schema.names).cast(schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _sink_of(target: object, key: str | None) -> tuple:
+    from riverbed.log import Topic
+
+    if key is not None and not isinstance(key, str):
+        raise TypeError(f"write: key must name a column (str), got {type(key).__name__}")
+    if isinstance(target, Topic):
+        return ("topic", target._inner, key)
+    if isinstance(target, _core.Topic):
+        return ("topic", target, key)
+    if callable(target):
+        if key is not None:
+            raise TypeError("write: key applies to topics, not to a callback")
+        return ("callback", target)
+    raise TypeError(f"write: expected a Topic or a callable taking a RecordBatch, got {type(target).__name__}")
+
+
+# -- Pipeline ---------------------------------------------------------------------------------
+
+
+class Pipeline:
+    """An event-time pipeline: ``Pipeline.read(...)``, transformations, windows, then ``collect()``,
+    ``run()``, ``write(topic).run()`` or ``start()``/``stop()``."""
+
+    def __init__(
+        self,
+        node: dict[str, Any],
+        sources: list[_core.Source],
+        udfs: list[Callable[[pa.RecordBatch], pa.RecordBatch]],
+        sink: tuple | None = None,
+    ) -> None:
+        self._node = node
+        self._sources = list(sources)
+        self._udfs = list(udfs)
+        self._sink = sink
+        self._inner = _core.Pipeline(node, self._sources, self._udfs)
+        self._handle: Any = None
+        self._last: RunResult | None = None
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def read(
+        cls,
+        source: object,
+        timestamp: str | None = None,
+        lateness: object = "0s",
+        idle_timeout: object = "5s",
+        schema: object = None,
+        name: str | None = None,
+        *,
+        format: str = "json",
+        batch_size: int | None = None,
+    ) -> Pipeline:
+        """A pipeline reading ``source``.
+
+        ``source``: a riverbed ``Topic`` (values decoded as JSON objects into ``schema``, inferred
+        when None, or with ``format="raw"`` a binary ``value`` column; plus ``key``, ``timestamp``,
+        ``partition`` and ``offset`` columns), a pyarrow Table/RecordBatch/RecordBatchReader, a
+        pandas or polars DataFrame, anything with ``__arrow_c_stream__``, or a list or iterator of
+        dicts or of RecordBatches.
+
+        ``timestamp`` names the event-time column (int64 ms or a timestamp type); None means the
+        record timestamp of a topic. ``lateness``: how far behind the largest event time seen a
+        record may arrive without being late (the watermark is that time minus ``lateness``).
+        ``idle_timeout``: a partition without records for that long stops holding the watermark
+        back. ``batch_size``: rows per batch.
+        """
+        if timestamp is not None and not isinstance(timestamp, str):
+            raise TypeError(f"timestamp must name a column (str) or be None, got {type(timestamp).__name__}")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be str or None, got {type(name).__name__}")
+        if format not in _FORMATS:
+            raise ValueError(f"format must be 'json' or 'raw', got {format!r}")
+        node: dict[str, Any] = {
+            "op": "source",
+            "source": 0,
+            "timestamp": timestamp,
+            "lateness_ms": duration_ms(lateness, "lateness"),
+            "idle_timeout_ms": duration_ms(idle_timeout, "idle_timeout"),
+            "name": name,
+        }
+        src = _make_source(source, _as_schema(schema), format, _batch_size(batch_size))
+        return cls(node, [src], [])
+
+    def _derive(self, node: dict[str, Any], sources: list | None = None, udfs: list | None = None) -> Pipeline:
+        return Pipeline(node, self._sources if sources is None else sources, self._udfs if udfs is None else udfs)
+
+    # -- transformations --------------------------------------------------------------------
+    def filter(self, predicate: object) -> Pipeline:
+        """Keep the records where ``predicate`` is true (null counts as false)."""
+        return self._derive({"op": "filter", "input": self._node, "predicate": _node(predicate)})
+
+    def with_columns(self, **exprs: object) -> Pipeline:
+        """Add or replace columns; every expression sees the input columns (not each other)."""
+        return self._derive({"op": "with_columns", "input": self._node, "columns": _named_exprs(exprs, "with_columns")})
+
+    def select(self, *columns: str) -> Pipeline:
+        """Keep only these columns, in this order."""
+        return self._derive({"op": "select", "input": self._node, "columns": _names(columns, "select")})
+
+    def drop(self, *columns: str) -> Pipeline:
+        return self._derive({"op": "drop", "input": self._node, "columns": _names(columns, "drop")})
+
+    def rename(self, mapping: Mapping[str, str]) -> Pipeline:
+        """Rename columns: ``{"old": "new"}``."""
+        if not isinstance(mapping, Mapping):
+            raise TypeError(f"rename takes a dict {{old: new}}, got {type(mapping).__name__}")
+        for k, v in mapping.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise TypeError(f"rename: names must be str, got {k!r}: {v!r}")
+        return self._derive({"op": "rename", "input": self._node, "mapping": [[k, v] for k, v in mapping.items()]})
+
+    def union(self, *others: Pipeline) -> Pipeline:
+        """Records of this pipeline and of ``others`` (the schemas must be equal)."""
+        if not others:
+            raise TypeError("union needs at least one other pipeline")
+        inputs = list(self._node["inputs"]) if self._node["op"] == "union" else [self._node]
+        sources, udfs = list(self._sources), list(self._udfs)
+        for other in others:
+            if not isinstance(other, Pipeline):
+                raise TypeError(f"union takes Pipelines, got {type(other).__name__}")
+            shifted = _shift(other._node, len(sources), len(udfs))
+            inputs.extend(shifted["inputs"] if shifted["op"] == "union" else [shifted])
+            sources += other._sources
+            udfs += other._udfs
+        return self._derive({"op": "union", "inputs": inputs}, sources, udfs)
+
+    def map_batches(self, fn: Callable[[pa.RecordBatch], object], name: str | None = None) -> Pipeline:
+        """Apply ``fn`` to every batch: it gets a pyarrow RecordBatch and returns a RecordBatch or
+        Table, or a pandas or polars DataFrame. The schema downstream is unknown to the planner."""
+        if not callable(fn):
+            raise TypeError(f"map_batches takes a function, got {type(fn).__name__}")
+        label = name or getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+        where = f"map_batches function {label!r}"
+
+        @functools.wraps(fn)
+        def udf(batch: pa.RecordBatch) -> pa.RecordBatch:
+            return _to_batch(fn(batch), where)
+
+        node = {"op": "map_batches", "input": self._node, "udf": len(self._udfs), "name": label}
+        return self._derive(node, udfs=[*self._udfs, udf])
+
+    def map(self, fn: Callable[[dict[str, Any]], dict[str, Any] | None], schema: object = None) -> Pipeline:
+        """Apply ``fn`` to every record as a dict; it returns a dict (or None to drop the record).
+
+        The slow path: each batch goes through Python objects. Prefer ``with_columns`` or
+        ``map_batches``. ``schema`` fixes the output schema (otherwise inferred from the first
+        non-empty result).
+        """
+        if not callable(fn):
+            raise TypeError(f"map takes a function, got {type(fn).__name__}")
+        state: dict[str, pa.Schema | None] = {"schema": _as_schema(schema)}
+
+        @functools.wraps(fn)
+        def per_record(batch: pa.RecordBatch) -> pa.RecordBatch:
+            rows = [r for r in map(fn, batch.to_pylist()) if r is not None]
+            if not rows and state["schema"] is None:
+                return pa.RecordBatch.from_pylist([])  # no columns yet; dropped when collecting
+            out = pa.RecordBatch.from_pylist(rows, schema=state["schema"])
+            if state["schema"] is None:
+                state["schema"] = out.schema
+            return out
+
+        label = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "map")
+        return self.map_batches(per_record, name=f"map({label})")
+
+    def window(self, spec: Window, by: str | Iterable[str] | None = None, emit: str = "final") -> WindowedPipeline:
+        """Window the records per key; finish with ``.agg(name=aggregate, ...)``.
+
+        ``emit="final"``: one row per window when it closes; ``"update"``: a row after every batch
+        that changed a window (the last row of a window is its final value). Output columns: the
+        ``by`` columns, ``window_start``, ``window_end``, then the aggregates.
+        """
+        if not hasattr(spec, "to_plan"):
+            raise TypeError(
+                f"window takes rb.tumbling/hopping/sliding/session/count_window(...), got {type(spec).__name__}"
+            )
+        if emit not in _EMITS:
+            raise ValueError(f"emit must be 'final' or 'update', got {emit!r}")
+        keys = [] if by is None else _names((by,), "window by")
+        return WindowedPipeline(self, spec, keys, emit)
+
+    def group_by(self, *keys: str) -> GroupBy:
+        """Unwindowed running aggregates per key, emitted as a changelog (``.agg(...)``)."""
+        return GroupBy(self, _names(keys, "group_by"))
+
+    def write(self, target: object, key: str | None = None) -> Pipeline:
+        """Send the output to a topic (rows as JSON values, ``key`` naming the key column) or to a
+        callable taking each RecordBatch; ``run()`` or ``start()`` then writes."""
+        p = self._derive(self._node)
+        p._sink = _sink_of(target, key)
+        return p
+
+    # -- running ----------------------------------------------------------------------------
+    def _late_schema(self) -> pa.Schema | None:
+        schemas = []
+        for n in _walk(self._node):
+            if n["op"] == "window":
+                try:
+                    schemas.append(_core.Pipeline(n["input"], self._sources, self._udfs).schema)
+                except Exception:
+                    return None
+        if len(schemas) == 1:
+            return schemas[0]
+        return None
+
+    def _result(self, raw: Mapping[str, Any]) -> RunResult:
+        late_batches = list(raw.get("late", []))
+        res = RunResult(
+            output=_concat(list(raw.get("output", [])), self.schema),
+            late=_concat(late_batches, None if late_batches else self._late_schema()),
+            metrics=list(raw.get("metrics", [])),
+        )
+        self._last = res
+        return res
+
+    def run(self, follow: bool = False) -> RunResult:
+        """Run to the end of the input (``follow=True``: keep following topics until interrupted;
+        prefer ``start()``/``stop()`` for that). Writes to the sink set by ``write()``."""
+        return self._result(self._inner.run(self._sink or ("collect",), bool(follow)))
+
+    def collect(self) -> pa.Table:
+        """Run to the end of the input and return the output as one Table (a sink set by
+        ``write()`` is not written to: use ``run()`` for that)."""
+        return self._result(self._inner.run(("collect",), False)).output
+
+    def to_pandas(self) -> Any:
+        return self.collect().to_pandas()
+
+    def to_polars(self) -> Any:
+        import polars as pl
+
+        return pl.from_arrow(self.collect())
+
+    def late(self) -> pa.Table:
+        """Run to the end of the input (without writing to a sink) and return the records window
+        operators dropped as late. Lateness is judged against the watermark of the batches before."""
+        return self._result(self._inner.run(("collect",), False)).late
+
+    def start(self, follow: bool = True) -> Pipeline:
+        """Run in a background thread (following topics for new records) until ``stop()``."""
+        if self.running:
+            raise RuntimeError("this pipeline is already running; stop() it first")
+        self._handle = self._inner.start(self._sink or ("collect",), bool(follow))
+        return self
+
+    def stop(self, timeout: float = 10.0) -> RunResult:
+        """Stop a ``start()``-ed run (waiting up to ``timeout`` seconds); returns what it
+        collected, the late records and the metrics. An error of the run is raised here."""
+        if self._handle is None:
+            raise RuntimeError("this pipeline was not started")
+        try:
+            raw = self._handle.stop(float(timeout))
+        except BaseException:
+            if not self._handle.running:  # the run failed: it is over
+                self._handle = None
+            raise
+        self._handle = None
+        return self._result(raw)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a ``start()``-ed run to end by itself (a bounded run, ``start(follow=False)``);
+        True when it has ended (``stop()`` then returns its result at once)."""
+        if self._handle is None:
+            raise RuntimeError("this pipeline was not started")
+        return bool(self._handle.wait(None if timeout is None else float(timeout)))
+
+    @property
+    def running(self) -> bool:
+        return self._handle is not None and bool(self._handle.running)
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self.stop()
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Per-operator metrics of the running run, else of the last one (empty before any run)."""
+        if self._handle is not None:
+            return list(self._handle.metrics())
+        return list(self._last.metrics) if self._last is not None else []
+
+    # -- introspection ----------------------------------------------------------------------
+    @property
+    def schema(self) -> pa.Schema | None:
+        """The output schema; None when a Python function (map/map_batches) decides it."""
+        return self._inner.schema
+
+    def explain(self) -> str:
+        return self._inner.explain()
+
+    def to_plan(self) -> dict[str, Any]:
+        """The plan (a copy), as handed to the engine."""
+        return copy.deepcopy(self._node)
+
+    def __repr__(self) -> str:
+        body = "\n".join("  " + line for line in self.explain().splitlines())
+        return f"Pipeline(\n{body}\n)"
+
+    def _repr_html_(self) -> str:
+        schema = self.schema
+        cols = (
+            "".join(f"<tr><td>{html.escape(f.name)}</td><td>{html.escape(str(f.type))}</td></tr>" for f in schema)
+            if schema is not None
+            else "<tr><td colspan=2><i>decided by a Python function</i></td></tr>"
+        )
+        return (
+            "<div><b>riverbed Pipeline</b>"
+            f"<pre>{html.escape(self.explain())}</pre>"
+            "<table><thead><tr><th>column</th><th>type</th></tr></thead>"
+            f"<tbody>{cols}</tbody></table></div>"
+        )
+
+
+class WindowedPipeline:
+    """``pipeline.window(spec, by=...)``: finish with ``.agg(name=aggregate, ...)``."""
+
+    def __init__(self, parent: Pipeline, spec: Window, by: list[str], emit: str) -> None:
+        self._parent, self._spec, self._by, self._emit = parent, spec, by, emit
+
+    def agg(self, **aggs: object) -> Pipeline:
+        """Aggregates per window and key: ``n=rb.count(), vwap=rb.sum("pv") / rb.sum("v")``."""
+        p = self._parent
+        return p._derive(
+            {
+                "op": "window",
+                "input": p._node,
+                "window": self._spec.to_plan(),
+                "by": self._by,
+                "emit": self._emit,
+                "aggs": _named_exprs(aggs, "window agg"),
+            }
+        )
+
+    def __repr__(self) -> str:
+        return f"<window {self._spec!r} by={self._by} emit={self._emit!r}: call .agg(...)>"
+
+
+class GroupBy:
+    """``pipeline.group_by(*keys)``: finish with ``.agg(name=aggregate, ...)``."""
+
+    def __init__(self, parent: Pipeline, by: list[str]) -> None:
+        self._parent, self._by = parent, by
+
+    def agg(self, **aggs: object) -> Pipeline:
+        """Running aggregates per key, as a changelog: after every batch, one row per key it changed."""
+        p = self._parent
+        return p._derive({"op": "group_by", "input": p._node, "by": self._by, "aggs": _named_exprs(aggs, "group_by agg")})
+
+    def __repr__(self) -> str:
+        return f"<group_by {self._by}: call .agg(...)>"

@@ -1,0 +1,445 @@
+//! `Source`, `Pipeline` and `RunHandle` wrappers of the stream engine. Runs happen on a worker
+//! thread while the calling thread waits with the GIL released, checking for Ctrl-C every 200 ms.
+
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::ffi_stream::RecordBatchStreamReader;
+use arrow::pyarrow::{FromPyArrow, PyArrowType, ToPyArrow};
+use arrow_array::RecordBatch;
+use arrow_schema::Schema;
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+
+use riverbed_stream::{
+    BatchUdf, Format, Node, Pipeline, RunControl, RunOutput, Sink, SourceSpec, StreamError,
+    TopicSink,
+};
+
+use crate::error::{stream_to_py, type_error};
+use crate::log::PyTopic;
+
+const SIGNAL_CHECK: Duration = Duration::from_millis(200);
+
+#[pyclass(module = "riverbed._core", name = "Source", frozen)]
+pub struct PySource {
+    spec: SourceSpec,
+}
+
+fn read_all(data: &Bound<'_, PyAny>) -> PyResult<(Arc<Schema>, Vec<RecordBatch>)> {
+    let reader = RecordBatchStreamReader::from_pyarrow_bound(data)?;
+    let schema = arrow_array::RecordBatchReader::schema(&reader);
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| crate::error::SchemaError::new_err(e.to_string()))?;
+    Ok((schema, batches))
+}
+
+#[pymethods]
+impl PySource {
+    /// An in-memory Arrow table (anything with `__arrow_c_stream__`), re-chunked to `batch_size`.
+    #[staticmethod]
+    #[pyo3(signature = (data, batch_size=None))]
+    fn table(data: &Bound<'_, PyAny>, batch_size: Option<usize>) -> PyResult<PySource> {
+        let (schema, batches) = read_all(data)?;
+        let spec = SourceSpec::table(schema, batches, batch_size).map_err(stream_to_py)?;
+        Ok(PySource { spec })
+    }
+
+    /// A single-use Arrow stream (e.g. a RecordBatchReader over a Python iterator).
+    #[staticmethod]
+    fn stream(reader: &Bound<'_, PyAny>) -> PyResult<PySource> {
+        let r = RecordBatchStreamReader::from_pyarrow_bound(reader)?;
+        Ok(PySource {
+            spec: SourceSpec::stream(Box::new(r)),
+        })
+    }
+
+    /// A log topic; `format` is "json" (values decoded into `schema`, inferred when None) or "raw".
+    #[staticmethod]
+    #[pyo3(signature = (topic, format="json", schema=None, batch_size=65536))]
+    fn log(
+        py: Python<'_>,
+        topic: &PyTopic,
+        format: &str,
+        schema: Option<PyArrowType<Schema>>,
+        batch_size: usize,
+    ) -> PyResult<PySource> {
+        let format = match format {
+            "json" => Format::Json,
+            "raw" => Format::Raw,
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "format must be 'json' or 'raw', got {other:?}"
+                )))
+            }
+        };
+        let t = topic.inner.clone();
+        let spec = py
+            .detach(|| SourceSpec::log(t, format, schema.map(|s| Arc::new(s.0)), batch_size))
+            .map_err(stream_to_py)?;
+        Ok(PySource { spec })
+    }
+
+    #[getter]
+    fn schema<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.spec.schema().as_ref().to_pyarrow(py)
+    }
+
+    #[getter]
+    fn partitions(&self) -> usize {
+        self.spec.partitions()
+    }
+}
+
+/// A Python callable applied per batch; its exception is kept to be re-raised as it was.
+struct PyUdf {
+    func: Py<PyAny>,
+    name: String,
+    error: Arc<Mutex<Option<PyErr>>>,
+}
+
+impl BatchUdf for PyUdf {
+    fn call(&self, batch: RecordBatch) -> riverbed_stream::Result<RecordBatch> {
+        Python::attach(|py| {
+            let run = || -> PyResult<RecordBatch> {
+                let arg = batch.to_pyarrow(py)?;
+                let out = self.func.call1(py, (arg,))?;
+                RecordBatch::from_pyarrow_bound(out.bind(py))
+            };
+            run().map_err(|e| {
+                let message = e.to_string();
+                *self.error.lock() = Some(e);
+                StreamError::Udf {
+                    name: self.name.clone(),
+                    message,
+                }
+            })
+        })
+    }
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+}
+
+#[pyclass(module = "riverbed._core", name = "Pipeline", frozen)]
+pub struct PyPipeline {
+    inner: Arc<Pipeline>,
+    udf_error: Arc<Mutex<Option<PyErr>>>,
+}
+
+/// Collected output shared with the worker thread.
+#[derive(Clone, Default)]
+struct Collected(Arc<Mutex<Vec<RecordBatch>>>);
+
+struct CollectInto(Collected);
+
+impl Sink for CollectInto {
+    fn write(&mut self, batch: RecordBatch) -> riverbed_stream::Result<()> {
+        self.0 .0.lock().push(batch);
+        Ok(())
+    }
+}
+
+struct CallbackSink {
+    func: Py<PyAny>,
+    error: Arc<Mutex<Option<PyErr>>>,
+}
+
+impl Sink for CallbackSink {
+    fn write(&mut self, batch: RecordBatch) -> riverbed_stream::Result<()> {
+        Python::attach(|py| {
+            let r = batch.to_pyarrow(py).and_then(|b| self.func.call1(py, (b,)));
+            r.map(|_| ()).map_err(|e| {
+                let message = e.to_string();
+                *self.error.lock() = Some(e);
+                StreamError::Udf {
+                    name: "sink callback".into(),
+                    message,
+                }
+            })
+        })
+    }
+}
+
+type RunResult = (riverbed_stream::Result<RunOutput>, Collected);
+
+/// Wait for the worker's result with the GIL released (the receiver moves in and back out).
+fn recv(
+    py: Python<'_>,
+    rx: Receiver<RunResult>,
+    timeout: Duration,
+) -> (Result<RunResult, RecvTimeoutError>, Receiver<RunResult>) {
+    py.detach(move || {
+        let r = rx.recv_timeout(timeout);
+        (r, rx)
+    })
+}
+
+impl PyPipeline {
+    fn make_sink(&self, sink: &Bound<'_, PyTuple>) -> PyResult<(Box<dyn Sink>, Collected)> {
+        let kind: String = sink.get_item(0)?.extract()?;
+        let collected = Collected::default();
+        let s: Box<dyn Sink> = match kind.as_str() {
+            "collect" => Box::new(CollectInto(collected.clone())),
+            "topic" => {
+                let topic = sink.get_item(1)?;
+                let topic = topic
+                    .cast::<PyTopic>()
+                    .map_err(|_| type_error("sink topic must be a riverbed Topic"))?;
+                let key: Option<String> = sink.get_item(2)?.extract()?;
+                Box::new(TopicSink {
+                    topic: topic.get().inner.clone(),
+                    key,
+                    timestamp: self.inner.event_time_column().map(str::to_string),
+                })
+            }
+            "callback" => Box::new(CallbackSink {
+                func: sink.get_item(1)?.unbind(),
+                error: self.udf_error.clone(),
+            }),
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "unknown sink {other:?}"
+                )))
+            }
+        };
+        Ok((s, collected))
+    }
+
+    fn spawn(
+        &self,
+        sink: Box<dyn Sink>,
+        collected: Collected,
+        follow: bool,
+    ) -> (Arc<RunControl>, Receiver<RunResult>) {
+        let control = Arc::new(RunControl::default());
+        let (tx, rx) = channel();
+        let (p, c) = (self.inner.clone(), control.clone());
+        let mut sink = sink;
+        std::thread::spawn(move || {
+            let r = p.run(&mut *sink, follow, &c);
+            drop(sink);
+            let _ = tx.send((r, collected));
+        });
+        (control, rx)
+    }
+
+    fn to_result<'py>(&self, py: Python<'py>, r: RunResult) -> PyResult<Bound<'py, PyDict>> {
+        let (out, collected) = r;
+        let out = out.map_err(|e| match e {
+            StreamError::Udf { .. } => self
+                .udf_error
+                .lock()
+                .take()
+                .unwrap_or_else(|| stream_to_py(e)),
+            e => stream_to_py(e),
+        })?;
+        let d = PyDict::new(py);
+        let output = PyList::empty(py);
+        for b in collected.0.lock().drain(..) {
+            output.append(b.to_pyarrow(py)?)?;
+        }
+        let late = PyList::empty(py);
+        for b in out.late {
+            late.append(b.to_pyarrow(py)?)?;
+        }
+        d.set_item("output", output)?;
+        d.set_item("late", late)?;
+        d.set_item("metrics", metrics_list(py, &out.metrics)?)?;
+        Ok(d)
+    }
+}
+
+fn metrics_list<'py>(
+    py: Python<'py>,
+    m: &[riverbed_stream::OpMetrics],
+) -> PyResult<Bound<'py, PyAny>> {
+    pythonize::pythonize(py, m).map_err(|e| type_error(e.to_string()))
+}
+
+#[pymethods]
+impl PyPipeline {
+    #[new]
+    fn new(
+        py: Python<'_>,
+        plan: &Bound<'_, PyDict>,
+        sources: Vec<PyRef<'_, PySource>>,
+        udfs: Vec<Py<PyAny>>,
+    ) -> PyResult<Self> {
+        let node: Node = pythonize::depythonize(plan)
+            .map_err(|e| crate::error::PlanError::new_err(format!("invalid plan: {e}")))?;
+        let specs: Vec<SourceSpec> = sources.iter().map(|s| s.spec.clone()).collect();
+        let udf_error = Arc::new(Mutex::new(None));
+        let udfs: Vec<Arc<dyn BatchUdf>> = udfs
+            .into_iter()
+            .map(|f| {
+                let name = f
+                    .bind(py)
+                    .getattr("__name__")
+                    .and_then(|n| n.extract::<String>())
+                    .unwrap_or_else(|_| "udf".to_string());
+                Arc::new(PyUdf {
+                    func: f,
+                    name,
+                    error: udf_error.clone(),
+                }) as Arc<dyn BatchUdf>
+            })
+            .collect();
+        let inner = py
+            .detach(|| Pipeline::new(node, specs, udfs))
+            .map_err(stream_to_py)?;
+        Ok(PyPipeline {
+            inner: Arc::new(inner),
+            udf_error,
+        })
+    }
+
+    #[getter]
+    fn schema<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.inner
+            .schema()
+            .map(|s| s.as_ref().to_pyarrow(py))
+            .transpose()
+    }
+
+    fn explain(&self) -> String {
+        self.inner.explain()
+    }
+
+    /// Run to the end of the inputs (or, with `follow`, until Ctrl-C); returns
+    /// {"output": [batches], "late": [batches], "metrics": [dicts]}.
+    #[pyo3(signature = (sink, follow=false))]
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        sink: &Bound<'py, PyTuple>,
+        follow: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let (s, collected) = self.make_sink(sink)?;
+        let (control, mut rx) = self.spawn(s, collected, follow);
+        loop {
+            let (r, back) = recv(py, rx, SIGNAL_CHECK);
+            rx = back;
+            match r {
+                Ok(r) => return self.to_result(py, r),
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(e) = py.check_signals() {
+                        control
+                            .stop
+                            .store(true, std::sync::atomic::Ordering::Release);
+                        let _ = recv(py, rx, Duration::from_secs(3600));
+                        return Err(e);
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(crate::error::RiverbedError::new_err(
+                        "the pipeline worker thread died",
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Start a run on a background thread; returns a handle to watch and stop it.
+    #[pyo3(signature = (sink, follow=true))]
+    fn start(&self, sink: &Bound<'_, PyTuple>, follow: bool) -> PyResult<PyRunHandle> {
+        let (s, collected) = self.make_sink(sink)?;
+        let (control, rx) = self.spawn(s, collected, follow);
+        Ok(PyRunHandle {
+            pipeline: PyPipeline {
+                inner: self.inner.clone(),
+                udf_error: self.udf_error.clone(),
+            },
+            control,
+            rx: Mutex::new(Some(rx)),
+            result: Mutex::new(None),
+        })
+    }
+}
+
+#[pyclass(module = "riverbed._core", name = "RunHandle", frozen)]
+pub struct PyRunHandle {
+    pipeline: PyPipeline,
+    control: Arc<RunControl>,
+    rx: Mutex<Option<Receiver<RunResult>>>,
+    result: Mutex<Option<RunResult>>,
+}
+
+#[pymethods]
+impl PyRunHandle {
+    /// Stop the run and return its result (as `Pipeline.run` does); waits up to `timeout` s.
+    #[pyo3(signature = (timeout=5.0))]
+    fn stop<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Bound<'py, PyDict>> {
+        self.control
+            .stop
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.wait_inner(py, timeout)?;
+        match self.result.lock().take() {
+            Some(r) => self.pipeline.to_result(py, r),
+            None => Err(crate::error::RiverbedError::new_err(format!(
+                "the pipeline did not stop within {timeout} s"
+            ))),
+        }
+    }
+
+    /// Wait up to `timeout` seconds for the run to end by itself; True if it has.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        self.wait_inner(py, timeout.unwrap_or(f64::MAX / 4.0))?;
+        Ok(self.result.lock().is_some())
+    }
+
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let m = self.control.metrics.lock().clone();
+        metrics_list(py, &m)
+    }
+
+    #[getter]
+    fn running(&self) -> bool {
+        if self.result.lock().is_some() {
+            return false;
+        }
+        let mut rx = self.rx.lock();
+        let Some(r) = rx.as_ref() else { return false };
+        match r.try_recv() {
+            Ok(done) => {
+                *self.result.lock() = Some(done);
+                *rx = None;
+                false
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => true,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => false,
+        }
+    }
+}
+
+impl PyRunHandle {
+    fn wait_inner(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs_f64(timeout.clamp(0.0, 1e9));
+        let Some(mut rx) = self.rx.lock().take() else {
+            return Ok(());
+        };
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let (r, back) = recv(py, rx, left.min(SIGNAL_CHECK));
+            rx = back;
+            match r {
+                Ok(r) => {
+                    *self.result.lock() = Some(r);
+                    return Ok(());
+                }
+                Err(RecvTimeoutError::Timeout) if left.is_zero() => {
+                    *self.rx.lock() = Some(rx);
+                    return Ok(());
+                }
+                Err(RecvTimeoutError::Timeout) => py.check_signals().inspect_err(|_| {
+                    *self.rx.lock() = None;
+                })?,
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+        }
+    }
+}

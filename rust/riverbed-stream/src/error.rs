@@ -1,0 +1,58 @@
+//! The stream engine's error type; the binding maps each variant to a Python exception.
+
+pub type Result<T, E = StreamError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// An invalid plan, raised when the plan is built: names the operator and the field.
+    #[error("{op}: {message}")]
+    Plan { op: String, message: String },
+    /// Data that does not fit the schema or an operator's needs at run time.
+    #[error("{0}")]
+    Schema(String),
+    /// A record value that could not be decoded.
+    #[error("cannot decode record at {topic}/{partition}@{offset}: {message}")]
+    Decode {
+        topic: String,
+        partition: u32,
+        offset: i64,
+        message: String,
+    },
+    /// A Python UDF raised; the binding keeps the Python exception itself.
+    #[error("UDF '{name}' failed: {message}")]
+    Udf { name: String, message: String },
+    #[error(transparent)]
+    Log(#[from] riverbed_log::LogError),
+    #[error("arrow error in {context}: {source}")]
+    Arrow {
+        context: String,
+        #[source]
+        source: arrow_schema::ArrowError,
+    },
+    #[error("the run was stopped")]
+    Stopped,
+}
+
+impl StreamError {
+    pub fn plan(op: impl Into<String>, message: impl Into<String>) -> Self {
+        StreamError::Plan {
+            op: op.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Attach context to Arrow errors.
+pub(crate) trait ArrowContext<T> {
+    fn ctx(self, context: &str) -> Result<T>;
+}
+
+impl<T> ArrowContext<T> for std::result::Result<T, arrow_schema::ArrowError> {
+    fn ctx(self, context: &str) -> Result<T> {
+        self.map_err(|source| StreamError::Arrow {
+            context: context.to_string(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,279 @@
+//! Group keys: the `by` columns of each row encoded with arrow-row and interned to dense ids,
+//! so keyed state lives in vectors indexed by id and keys are converted back to columns only when
+//! results are emitted.
+
+use std::collections::HashMap;
+
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_row::{RowConverter, SortField};
+use arrow_schema::{Field, SchemaRef};
+
+use crate::error::{ArrowContext, Result, StreamError};
+
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+pub struct KeyInterner {
+    columns: Vec<String>,
+    fields: Vec<Field>,
+    /// Row encoding of the key columns; `None` without keys (one global key).
+    conv: Option<RowConverter>,
+    /// One non-null-typed Utf8 key column: intern its raw bytes (no row encoding on the hot path).
+    raw_string: bool,
+    /// Every key's bytes, back to back, and where each ends: one allocation for all keys.
+    arena: Vec<u8>,
+    ends: Vec<usize>,
+    /// Raw-string mode: the id of the null key, if seen.
+    null_id: Option<u32>,
+    table: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
+}
+
+fn key_slice<'a>(arena: &'a [u8], ends: &[usize], id: u32) -> &'a [u8] {
+    let i = id as usize;
+    let start = if i == 0 { 0 } else { ends[i - 1] };
+    &arena[start..ends[i]]
+}
+
+impl KeyInterner {
+    pub fn new(schema: &SchemaRef, by: &[String], op: &str) -> Result<KeyInterner> {
+        let mut fields = Vec::new();
+        for name in by {
+            let f = schema.field_with_name(name).map_err(|_| {
+                let cols: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                StreamError::plan(
+                    op,
+                    format!("by: unknown column '{name}'; the input has {cols:?}"),
+                )
+            })?;
+            fields.push(f.clone());
+        }
+        let conv = if by.is_empty() {
+            None
+        } else {
+            Some(
+                RowConverter::new(
+                    fields
+                        .iter()
+                        .map(|f| SortField::new(f.data_type().clone()))
+                        .collect(),
+                )
+                .map_err(|e| StreamError::plan(op, format!("by: {e}")))?,
+            )
+        };
+        let raw_string =
+            fields.len() == 1 && fields[0].data_type() == &arrow_schema::DataType::Utf8;
+        Ok(KeyInterner {
+            columns: by.to_vec(),
+            fields,
+            conv,
+            raw_string,
+            arena: Vec::new(),
+            ends: Vec::new(),
+            null_id: None,
+            table: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+        })
+    }
+
+    pub fn fields(&self) -> &[Field] {
+        &self.fields
+    }
+
+    /// Number of distinct keys seen (1 without keys).
+    pub fn len(&self) -> usize {
+        if self.conv.is_none() {
+            1
+        } else {
+            self.ends.len()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn intern(&mut self, bytes: &[u8]) -> u32 {
+        let h = self.hasher.hash_one(bytes);
+        let (arena, ends, hasher) = (&self.arena, &self.ends, &self.hasher);
+        if let Some(&id) = self
+            .table
+            .find(h, |&id| key_slice(arena, ends, id) == bytes)
+        {
+            return id;
+        }
+        let id = self.ends.len() as u32;
+        self.arena.extend_from_slice(bytes);
+        self.ends.push(self.arena.len());
+        let (arena, ends) = (&self.arena, &self.ends);
+        self.table
+            .insert_unique(h, id, |&i| hasher.hash_one(key_slice(arena, ends, i)));
+        id
+    }
+
+    fn column<'b>(&self, batch: &'b RecordBatch, c: &str) -> Result<&'b ArrayRef> {
+        batch
+            .column_by_name(c)
+            .ok_or_else(|| StreamError::Schema(format!("key column '{c}' is missing from a batch")))
+    }
+
+    /// The key id of every row of `batch`.
+    pub fn ids(&mut self, batch: &RecordBatch) -> Result<Vec<u32>> {
+        use arrow_array::cast::AsArray;
+        let n = batch.num_rows();
+        let Some(conv) = &self.conv else {
+            return Ok(vec![0; n]);
+        };
+        let mut out = Vec::with_capacity(n);
+        if self.raw_string {
+            let a = self.column(batch, &self.columns[0])?.clone();
+            let strings = a.as_string_opt::<i32>().ok_or_else(|| {
+                StreamError::Schema(format!("key column '{}' changed type", self.columns[0]))
+            })?;
+            let mut last: Option<(&str, u32)> = None;
+            for v in strings.iter() {
+                let Some(v) = v else {
+                    let id = match self.null_id {
+                        Some(id) => id,
+                        None => {
+                            // Null gets an empty arena slot; `null_id` tells it from "".
+                            let id = self.ends.len() as u32;
+                            self.ends.push(self.arena.len());
+                            self.null_id = Some(id);
+                            id
+                        }
+                    };
+                    out.push(id);
+                    continue;
+                };
+                if let Some((l, id)) = last {
+                    if l == v {
+                        out.push(id);
+                        continue;
+                    }
+                }
+                let id = self.intern(v.as_bytes());
+                last = Some((v, id));
+                out.push(id);
+            }
+            return Ok(out);
+        }
+        let cols: Vec<ArrayRef> = self
+            .columns
+            .iter()
+            .map(|c| self.column(batch, c).cloned())
+            .collect::<Result<_>>()?;
+        let rows = conv.convert_columns(&cols).ctx("group keys")?;
+        let mut last: Option<(&[u8], u32)> = None;
+        for row in rows.iter() {
+            let bytes = row.data();
+            // Runs of one key are common (keyed partitions, sorted input): skip the hash lookup.
+            if let Some((b, id)) = last {
+                if b == bytes {
+                    out.push(id);
+                    continue;
+                }
+            }
+            let id = self.intern(bytes);
+            last = Some((bytes, id));
+            out.push(id);
+        }
+        Ok(out)
+    }
+
+    /// The key columns for key ids `ids`, in order.
+    pub fn columns(&self, ids: &[u32]) -> Result<Vec<ArrayRef>> {
+        let Some(conv) = &self.conv else {
+            return Ok(vec![]);
+        };
+        if self.raw_string {
+            let mut b =
+                arrow_array::builder::StringBuilder::with_capacity(ids.len(), ids.len() * 8);
+            for &id in ids {
+                if Some(id) == self.null_id {
+                    b.append_null();
+                } else {
+                    let bytes = key_slice(&self.arena, &self.ends, id);
+                    b.append_value(
+                        std::str::from_utf8(bytes)
+                            .map_err(|e| StreamError::Schema(e.to_string()))?,
+                    );
+                }
+            }
+            return Ok(vec![Arc::new(b.finish())]);
+        }
+        let parser = conv.parser();
+        let rows = ids
+            .iter()
+            .map(|&i| parser.parse(key_slice(&self.arena, &self.ends, i)));
+        conv.convert_rows(rows).ctx("group keys")
+    }
+
+    /// Key bytes that order like the key values, for a deterministic output order.
+    pub fn bytes(&self, id: u32) -> &[u8] {
+        if self.conv.is_none() || Some(id) == self.null_id {
+            return &[];
+        }
+        key_slice(&self.arena, &self.ends, id)
+    }
+}
+
+/// Event times in ms of `column` (int64 or a timestamp of any unit); nulls are an error.
+pub fn event_times(batch: &RecordBatch, column: &str) -> Result<Vec<i64>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    use arrow_array::Array;
+    use arrow_schema::{DataType, TimeUnit};
+    let a = batch
+        .column_by_name(column)
+        .ok_or_else(|| StreamError::Schema(format!("event-time column '{column}' is missing")))?;
+    let ms: ArrayRef = match a.data_type() {
+        DataType::Int64 => a.clone(),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            arrow_cast::cast(a, &DataType::Int64).ctx("event time")?
+        }
+        DataType::Timestamp(_, _) => arrow_cast::cast(
+            &arrow_cast::cast(a, &DataType::Timestamp(TimeUnit::Millisecond, None))
+                .ctx("event time")?,
+            &DataType::Int64,
+        )
+        .ctx("event time")?,
+        t if t.is_integer() => arrow_cast::cast(a, &DataType::Int64).ctx("event time")?,
+        t => return Err(StreamError::Schema(format!(
+            "event-time column '{column}' has type {t}; expected int64 milliseconds or a timestamp"
+        ))),
+    };
+    if ms.null_count() > 0 {
+        let i = (0..ms.len()).find(|&i| ms.is_null(i)).unwrap_or(0);
+        return Err(StreamError::Schema(format!(
+            "event-time column '{column}' is null at row {i}"
+        )));
+    }
+    Ok(ms.as_primitive::<Int64Type>().values().to_vec())
+}
+
+/// The Arrow type window bounds are reported in: the event-time column's kind, in ms.
+pub fn bound_type(schema: &SchemaRef, column: &str) -> arrow_schema::DataType {
+    use arrow_schema::{DataType, TimeUnit};
+    match schema
+        .field_with_name(column)
+        .map(|f| f.data_type().clone())
+    {
+        Ok(DataType::Timestamp(_, tz)) => DataType::Timestamp(TimeUnit::Millisecond, tz),
+        _ => DataType::Int64,
+    }
+}
+
+/// An i64 ms column as `bound_type`.
+pub fn bounds_array(values: Vec<i64>, t: &arrow_schema::DataType) -> Result<ArrayRef> {
+    let a: ArrayRef = Arc::new(arrow_array::Int64Array::from(values));
+    if t == &arrow_schema::DataType::Int64 {
+        Ok(a)
+    } else {
+        arrow_cast::cast(&a, t).ctx("window bounds")
+    }
+}

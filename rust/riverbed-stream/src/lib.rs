@@ -1,0 +1,25 @@
+//! riverbed-stream: event-time stream processing over Arrow record batches.
+//!
+//! A [`plan::Node`] tree (decoded from Python) is validated into a [`runtime::Pipeline`], which
+//! runs it over [`source::SourceSpec`]s into a [`sink::Sink`].
+
+pub mod aggregate;
+pub mod buffered;
+pub mod error;
+pub mod expr;
+pub mod keys;
+pub mod operator;
+pub mod plan;
+pub mod runtime;
+pub mod sink;
+pub mod source;
+pub mod watermark;
+pub mod window;
+
+pub use error::{Result, StreamError};
+pub use expr::Expr;
+pub use operator::{BatchUdf, OpMetrics};
+pub use plan::{Emit, Node, WindowSpec};
+pub use runtime::{Pipeline, RunControl, RunOutput};
+pub use sink::{CollectSink, Sink, TopicSink};
+pub use source::{Format, SourceSpec};

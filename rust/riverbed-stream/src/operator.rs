@@ -1,0 +1,248 @@
+//! The operator interface and the stateless operators (filter, with_columns, select, drop,
+//! rename, map_batches).
+
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{Field, Schema, SchemaRef};
+use serde::Serialize;
+
+use crate::error::{ArrowContext, Result, StreamError};
+use crate::expr::Expr;
+
+/// Per-operator counters, as `metrics()` reports them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OpMetrics {
+    pub operator: String,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub late_records: u64,
+    pub watermark: Option<i64>,
+    pub state_entries: u64,
+}
+
+pub trait Operator: Send {
+    fn on_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()>;
+    /// The watermark reached `wm`: emit what closes.
+    fn on_watermark(&mut self, _wm: i64, _out: &mut Vec<RecordBatch>) -> Result<()> {
+        Ok(())
+    }
+    /// The watermark this operator passes downstream, given its input's: operators that hold
+    /// results back (windows) hold it at their oldest open window.
+    fn output_watermark(&self, wm: i64) -> i64 {
+        wm
+    }
+    /// Records dropped as late since the last call.
+    fn take_late(&mut self) -> Vec<RecordBatch> {
+        Vec::new()
+    }
+    fn metrics(&self) -> OpMetrics;
+}
+
+/// A Python (or other) function applied to each batch.
+pub trait BatchUdf: Send + Sync {
+    fn call(&self, batch: RecordBatch) -> Result<RecordBatch>;
+    fn name(&self) -> String;
+}
+
+/// Put the output field a user assigned into a plan error's message.
+pub(crate) fn name_field(e: StreamError, field: &str) -> StreamError {
+    match e {
+        StreamError::Plan { op, message } => StreamError::Plan {
+            op,
+            message: format!("'{field}': {message}"),
+        },
+        other => other,
+    }
+}
+
+pub struct Filter {
+    pub predicate: Expr,
+    pub m: OpMetrics,
+}
+
+impl Operator for Filter {
+    fn on_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.m.records_in += batch.num_rows() as u64;
+        let mask = self.predicate.evaluate(&batch)?;
+        let mask = mask
+            .as_any()
+            .downcast_ref::<arrow_array::BooleanArray>()
+            .ok_or_else(|| {
+                StreamError::Schema(format!(
+                    "filter: {} is {} not bool",
+                    self.predicate,
+                    mask.data_type()
+                ))
+            })?;
+        let kept = arrow_select::filter::filter_record_batch(&batch, mask).ctx("filter")?;
+        if kept.num_rows() > 0 {
+            self.m.records_out += kept.num_rows() as u64;
+            out.push(kept);
+        }
+        Ok(())
+    }
+    fn metrics(&self) -> OpMetrics {
+        self.m.clone()
+    }
+}
+
+/// Column-level projections: with_columns, select, drop, rename all compute an output schema
+/// once and map each batch onto it.
+pub enum Projection {
+    WithColumns(Vec<(String, Expr)>),
+    Select(Vec<String>),
+    Drop(Vec<String>),
+    Rename(Vec<(String, String)>),
+}
+
+pub struct Project {
+    pub kind: Projection,
+    pub m: OpMetrics,
+}
+
+impl Projection {
+    /// Apply to one batch (also used on an empty batch to derive the output schema).
+    pub fn apply(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let schema = batch.schema();
+        let (fields, cols): (Vec<Field>, Vec<ArrayRef>) = match self {
+            Projection::WithColumns(exprs) => {
+                let mut fields: Vec<Field> =
+                    schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+                let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
+                for (name, e) in exprs {
+                    let a = e.evaluate(batch)?;
+                    let f = Field::new(name, a.data_type().clone(), true);
+                    match fields.iter().position(|x| x.name() == name) {
+                        Some(i) => {
+                            fields[i] = f;
+                            cols[i] = a;
+                        }
+                        None => {
+                            fields.push(f);
+                            cols.push(a);
+                        }
+                    }
+                }
+                (fields, cols)
+            }
+            Projection::Select(names) => names
+                .iter()
+                .map(|n| {
+                    let i = schema
+                        .index_of(n)
+                        .map_err(|_| StreamError::Schema(format!("unknown column '{n}'")))?;
+                    Ok((schema.field(i).clone(), batch.column(i).clone()))
+                })
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .unzip(),
+            Projection::Drop(names) => schema
+                .fields()
+                .iter()
+                .zip(batch.columns())
+                .filter(|(f, _)| !names.contains(f.name()))
+                .map(|(f, c)| (f.as_ref().clone(), c.clone()))
+                .unzip(),
+            Projection::Rename(mapping) => schema
+                .fields()
+                .iter()
+                .zip(batch.columns())
+                .map(|(f, c)| {
+                    let name = mapping
+                        .iter()
+                        .find(|(a, _)| a == f.name())
+                        .map_or(f.name().clone(), |(_, b)| b.clone());
+                    (f.as_ref().clone().with_name(name), c.clone())
+                })
+                .unzip(),
+        };
+        let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), cols, &opts)
+            .ctx("projection")
+    }
+
+    /// The output schema for `input`, validating names (errors name the operator and field).
+    pub fn output_schema(&self, input: &SchemaRef, op: &str) -> Result<SchemaRef> {
+        let known = |n: &String, field: &str| -> Result<()> {
+            if input.index_of(n).is_err() {
+                let cols: Vec<&str> = input.fields().iter().map(|f| f.name().as_str()).collect();
+                return Err(StreamError::plan(
+                    op,
+                    format!("{field}: unknown column '{n}'; the input has {cols:?}"),
+                ));
+            }
+            Ok(())
+        };
+        match self {
+            Projection::WithColumns(exprs) => {
+                for (name, e) in exprs {
+                    if e.has_agg() {
+                        return Err(StreamError::plan(
+                            op,
+                            format!("'{name}': aggregates belong in agg(...)"),
+                        ));
+                    }
+                    e.data_type(input, op)
+                        .map_err(|err| name_field(err, name))?;
+                }
+            }
+            Projection::Select(names) | Projection::Drop(names) => {
+                for n in names {
+                    known(n, "columns")?;
+                }
+            }
+            Projection::Rename(mapping) => {
+                for (a, _) in mapping {
+                    known(a, "mapping")?;
+                }
+            }
+        }
+        let out = self
+            .apply(&RecordBatch::new_empty(input.clone()))
+            .map_err(|e| StreamError::plan(op, e.to_string()))?;
+        let mut seen = std::collections::HashSet::new();
+        for f in out.schema().fields() {
+            if !seen.insert(f.name().clone()) {
+                return Err(StreamError::plan(
+                    op,
+                    format!("duplicate column '{}' in the output", f.name()),
+                ));
+            }
+        }
+        Ok(out.schema())
+    }
+}
+
+impl Operator for Project {
+    fn on_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.m.records_in += batch.num_rows() as u64;
+        let b = self.kind.apply(&batch)?;
+        self.m.records_out += b.num_rows() as u64;
+        out.push(b);
+        Ok(())
+    }
+    fn metrics(&self) -> OpMetrics {
+        self.m.clone()
+    }
+}
+
+pub struct MapBatches {
+    pub udf: Arc<dyn BatchUdf>,
+    pub m: OpMetrics,
+}
+
+impl Operator for MapBatches {
+    fn on_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.m.records_in += batch.num_rows() as u64;
+        let b = self.udf.call(batch)?;
+        self.m.records_out += b.num_rows() as u64;
+        if b.num_rows() > 0 {
+            out.push(b);
+        }
+        Ok(())
+    }
+    fn metrics(&self) -> OpMetrics {
+        self.m.clone()
+    }
+}

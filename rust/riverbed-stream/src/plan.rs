@@ -1,0 +1,186 @@
+//! The plan: what a Python `Pipeline` hands to Rust, decoded with serde (`pythonize`).
+//!
+//! A plan is a tree of [`Node`]s whose leaves are sources. Nodes are internally tagged by `"op"`;
+//! expressions are externally tagged (`{"col": "x"}`, `{"binary": {"op": "+", ...}}`). Durations
+//! are integer milliseconds. Sources and Python UDFs are not in the plan itself: a `Source` node
+//! names an index into the list of sources handed over with the plan, `MapBatches` an index into
+//! the list of UDFs.
+//!
+//! ```json
+//! {"op": "window", "window": {"tumbling": {"size_ms": 60000}}, "by": ["symbol"], "emit": "final",
+//!  "aggs": [["n", {"agg": {"func": "count"}}]],
+//!  "input": {"op": "filter", "predicate": {"binary": {"op": ">", "left": {"col": "qty"}, "right": {"lit": 0}}},
+//!            "input": {"op": "source", "source": 0, "timestamp": "ts", "lateness_ms": 2000}}}
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::expr::Expr;
+
+fn default_idle_timeout() -> i64 {
+    5_000
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Node {
+    /// Records of source `source`. `timestamp` names the event-time column (int64 ms or a
+    /// timestamp type); `None` means the source's own record timestamp (log sources).
+    Source {
+        source: usize,
+        #[serde(default)]
+        timestamp: Option<String>,
+        #[serde(default)]
+        lateness_ms: i64,
+        #[serde(default = "default_idle_timeout")]
+        idle_timeout_ms: i64,
+        #[serde(default)]
+        name: Option<String>,
+    },
+    Filter {
+        input: Box<Node>,
+        predicate: Expr,
+    },
+    /// Add or replace columns, evaluated against the input batch (not each other).
+    WithColumns {
+        input: Box<Node>,
+        columns: Vec<(String, Expr)>,
+    },
+    Select {
+        input: Box<Node>,
+        columns: Vec<String>,
+    },
+    Drop {
+        input: Box<Node>,
+        columns: Vec<String>,
+    },
+    Rename {
+        input: Box<Node>,
+        mapping: Vec<(String, String)>,
+    },
+    /// Records of every input; the schemas must be equal.
+    Union {
+        inputs: Vec<Node>,
+    },
+    /// A Python function per batch (UDF `udf` of the list handed over with the plan).
+    MapBatches {
+        input: Box<Node>,
+        udf: usize,
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// Windowed aggregation per key. Output: the `by` columns, `window_start`, `window_end`, then
+    /// the aggregates in order.
+    Window {
+        input: Box<Node>,
+        window: WindowSpec,
+        #[serde(default)]
+        by: Vec<String>,
+        #[serde(default)]
+        emit: Emit,
+        aggs: Vec<(String, Expr)>,
+    },
+    /// Unwindowed aggregation: a running table per key, emitted as a changelog (one row per key
+    /// changed by a batch, with its new aggregates).
+    GroupBy {
+        input: Box<Node>,
+        by: Vec<String>,
+        aggs: Vec<(String, Expr)>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Emit {
+    /// Once per window, when it closes.
+    #[default]
+    Final,
+    /// After every batch that changed the window: a changelog whose last row per window is the final value.
+    Update,
+}
+
+/// Window kinds, epoch-aligned (shifted by `offset_ms`), half-open `[start, end)` unless noted.
+/// A window is closed when the watermark is >= its end + `grace_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum WindowSpec {
+    Tumbling {
+        size_ms: i64,
+        #[serde(default)]
+        offset_ms: i64,
+        #[serde(default)]
+        grace_ms: i64,
+    },
+    /// Every window `[s, s + size)` with `s ≡ offset (mod every)` holding the record.
+    Hopping {
+        size_ms: i64,
+        every_ms: i64,
+        #[serde(default)]
+        offset_ms: i64,
+        #[serde(default)]
+        grace_ms: i64,
+    },
+    /// Kafka Streams' sliding windows: for each record at `t`, the window `[t - size, t]` and, when
+    /// a record follows within `size`, the window `[t + 1, t + 1 + size]`; both bounds inclusive;
+    /// windows with the same bounds are reported once.
+    Sliding {
+        size_ms: i64,
+        #[serde(default)]
+        grace_ms: i64,
+    },
+    /// Records within `gap` of a session join it; sessions that come within `gap` merge.
+    /// `window_start`/`window_end` are the first and last record times (inclusive); a session
+    /// closes when the watermark is > its last record + gap + grace.
+    Session {
+        gap_ms: i64,
+        #[serde(default)]
+        grace_ms: i64,
+    },
+    /// Every `n` records of a key, in event-time order; incomplete windows are not emitted.
+    Count { n: i64 },
+}
+
+impl WindowSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WindowSpec::Tumbling { .. } => "tumbling",
+            WindowSpec::Hopping { .. } => "hopping",
+            WindowSpec::Sliding { .. } => "sliding",
+            WindowSpec::Session { .. } => "session",
+            WindowSpec::Count { .. } => "count",
+        }
+    }
+}
+
+impl Node {
+    /// A short name for messages and `explain()`.
+    pub fn op_name(&self) -> &'static str {
+        match self {
+            Node::Source { .. } => "read",
+            Node::Filter { .. } => "filter",
+            Node::WithColumns { .. } => "with_columns",
+            Node::Select { .. } => "select",
+            Node::Drop { .. } => "drop",
+            Node::Rename { .. } => "rename",
+            Node::Union { .. } => "union",
+            Node::MapBatches { .. } => "map_batches",
+            Node::Window { .. } => "window",
+            Node::GroupBy { .. } => "group_by",
+        }
+    }
+
+    pub fn inputs(&self) -> Vec<&Node> {
+        match self {
+            Node::Source { .. } => vec![],
+            Node::Union { inputs } => inputs.iter().collect(),
+            Node::Filter { input, .. }
+            | Node::WithColumns { input, .. }
+            | Node::Select { input, .. }
+            | Node::Drop { input, .. }
+            | Node::Rename { input, .. }
+            | Node::MapBatches { input, .. }
+            | Node::Window { input, .. }
+            | Node::GroupBy { input, .. } => vec![input],
+        }
+    }
+}

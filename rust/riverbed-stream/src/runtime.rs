@@ -1,0 +1,822 @@
+//! Compiling a plan into a graph of operators, and running it: sources are polled round-robin,
+//! batches are pushed leaf-to-root through the operators, and the watermark is advanced through
+//! the graph (children before parents) after every step.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use parking_lot::Mutex;
+
+use crate::buffered::{BufferedKind, BufferedWindows};
+use crate::error::{Result, StreamError};
+use crate::keys::event_times;
+use crate::operator::{BatchUdf, Filter, MapBatches, OpMetrics, Operator, Project, Projection};
+use crate::plan::{Node, WindowSpec};
+use crate::sink::Sink;
+use crate::source::{Polled, SourceSpec};
+use crate::watermark::WatermarkTracker;
+use crate::window::{GroupBy, SessionWindows, TimeWindows, WindowCore};
+
+/// Counts what passes through (sources and unions).
+struct Passthrough {
+    m: OpMetrics,
+}
+
+impl Operator for Passthrough {
+    fn on_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.m.records_in += batch.num_rows() as u64;
+        self.m.records_out += batch.num_rows() as u64;
+        out.push(batch);
+        Ok(())
+    }
+    fn metrics(&self) -> OpMetrics {
+        self.m.clone()
+    }
+}
+
+/// An operator downstream of a UDF whose output schema is only known from its first batch.
+struct Lazy {
+    node: Node,
+    ts: Option<String>,
+    udfs: Vec<Arc<dyn BatchUdf>>,
+    inner: Option<Box<dyn Operator>>,
+    name: String,
+}
+
+impl Operator for Lazy {
+    fn on_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        if self.inner.is_none() {
+            let (op, _, _) =
+                build_single(&self.node, &batch.schema(), self.ts.clone(), &self.udfs)?;
+            self.inner = Some(op);
+        }
+        match self.inner.as_mut() {
+            Some(op) => op.on_batch(batch, out),
+            None => Ok(()),
+        }
+    }
+    fn on_watermark(&mut self, wm: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
+        match self.inner.as_mut() {
+            Some(op) => op.on_watermark(wm, out),
+            None => Ok(()),
+        }
+    }
+    fn output_watermark(&self, wm: i64) -> i64 {
+        self.inner.as_ref().map_or(wm, |op| op.output_watermark(wm))
+    }
+    fn take_late(&mut self) -> Vec<RecordBatch> {
+        self.inner
+            .as_mut()
+            .map(|op| op.take_late())
+            .unwrap_or_default()
+    }
+    fn metrics(&self) -> OpMetrics {
+        let mut m = self
+            .inner
+            .as_ref()
+            .map(|op| op.metrics())
+            .unwrap_or_default();
+        m.operator = self.name.clone();
+        m
+    }
+}
+
+fn positive(op: &str, field: &str, v: i64) -> Result<()> {
+    if v <= 0 {
+        return Err(StreamError::plan(
+            op,
+            format!("{field} must be positive, got {v}"),
+        ));
+    }
+    Ok(())
+}
+
+fn non_negative(op: &str, field: &str, v: i64) -> Result<()> {
+    if v < 0 {
+        return Err(StreamError::plan(
+            op,
+            format!("{field} must not be negative, got {v}"),
+        ));
+    }
+    Ok(())
+}
+
+/// How far past the last event a window may end: the idle flush moves the watermark this far.
+fn horizon_of(spec: &WindowSpec) -> i64 {
+    match *spec {
+        WindowSpec::Tumbling {
+            size_ms, grace_ms, ..
+        }
+        | WindowSpec::Hopping {
+            size_ms, grace_ms, ..
+        } => size_ms + grace_ms,
+        WindowSpec::Sliding { size_ms, grace_ms } => size_ms + grace_ms + 2,
+        WindowSpec::Session { gap_ms, grace_ms } => gap_ms + grace_ms + 1,
+        WindowSpec::Count { .. } => 1,
+    }
+}
+
+/// A built operator, its output schema (if known) and the output's event-time column.
+type Built = (Box<dyn Operator>, Option<SchemaRef>, Option<String>);
+
+/// Build the operator for a single-input node: (operator, output schema, event-time column).
+fn build_single(
+    node: &Node,
+    input: &SchemaRef,
+    ts: Option<String>,
+    udfs: &[Arc<dyn BatchUdf>],
+) -> Result<Built> {
+    let op = node.op_name();
+    let m = OpMetrics::default();
+    Ok(match node {
+        Node::Filter { predicate, .. } => {
+            if predicate.has_agg() {
+                return Err(StreamError::plan(
+                    op,
+                    "predicate: aggregates belong in agg(...)",
+                ));
+            }
+            let t = predicate.data_type(input, op)?;
+            if t != arrow_schema::DataType::Boolean {
+                return Err(StreamError::plan(
+                    op,
+                    format!("predicate: {predicate} is {t}, not bool"),
+                ));
+            }
+            (
+                Box::new(Filter {
+                    predicate: predicate.clone(),
+                    m,
+                }),
+                Some(input.clone()),
+                ts,
+            )
+        }
+        Node::WithColumns { columns, .. } => {
+            project(Projection::WithColumns(columns.clone()), input, ts, op)?
+        }
+        Node::Select { columns, .. } => {
+            project(Projection::Select(columns.clone()), input, ts, op)?
+        }
+        Node::Drop { columns, .. } => project(Projection::Drop(columns.clone()), input, ts, op)?,
+        Node::Rename { mapping, .. } => {
+            let ts = ts.map(|t| {
+                mapping
+                    .iter()
+                    .find(|(a, _)| *a == t)
+                    .map_or(t.clone(), |(_, b)| b.clone())
+            });
+            project(Projection::Rename(mapping.clone()), input, ts, op)?
+        }
+        Node::MapBatches { udf, .. } => {
+            let f = udfs.get(*udf).cloned().ok_or_else(|| {
+                StreamError::plan(op, format!("udf: no UDF #{udf} was handed over"))
+            })?;
+            (Box::new(MapBatches { udf: f, m }), None, ts)
+        }
+        Node::GroupBy { by, aggs, .. } => {
+            let g = GroupBy::new(input, by, aggs, op)?;
+            let schema = g.schema();
+            (Box::new(g), Some(schema), None)
+        }
+        Node::Window {
+            window,
+            by,
+            emit,
+            aggs,
+            ..
+        } => {
+            let Some(ts_col) = ts.clone() else {
+                return Err(StreamError::plan(
+                    op,
+                    "timestamp: windows need event time; pass timestamp= (a column) to Pipeline.read(...)",
+                ));
+            };
+            if input.index_of(&ts_col).is_err() {
+                return Err(StreamError::plan(
+                    op,
+                    format!(
+                        "timestamp: the event-time column '{ts_col}' is no longer in the input"
+                    ),
+                ));
+            }
+            let core = WindowCore::new(input, &ts_col, by, aggs, op)?;
+            let schema = core.schema.clone();
+            let w: Box<dyn Operator> = match *window {
+                WindowSpec::Tumbling {
+                    size_ms,
+                    offset_ms,
+                    grace_ms,
+                } => {
+                    positive(op, "size", size_ms)?;
+                    non_negative(op, "grace", grace_ms)?;
+                    Box::new(TimeWindows::new(
+                        core, size_ms, size_ms, offset_ms, grace_ms, *emit,
+                    ))
+                }
+                WindowSpec::Hopping {
+                    size_ms,
+                    every_ms,
+                    offset_ms,
+                    grace_ms,
+                } => {
+                    positive(op, "size", size_ms)?;
+                    positive(op, "every", every_ms)?;
+                    non_negative(op, "grace", grace_ms)?;
+                    if every_ms > size_ms {
+                        return Err(StreamError::plan(
+                            op,
+                            format!("every ({every_ms} ms) must not exceed size ({size_ms} ms)"),
+                        ));
+                    }
+                    Box::new(TimeWindows::new(
+                        core, size_ms, every_ms, offset_ms, grace_ms, *emit,
+                    ))
+                }
+                WindowSpec::Sliding { size_ms, grace_ms } => {
+                    positive(op, "size", size_ms)?;
+                    non_negative(op, "grace", grace_ms)?;
+                    Box::new(BufferedWindows::new(
+                        core,
+                        BufferedKind::Sliding {
+                            size: size_ms,
+                            grace: grace_ms,
+                        },
+                    ))
+                }
+                WindowSpec::Session { gap_ms, grace_ms } => {
+                    positive(op, "gap", gap_ms)?;
+                    non_negative(op, "grace", grace_ms)?;
+                    Box::new(SessionWindows::new(core, gap_ms, grace_ms, *emit))
+                }
+                WindowSpec::Count { n } => {
+                    positive(op, "n", n)?;
+                    Box::new(BufferedWindows::new(
+                        core,
+                        BufferedKind::Count { n: n as usize },
+                    ))
+                }
+            };
+            (w, Some(schema), Some("window_start".to_string()))
+        }
+        Node::Source { .. } | Node::Union { .. } => {
+            unreachable!("sources and unions are built by the graph")
+        }
+    })
+}
+
+fn project(
+    p: Projection,
+    input: &SchemaRef,
+    ts: Option<String>,
+    op: &str,
+) -> Result<Built> {
+    let schema = p.output_schema(input, op)?;
+    let ts = ts.filter(|t| schema.index_of(t).is_ok());
+    Ok((
+        Box::new(Project {
+            kind: p,
+            m: OpMetrics::default(),
+        }),
+        Some(schema),
+        ts,
+    ))
+}
+
+struct GNode {
+    op: Box<dyn Operator>,
+    parent: Option<usize>,
+    children: Vec<usize>,
+    out_wm: i64,
+}
+
+/// Per source (by index): its leaf node and event-time settings.
+#[derive(Clone)]
+struct SourceUse {
+    leaf: usize,
+    ts: Option<String>,
+    lateness: i64,
+    idle_timeout: i64,
+}
+
+struct Graph {
+    nodes: Vec<GNode>,
+    /// Post-order: children before parents.
+    order: Vec<usize>,
+    root: usize,
+    sources: Vec<Option<SourceUse>>,
+    horizon: i64,
+    out_schema: Option<SchemaRef>,
+    out_ts: Option<String>,
+}
+
+struct Builder<'a> {
+    specs: &'a [SourceSpec],
+    udfs: &'a [Arc<dyn BatchUdf>],
+    nodes: Vec<GNode>,
+    order: Vec<usize>,
+    sources: Vec<Option<SourceUse>>,
+    horizon: i64,
+}
+
+impl Builder<'_> {
+    fn add(&mut self, op: Box<dyn Operator>, children: Vec<usize>) -> usize {
+        let idx = self.nodes.len();
+        for &c in &children {
+            self.nodes[c].parent = Some(idx);
+        }
+        self.nodes.push(GNode {
+            op,
+            parent: None,
+            children,
+            out_wm: i64::MIN,
+        });
+        self.order.push(idx);
+        idx
+    }
+
+    fn name(&self, op: &str) -> String {
+        format!("{op}#{}", self.nodes.len())
+    }
+
+    /// Returns (node index, output schema if known, event-time column).
+    fn build(&mut self, node: &Node) -> Result<(usize, Option<SchemaRef>, Option<String>)> {
+        match node {
+            Node::Source {
+                source,
+                timestamp,
+                lateness_ms,
+                idle_timeout_ms,
+                name,
+            } => {
+                let spec = self.specs.get(*source).ok_or_else(|| {
+                    StreamError::plan(
+                        "read",
+                        format!("source: no source #{source} was handed over"),
+                    )
+                })?;
+                non_negative("read", "lateness", *lateness_ms)?;
+                positive("read", "idle_timeout", *idle_timeout_ms)?;
+                let schema = spec.schema();
+                let ts = match timestamp {
+                    Some(t) => {
+                        let f = schema.field_with_name(t).map_err(|_| {
+                            let cols: Vec<&str> =
+                                schema.fields().iter().map(|f| f.name().as_str()).collect();
+                            StreamError::plan(
+                                "read",
+                                format!("timestamp: unknown column '{t}'; the source has {cols:?}"),
+                            )
+                        })?;
+                        let ok = matches!(f.data_type(), arrow_schema::DataType::Timestamp(_, _))
+                            || f.data_type().is_integer();
+                        if !ok {
+                            return Err(StreamError::plan(
+                                "read",
+                                format!("timestamp: column '{t}' has type {}; expected int64 milliseconds or a timestamp", f.data_type()),
+                            ));
+                        }
+                        Some(t.clone())
+                    }
+                    None => spec.default_event_time().map(str::to_string),
+                };
+                let label = name.clone().unwrap_or_else(|| self.name("read"));
+                let idx = self.add(
+                    Box::new(Passthrough {
+                        m: OpMetrics {
+                            operator: label,
+                            ..Default::default()
+                        },
+                    }),
+                    vec![],
+                );
+                if self.sources.len() <= *source {
+                    self.sources.resize(*source + 1, None);
+                }
+                if self.sources[*source].is_some() {
+                    return Err(StreamError::plan(
+                        "read",
+                        format!("source #{source} is read twice in one plan"),
+                    ));
+                }
+                self.sources[*source] = Some(SourceUse {
+                    leaf: idx,
+                    ts: ts.clone(),
+                    lateness: *lateness_ms,
+                    idle_timeout: *idle_timeout_ms,
+                });
+                Ok((idx, Some(schema), ts))
+            }
+            Node::Union { inputs } => {
+                if inputs.is_empty() {
+                    return Err(StreamError::plan("union", "inputs: nothing to union"));
+                }
+                let mut children = Vec::new();
+                let mut first: Option<(Option<SchemaRef>, Option<String>)> = None;
+                for input in inputs {
+                    let (c, s, t) = self.build(input)?;
+                    children.push(c);
+                    match &first {
+                        None => first = Some((s, t)),
+                        Some((fs, ft)) => {
+                            if let (Some(a), Some(b)) = (fs, &s) {
+                                if a.fields() != b.fields() {
+                                    return Err(StreamError::plan(
+                                        "union",
+                                        format!("schemas differ: {a:?} vs {b:?}"),
+                                    ));
+                                }
+                            }
+                            if ft != &t {
+                                return Err(StreamError::plan(
+                                    "union",
+                                    format!("event-time columns differ: {ft:?} vs {t:?}"),
+                                ));
+                            }
+                        }
+                    }
+                }
+                let (schema, ts) = first.unwrap_or((None, None));
+                let label = self.name("union");
+                let idx = self.add(
+                    Box::new(Passthrough {
+                        m: OpMetrics {
+                            operator: label,
+                            ..Default::default()
+                        },
+                    }),
+                    children,
+                );
+                Ok((idx, schema, ts))
+            }
+            _ => {
+                let input = node.inputs()[0];
+                let (child, schema, ts) = self.build(input)?;
+                if let Node::Window { window, .. } = node {
+                    self.horizon = self.horizon.max(horizon_of(window));
+                }
+                let label = self.name(node.op_name());
+                let (op, out_schema, out_ts): (Box<dyn Operator>, _, _) = match &schema {
+                    Some(s) => {
+                        let (op, os, ot) = build_single(node, s, ts, self.udfs)?;
+                        (
+                            Box::new(Named {
+                                inner: op,
+                                name: label,
+                            }),
+                            os,
+                            ot,
+                        )
+                    }
+                    None => {
+                        let out_ts = match node {
+                            Node::Window { .. } => Some("window_start".to_string()),
+                            Node::GroupBy { .. } => None,
+                            _ => ts.clone(),
+                        };
+                        (
+                            Box::new(Lazy {
+                                node: node.clone(),
+                                ts,
+                                udfs: self.udfs.to_vec(),
+                                inner: None,
+                                name: label,
+                            }),
+                            None,
+                            out_ts,
+                        )
+                    }
+                };
+                let idx = self.add(op, vec![child]);
+                Ok((idx, out_schema, out_ts))
+            }
+        }
+    }
+}
+
+/// Gives an operator its display name in metrics.
+struct Named {
+    inner: Box<dyn Operator>,
+    name: String,
+}
+
+impl Operator for Named {
+    fn on_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.inner.on_batch(batch, out)
+    }
+    fn on_watermark(&mut self, wm: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.inner.on_watermark(wm, out)
+    }
+    fn output_watermark(&self, wm: i64) -> i64 {
+        self.inner.output_watermark(wm)
+    }
+    fn take_late(&mut self) -> Vec<RecordBatch> {
+        self.inner.take_late()
+    }
+    fn metrics(&self) -> OpMetrics {
+        let mut m = self.inner.metrics();
+        m.operator = self.name.clone();
+        m
+    }
+}
+
+impl Graph {
+    fn compile(plan: &Node, specs: &[SourceSpec], udfs: &[Arc<dyn BatchUdf>]) -> Result<Graph> {
+        let mut b = Builder {
+            specs,
+            udfs,
+            nodes: Vec::new(),
+            order: Vec::new(),
+            sources: Vec::new(),
+            horizon: 0,
+        };
+        let (root, out_schema, out_ts) = b.build(plan)?;
+        Ok(Graph {
+            nodes: b.nodes,
+            order: b.order,
+            root,
+            sources: b.sources,
+            horizon: b.horizon.max(1),
+            out_schema,
+            out_ts,
+        })
+    }
+
+    fn push(&mut self, idx: usize, batch: RecordBatch, sink: &mut dyn Sink) -> Result<()> {
+        let mut out = Vec::new();
+        self.nodes[idx].op.on_batch(batch, &mut out)?;
+        self.forward(idx, out, sink)
+    }
+
+    fn forward(&mut self, idx: usize, out: Vec<RecordBatch>, sink: &mut dyn Sink) -> Result<()> {
+        match self.nodes[idx].parent {
+            Some(p) => {
+                for b in out {
+                    self.push(p, b, sink)?;
+                }
+            }
+            None => {
+                for b in out {
+                    if b.num_rows() > 0 {
+                        sink.write(b)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, wm: i64, sink: &mut dyn Sink) -> Result<()> {
+        for k in 0..self.order.len() {
+            let idx = self.order[k];
+            let input_wm = if self.nodes[idx].children.is_empty() {
+                wm
+            } else {
+                self.nodes[idx]
+                    .children
+                    .iter()
+                    .map(|&c| self.nodes[c].out_wm)
+                    .min()
+                    .unwrap_or(wm)
+            };
+            let mut out = Vec::new();
+            self.nodes[idx].op.on_watermark(input_wm, &mut out)?;
+            self.forward(idx, out, sink)?;
+            self.nodes[idx].out_wm = self.nodes[idx].op.output_watermark(input_wm);
+        }
+        Ok(())
+    }
+
+    fn take_late(&mut self) -> Vec<RecordBatch> {
+        self.nodes
+            .iter_mut()
+            .flat_map(|n| n.op.take_late())
+            .collect()
+    }
+
+    fn metrics(&self) -> Vec<OpMetrics> {
+        self.order
+            .iter()
+            .map(|&i| self.nodes[i].op.metrics())
+            .collect()
+    }
+}
+
+/// Shared between a run and whoever watches or stops it.
+#[derive(Default)]
+pub struct RunControl {
+    pub stop: AtomicBool,
+    pub metrics: Mutex<Vec<OpMetrics>>,
+}
+
+pub struct RunOutput {
+    pub late: Vec<RecordBatch>,
+    pub metrics: Vec<OpMetrics>,
+}
+
+/// A validated plan with its sources and UDFs.
+pub struct Pipeline {
+    plan: Node,
+    sources: Vec<SourceSpec>,
+    udfs: Vec<Arc<dyn BatchUdf>>,
+    schema: Option<SchemaRef>,
+    ts: Option<String>,
+}
+
+impl Pipeline {
+    /// Validate the plan (building its operators once); plan errors name operator and field.
+    pub fn new(
+        plan: Node,
+        sources: Vec<SourceSpec>,
+        udfs: Vec<Arc<dyn BatchUdf>>,
+    ) -> Result<Pipeline> {
+        let g = Graph::compile(&plan, &sources, &udfs)?;
+        Ok(Pipeline {
+            schema: g.out_schema.clone(),
+            ts: g.out_ts.clone(),
+            plan,
+            sources,
+            udfs,
+        })
+    }
+
+    /// The output schema; `None` downstream of a UDF (known only at run time).
+    pub fn schema(&self) -> Option<SchemaRef> {
+        self.schema.clone()
+    }
+
+    /// The event-time column of the output, if it has one.
+    pub fn event_time_column(&self) -> Option<&str> {
+        self.ts.as_deref()
+    }
+
+    pub fn plan(&self) -> &Node {
+        &self.plan
+    }
+
+    pub fn explain(&self) -> String {
+        let mut s = String::new();
+        explain(&self.plan, &self.sources, 0, &mut s);
+        s
+    }
+
+    /// Run until the inputs end (bounded) or `control.stop` is set (follow).
+    pub fn run(
+        &self,
+        sink: &mut dyn Sink,
+        follow: bool,
+        control: &RunControl,
+    ) -> Result<RunOutput> {
+        let mut g = Graph::compile(&self.plan, &self.sources, &self.udfs)?;
+        let mut tracker = WatermarkTracker::new();
+        let mut srcs = Vec::new();
+        let mut uses = Vec::new();
+        for (i, spec) in self.sources.iter().enumerate() {
+            let Some(u) = g.sources.get(i).cloned().flatten() else {
+                continue;
+            };
+            srcs.push((i, spec.open(follow)?));
+            tracker.add_source(
+                spec.partitions(),
+                u.lateness,
+                Duration::from_millis(u.idle_timeout as u64),
+            );
+            uses.push(u);
+        }
+        let mut late = Vec::new();
+        let mut done = vec![false; srcs.len()];
+        let mut last_wm = i64::MIN;
+        loop {
+            if control.stop.load(Ordering::Acquire) {
+                break;
+            }
+            let mut progressed = false;
+            for (k, (_, src)) in srcs.iter_mut().enumerate() {
+                if done[k] {
+                    continue;
+                }
+                match src.poll()? {
+                    Polled::Batch(p, b) => {
+                        let max_ts = match &uses[k].ts {
+                            Some(c) => event_times(&b, c)?.into_iter().max(),
+                            None => None,
+                        };
+                        tracker.observe(k, p, max_ts);
+                        g.push(uses[k].leaf, b, sink)?;
+                        progressed = true;
+                    }
+                    Polled::PartitionDone(p) => {
+                        tracker.finish_partition(k, p);
+                        progressed = true;
+                    }
+                    Polled::Idle => {}
+                    Polled::Done => {
+                        done[k] = true;
+                        tracker.finish_source(k);
+                        progressed = true;
+                    }
+                }
+            }
+            let wm = tracker.watermark(follow, g.horizon);
+            if wm > last_wm {
+                g.advance(wm, sink)?;
+                last_wm = wm;
+            }
+            late.extend(g.take_late());
+            *control.metrics.lock() = g.metrics();
+            if tracker.all_done() && done.iter().all(|&d| d) {
+                break;
+            }
+            if !progressed {
+                if !follow {
+                    break;
+                }
+                if let Some((_, s)) = srcs
+                    .iter_mut()
+                    .zip(&done)
+                    .find(|(_, d)| !**d)
+                    .map(|(s, _)| s)
+                {
+                    s.wait(Duration::from_millis(50));
+                } else {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        let _ = g.root;
+        let metrics = g.metrics();
+        *control.metrics.lock() = metrics.clone();
+        Ok(RunOutput { late, metrics })
+    }
+}
+
+fn explain(node: &Node, specs: &[SourceSpec], depth: usize, out: &mut String) {
+    let pad = "  ".repeat(depth);
+    let line = match node {
+        Node::Source {
+            source,
+            timestamp,
+            lateness_ms,
+            ..
+        } => {
+            let what = specs.get(*source).map_or("?".to_string(), |s| {
+                format!(
+                    "{} columns, {} partition(s)",
+                    s.schema().fields().len(),
+                    s.partitions()
+                )
+            });
+            format!(
+                "read #{source} [{what}] event_time={} lateness={lateness_ms}ms",
+                timestamp.as_deref().unwrap_or("record timestamp")
+            )
+        }
+        Node::Filter { predicate, .. } => format!("filter {predicate}"),
+        Node::WithColumns { columns, .. } => format!(
+            "with_columns {}",
+            columns
+                .iter()
+                .map(|(n, e)| format!("{n}={e}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Node::Select { columns, .. } => format!("select {columns:?}"),
+        Node::Drop { columns, .. } => format!("drop {columns:?}"),
+        Node::Rename { mapping, .. } => format!("rename {mapping:?}"),
+        Node::Union { inputs } => format!("union of {}", inputs.len()),
+        Node::MapBatches { udf, name, .. } => format!(
+            "map_batches {}",
+            name.clone().unwrap_or_else(|| format!("udf #{udf}"))
+        ),
+        Node::Window {
+            window,
+            by,
+            emit,
+            aggs,
+            ..
+        } => format!(
+            "window {} {window:?} by {by:?} emit={emit:?} aggs [{}]",
+            window.kind(),
+            aggs.iter()
+                .map(|(n, e)| format!("{n}={e}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Node::GroupBy { by, aggs, .. } => format!(
+            "group_by {by:?} aggs [{}]",
+            aggs.iter()
+                .map(|(n, e)| format!("{n}={e}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    out.push_str(&pad);
+    out.push_str(&line);
+    out.push('\n');
+    for i in node.inputs() {
+        explain(i, specs, depth + 1, out);
+    }
+}

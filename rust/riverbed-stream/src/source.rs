@@ -1,0 +1,511 @@
+//! Sources: in-memory Arrow tables, Arrow streams (e.g. a Python iterator), and log topics whose
+//! values are decoded from JSON (or kept raw) into Arrow, with the record's key, timestamp,
+//! partition and offset as columns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::builder::BinaryBuilder;
+use arrow_array::{
+    ArrayRef, Int32Array, Int64Array, RecordBatch, RecordBatchReader, TimestampMillisecondArray,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use parking_lot::Mutex;
+use riverbed_log::batch::RecordView;
+use riverbed_log::Topic;
+
+use crate::error::{ArrowContext, Result, StreamError};
+
+/// What a poll of a source found.
+pub enum Polled {
+    Batch(usize, RecordBatch),
+    /// This partition has no more data (bounded runs).
+    PartitionDone(usize),
+    /// Nothing available right now (follow mode).
+    Idle,
+    /// Every partition is done.
+    Done,
+}
+
+pub trait Source: Send {
+    fn schema(&self) -> SchemaRef;
+    fn partitions(&self) -> usize;
+    fn poll(&mut self) -> Result<Polled>;
+    /// Block up to `timeout` for new data (follow mode).
+    fn wait(&mut self, timeout: Duration) {
+        std::thread::sleep(timeout.min(Duration::from_millis(20)));
+    }
+    fn describe(&self) -> String;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Raw,
+}
+
+/// A description of a source, from which each run makes a fresh reader.
+#[derive(Clone)]
+pub enum SourceSpec {
+    Table {
+        schema: SchemaRef,
+        batches: Arc<Vec<RecordBatch>>,
+    },
+    /// Single use: the reader is taken by the first run.
+    Stream {
+        schema: SchemaRef,
+        reader: Arc<Mutex<Option<Box<dyn RecordBatchReader + Send>>>>,
+    },
+    Log(LogSpec),
+}
+
+#[derive(Clone)]
+pub struct LogSpec {
+    pub topic: Arc<Topic>,
+    pub format: Format,
+    pub value_schema: SchemaRef,
+    pub schema: SchemaRef,
+    pub batch_size: usize,
+}
+
+impl SourceSpec {
+    /// An in-memory table, re-chunked to `batch_size` rows when given.
+    pub fn table(
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        batch_size: Option<usize>,
+    ) -> Result<SourceSpec> {
+        let batches = match batch_size {
+            Some(n) if n > 0 => {
+                let all =
+                    arrow_select::concat::concat_batches(&schema, &batches).ctx("table source")?;
+                (0..all.num_rows())
+                    .step_by(n)
+                    .map(|o| all.slice(o, n.min(all.num_rows() - o)))
+                    .collect()
+            }
+            _ => batches.into_iter().filter(|b| b.num_rows() > 0).collect(),
+        };
+        Ok(SourceSpec::Table {
+            schema,
+            batches: Arc::new(batches),
+        })
+    }
+
+    pub fn stream(reader: Box<dyn RecordBatchReader + Send>) -> SourceSpec {
+        SourceSpec::Stream {
+            schema: reader.schema(),
+            reader: Arc::new(Mutex::new(Some(reader))),
+        }
+    }
+
+    /// A log topic. Without `value_schema`, JSON values' schema is inferred from the first
+    /// 1,000 records of each partition.
+    pub fn log(
+        topic: Arc<Topic>,
+        format: Format,
+        value_schema: Option<SchemaRef>,
+        batch_size: usize,
+    ) -> Result<SourceSpec> {
+        let value_schema = match (format, value_schema) {
+            (Format::Raw, _) => Arc::new(Schema::new(vec![Field::new(
+                "value",
+                DataType::Binary,
+                true,
+            )])),
+            (Format::Json, Some(s)) => s,
+            (Format::Json, None) => infer_schema(&topic)?,
+        };
+        let mut fields: Vec<Field> = value_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        for f in metadata_fields() {
+            if value_schema.index_of(f.name()).is_err() {
+                fields.push(f);
+            }
+        }
+        Ok(SourceSpec::Log(LogSpec {
+            topic,
+            format,
+            value_schema,
+            schema: Arc::new(Schema::new(fields)),
+            batch_size: batch_size.max(1),
+        }))
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        match self {
+            SourceSpec::Table { schema, .. } | SourceSpec::Stream { schema, .. } => schema.clone(),
+            SourceSpec::Log(l) => l.schema.clone(),
+        }
+    }
+
+    pub fn partitions(&self) -> usize {
+        match self {
+            SourceSpec::Log(l) => l.topic.num_partitions() as usize,
+            _ => 1,
+        }
+    }
+
+    /// Whether the source's own record timestamp can serve as event time (`timestamp=None`).
+    pub fn default_event_time(&self) -> Option<&'static str> {
+        match self {
+            SourceSpec::Log(l) if l.value_schema.index_of("timestamp").is_err() => {
+                Some("timestamp")
+            }
+            _ => None,
+        }
+    }
+
+    pub fn open(&self, follow: bool) -> Result<Box<dyn Source>> {
+        Ok(match self {
+            SourceSpec::Table { schema, batches } => Box::new(TableSource {
+                schema: schema.clone(),
+                batches: batches.clone(),
+                pos: 0,
+            }),
+            SourceSpec::Stream { schema, reader } => {
+                let r = reader.lock().take().ok_or_else(|| {
+                    StreamError::Schema("this pipeline reads a Python iterator or stream, which can only be run once".into())
+                })?;
+                Box::new(StreamSource {
+                    schema: schema.clone(),
+                    reader: Some(r),
+                })
+            }
+            SourceSpec::Log(l) => Box::new(LogSource::new(l.clone(), follow)),
+        })
+    }
+}
+
+fn metadata_fields() -> Vec<Field> {
+    vec![
+        Field::new("key", DataType::Binary, true),
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("partition", DataType::Int32, false),
+        Field::new("offset", DataType::Int64, false),
+    ]
+}
+
+fn infer_schema(topic: &Topic) -> Result<SchemaRef> {
+    let mut values: Vec<serde_json::Value> = Vec::new();
+    for p in topic.partitions() {
+        let (earliest, _) = p.offsets();
+        p.read(earliest, 1000, usize::MAX, |r| {
+            if let Some(v) = r
+                .value
+                .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
+            {
+                if v.is_object() {
+                    values.push(v);
+                }
+            }
+            true
+        })?;
+    }
+    if values.is_empty() {
+        return Err(StreamError::plan(
+            "read",
+            format!(
+                "schema: topic '{}' has no JSON records to infer a schema from; pass schema=",
+                topic.name
+            ),
+        ));
+    }
+    let schema = arrow_json::reader::infer_json_schema_from_iterator(values.into_iter().map(Ok))
+        .map_err(|e| {
+            StreamError::plan(
+                "read",
+                format!("schema: cannot infer from topic '{}': {e}", topic.name),
+            )
+        })?;
+    Ok(Arc::new(schema))
+}
+
+struct TableSource {
+    schema: SchemaRef,
+    batches: Arc<Vec<RecordBatch>>,
+    pos: usize,
+}
+
+impl Source for TableSource {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn partitions(&self) -> usize {
+        1
+    }
+    fn poll(&mut self) -> Result<Polled> {
+        match self.batches.get(self.pos) {
+            Some(b) => {
+                self.pos += 1;
+                Ok(Polled::Batch(0, b.clone()))
+            }
+            None => Ok(Polled::Done),
+        }
+    }
+    fn describe(&self) -> String {
+        format!(
+            "table ({} rows)",
+            self.batches.iter().map(|b| b.num_rows()).sum::<usize>()
+        )
+    }
+}
+
+struct StreamSource {
+    schema: SchemaRef,
+    reader: Option<Box<dyn RecordBatchReader + Send>>,
+}
+
+impl Source for StreamSource {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn partitions(&self) -> usize {
+        1
+    }
+    fn poll(&mut self) -> Result<Polled> {
+        let Some(r) = self.reader.as_mut() else {
+            return Ok(Polled::Done);
+        };
+        match r.next() {
+            Some(b) => Ok(Polled::Batch(
+                0,
+                b.map_err(|e| StreamError::Schema(format!("stream source: {e}")))?,
+            )),
+            None => {
+                self.reader = None;
+                Ok(Polled::Done)
+            }
+        }
+    }
+    fn describe(&self) -> String {
+        "stream".into()
+    }
+}
+
+/// Raw records of one read, before decoding.
+#[derive(Default)]
+struct RawRecords {
+    offsets: Vec<i64>,
+    timestamps: Vec<i64>,
+    keys: Vec<Option<Vec<u8>>>,
+    values: Vec<u8>,
+    value_ends: Vec<usize>,
+    value_null: Vec<bool>,
+}
+
+impl RawRecords {
+    fn push(&mut self, r: &RecordView<'_>) {
+        self.offsets.push(r.offset);
+        self.timestamps.push(r.timestamp);
+        self.keys.push(r.key.map(<[u8]>::to_vec));
+        self.value_null.push(r.value.is_none());
+        self.values.extend_from_slice(r.value.unwrap_or(b""));
+        self.value_ends.push(self.values.len());
+    }
+    fn value(&self, i: usize) -> Option<&[u8]> {
+        let start = if i == 0 { 0 } else { self.value_ends[i - 1] };
+        (!self.value_null[i]).then(|| &self.values[start..self.value_ends[i]])
+    }
+    fn len(&self) -> usize {
+        self.offsets.len()
+    }
+}
+
+pub struct LogSource {
+    spec: LogSpec,
+    follow: bool,
+    positions: Vec<i64>,
+    ends: Vec<Option<i64>>,
+    done: Vec<bool>,
+    next: usize,
+    seen_seq: u64,
+}
+
+impl LogSource {
+    fn new(spec: LogSpec, follow: bool) -> LogSource {
+        let parts = spec.topic.partitions();
+        let positions = parts.iter().map(|p| p.offsets().0).collect();
+        let ends = parts
+            .iter()
+            .map(|p| (!follow).then(|| p.offsets().1))
+            .collect();
+        let seen_seq = parts.first().map_or(0, |p| p.notifier().seq());
+        LogSource {
+            done: vec![false; parts.len()],
+            spec,
+            follow,
+            positions,
+            ends,
+            next: 0,
+            seen_seq,
+        }
+    }
+
+    fn decode(&self, partition: usize, raw: &RawRecords) -> Result<RecordBatch> {
+        let n = raw.len();
+        let mut cols: Vec<ArrayRef> = match self.spec.format {
+            Format::Raw => {
+                let mut b = BinaryBuilder::with_capacity(n, raw.values.len());
+                for i in 0..n {
+                    b.append_option(raw.value(i));
+                }
+                vec![Arc::new(b.finish())]
+            }
+            Format::Json => self.decode_json(partition, raw)?.columns().to_vec(),
+        };
+        let vs = &self.spec.value_schema;
+        if vs.index_of("key").is_err() {
+            let mut b = BinaryBuilder::with_capacity(n, 16 * n);
+            for k in &raw.keys {
+                b.append_option(k.as_deref());
+            }
+            cols.push(Arc::new(b.finish()));
+        }
+        if vs.index_of("timestamp").is_err() {
+            cols.push(Arc::new(
+                TimestampMillisecondArray::from(raw.timestamps.clone()).with_timezone("UTC"),
+            ));
+        }
+        if vs.index_of("partition").is_err() {
+            cols.push(Arc::new(Int32Array::from(vec![partition as i32; n])));
+        }
+        if vs.index_of("offset").is_err() {
+            cols.push(Arc::new(Int64Array::from(raw.offsets.clone())));
+        }
+        RecordBatch::try_new(self.spec.schema.clone(), cols).ctx("log source")
+    }
+
+    fn decode_json(&self, partition: usize, raw: &RawRecords) -> Result<RecordBatch> {
+        let mut buf = Vec::with_capacity(raw.values.len() + raw.len() * 3);
+        for i in 0..raw.len() {
+            match raw.value(i) {
+                Some(v) => buf.extend_from_slice(v),
+                None => buf.extend_from_slice(b"{}"),
+            }
+            buf.push(b'\n');
+        }
+        let whole = decode_json_rows(&self.spec.value_schema, &buf, raw.len());
+        match whole {
+            Ok(b) if b.num_rows() == raw.len() => Ok(b),
+            _ => {
+                // Find the first record that does not decode to exactly one row, to name it.
+                for i in 0..raw.len() {
+                    let mut one = raw.value(i).unwrap_or(b"{}").to_vec();
+                    one.push(b'\n');
+                    let err = match decode_json_rows(&self.spec.value_schema, &one, 1) {
+                        Ok(b) if b.num_rows() == 1 => continue,
+                        Ok(b) => format!("expected one JSON object, found {} rows", b.num_rows()),
+                        Err(e) => e,
+                    };
+                    return Err(StreamError::Decode {
+                        topic: self.spec.topic.name.to_string(),
+                        partition: partition as u32,
+                        offset: raw.offsets[i],
+                        message: err,
+                    });
+                }
+                Err(StreamError::Decode {
+                    topic: self.spec.topic.name.to_string(),
+                    partition: partition as u32,
+                    offset: raw.offsets.first().copied().unwrap_or(-1),
+                    message: "batch does not decode".into(),
+                })
+            }
+        }
+    }
+}
+
+fn decode_json_rows(
+    schema: &SchemaRef,
+    buf: &[u8],
+    rows: usize,
+) -> std::result::Result<RecordBatch, String> {
+    let mut dec = arrow_json::ReaderBuilder::new(schema.clone())
+        .with_batch_size(rows.max(1) + 1)
+        .build_decoder()
+        .map_err(|e| e.to_string())?;
+    let mut pos = 0;
+    while pos < buf.len() {
+        let used = dec.decode(&buf[pos..]).map_err(|e| e.to_string())?;
+        if used == 0 {
+            break;
+        }
+        pos += used;
+    }
+    let b = dec.flush().map_err(|e| e.to_string())?;
+    Ok(b.unwrap_or_else(|| RecordBatch::new_empty(schema.clone())))
+}
+
+impl Source for LogSource {
+    fn schema(&self) -> SchemaRef {
+        self.spec.schema.clone()
+    }
+    fn partitions(&self) -> usize {
+        self.positions.len()
+    }
+    fn poll(&mut self) -> Result<Polled> {
+        let n = self.positions.len();
+        if self.done.iter().all(|&d| d) {
+            return Ok(Polled::Done);
+        }
+        for _ in 0..n {
+            let p = self.next;
+            self.next = (self.next + 1) % n;
+            if self.done[p] {
+                continue;
+            }
+            let part = self.spec.topic.partition(p as u32)?.clone();
+            let (earliest, _) = part.offsets();
+            if self.positions[p] < earliest {
+                self.positions[p] = earliest;
+            }
+            let limit = match self.ends[p] {
+                Some(end) => (end - self.positions[p]).max(0) as usize,
+                None => usize::MAX,
+            }
+            .min(self.spec.batch_size);
+            if limit == 0 {
+                self.done[p] = true;
+                return Ok(Polled::PartitionDone(p));
+            }
+            let mut raw = RawRecords::default();
+            let next = part.read(self.positions[p], limit, usize::MAX, |r| {
+                raw.push(r);
+                true
+            })?;
+            self.positions[p] = next;
+            if raw.len() > 0 {
+                return Ok(Polled::Batch(p, self.decode(p, &raw)?));
+            }
+        }
+        Ok(if self.follow {
+            Polled::Idle
+        } else {
+            Polled::Done
+        })
+    }
+    fn wait(&mut self, timeout: Duration) {
+        if let Some(p) = self.spec.topic.partitions().first() {
+            let n = p.notifier().clone();
+            let seen = self.seen_seq;
+            n.wait_past(seen, timeout);
+            self.seen_seq = n.seq();
+        }
+    }
+    fn describe(&self) -> String {
+        format!(
+            "topic '{}' ({} partitions, {:?})",
+            self.spec.topic.name,
+            self.positions.len(),
+            self.spec.format
+        )
+    }
+}

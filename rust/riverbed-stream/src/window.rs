@@ -1,0 +1,527 @@
+//! Windowed aggregation with incremental state: tumbling and hopping windows (`TimeWindows`)
+//! and merging session windows (`SessionWindows`), plus the unwindowed running aggregate
+//! (`GroupBy`). A record for a window that is already closed (watermark >= end + grace) is late:
+//! dropped, counted, and kept for the pipeline's late output.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+use crate::aggregate::{AccStore, AggSet};
+use crate::error::{ArrowContext, Result};
+use crate::keys::{bound_type, bounds_array, event_times, FastMap, KeyInterner};
+use crate::operator::{OpMetrics, Operator};
+use crate::plan::Emit;
+
+/// What every windowed operator shares: keys, aggregates, and the output layout
+/// (`by` columns, `window_start`, `window_end`, aggregates).
+pub struct WindowCore {
+    pub keys: KeyInterner,
+    pub aggs: AggSet,
+    pub store: AccStore,
+    pub ts_col: String,
+    pub bound_type: DataType,
+    pub schema: SchemaRef,
+    pub late: Vec<RecordBatch>,
+    pub m: OpMetrics,
+    pub wm: i64,
+}
+
+/// Rows per output batch of a window operator.
+const EMIT_CHUNK: usize = 65_536;
+
+/// One result row: key id, window bounds, state id.
+#[derive(Debug, Clone, Copy)]
+pub struct Item {
+    pub key: u32,
+    pub start: i64,
+    pub end: i64,
+    pub sid: u32,
+}
+
+impl WindowCore {
+    pub fn new(
+        input: &SchemaRef,
+        ts_col: &str,
+        by: &[String],
+        aggs: &[(String, crate::Expr)],
+        op: &str,
+    ) -> Result<WindowCore> {
+        let keys = KeyInterner::new(input, by, op)?;
+        let aggs = AggSet::compile(aggs, input, op)?;
+        let store = aggs.new_store()?;
+        let bt = bound_type(input, ts_col);
+        let mut fields: Vec<Field> = keys.fields().to_vec();
+        fields.push(Field::new("window_start", bt.clone(), false));
+        fields.push(Field::new("window_end", bt.clone(), false));
+        fields.extend(aggs.output_fields().iter().cloned());
+        Ok(WindowCore {
+            keys,
+            aggs,
+            store,
+            ts_col: ts_col.to_string(),
+            bound_type: bt,
+            schema: Arc::new(Schema::new(fields)),
+            late: Vec::new(),
+            m: OpMetrics::default(),
+            wm: i64::MIN,
+        })
+    }
+
+    /// Build the output batch for `items`, ordered by window start, then key.
+    pub fn emit(&mut self, mut items: Vec<Item>, out: &mut Vec<RecordBatch>) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        items.sort_by(|a, b| {
+            (a.start, a.end)
+                .cmp(&(b.start, b.end))
+                .then_with(|| self.keys.bytes(a.key).cmp(self.keys.bytes(b.key)))
+        });
+        // Bounded output batches keep the peak memory of a large flush small.
+        for chunk in items.chunks(EMIT_CHUNK) {
+            let ids: Vec<u32> = chunk.iter().map(|i| i.key).collect();
+            let sids: Vec<u32> = chunk.iter().map(|i| i.sid).collect();
+            let mut cols: Vec<ArrayRef> = self.keys.columns(&ids)?;
+            cols.push(bounds_array(
+                chunk.iter().map(|i| i.start).collect(),
+                &self.bound_type,
+            )?);
+            cols.push(bounds_array(
+                chunk.iter().map(|i| i.end).collect(),
+                &self.bound_type,
+            )?);
+            cols.extend(self.aggs.finish(&self.store, &sids)?);
+            let b = RecordBatch::try_new(self.schema.clone(), cols).ctx("window output")?;
+            self.m.records_out += b.num_rows() as u64;
+            out.push(b);
+        }
+        Ok(())
+    }
+
+    pub fn keep_late(&mut self, batch: &RecordBatch, rows: Vec<u32>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.m.late_records += rows.len() as u64;
+        let idx = UInt32Array::from(rows);
+        self.late
+            .push(arrow_select::take::take_record_batch(batch, &idx).ctx("late records")?);
+        Ok(())
+    }
+
+    pub fn metrics(&self, state_entries: usize) -> OpMetrics {
+        let mut m = self.m.clone();
+        m.watermark = (self.wm != i64::MIN).then_some(self.wm);
+        m.state_entries = state_entries as u64;
+        m
+    }
+}
+
+const FREE: u32 = u32::MAX;
+
+fn floor_div(a: i64, b: i64) -> i64 {
+    a.div_euclid(b)
+}
+
+/// Tumbling (`every == size`) and hopping windows.
+pub struct TimeWindows {
+    pub core: WindowCore,
+    size: i64,
+    every: i64,
+    offset: i64,
+    grace: i64,
+    emit: Emit,
+    open: FastMap<(u32, i64), u32>,
+    /// State ids by window end, to close them in order.
+    by_end: BTreeMap<i64, Vec<u32>>,
+    /// (key id, window start) of each live state id; `FREE` marks a free slot.
+    item_of: Vec<(u32, i64)>,
+    /// Per key id: the last window (start, state id) it touched, to skip most hash lookups.
+    recent: Vec<(i64, u32)>,
+}
+
+impl TimeWindows {
+    pub fn new(
+        core: WindowCore,
+        size: i64,
+        every: i64,
+        offset: i64,
+        grace: i64,
+        emit: Emit,
+    ) -> TimeWindows {
+        TimeWindows {
+            core,
+            size,
+            every,
+            offset,
+            grace,
+            emit,
+            open: FastMap::default(),
+            by_end: BTreeMap::new(),
+            item_of: Vec::new(),
+            recent: Vec::new(),
+        }
+    }
+}
+
+impl TimeWindows {
+    fn item(&self, sid: u32) -> Item {
+        let (key, start) = self.item_of[sid as usize];
+        Item {
+            key,
+            start,
+            end: start + self.size,
+            sid,
+        }
+    }
+}
+
+impl Operator for TimeWindows {
+    fn on_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let n = batch.num_rows();
+        self.core.m.records_in += n as u64;
+        let ts = event_times(&batch, &self.core.ts_col)?;
+        let kids = self.core.keys.ids(&batch)?;
+        let inputs = self.core.aggs.inputs(&batch)?;
+        let mut rows = Vec::with_capacity(n);
+        let mut sids = Vec::with_capacity(n);
+        let mut late = Vec::new();
+        let (size, every, offset, grace, wm) =
+            (self.size, self.every, self.offset, self.grace, self.core.wm);
+        if self.recent.len() < self.core.keys.len() {
+            self.recent
+                .resize(self.core.keys.len(), (i64::MIN, u32::MAX));
+        }
+        for i in 0..n {
+            let t = ts[i];
+            let k = kids[i];
+            let mut s = floor_div(t - offset, every) * every + offset;
+            let mut accepted = false;
+            while s > t - size {
+                let end = s + size;
+                if end.saturating_add(grace) > wm {
+                    let (rs, rsid) = self.recent[k as usize];
+                    let sid = match (rs == s, rsid) {
+                        (true, sid) => sid,
+                        _ => match self.open.get(&(k, s)) {
+                            Some(&sid) => sid,
+                            None => {
+                                let sid = self.core.store.alloc();
+                                self.open.insert((k, s), sid);
+                                self.by_end.entry(end).or_default().push(sid);
+                                if self.item_of.len() <= sid as usize {
+                                    self.item_of.resize(sid as usize + 1, (FREE, 0));
+                                }
+                                self.item_of[sid as usize] = (k, s);
+                                sid
+                            }
+                        },
+                    };
+                    self.recent[k as usize] = (s, sid);
+                    rows.push(i as u32);
+                    sids.push(sid);
+                    accepted = true;
+                }
+                s -= every;
+            }
+            if !accepted {
+                late.push(i as u32);
+            }
+        }
+        self.core.store.update(&rows, &sids, &inputs, &ts)?;
+        self.core.keep_late(&batch, late)?;
+        if self.emit == Emit::Update {
+            let mut seen = std::collections::HashSet::new();
+            let items: Vec<Item> = sids
+                .iter()
+                .filter(|&&sid| seen.insert(sid))
+                .map(|&sid| self.item(sid))
+                .collect();
+            self.core.emit(items, out)?;
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, wm: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.core.wm = wm;
+        let mut closed = Vec::new();
+        while let Some((&end, _)) = self.by_end.first_key_value() {
+            if end.saturating_add(self.grace) > wm {
+                break;
+            }
+            if let Some((_, sids)) = self.by_end.pop_first() {
+                closed.extend(sids.into_iter().map(|sid| self.item(sid)));
+            }
+        }
+        if closed.is_empty() {
+            return Ok(());
+        }
+        if self.emit == Emit::Final {
+            self.core.emit(closed.clone(), out)?;
+        }
+        for it in closed {
+            self.open.remove(&(it.key, it.start));
+            if self
+                .recent
+                .get(it.key as usize)
+                .is_some_and(|r| r.1 == it.sid)
+            {
+                self.recent[it.key as usize] = (i64::MIN, u32::MAX);
+            }
+            self.item_of[it.sid as usize] = (FREE, 0);
+            self.core.store.free(it.sid);
+        }
+        Ok(())
+    }
+
+    fn output_watermark(&self, wm: i64) -> i64 {
+        let future = wm.saturating_sub(self.size).saturating_sub(self.grace);
+        match self.by_end.first_key_value() {
+            Some((&end, _)) => future.min(end - self.size),
+            None => future,
+        }
+    }
+
+    fn take_late(&mut self) -> Vec<RecordBatch> {
+        std::mem::take(&mut self.core.late)
+    }
+
+    fn metrics(&self) -> OpMetrics {
+        self.core.metrics(self.open.len())
+    }
+}
+
+/// A session closes when the watermark passes its last record + gap + grace.
+fn close_at(end: i64, gap: i64, grace: i64) -> i64 {
+    end.saturating_add(gap).saturating_add(grace)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    start: i64,
+    end: i64,
+    sid: u32,
+}
+
+/// Session windows: per key, sessions sorted by start; a record within `gap` of sessions joins
+/// (and merges) them.
+pub struct SessionWindows {
+    pub core: WindowCore,
+    gap: i64,
+    grace: i64,
+    emit: Emit,
+    sessions: FastMap<u32, Vec<Session>>,
+    /// (close time = end + gap + grace, key, start)
+    closing: BTreeSet<(i64, u32, i64)>,
+}
+
+impl SessionWindows {
+    pub fn new(core: WindowCore, gap: i64, grace: i64, emit: Emit) -> SessionWindows {
+        SessionWindows {
+            core,
+            gap,
+            grace,
+            emit,
+            sessions: FastMap::default(),
+            closing: BTreeSet::new(),
+        }
+    }
+}
+
+impl Operator for SessionWindows {
+    fn on_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let n = batch.num_rows();
+        self.core.m.records_in += n as u64;
+        let ts = event_times(&batch, &self.core.ts_col)?;
+        let kids = self.core.keys.ids(&batch)?;
+        let inputs = self.core.aggs.inputs(&batch)?;
+        let mut late = Vec::new();
+        let mut touched: Vec<(u32, u32)> = Vec::new();
+        for i in 0..n {
+            let (t, k) = (ts[i], kids[i]);
+            let list = self.sessions.entry(k).or_default();
+            // Sessions overlapping [t - gap, t + gap] are contiguous in start order.
+            let lo = list.partition_point(|s| s.end.saturating_add(self.gap) < t);
+            let hi = list.partition_point(|s| s.start.saturating_sub(self.gap) <= t);
+            let (mut start, mut end) = (t, t);
+            for s in &list[lo..hi.max(lo)] {
+                start = start.min(s.start);
+                end = end.max(s.end);
+            }
+            // A record at the watermark is on time and may still join (the gap is inclusive).
+            if close_at(end, self.gap, self.grace) < self.core.wm {
+                late.push(i as u32);
+                continue;
+            }
+            let sid = if lo < hi {
+                let keep = list[lo].sid;
+                let merged: Vec<Session> = list.drain(lo..hi).collect();
+                for s in &merged {
+                    self.closing
+                        .remove(&(close_at(s.end, self.gap, self.grace), k, s.start));
+                    if s.sid != keep {
+                        self.core.store.merge(keep, s.sid);
+                    }
+                }
+                keep
+            } else {
+                self.core.store.alloc()
+            };
+            list.insert(lo, Session { start, end, sid });
+            self.closing
+                .insert((close_at(end, self.gap, self.grace), k, start));
+            self.core.store.update(&[i as u32], &[sid], &inputs, &ts)?;
+            touched.push((k, sid));
+        }
+        self.core.keep_late(&batch, late)?;
+        if self.emit == Emit::Update && !touched.is_empty() {
+            let sids: std::collections::HashSet<u32> = touched.iter().map(|&(_, s)| s).collect();
+            let mut items = Vec::new();
+            for (&k, list) in &self.sessions {
+                for s in list {
+                    if sids.contains(&s.sid) {
+                        items.push(Item {
+                            key: k,
+                            start: s.start,
+                            end: s.end,
+                            sid: s.sid,
+                        });
+                    }
+                }
+            }
+            self.core.emit(items, out)?;
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, wm: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.core.wm = wm;
+        let mut closed = Vec::new();
+        while let Some(&(close, k, start)) = self.closing.first() {
+            if close >= wm {
+                break;
+            }
+            self.closing.pop_first();
+            if let Some(list) = self.sessions.get_mut(&k) {
+                if let Some(pos) = list.iter().position(|s| s.start == start) {
+                    let s = list.remove(pos);
+                    closed.push(Item {
+                        key: k,
+                        start: s.start,
+                        end: s.end,
+                        sid: s.sid,
+                    });
+                }
+                if list.is_empty() {
+                    self.sessions.remove(&k);
+                }
+            }
+        }
+        if self.emit == Emit::Final {
+            self.core.emit(closed.clone(), out)?;
+        }
+        for it in closed {
+            self.core.store.free(it.sid);
+        }
+        Ok(())
+    }
+
+    fn output_watermark(&self, wm: i64) -> i64 {
+        let future = wm.saturating_sub(self.gap).saturating_sub(self.grace);
+        let oldest = self
+            .sessions
+            .values()
+            .filter_map(|l| l.first().map(|s| s.start))
+            .min();
+        oldest.map_or(future, |o| o.min(future))
+    }
+
+    fn take_late(&mut self) -> Vec<RecordBatch> {
+        std::mem::take(&mut self.core.late)
+    }
+
+    fn metrics(&self) -> OpMetrics {
+        self.core.metrics(self.closing.len())
+    }
+}
+
+/// Unwindowed aggregation per key: after each batch, the new values of the keys it changed.
+pub struct GroupBy {
+    keys: KeyInterner,
+    aggs: AggSet,
+    store: AccStore,
+    sids: Vec<u32>,
+    schema: SchemaRef,
+    m: OpMetrics,
+}
+
+impl GroupBy {
+    pub fn new(
+        input: &SchemaRef,
+        by: &[String],
+        aggs: &[(String, crate::Expr)],
+        op: &str,
+    ) -> Result<GroupBy> {
+        let keys = KeyInterner::new(input, by, op)?;
+        let aggs = AggSet::compile(aggs, input, op)?;
+        let store = aggs.new_store()?;
+        let mut fields: Vec<Field> = keys.fields().to_vec();
+        fields.extend(aggs.output_fields().iter().cloned());
+        Ok(GroupBy {
+            keys,
+            aggs,
+            store,
+            sids: Vec::new(),
+            schema: Arc::new(Schema::new(fields)),
+            m: OpMetrics::default(),
+        })
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
+
+impl Operator for GroupBy {
+    fn on_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let n = batch.num_rows();
+        self.m.records_in += n as u64;
+        let kids = self.keys.ids(&batch)?;
+        let inputs = self.aggs.inputs(&batch)?;
+        let mut sids = Vec::with_capacity(n);
+        for &k in &kids {
+            while self.sids.len() <= k as usize {
+                self.sids.push(self.store.alloc());
+            }
+            sids.push(self.sids[k as usize]);
+        }
+        let rows: Vec<u32> = (0..n as u32).collect();
+        // Event time is not needed without windows; first/last follow arrival order.
+        let ts: Vec<i64> = (0..n as i64)
+            .map(|i| self.m.records_in as i64 - n as i64 + i)
+            .collect();
+        self.store.update(&rows, &sids, &inputs, &ts)?;
+        let mut changed: Vec<u32> = kids.clone();
+        changed.sort_unstable();
+        changed.dedup();
+        changed.sort_by(|a, b| self.keys.bytes(*a).cmp(self.keys.bytes(*b)));
+        let state: Vec<u32> = changed.iter().map(|&k| self.sids[k as usize]).collect();
+        let mut cols = self.keys.columns(&changed)?;
+        cols.extend(self.aggs.finish(&self.store, &state)?);
+        let b = RecordBatch::try_new(self.schema.clone(), cols).ctx("group_by output")?;
+        self.m.records_out += b.num_rows() as u64;
+        if b.num_rows() > 0 {
+            out.push(b);
+        }
+        Ok(())
+    }
+
+    fn metrics(&self) -> OpMetrics {
+        let mut m = self.m.clone();
+        m.state_entries = self.sids.len() as u64;
+        m
+    }
+}
