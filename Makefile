@@ -28,6 +28,7 @@ develop: ## rebuild the extension into the current environment, release mode
 
 bench: ## print the benchmark figures
 	$(PYTHON) benchmarks/log_throughput.py
+	$(PYTHON) benchmarks/window_throughput.py
 
 lint: ## formatting and lints
 	cargo fmt --all -- --check

@@ -83,9 +83,17 @@ def hwm_kb():
             return int(line.split()[1])
     return 0
 
-import pyarrow.compute as pc
 n = 1_000_000
-keys = pc.binary_join_element_wise("user-", pc.cast(pa.array(np.arange(n)), pa.string()), "")
+# 1,000,000 distinct 12-byte keys "user-0000000".., built straight into Arrow buffers.
+q = np.arange(n, dtype=np.uint32)
+data = np.empty((n, 12), dtype=np.uint8)
+data[:, :5] = np.frombuffer(b"user-", dtype=np.uint8)
+for d in range(11, 4, -1):
+    data[:, d] = 48 + q % 10
+    q //= 10
+offsets = np.arange(0, 12 * n + 1, 12, dtype=np.int32)
+keys = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+del q
 t = pa.table({"key": keys, "ts": np.full(n, 1_700_000_000_000, dtype=np.int64), "v": np.ones(n)})
 before = hwm_kb()
 p = rb.Pipeline.read(t, timestamp="ts", batch_size=100_000).window(rb.tumbling("10s"), by="key").agg(

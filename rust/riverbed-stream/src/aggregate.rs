@@ -579,7 +579,9 @@ impl PrimState {
             }
             PrimState::Distinct(sets, conv) => {
                 if let Some(a) = input {
-                    let encoded = conv.convert_columns(std::slice::from_ref(a)).ctx("count_distinct")?;
+                    let encoded = conv
+                        .convert_columns(std::slice::from_ref(a))
+                        .ctx("count_distinct")?;
                     for (&r, &s) in rows.iter().zip(sids) {
                         if a.is_valid(r as usize) {
                             let row = encoded.row(r as usize);

@@ -203,7 +203,7 @@ impl Operator for BufferedWindows {
         }
         self.release(&dropped);
         let sids: Vec<u32> = items.iter().map(|i| i.sid).collect();
-        self.core.emit(items, out)?;
+        self.core.emit(&mut items, out)?;
         for s in sids {
             self.core.store.free(s);
         }

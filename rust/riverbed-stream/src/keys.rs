@@ -243,9 +243,11 @@ pub fn event_times(batch: &RecordBatch, column: &str) -> Result<Vec<i64>> {
         )
         .ctx("event time")?,
         t if t.is_integer() => arrow_cast::cast(a, &DataType::Int64).ctx("event time")?,
-        t => return Err(StreamError::Schema(format!(
+        t => {
+            return Err(StreamError::Schema(format!(
             "event-time column '{column}' has type {t}; expected int64 milliseconds or a timestamp"
-        ))),
+        )))
+        }
     };
     if ms.null_count() > 0 {
         let i = (0..ms.len()).find(|&i| ms.is_null(i)).unwrap_or(0);

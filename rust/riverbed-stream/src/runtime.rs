@@ -268,12 +268,7 @@ fn build_single(
     })
 }
 
-fn project(
-    p: Projection,
-    input: &SchemaRef,
-    ts: Option<String>,
-    op: &str,
-) -> Result<Built> {
+fn project(p: Projection, input: &SchemaRef, ts: Option<String>, op: &str) -> Result<Built> {
     let schema = p.output_schema(input, op)?;
     let ts = ts.filter(|t| schema.index_of(t).is_ok());
     Ok((

@@ -77,8 +77,13 @@ impl SourceSpec {
     ) -> Result<SourceSpec> {
         let batches = match batch_size {
             Some(n) if n > 0 => {
-                let all =
-                    arrow_select::concat::concat_batches(&schema, &batches).ctx("table source")?;
+                // One batch is sliced without copying; several are joined first so every chunk
+                // (but the last) has exactly `n` rows.
+                let all = match batches.as_slice() {
+                    [one] => one.clone(),
+                    _ => arrow_select::concat::concat_batches(&schema, &batches)
+                        .ctx("table source")?,
+                };
                 (0..all.num_rows())
                     .step_by(n)
                     .map(|o| all.slice(o, n.min(all.num_rows() - o)))
@@ -327,6 +332,8 @@ pub struct LogSource {
     done: Vec<bool>,
     next: usize,
     seen_seq: u64,
+    /// Decoded batches waiting to be handed out, in order.
+    ready: std::collections::VecDeque<Polled>,
 }
 
 impl LogSource {
@@ -346,6 +353,7 @@ impl LogSource {
             ends,
             next: 0,
             seen_seq,
+            ready: std::collections::VecDeque::new(),
         }
     }
 
@@ -444,6 +452,77 @@ fn decode_json_rows(
     Ok(b.unwrap_or_else(|| RecordBatch::new_empty(schema.clone())))
 }
 
+impl LogSource {
+    /// Read the next batch of raw records of partition `p`, or `None` when it is exhausted
+    /// (bounded runs) or has nothing new (follow).
+    fn read_raw(&mut self, p: usize) -> Result<Option<RawRecords>> {
+        let part = self.spec.topic.partition(p as u32)?.clone();
+        let (earliest, _) = part.offsets();
+        if self.positions[p] < earliest {
+            self.positions[p] = earliest;
+        }
+        let limit = match self.ends[p] {
+            Some(end) => (end - self.positions[p]).max(0) as usize,
+            None => usize::MAX,
+        }
+        .min(self.spec.batch_size);
+        if limit == 0 {
+            return Ok(None);
+        }
+        let mut raw = RawRecords::default();
+        self.positions[p] = part.read(self.positions[p], limit, usize::MAX, |r| {
+            raw.push(r);
+            true
+        })?;
+        Ok((raw.len() > 0).then_some(raw))
+    }
+
+    /// One round over every partition: read each one's next batch, decode them in parallel
+    /// (decoding dominates), and queue the results in partition order.
+    fn fill(&mut self) -> Result<()> {
+        let n = self.positions.len();
+        let mut raws: Vec<(usize, RawRecords)> = Vec::new();
+        for k in 0..n {
+            let p = (self.next + k) % n;
+            if self.done[p] {
+                continue;
+            }
+            match self.read_raw(p)? {
+                Some(raw) => raws.push((p, raw)),
+                None if self.ends[p].is_some() => {
+                    self.done[p] = true;
+                    self.ready.push_back(Polled::PartitionDone(p));
+                }
+                None => {}
+            }
+        }
+        self.next = (self.next + 1) % n.max(1);
+        let this = &*self;
+        let decoded: Vec<Result<RecordBatch>> = if raws.len() <= 1 {
+            raws.iter().map(|(p, raw)| this.decode(*p, raw)).collect()
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = raws
+                    .iter()
+                    .map(|(p, raw)| s.spawn(move || this.decode(*p, raw)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(StreamError::Schema("decoder thread panicked".into()))
+                        })
+                    })
+                    .collect()
+            })
+        };
+        for ((p, _), b) in raws.iter().zip(decoded) {
+            self.ready.push_back(Polled::Batch(*p, b?));
+        }
+        Ok(())
+    }
+}
+
 impl Source for LogSource {
     fn schema(&self) -> SchemaRef {
         self.spec.schema.clone()
@@ -452,44 +531,16 @@ impl Source for LogSource {
         self.positions.len()
     }
     fn poll(&mut self) -> Result<Polled> {
-        let n = self.positions.len();
-        if self.done.iter().all(|&d| d) {
-            return Ok(Polled::Done);
+        if self.ready.is_empty() {
+            if self.done.iter().all(|&d| d) {
+                return Ok(Polled::Done);
+            }
+            self.fill()?;
         }
-        for _ in 0..n {
-            let p = self.next;
-            self.next = (self.next + 1) % n;
-            if self.done[p] {
-                continue;
-            }
-            let part = self.spec.topic.partition(p as u32)?.clone();
-            let (earliest, _) = part.offsets();
-            if self.positions[p] < earliest {
-                self.positions[p] = earliest;
-            }
-            let limit = match self.ends[p] {
-                Some(end) => (end - self.positions[p]).max(0) as usize,
-                None => usize::MAX,
-            }
-            .min(self.spec.batch_size);
-            if limit == 0 {
-                self.done[p] = true;
-                return Ok(Polled::PartitionDone(p));
-            }
-            let mut raw = RawRecords::default();
-            let next = part.read(self.positions[p], limit, usize::MAX, |r| {
-                raw.push(r);
-                true
-            })?;
-            self.positions[p] = next;
-            if raw.len() > 0 {
-                return Ok(Polled::Batch(p, self.decode(p, &raw)?));
-            }
-        }
-        Ok(if self.follow {
-            Polled::Idle
-        } else {
-            Polled::Done
+        Ok(match self.ready.pop_front() {
+            Some(p) => p,
+            None if self.follow => Polled::Idle,
+            None => Polled::Done,
         })
     }
     fn wait(&mut self, timeout: Duration) {

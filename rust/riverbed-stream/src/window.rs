@@ -71,7 +71,7 @@ impl WindowCore {
     }
 
     /// Build the output batch for `items`, ordered by window start, then key.
-    pub fn emit(&mut self, mut items: Vec<Item>, out: &mut Vec<RecordBatch>) -> Result<()> {
+    pub fn emit(&mut self, items: &mut [Item], out: &mut Vec<RecordBatch>) -> Result<()> {
         if items.is_empty() {
             return Ok(());
         }
@@ -134,7 +134,8 @@ pub struct TimeWindows {
     offset: i64,
     grace: i64,
     emit: Emit,
-    open: FastMap<(u32, i64), u32>,
+    /// Open windows of a key other than its most recent one: (key, start) -> state id.
+    others: FastMap<(u32, i64), u32>,
     /// State ids by window end, to close them in order.
     by_end: BTreeMap<i64, Vec<u32>>,
     /// (key id, window start) of each live state id; `FREE` marks a free slot.
@@ -159,7 +160,7 @@ impl TimeWindows {
             offset,
             grace,
             emit,
-            open: FastMap::default(),
+            others: FastMap::default(),
             by_end: BTreeMap::new(),
             item_of: Vec::new(),
             recent: Vec::new(),
@@ -168,6 +169,32 @@ impl TimeWindows {
 }
 
 impl TimeWindows {
+    /// The state of key `k`'s window starting at `s`, created if new. The key's most recent
+    /// window is found without hashing; only keys with several open windows use `others`.
+    fn state_for(&mut self, k: u32, s: i64, end: i64) -> u32 {
+        let (rs, rsid) = self.recent[k as usize];
+        if rsid != FREE && rs == s {
+            return rsid;
+        }
+        let sid = match self.others.remove(&(k, s)) {
+            Some(sid) => sid,
+            None => {
+                let sid = self.core.store.alloc();
+                self.by_end.entry(end).or_default().push(sid);
+                if self.item_of.len() <= sid as usize {
+                    self.item_of.resize(sid as usize + 1, (FREE, 0));
+                }
+                self.item_of[sid as usize] = (k, s);
+                sid
+            }
+        };
+        if rsid != FREE {
+            self.others.insert((k, rs), rsid);
+        }
+        self.recent[k as usize] = (s, sid);
+        sid
+    }
+
     fn item(&self, sid: u32) -> Item {
         let (key, start) = self.item_of[sid as usize];
         Item {
@@ -192,8 +219,7 @@ impl Operator for TimeWindows {
         let (size, every, offset, grace, wm) =
             (self.size, self.every, self.offset, self.grace, self.core.wm);
         if self.recent.len() < self.core.keys.len() {
-            self.recent
-                .resize(self.core.keys.len(), (i64::MIN, u32::MAX));
+            self.recent.resize(self.core.keys.len(), (i64::MIN, FREE));
         }
         for i in 0..n {
             let t = ts[i];
@@ -203,24 +229,7 @@ impl Operator for TimeWindows {
             while s > t - size {
                 let end = s + size;
                 if end.saturating_add(grace) > wm {
-                    let (rs, rsid) = self.recent[k as usize];
-                    let sid = match (rs == s, rsid) {
-                        (true, sid) => sid,
-                        _ => match self.open.get(&(k, s)) {
-                            Some(&sid) => sid,
-                            None => {
-                                let sid = self.core.store.alloc();
-                                self.open.insert((k, s), sid);
-                                self.by_end.entry(end).or_default().push(sid);
-                                if self.item_of.len() <= sid as usize {
-                                    self.item_of.resize(sid as usize + 1, (FREE, 0));
-                                }
-                                self.item_of[sid as usize] = (k, s);
-                                sid
-                            }
-                        },
-                    };
-                    self.recent[k as usize] = (s, sid);
+                    let sid = self.state_for(k, s, end);
                     rows.push(i as u32);
                     sids.push(sid);
                     accepted = true;
@@ -235,44 +244,59 @@ impl Operator for TimeWindows {
         self.core.keep_late(&batch, late)?;
         if self.emit == Emit::Update {
             let mut seen = std::collections::HashSet::new();
-            let items: Vec<Item> = sids
+            let mut items: Vec<Item> = sids
                 .iter()
                 .filter(|&&sid| seen.insert(sid))
                 .map(|&sid| self.item(sid))
                 .collect();
-            self.core.emit(items, out)?;
+            self.core.emit(&mut items, out)?;
         }
         Ok(())
     }
 
     fn on_watermark(&mut self, wm: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
         self.core.wm = wm;
-        let mut closed = Vec::new();
+        let mut closed: Vec<u32> = Vec::new();
         while let Some((&end, _)) = self.by_end.first_key_value() {
             if end.saturating_add(self.grace) > wm {
                 break;
             }
             if let Some((_, sids)) = self.by_end.pop_first() {
-                closed.extend(sids.into_iter().map(|sid| self.item(sid)));
+                closed.extend(sids);
             }
         }
         if closed.is_empty() {
             return Ok(());
         }
-        if self.emit == Emit::Final {
-            self.core.emit(closed.clone(), out)?;
-        }
-        for it in closed {
-            self.open.remove(&(it.key, it.start));
-            if self
-                .recent
-                .get(it.key as usize)
-                .is_some_and(|r| r.1 == it.sid)
-            {
-                self.recent[it.key as usize] = (i64::MIN, u32::MAX);
+        // Sort state ids (not whole items) and build items a chunk at a time: a flush of
+        // millions of windows then needs little memory beyond the state itself.
+        closed.sort_by(|&a, &b| {
+            let (ia, ib) = (self.item(a), self.item(b));
+            (ia.start, ia.end).cmp(&(ib.start, ib.end)).then_with(|| {
+                self.core
+                    .keys
+                    .bytes(ia.key)
+                    .cmp(self.core.keys.bytes(ib.key))
+            })
+        });
+        for chunk in closed.chunks(EMIT_CHUNK) {
+            let mut items: Vec<Item> = chunk.iter().map(|&sid| self.item(sid)).collect();
+            if self.emit == Emit::Final {
+                self.core.emit(&mut items, out)?;
             }
-            self.item_of[it.sid as usize] = (FREE, 0);
-            self.core.store.free(it.sid);
+            for it in items {
+                if self
+                    .recent
+                    .get(it.key as usize)
+                    .is_some_and(|r| r.1 == it.sid)
+                {
+                    self.recent[it.key as usize] = (i64::MIN, FREE);
+                } else {
+                    self.others.remove(&(it.key, it.start));
+                }
+                self.item_of[it.sid as usize] = (FREE, 0);
+                self.core.store.free(it.sid);
+            }
         }
         Ok(())
     }
@@ -290,7 +314,7 @@ impl Operator for TimeWindows {
     }
 
     fn metrics(&self) -> OpMetrics {
-        self.core.metrics(self.open.len())
+        self.core.metrics(self.core.store.live())
     }
 }
 
@@ -392,7 +416,7 @@ impl Operator for SessionWindows {
                     }
                 }
             }
-            self.core.emit(items, out)?;
+            self.core.emit(&mut items, out)?;
         }
         Ok(())
     }
@@ -421,7 +445,7 @@ impl Operator for SessionWindows {
             }
         }
         if self.emit == Emit::Final {
-            self.core.emit(closed.clone(), out)?;
+            self.core.emit(&mut closed, out)?;
         }
         for it in closed {
             self.core.store.free(it.sid);
