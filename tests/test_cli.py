@@ -83,8 +83,19 @@ def test_errors_are_clear_and_nonzero(tmp_path):
 def test_demo_runs_and_reports_every_record(tmp_path):
     p = run("demo", "--records", "200000", "--log", str(tmp_path / "log"))
     assert "200,000 synthetic trades" in p.stdout
-    lines = [line.split() for line in p.stdout.splitlines() if line.strip()[:1].isdigit()]
+    rows = [line.split() for line in p.stdout.splitlines()]
+    parts = [r for r in rows if len(r) == 7 and r[0].isdigit()]
     # One row per partition: partition, member, records, ...; the records add up.
-    assert [row[0] for row in lines] == ["0", "1", "2", "3"]
-    assert sum(int(row[2].replace(",", "")) for row in lines) == 200_000
-    assert "records/s" in p.stdout
+    assert [r[0] for r in parts] == ["0", "1", "2", "3"]
+    assert sum(int(r[2].replace(",", "")) for r in parts) == 200_000
+    # The bars of the last minute: one per symbol, and their trade counts are plausible.
+    bars = [r for r in rows if len(r) == 7 and not r[0].isdigit() and r[1].isdigit()]
+    from riverbed.demo import SYMBOLS
+
+    assert sorted(r[0] for r in bars) == sorted(SYMBOLS)
+    assert "events/s" in p.stdout and "0 late" in p.stdout
+    # The bars topic holds every trade exactly once across its windows.
+    with rb.Log(str(tmp_path / "log")) as log:
+        bars_topic = log["demo.bars_1m"].read()
+    counts = [json.loads(v)["trades"] for v in bars_topic.column("value").to_pylist()]
+    assert sum(counts) == 200_000
