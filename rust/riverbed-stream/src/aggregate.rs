@@ -203,6 +203,19 @@ impl AggSet {
                         PrimState::SumI(Vec::new(), Vec::new())
                     }
                     AggFunc::Sum | AggFunc::Mean => PrimState::SumF(Vec::new(), Vec::new()),
+                    // Integers (and timestamps) keep exact int64 state: f64 would round past 2^53.
+                    AggFunc::Min if p.acc_type == DataType::Int64 => {
+                        PrimState::MinI(Vec::new(), Vec::new())
+                    }
+                    AggFunc::Max if p.acc_type == DataType::Int64 => {
+                        PrimState::MaxI(Vec::new(), Vec::new())
+                    }
+                    AggFunc::First if p.acc_type == DataType::Int64 => {
+                        PrimState::FirstI(Vec::new(), Vec::new(), Vec::new())
+                    }
+                    AggFunc::Last if p.acc_type == DataType::Int64 => {
+                        PrimState::LastI(Vec::new(), Vec::new(), Vec::new())
+                    }
                     AggFunc::Min => PrimState::Min(Vec::new(), Vec::new()),
                     AggFunc::Max => PrimState::Max(Vec::new(), Vec::new()),
                     AggFunc::First => PrimState::First(Vec::new(), Vec::new(), Vec::new()),
@@ -274,6 +287,12 @@ impl AggSet {
     }
 }
 
+enum Kind {
+    Min,
+    First,
+    Other,
+}
+
 #[derive(Debug)]
 enum PrimState {
     Count(Vec<i64>),
@@ -287,6 +306,11 @@ enum PrimState {
     Last(Vec<i64>, Vec<f64>, Vec<i64>),
     /// Welford: n, mean, m2
     Moments(Vec<i64>, Vec<f64>, Vec<f64>),
+    /// Exact int64 variants: value, values seen (min/max); event time, value, seen (first/last).
+    MinI(Vec<i64>, Vec<i64>),
+    MaxI(Vec<i64>, Vec<i64>),
+    FirstI(Vec<i64>, Vec<i64>, Vec<i64>),
+    LastI(Vec<i64>, Vec<i64>, Vec<i64>),
     Distinct(Vec<HashSet<Box<[u8]>>>, RowConverter),
 }
 
@@ -334,6 +358,15 @@ impl AccStore {
                     m.push(0.0);
                     m2.push(0.0)
                 }
+                PrimState::MinI(v, n) | PrimState::MaxI(v, n) => {
+                    v.push(0);
+                    n.push(0)
+                }
+                PrimState::FirstI(t, v, n) | PrimState::LastI(t, v, n) => {
+                    t.push(0);
+                    v.push(0);
+                    n.push(0)
+                }
                 PrimState::Distinct(sets, _) => sets.push(HashSet::new()),
             }
         }
@@ -371,6 +404,15 @@ impl AccStore {
                     n[i] = 0;
                     m[i] = 0.0;
                     m2[i] = 0.0
+                }
+                PrimState::MinI(v, n) | PrimState::MaxI(v, n) => {
+                    v[i] = 0;
+                    n[i] = 0
+                }
+                PrimState::FirstI(t, v, n) | PrimState::LastI(t, v, n) => {
+                    t[i] = 0;
+                    v[i] = 0;
+                    n[i] = 0
                 }
                 PrimState::Distinct(sets, _) => sets[i] = HashSet::new(),
             }
@@ -443,6 +485,32 @@ impl AccStore {
                         n[d] += n[s];
                     }
                 }
+                PrimState::MinI(v, n) => {
+                    if n[s] > 0 && (n[d] == 0 || v[s] < v[d]) {
+                        v[d] = v[s];
+                    }
+                    n[d] += n[s]
+                }
+                PrimState::MaxI(v, n) => {
+                    if n[s] > 0 && (n[d] == 0 || v[s] > v[d]) {
+                        v[d] = v[s];
+                    }
+                    n[d] += n[s]
+                }
+                PrimState::FirstI(t, v, n) => {
+                    if n[s] > 0 && (n[d] == 0 || t[s] < t[d]) {
+                        t[d] = t[s];
+                        v[d] = v[s];
+                    }
+                    n[d] += n[s]
+                }
+                PrimState::LastI(t, v, n) => {
+                    if n[s] > 0 && (n[d] == 0 || t[s] >= t[d]) {
+                        t[d] = t[s];
+                        v[d] = v[s];
+                    }
+                    n[d] += n[s]
+                }
                 PrimState::Distinct(sets, _) => {
                     let src_set = std::mem::take(&mut sets[s]);
                     sets[d].extend(src_set);
@@ -465,6 +533,11 @@ impl PrimState {
         input: Option<&ArrayRef>,
         ts: &[i64],
     ) -> Result<()> {
+        let self_kind = match self {
+            PrimState::MinI(..) => Kind::Min,
+            PrimState::FirstI(..) => Kind::First,
+            _ => Kind::Other,
+        };
         macro_rules! each {
             ($arr:expr, |$r:ident, $s:ident, $x:ident| $body:block) => {{
                 let arr = $arr;
@@ -577,6 +650,30 @@ impl PrimState {
                     });
                 }
             }
+            PrimState::MinI(v, n) | PrimState::MaxI(v, n) => {
+                let min = matches!(self_kind, Kind::Min);
+                if let Some(a) = input.map(|a| a.as_primitive::<Int64Type>()) {
+                    each!(a, |_r, s, x| {
+                        if n[s] == 0 || (min && x < v[s]) || (!min && x > v[s]) {
+                            v[s] = x;
+                        }
+                        n[s] += 1;
+                    });
+                }
+            }
+            PrimState::FirstI(t, v, n) | PrimState::LastI(t, v, n) => {
+                let first = matches!(self_kind, Kind::First);
+                if let Some(a) = input.map(|a| a.as_primitive::<Int64Type>()) {
+                    each!(a, |r, s, x| {
+                        let rt = ts[r as usize];
+                        if n[s] == 0 || (first && rt < t[s]) || (!first && rt >= t[s]) {
+                            t[s] = rt;
+                            v[s] = x;
+                        }
+                        n[s] += 1;
+                    });
+                }
+            }
             PrimState::Distinct(sets, conv) => {
                 if let Some(a) = input {
                     let encoded = conv
@@ -620,6 +717,13 @@ impl PrimState {
                 opt_f(n, &|s| v[s])
             }
             PrimState::First(_, v, n) | PrimState::Last(_, v, n) => opt_f(n, &|s| v[s]),
+            PrimState::MinI(v, n)
+            | PrimState::MaxI(v, n)
+            | PrimState::FirstI(_, v, n)
+            | PrimState::LastI(_, v, n) => Arc::new(Int64Array::from_iter(sids.iter().map(|&s| {
+                let s = s as usize;
+                (n[s] > 0).then(|| v[s])
+            }))),
             PrimState::Moments(n, _, m2) => {
                 let std = p.func == AggFunc::Std;
                 Arc::new(Float64Array::from_iter(sids.iter().map(|&s| {

@@ -58,11 +58,16 @@ impl BufferedWindows {
     /// Aggregate the records `members` into a fresh state.
     fn aggregate(&mut self, members: &[Held]) -> Result<u32> {
         let sid = self.core.store.alloc();
-        let mut by_batch: FastMap<u32, Vec<u32>> = FastMap::default();
-        for h in members {
-            by_batch.entry(h.batch).or_default().push(h.row);
-        }
-        for (b, rows) in by_batch {
+        // Feed records in event-time (then arrival) order, a run of one batch at a time, so
+        // first/last and float sums do not depend on anything but the data.
+        let mut i = 0;
+        while i < members.len() {
+            let b = members[i].batch;
+            let mut rows = Vec::new();
+            while i < members.len() && members[i].batch == b {
+                rows.push(members[i].row);
+                i += 1;
+            }
             if let Some(hb) = self.batches.get(&b) {
                 let sids = vec![sid; rows.len()];
                 self.core.store.update(&rows, &sids, &hb.inputs, &hb.ts)?;

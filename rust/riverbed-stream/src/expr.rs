@@ -464,7 +464,15 @@ fn binary(op: BinaryOp, l: Value, r: Value, e: &Expr) -> Result<Value> {
             } else {
                 l.array.len()
             };
-            let (a, b) = (l.expand(n)?, r.expand(n)?);
+            // A null literal is a bool of unknown value here (Kleene logic).
+            let as_bool = |v: ArrayRef| -> Result<ArrayRef> {
+                if v.data_type() == &DataType::Null {
+                    arrow_cast::cast(&v, &DataType::Boolean).ctx("boolean")
+                } else {
+                    Ok(v)
+                }
+            };
+            let (a, b) = (as_bool(l.expand(n)?)?, as_bool(r.expand(n)?)?);
             let (Some(a), Some(b)) = (a.as_boolean_opt(), b.as_boolean_opt()) else {
                 return Err(StreamError::Schema(format!(
                     "{e}: & and | need bool operands, got {} and {}",
@@ -501,9 +509,18 @@ fn binary(op: BinaryOp, l: Value, r: Value, e: &Expr) -> Result<Value> {
                 BinaryOp::Mul => num::mul(&*da, &*db),
                 BinaryOp::Div => num::div(&*da, &*db),
                 // Python's (floored) modulo: the result takes the divisor's sign.
-                _ => num::rem(&*da, &*db)
-                    .and_then(|r| num::add(&r, &*db))
-                    .and_then(|r| num::rem(&r, &*db)),
+                _ => {
+                    let n = if a.scalar {
+                        b.array.len()
+                    } else {
+                        a.array.len()
+                    };
+                    let n = if a.scalar && b.scalar { 1 } else { n };
+                    return Ok(Value {
+                        array: floored_rem(&a, &b, n)?,
+                        scalar,
+                    });
+                }
             }
             .ctx("arithmetic")?
         }
@@ -524,6 +541,55 @@ fn binary(op: BinaryOp, l: Value, r: Value, e: &Expr) -> Result<Value> {
         }
     };
     Ok(Value { array: out, scalar })
+}
+
+/// Python's modulo: the remainder takes the divisor's sign (`-7 % 3 == 2`). Where the truncated
+/// remainder's sign differs from the divisor's, add the divisor once (no overflow: opposite
+/// signs). Computed per element so -0.0 and NaN behave as in Python.
+fn floored_rem(a: &Value, b: &Value, n: usize) -> Result<ArrayRef> {
+    use arrow_array::types::Int64Type;
+    let float = a.array.data_type().is_floating() || b.array.data_type().is_floating();
+    if float {
+        let (x, y) = (
+            a.cast(&DataType::Float64)?.expand(n)?,
+            b.cast(&DataType::Float64)?.expand(n)?,
+        );
+        let out: Float64Array = arrow_arith::arity::binary(
+            x.as_primitive::<Float64Type>(),
+            y.as_primitive::<Float64Type>(),
+            |x, y| {
+                let r = x % y;
+                if r != 0.0 && (r < 0.0) != (y < 0.0) {
+                    r + y
+                } else {
+                    r
+                }
+            },
+        )
+        .ctx("%")?;
+        return Ok(Arc::new(out));
+    }
+    let (x, y) = (
+        a.cast(&DataType::Int64)?.expand(n)?,
+        b.cast(&DataType::Int64)?.expand(n)?,
+    );
+    let out: arrow_array::Int64Array = arrow_arith::arity::try_binary(
+        x.as_primitive::<Int64Type>(),
+        y.as_primitive::<Int64Type>(),
+        |x, y| {
+            if y == 0 {
+                return Err(arrow_schema::ArrowError::DivideByZero);
+            }
+            let r = x.wrapping_rem(y);
+            Ok(if r != 0 && (r < 0) != (y < 0) {
+                r + y
+            } else {
+                r
+            })
+        },
+    )
+    .ctx("%")?;
+    Ok(Arc::new(out))
 }
 
 fn float_map(v: &Value, f: impl Fn(f64) -> f64) -> Result<ArrayRef> {

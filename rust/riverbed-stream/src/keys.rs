@@ -236,12 +236,17 @@ pub fn event_times(batch: &RecordBatch, column: &str) -> Result<Vec<i64>> {
         DataType::Timestamp(TimeUnit::Millisecond, _) => {
             arrow_cast::cast(a, &DataType::Int64).ctx("event time")?
         }
-        DataType::Timestamp(_, _) => arrow_cast::cast(
-            &arrow_cast::cast(a, &DataType::Timestamp(TimeUnit::Millisecond, None))
-                .ctx("event time")?,
-            &DataType::Int64,
-        )
-        .ctx("event time")?,
+        DataType::Timestamp(unit, _) => {
+            // Floor to ms (as riverbed-log does), so pre-1970 sub-ms times fall in the right window.
+            let per_ms = match unit {
+                TimeUnit::Second => return event_times_scaled(a, 1000),
+                TimeUnit::Microsecond => 1_000,
+                _ => 1_000_000,
+            };
+            let raw = arrow_cast::cast(a, &DataType::Int64).ctx("event time")?;
+            let v = raw.as_primitive::<Int64Type>();
+            Arc::new(v.unary::<_, Int64Type>(|x| x.div_euclid(per_ms))) as ArrayRef
+        }
         t if t.is_integer() => arrow_cast::cast(a, &DataType::Int64).ctx("event time")?,
         t => {
             return Err(StreamError::Schema(format!(
@@ -256,6 +261,24 @@ pub fn event_times(batch: &RecordBatch, column: &str) -> Result<Vec<i64>> {
         )));
     }
     Ok(ms.as_primitive::<Int64Type>().values().to_vec())
+}
+
+fn event_times_scaled(a: &ArrayRef, factor: i64) -> Result<Vec<i64>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    use arrow_array::Array;
+    if a.null_count() > 0 {
+        return Err(StreamError::Schema(
+            "the event-time column has nulls".into(),
+        ));
+    }
+    let raw = arrow_cast::cast(a, &arrow_schema::DataType::Int64).ctx("event time")?;
+    Ok(raw
+        .as_primitive::<Int64Type>()
+        .values()
+        .iter()
+        .map(|x| x.saturating_mul(factor))
+        .collect())
 }
 
 /// The Arrow type window bounds are reported in: the event-time column's kind, in ms.

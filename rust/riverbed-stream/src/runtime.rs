@@ -580,7 +580,12 @@ impl Graph {
             let mut out = Vec::new();
             self.nodes[idx].op.on_watermark(input_wm, &mut out)?;
             self.forward(idx, out, sink)?;
-            self.nodes[idx].out_wm = self.nodes[idx].op.output_watermark(input_wm);
+            // The end of every input is final: nothing can hold it back any more.
+            self.nodes[idx].out_wm = if input_wm == i64::MAX {
+                i64::MAX
+            } else {
+                self.nodes[idx].op.output_watermark(input_wm)
+            };
         }
         Ok(())
     }
