@@ -94,7 +94,10 @@ for d in range(11, 4, -1):
 offsets = np.arange(0, 12 * n + 1, 12, dtype=np.int32)
 keys = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
 del q
-t = pa.table({"key": keys, "ts": np.full(n, 1_700_000_000_000, dtype=np.int64), "v": np.ones(n)})
+# Built from buffers: pa.table(dict) would import pandas (~40 MB) just to check for Series.
+ts = pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(np.full(n, 1_700_000_000_000, dtype=np.int64))])
+v = pa.Array.from_buffers(pa.float64(), n, [None, pa.py_buffer(np.ones(n))])
+t = pa.Table.from_arrays([keys, ts, v], names=["key", "ts", "v"])
 before = hwm_kb()
 p = rb.Pipeline.read(t, timestamp="ts", batch_size=100_000).window(rb.tumbling("10s"), by="key").agg(
     n=rb.count(), s=rb.sum("v"), m=rb.mean("v"))

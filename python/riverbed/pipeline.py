@@ -143,7 +143,8 @@ def _to_batch(result: object, where: str) -> pa.RecordBatch:
 def _concat(batches: list[pa.RecordBatch], schema: pa.Schema | None) -> pa.Table:
     """Output batches as one Table; with no batches, an empty Table of ``schema`` when known."""
     if not batches:
-        return schema.empty_table() if schema is not None else pa.table({})
+        # Table.from_batches, unlike schema.empty_table() or pa.table({}), never imports pandas.
+        return pa.Table.from_batches([], schema=schema if schema is not None else pa.schema([]))
     first = batches[0].schema
     if all(b.schema.equals(first) for b in batches):
         return pa.Table.from_batches(batches)

@@ -45,6 +45,25 @@ fn numeric_kind(t: &DataType) -> Option<DataType> {
 /// Replace every `Agg` node by a column of primitive results, collecting the primitives.
 fn extract(e: &Expr, prims: &mut Vec<(AggFunc, Option<Expr>)>) -> Expr {
     match e {
+        // mean = sum / count of non-null values: shares state with sum(x) and needs no
+        // accumulator of its own.
+        Expr::Agg {
+            func: AggFunc::Mean,
+            expr: Some(x),
+        } => extract(
+            &Expr::Binary {
+                op: crate::expr::BinaryOp::Div,
+                left: Box::new(Expr::Agg {
+                    func: AggFunc::Sum,
+                    expr: Some(x.clone()),
+                }),
+                right: Box::new(Expr::Agg {
+                    func: AggFunc::Count,
+                    expr: Some(x.clone()),
+                }),
+            },
+            prims,
+        ),
         Expr::Agg { func, expr } => {
             let key = (*func, expr.as_deref().cloned());
             let i = prims.iter().position(|p| *p == key).unwrap_or_else(|| {

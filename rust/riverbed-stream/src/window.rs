@@ -136,10 +136,8 @@ pub struct TimeWindows {
     emit: Emit,
     /// Open windows of a key other than its most recent one: (key, start) -> state id.
     others: FastMap<(u32, i64), u32>,
-    /// State ids by window end, to close them in order.
-    by_end: BTreeMap<i64, Vec<u32>>,
-    /// (key id, window start) of each live state id; `FREE` marks a free slot.
-    item_of: Vec<(u32, i64)>,
+    /// (key id, state id) of the open windows by window end, to close them in order.
+    by_end: BTreeMap<i64, Vec<(u32, u32)>>,
     /// Per key id: the last window (start, state id) it touched, to skip most hash lookups.
     recent: Vec<(i64, u32)>,
 }
@@ -162,7 +160,6 @@ impl TimeWindows {
             emit,
             others: FastMap::default(),
             by_end: BTreeMap::new(),
-            item_of: Vec::new(),
             recent: Vec::new(),
         }
     }
@@ -180,11 +177,7 @@ impl TimeWindows {
             Some(sid) => sid,
             None => {
                 let sid = self.core.store.alloc();
-                self.by_end.entry(end).or_default().push(sid);
-                if self.item_of.len() <= sid as usize {
-                    self.item_of.resize(sid as usize + 1, (FREE, 0));
-                }
-                self.item_of[sid as usize] = (k, s);
+                self.by_end.entry(end).or_default().push((k, sid));
                 sid
             }
         };
@@ -193,16 +186,6 @@ impl TimeWindows {
         }
         self.recent[k as usize] = (s, sid);
         sid
-    }
-
-    fn item(&self, sid: u32) -> Item {
-        let (key, start) = self.item_of[sid as usize];
-        Item {
-            key,
-            start,
-            end: start + self.size,
-            sid,
-        }
     }
 }
 
@@ -218,6 +201,7 @@ impl Operator for TimeWindows {
         let mut late = Vec::new();
         let (size, every, offset, grace, wm) =
             (self.size, self.every, self.offset, self.grace, self.core.wm);
+        let mut touched: Vec<Item> = Vec::new();
         if self.recent.len() < self.core.keys.len() {
             self.recent.resize(self.core.keys.len(), (i64::MIN, FREE));
         }
@@ -230,6 +214,14 @@ impl Operator for TimeWindows {
                 let end = s + size;
                 if end.saturating_add(grace) > wm {
                     let sid = self.state_for(k, s, end);
+                    if self.emit == Emit::Update {
+                        touched.push(Item {
+                            key: k,
+                            start: s,
+                            end,
+                            sid,
+                        });
+                    }
                     rows.push(i as u32);
                     sids.push(sid);
                     accepted = true;
@@ -244,58 +236,51 @@ impl Operator for TimeWindows {
         self.core.keep_late(&batch, late)?;
         if self.emit == Emit::Update {
             let mut seen = std::collections::HashSet::new();
-            let mut items: Vec<Item> = sids
-                .iter()
-                .filter(|&&sid| seen.insert(sid))
-                .map(|&sid| self.item(sid))
-                .collect();
-            self.core.emit(&mut items, out)?;
+            touched.retain(|it| seen.insert(it.sid));
+            self.core.emit(&mut touched, out)?;
         }
         Ok(())
     }
 
     fn on_watermark(&mut self, wm: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
         self.core.wm = wm;
-        let mut closed: Vec<u32> = Vec::new();
         while let Some((&end, _)) = self.by_end.first_key_value() {
             if end.saturating_add(self.grace) > wm {
                 break;
             }
-            if let Some((_, sids)) = self.by_end.pop_first() {
-                closed.extend(sids);
-            }
-        }
-        if closed.is_empty() {
-            return Ok(());
-        }
-        // Sort state ids (not whole items) and build items a chunk at a time: a flush of
-        // millions of windows then needs little memory beyond the state itself.
-        closed.sort_by(|&a, &b| {
-            let (ia, ib) = (self.item(a), self.item(b));
-            (ia.start, ia.end).cmp(&(ib.start, ib.end)).then_with(|| {
-                self.core
-                    .keys
-                    .bytes(ia.key)
-                    .cmp(self.core.keys.bytes(ib.key))
-            })
-        });
-        for chunk in closed.chunks(EMIT_CHUNK) {
-            let mut items: Vec<Item> = chunk.iter().map(|&sid| self.item(sid)).collect();
-            if self.emit == Emit::Final {
-                self.core.emit(&mut items, out)?;
-            }
-            for it in items {
-                if self
-                    .recent
-                    .get(it.key as usize)
-                    .is_some_and(|r| r.1 == it.sid)
-                {
-                    self.recent[it.key as usize] = (i64::MIN, FREE);
-                } else {
-                    self.others.remove(&(it.key, it.start));
+            let Some((_, mut entries)) = self.by_end.pop_first() else {
+                break;
+            };
+            // One window end at a time, in key order, a chunk at a time: a flush of millions of
+            // windows needs little memory beyond the state itself.
+            let keys = &self.core.keys;
+            entries.sort_by(|a, b| keys.bytes(a.0).cmp(keys.bytes(b.0)));
+            let start = end - self.size;
+            for chunk in entries.chunks(EMIT_CHUNK) {
+                let mut items: Vec<Item> = chunk
+                    .iter()
+                    .map(|&(key, sid)| Item {
+                        key,
+                        start,
+                        end,
+                        sid,
+                    })
+                    .collect();
+                if self.emit == Emit::Final {
+                    self.core.emit(&mut items, out)?;
                 }
-                self.item_of[it.sid as usize] = (FREE, 0);
-                self.core.store.free(it.sid);
+                for it in items {
+                    if self
+                        .recent
+                        .get(it.key as usize)
+                        .is_some_and(|r| r.1 == it.sid)
+                    {
+                        self.recent[it.key as usize] = (i64::MIN, FREE);
+                    } else {
+                        self.others.remove(&(it.key, it.start));
+                    }
+                    self.core.store.free(it.sid);
+                }
             }
         }
         Ok(())
