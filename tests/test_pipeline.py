@@ -598,3 +598,40 @@ def test_running_turns_false_when_a_background_run_ends():
         assert not p.running
     finally:
         p.stop()
+
+
+# -- key_by -----------------------------------------------------------------------------------
+
+
+def test_key_by_groups_windows_and_keys_the_written_records(tmp_path):
+    rows = [{"user": f"u{i % 5}", "ts": i * 100, "v": i} for i in range(200)]
+    t = pa.Table.from_pylist(rows)
+    keyed = rb.Pipeline.read(t, timestamp="ts").key_by("user")
+    out = keyed.window(rb.tumbling("5s")).agg(n=rb.count(), s=rb.sum("v")).collect()
+    # Same as naming by= explicitly, and both equal a brute-force count per (user, window).
+    explicit = rb.Pipeline.read(t, timestamp="ts").window(rb.tumbling("5s"), by="user").agg(n=rb.count(), s=rb.sum("v"))
+    assert out.sort_by([("user", "ascending"), ("window_start", "ascending")]).equals(
+        explicit.collect().sort_by([("user", "ascending"), ("window_start", "ascending")])
+    )
+    brute: dict[tuple[str, int], int] = {}
+    for r in rows:
+        k = (r["user"], r["ts"] // 5000 * 5000)
+        brute[k] = brute.get(k, 0) + 1
+    assert {(r["user"], r["window_start"]): r["n"] for r in out.to_pylist()} == brute
+
+    with rb.Log(tmp_path / "log") as log:
+        topic = log.topic("by_user", partitions=4)
+        keyed.write(topic).run()
+        got = topic.read()
+        # Every record is keyed by its user and sits in Kafka's murmur2 partition for that key.
+        for key, part in zip(got.column("key").to_pylist(), got.column("partition").to_pylist()):
+            assert key is not None
+            assert part == (rb.murmur2(key) & 0x7FFFFFFF) % 4
+        users = {json.loads(v)["user"].encode() for v in got.column("value").to_pylist()}
+        assert set(got.column("key").to_pylist()) == users
+
+
+def test_key_by_unknown_column_is_a_plan_error():
+    t = pa.table({"user": ["a"], "ts": [0]})
+    with pytest.raises(rb.exceptions.PlanError, match="key_by.*'nope'"):
+        rb.Pipeline.read(t, timestamp="ts").key_by("nope")

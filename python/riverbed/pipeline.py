@@ -493,6 +493,21 @@ class Pipeline:
         keys = [] if by is None else _names((by,), "window by")
         return WindowedPipeline(self, spec, keys, emit)
 
+    def key_by(self, *columns: str) -> Pipeline:
+        """Declare the record key (Kafka Streams' ``selectKey``).
+
+        Windows and group-bys that name no ``by`` group by it, and ``write(topic)`` without
+        ``key=`` writes it as the record key, so the topic is hash-partitioned by it with Kafka's
+        murmur2 partitioner, like a Kafka Streams repartition topic.
+
+        >>> import riverbed as rb, pyarrow as pa
+        >>> t = pa.table({"user": ["a", "b", "a"], "ts": [0, 1, 2]})
+        >>> p = rb.Pipeline.read(t, timestamp="ts").key_by("user").window(rb.tumbling("1s")).agg(n=rb.count())
+        >>> p.collect().column("n").to_pylist()
+        [2, 1]
+        """
+        return self._derive({"op": "key_by", "input": self._node, "columns": _names(columns, "key_by")})
+
     def group_by(self, *keys: str) -> GroupBy:
         """Unwindowed running aggregates per key, emitted as a changelog (``.agg(...)``)."""
         return GroupBy(self, _names(keys, "group_by"))

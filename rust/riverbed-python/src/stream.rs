@@ -190,6 +190,11 @@ impl PyPipeline {
                     .cast::<PyTopic>()
                     .map_err(|_| type_error("sink topic must be a riverbed Topic"))?;
                 let key: Option<String> = sink.get_item(2)?.extract()?;
+                // Without an explicit key, a single key column (key_by, a window's by) is the record key.
+                let key = key.or_else(|| match self.inner.key_columns() {
+                    [one] => Some(one.clone()),
+                    _ => None,
+                });
                 Box::new(TopicSink {
                     topic: topic.get().inner.clone(),
                     key,

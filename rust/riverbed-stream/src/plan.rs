@@ -62,6 +62,13 @@ pub enum Node {
     Union {
         inputs: Vec<Node>,
     },
+    /// Declare the record key (Kafka Streams' `selectKey`): windows and group-bys without `by`
+    /// group by it, and a topic sink without `key` writes it as the record key, so the output is
+    /// hash-partitioned by it (Kafka's murmur2) like a Kafka Streams repartition topic.
+    KeyBy {
+        input: Box<Node>,
+        columns: Vec<String>,
+    },
     /// A Python function per batch (UDF `udf` of the list handed over with the plan).
     MapBatches {
         input: Box<Node>,
@@ -164,6 +171,7 @@ impl Node {
             Node::Rename { .. } => "rename",
             Node::Union { .. } => "union",
             Node::MapBatches { .. } => "map_batches",
+            Node::KeyBy { .. } => "key_by",
             Node::Window { .. } => "window",
             Node::GroupBy { .. } => "group_by",
         }
@@ -179,6 +187,7 @@ impl Node {
             | Node::Drop { input, .. }
             | Node::Rename { input, .. }
             | Node::MapBatches { input, .. }
+            | Node::KeyBy { input, .. }
             | Node::Window { input, .. }
             | Node::GroupBy { input, .. } => vec![input],
         }

@@ -177,6 +177,31 @@ fn build_single(
             })?;
             (Box::new(MapBatches { udf: f, m }), None, ts)
         }
+        Node::KeyBy { columns, .. } => {
+            if columns.is_empty() {
+                return Err(StreamError::plan(
+                    op,
+                    "columns: name at least one key column",
+                ));
+            }
+            for c in columns {
+                if input.index_of(c).is_err() {
+                    let cols: Vec<&str> =
+                        input.fields().iter().map(|f| f.name().as_str()).collect();
+                    return Err(StreamError::plan(
+                        op,
+                        format!("columns: unknown column '{c}'; the input has {cols:?}"),
+                    ));
+                }
+            }
+            (
+                Box::new(Passthrough {
+                    m: OpMetrics::default(),
+                }),
+                Some(input.clone()),
+                ts,
+            )
+        }
         Node::GroupBy { by, aggs, .. } => {
             let g = GroupBy::new(input, by, aggs, op)?;
             let schema = g.schema();
@@ -306,6 +331,7 @@ struct Graph {
     horizon: i64,
     out_schema: Option<SchemaRef>,
     out_ts: Option<String>,
+    out_key: Vec<String>,
 }
 
 struct Builder<'a> {
@@ -315,6 +341,20 @@ struct Builder<'a> {
     order: Vec<usize>,
     sources: Vec<Option<SourceUse>>,
     horizon: i64,
+    /// The key columns (from `key_by`, or a window's `by`) of each node's output.
+    keys_of: std::collections::HashMap<usize, Vec<String>>,
+}
+
+/// `node` with `by` filled in from the input's key when it names none.
+fn with_key(node: &Node, key: &[String]) -> Option<Node> {
+    let mut n = node.clone();
+    match &mut n {
+        Node::Window { by, .. } | Node::GroupBy { by, .. } if by.is_empty() && !key.is_empty() => {
+            *by = key.to_vec();
+            Some(n)
+        }
+        _ => None,
+    }
 }
 
 impl Builder<'_> {
@@ -435,6 +475,15 @@ impl Builder<'_> {
                     }
                 }
                 let (schema, ts) = first.unwrap_or((None, None));
+                let keys: Vec<Vec<String>> = children
+                    .iter()
+                    .map(|c| self.keys_of.get(c).cloned().unwrap_or_default())
+                    .collect();
+                let union_key = if keys.windows(2).all(|w| w[0] == w[1]) {
+                    keys.first().cloned().unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
                 let label = self.name("union");
                 let idx = self.add(
                     Box::new(Passthrough {
@@ -445,11 +494,15 @@ impl Builder<'_> {
                     }),
                     children,
                 );
+                self.keys_of.insert(idx, union_key);
                 Ok((idx, schema, ts))
             }
             _ => {
                 let input = node.inputs()[0];
                 let (child, schema, ts) = self.build(input)?;
+                let child_key = self.keys_of.get(&child).cloned().unwrap_or_default();
+                let keyed = with_key(node, &child_key);
+                let node = keyed.as_ref().unwrap_or(node);
                 if let Node::Window { window, .. } = node {
                     self.horizon = self.horizon.max(horizon_of(window));
                 }
@@ -486,6 +539,25 @@ impl Builder<'_> {
                     }
                 };
                 let idx = self.add(op, vec![child]);
+                let out_key = match node {
+                    Node::KeyBy { columns, .. } => columns.clone(),
+                    Node::Window { by, .. } | Node::GroupBy { by, .. } => by.clone(),
+                    Node::Rename { mapping, .. } => child_key
+                        .iter()
+                        .map(|k| {
+                            mapping
+                                .iter()
+                                .find(|(a, _)| a == k)
+                                .map_or(k.clone(), |(_, b)| b.clone())
+                        })
+                        .collect(),
+                    _ => child_key,
+                };
+                let out_key = match &out_schema {
+                    Some(s) if out_key.iter().any(|k| s.index_of(k).is_err()) => Vec::new(),
+                    _ => out_key,
+                };
+                self.keys_of.insert(idx, out_key);
                 Ok((idx, out_schema, out_ts))
             }
         }
@@ -527,8 +599,10 @@ impl Graph {
             order: Vec::new(),
             sources: Vec::new(),
             horizon: 0,
+            keys_of: Default::default(),
         };
         let (root, out_schema, out_ts) = b.build(plan)?;
+        let out_key = b.keys_of.get(&root).cloned().unwrap_or_default();
         Ok(Graph {
             nodes: b.nodes,
             order: b.order,
@@ -537,6 +611,7 @@ impl Graph {
             horizon: b.horizon.max(1),
             out_schema,
             out_ts,
+            out_key,
         })
     }
 
@@ -624,6 +699,7 @@ pub struct Pipeline {
     udfs: Vec<Arc<dyn BatchUdf>>,
     schema: Option<SchemaRef>,
     ts: Option<String>,
+    key: Vec<String>,
 }
 
 impl Pipeline {
@@ -637,6 +713,7 @@ impl Pipeline {
         Ok(Pipeline {
             schema: g.out_schema.clone(),
             ts: g.out_ts.clone(),
+            key: g.out_key.clone(),
             plan,
             sources,
             udfs,
@@ -651,6 +728,11 @@ impl Pipeline {
     /// The event-time column of the output, if it has one.
     pub fn event_time_column(&self) -> Option<&str> {
         self.ts.as_deref()
+    }
+
+    /// The output's key columns (from `key_by` or a window's `by`), if any.
+    pub fn key_columns(&self) -> &[String] {
+        &self.key
     }
 
     pub fn plan(&self) -> &Node {
@@ -787,6 +869,7 @@ fn explain(node: &Node, specs: &[SourceSpec], depth: usize, out: &mut String) {
         Node::Drop { columns, .. } => format!("drop {columns:?}"),
         Node::Rename { mapping, .. } => format!("rename {mapping:?}"),
         Node::Union { inputs } => format!("union of {}", inputs.len()),
+        Node::KeyBy { columns, .. } => format!("key_by {columns:?}"),
         Node::MapBatches { udf, name, .. } => format!(
             "map_batches {}",
             name.clone().unwrap_or_else(|| format!("udf #{udf}"))
