@@ -64,7 +64,9 @@ pub enum Node {
     },
     /// Declare the record key (Kafka Streams' `selectKey`): windows and group-bys without `by`
     /// group by it, and a topic sink without `key` writes it as the record key, so the output is
-    /// hash-partitioned by it (Kafka's murmur2) like a Kafka Streams repartition topic.
+    /// hash-partitioned by it (Kafka's murmur2) like a Kafka Streams repartition topic. A
+    /// window's or group-by's own `by` also keys what a topic sink writes, but is not a default
+    /// `by` for later windows (those group globally unless told otherwise).
     KeyBy {
         input: Box<Node>,
         columns: Vec<String>,

@@ -341,8 +341,10 @@ struct Builder<'a> {
     order: Vec<usize>,
     sources: Vec<Option<SourceUse>>,
     horizon: i64,
-    /// The key columns (from `key_by`, or a window's `by`) of each node's output.
-    keys_of: std::collections::HashMap<usize, Vec<String>>,
+    /// The record key of each node's output: its columns, and whether `key_by` declared it
+    /// (only a declared key is the default `by` of windows; a window's own `by` only keys what
+    /// a topic sink writes).
+    keys_of: std::collections::HashMap<usize, (Vec<String>, bool)>,
 }
 
 /// `node` with `by` filled in from the input's key when it names none.
@@ -475,14 +477,14 @@ impl Builder<'_> {
                     }
                 }
                 let (schema, ts) = first.unwrap_or((None, None));
-                let keys: Vec<Vec<String>> = children
+                let keys: Vec<(Vec<String>, bool)> = children
                     .iter()
                     .map(|c| self.keys_of.get(c).cloned().unwrap_or_default())
                     .collect();
                 let union_key = if keys.windows(2).all(|w| w[0] == w[1]) {
                     keys.first().cloned().unwrap_or_default()
                 } else {
-                    Vec::new()
+                    (Vec::new(), false)
                 };
                 let label = self.name("union");
                 let idx = self.add(
@@ -500,8 +502,12 @@ impl Builder<'_> {
             _ => {
                 let input = node.inputs()[0];
                 let (child, schema, ts) = self.build(input)?;
-                let child_key = self.keys_of.get(&child).cloned().unwrap_or_default();
-                let keyed = with_key(node, &child_key);
+                let (child_key, declared) = self.keys_of.get(&child).cloned().unwrap_or_default();
+                let keyed = if declared {
+                    with_key(node, &child_key)
+                } else {
+                    None
+                };
                 let node = keyed.as_ref().unwrap_or(node);
                 if let Node::Window { window, .. } = node {
                     self.horizon = self.horizon.max(horizon_of(window));
@@ -539,6 +545,11 @@ impl Builder<'_> {
                     }
                 };
                 let idx = self.add(op, vec![child]);
+                let declared = match node {
+                    Node::KeyBy { .. } => true,
+                    Node::Window { .. } | Node::GroupBy { .. } => false,
+                    _ => declared,
+                };
                 let out_key = match node {
                     Node::KeyBy { columns, .. } => columns.clone(),
                     Node::Window { by, .. } | Node::GroupBy { by, .. } => by.clone(),
@@ -557,7 +568,7 @@ impl Builder<'_> {
                     Some(s) if out_key.iter().any(|k| s.index_of(k).is_err()) => Vec::new(),
                     _ => out_key,
                 };
-                self.keys_of.insert(idx, out_key);
+                self.keys_of.insert(idx, (out_key, declared));
                 Ok((idx, out_schema, out_ts))
             }
         }
@@ -602,7 +613,7 @@ impl Graph {
             keys_of: Default::default(),
         };
         let (root, out_schema, out_ts) = b.build(plan)?;
-        let out_key = b.keys_of.get(&root).cloned().unwrap_or_default();
+        let out_key = b.keys_of.get(&root).cloned().unwrap_or_default().0;
         Ok(Graph {
             nodes: b.nodes,
             order: b.order,

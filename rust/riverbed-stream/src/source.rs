@@ -2,6 +2,9 @@
 //! values are decoded from JSON (or kept raw) into Arrow, with the record's key, timestamp,
 //! partition and offset as columns.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -324,35 +327,33 @@ impl RawRecords {
     }
 }
 
-pub struct LogSource {
+/// Reads and decodes a topic's partitions, round by round (runs on the source's reader thread).
+struct LogReader {
     spec: LogSpec,
     follow: bool,
     positions: Vec<i64>,
     ends: Vec<Option<i64>>,
     done: Vec<bool>,
     next: usize,
-    seen_seq: u64,
     /// Decoded batches waiting to be handed out, in order.
     ready: std::collections::VecDeque<Polled>,
 }
 
-impl LogSource {
-    fn new(spec: LogSpec, follow: bool) -> LogSource {
+impl LogReader {
+    fn new(spec: LogSpec, follow: bool) -> LogReader {
         let parts = spec.topic.partitions();
         let positions = parts.iter().map(|p| p.offsets().0).collect();
         let ends = parts
             .iter()
             .map(|p| (!follow).then(|| p.offsets().1))
             .collect();
-        let seen_seq = parts.first().map_or(0, |p| p.notifier().seq());
-        LogSource {
+        LogReader {
             done: vec![false; parts.len()],
             spec,
             follow,
             positions,
             ends,
             next: 0,
-            seen_seq,
             ready: std::collections::VecDeque::new(),
         }
     }
@@ -452,7 +453,7 @@ fn decode_json_rows(
     Ok(b.unwrap_or_else(|| RecordBatch::new_empty(schema.clone())))
 }
 
-impl LogSource {
+impl LogReader {
     /// Read the next batch of raw records of partition `p`, or `None` when it is exhausted
     /// (bounded runs) or has nothing new (follow).
     fn read_raw(&mut self, p: usize) -> Result<Option<RawRecords>> {
@@ -523,39 +524,150 @@ impl LogSource {
     }
 }
 
+impl LogReader {
+    /// Read rounds until stopped, sending each round's batches; in follow mode wait for appends.
+    fn run(mut self, tx: SyncSender<Msg>, stop: Arc<AtomicBool>) {
+        loop {
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            if self.done.iter().all(|&d| d) {
+                let _ = tx.send(Msg::Finished);
+                return;
+            }
+            let notifier = self
+                .spec
+                .topic
+                .partitions()
+                .first()
+                .map(|p| p.notifier().clone());
+            let seen = notifier.as_ref().map_or(0, |n| n.seq());
+            if let Err(e) = self.fill() {
+                let _ = tx.send(Msg::Failed(e));
+                return;
+            }
+            let items: Vec<Polled> = self.ready.drain(..).collect();
+            if items.is_empty() {
+                if !self.follow {
+                    let _ = tx.send(Msg::Finished);
+                    return;
+                }
+                if let Some(n) = notifier {
+                    n.wait_past(seen, Duration::from_millis(50));
+                }
+                continue;
+            }
+            if tx.send(Msg::Round(items)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+enum Msg {
+    Round(Vec<Polled>),
+    Finished,
+    Failed(StreamError),
+}
+
+/// A log topic as a source. A reader thread reads and decodes the next rounds (all partitions
+/// in parallel) while the pipeline processes the current one.
+pub struct LogSource {
+    spec: LogSpec,
+    follow: bool,
+    rx: Receiver<Msg>,
+    pending: VecDeque<Polled>,
+    failed: Option<StreamError>,
+    finished: bool,
+    stop: Arc<AtomicBool>,
+}
+
+impl LogSource {
+    fn new(spec: LogSpec, follow: bool) -> LogSource {
+        // Two rounds ahead at most: enough to overlap decoding with processing, bounded memory.
+        let (tx, rx) = sync_channel(2);
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = LogReader::new(spec.clone(), follow);
+        let s = stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("riverbed-read-{}", spec.topic.name))
+            .spawn(move || reader.run(tx, s));
+        let failed = spawned
+            .err()
+            .map(|e| StreamError::Schema(format!("cannot start the reader thread: {e}")));
+        LogSource {
+            spec,
+            follow,
+            rx,
+            pending: VecDeque::new(),
+            failed,
+            finished: false,
+            stop,
+        }
+    }
+
+    fn take(&mut self, msg: Msg) {
+        match msg {
+            Msg::Round(items) => self.pending.extend(items),
+            Msg::Finished => self.finished = true,
+            Msg::Failed(e) => {
+                self.failed = Some(e);
+                self.finished = true;
+            }
+        }
+    }
+}
+
+impl Drop for LogSource {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
 impl Source for LogSource {
     fn schema(&self) -> SchemaRef {
         self.spec.schema.clone()
     }
     fn partitions(&self) -> usize {
-        self.positions.len()
+        self.spec.topic.num_partitions() as usize
     }
     fn poll(&mut self) -> Result<Polled> {
-        if self.ready.is_empty() {
-            if self.done.iter().all(|&d| d) {
+        loop {
+            if let Some(p) = self.pending.pop_front() {
+                return Ok(p);
+            }
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
+            if self.finished {
                 return Ok(Polled::Done);
             }
-            self.fill()?;
+            let msg = if self.follow {
+                match self.rx.try_recv() {
+                    Ok(m) => m,
+                    Err(TryRecvError::Empty) => return Ok(Polled::Idle),
+                    Err(TryRecvError::Disconnected) => Msg::Finished,
+                }
+            } else {
+                self.rx.recv().unwrap_or(Msg::Finished)
+            };
+            self.take(msg);
         }
-        Ok(match self.ready.pop_front() {
-            Some(p) => p,
-            None if self.follow => Polled::Idle,
-            None => Polled::Done,
-        })
     }
     fn wait(&mut self, timeout: Duration) {
-        if let Some(p) = self.spec.topic.partitions().first() {
-            let n = p.notifier().clone();
-            let seen = self.seen_seq;
-            n.wait_past(seen, timeout);
-            self.seen_seq = n.seq();
+        if self.pending.is_empty() && !self.finished {
+            match self.rx.recv_timeout(timeout) {
+                Ok(m) => self.take(m),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => self.finished = true,
+            }
         }
     }
     fn describe(&self) -> String {
         format!(
             "topic '{}' ({} partitions, {:?})",
             self.spec.topic.name,
-            self.positions.len(),
+            self.spec.topic.num_partitions(),
             self.spec.format
         )
     }
