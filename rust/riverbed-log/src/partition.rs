@@ -384,69 +384,51 @@ impl Partition {
                     end,
                 } => (file, path, pos, end),
             };
-            let want = ((end - pos) as usize).min(READ_CHUNK);
-            buf.resize(want, 0);
-            read_exact_at(&file, &path, &mut buf, pos)?;
-            let mut walked = for_each_batch(&buf, |h, b| {
-                if h.last_offset() < next {
-                    return Ok(true);
+            let mut want = ((end - pos) as usize).min(READ_CHUNK);
+            let walked = loop {
+                buf.resize(want, 0);
+                read_exact_at(&file, &path, &mut buf, pos)?;
+                let walked = for_each_batch(&buf, |h, b| {
+                    if h.last_offset() < next {
+                        return Ok(true);
+                    }
+                    self.visit_batch(
+                        h,
+                        b,
+                        &path,
+                        pos,
+                        &mut next,
+                        &mut count,
+                        max_records,
+                        &mut visit,
+                        &mut stop,
+                    )?;
+                    bytes += b.len();
+                    Ok(!stop && count < max_records && bytes < max_bytes)
+                })
+                .map_err(|e| with_path(e, &path, pos))?;
+                if walked > 0 {
+                    break walked;
                 }
-                self.visit_batch(
-                    h,
-                    b,
-                    &path,
-                    pos,
-                    &mut next,
-                    &mut count,
-                    max_records,
-                    &mut visit,
-                    &mut stop,
-                )?;
-                bytes += b.len();
-                Ok(!stop && count < max_records && bytes < max_bytes)
-            })
-            .map_err(|e| with_path(e, &path, pos))?;
-            if walked == 0 {
-                // One batch larger than the chunk: read it whole.
-                let mut head = [0u8; 12];
-                read_exact_at(&file, &path, &mut head, pos)?;
+                // The first batch is larger than the chunk: read it whole.
+                if buf.len() < 12 {
+                    return Err(LogError::Corrupt {
+                        path,
+                        position: pos,
+                        reason: "truncated batch header".into(),
+                    });
+                }
                 let total =
-                    12 + i32::from_be_bytes([head[8], head[9], head[10], head[11]]).max(0) as usize;
-                if pos + total as u64 > end {
+                    12 + i32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]).max(0) as usize;
+                if total <= want || pos + total as u64 > end {
                     return Err(LogError::Corrupt {
                         path,
                         position: pos,
                         reason: "batch extends past the segment end".into(),
                     });
                 }
-                buf.resize(total, 0);
-                file.read_exact_at(&mut buf, pos).at(&path)?;
-                walked = for_each_batch(&buf, |h, b| {
-                    if h.last_offset() >= next {
-                        self.visit_batch(
-                            h,
-                            b,
-                            &path,
-                            pos,
-                            &mut next,
-                            &mut count,
-                            max_records,
-                            &mut visit,
-                            &mut stop,
-                        )?;
-                    }
-                    bytes += b.len();
-                    Ok(true)
-                })
-                .map_err(|e| with_path(e, &path, pos))?;
-                if walked == 0 {
-                    return Err(LogError::Corrupt {
-                        path,
-                        position: pos,
-                        reason: "unparseable batch".into(),
-                    });
-                }
-            }
+                want = total;
+            };
             cursor = Some((file, pos + walked as u64));
         }
         Ok(next)
