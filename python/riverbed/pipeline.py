@@ -155,6 +155,14 @@ def _concat(batches: list[pa.RecordBatch], schema: pa.Schema | None) -> pa.Table
     return pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="permissive")
 
 
+def _positive(n: object, field: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"{field} must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"{field} must be >= 1, got {n}")
+    return n
+
+
 def _names(cols: tuple[object, ...], op: str) -> list[str]:
     out: list[str] = []
     for c in cols:
@@ -492,6 +500,39 @@ class Pipeline:
             raise ValueError(f"emit must be 'final' or 'update', got {emit!r}")
         keys = [] if by is None else _names((by,), "window by")
         return WindowedPipeline(self, spec, keys, emit)
+
+    # -- per-key time series ------------------------------------------------------------------
+    def _series(self, op: dict[str, Any], by: object) -> Pipeline:
+        keys = [] if by is None else _names((by,), "series by")
+        return self._derive({"op": "series", "input": self._node, "by": keys, "ops": [op]})
+
+    def lag(self, col: str, by: str | Iterable[str] | None = None, n: int = 1, alias: str | None = None) -> Pipeline:
+        """Add the value of ``col`` ``n`` records earlier for the same key (pandas ``shift(n)``),
+        in event-time order. Records are held until the watermark passes them, so the result never
+        depends on arrival order. Default name ``{col}_lag{n}``."""
+        return self._series({"lag": {"col": col, "n": _positive(n, "n"), "alias": alias or f"{col}_lag{n}"}}, by)
+
+    def diff(self, col: str, by: str | Iterable[str] | None = None, n: int = 1, alias: str | None = None) -> Pipeline:
+        """Add ``col - lag(col, n)`` per key in event-time order. Default name ``{col}_diff``."""
+        return self._series({"diff": {"col": col, "n": _positive(n, "n"), "alias": alias or f"{col}_diff"}}, by)
+
+    def pct_change(
+        self, col: str, by: str | Iterable[str] | None = None, n: int = 1, alias: str | None = None
+    ) -> Pipeline:
+        """Add ``col / lag(col, n) - 1`` per key in event-time order. Default ``{col}_pct_change``."""
+        return self._series(
+            {"pct_change": {"col": col, "n": _positive(n, "n"), "alias": alias or f"{col}_pct_change"}}, by
+        )
+
+    def cum_sum(self, col: str, by: str | Iterable[str] | None = None, alias: str | None = None) -> Pipeline:
+        """Add the running sum of ``col`` per key in event-time order (nulls are skipped and stay
+        null). Default name ``{col}_cum_sum``."""
+        return self._series({"cum_sum": {"col": col, "alias": alias or f"{col}_cum_sum"}}, by)
+
+    def time_since_previous(self, by: str | Iterable[str] | None = None, alias: str | None = None) -> Pipeline:
+        """Add the milliseconds since the same key's previous record (null for its first).
+        Default name ``time_since_previous``."""
+        return self._series({"time_since_previous": {"alias": alias or "time_since_previous"}}, by)
 
     def key_by(self, *columns: str) -> Pipeline:
         """Declare the record key (Kafka Streams' ``selectKey``).

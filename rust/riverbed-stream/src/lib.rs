@@ -11,6 +11,7 @@ pub mod keys;
 pub mod operator;
 pub mod plan;
 pub mod runtime;
+pub mod series;
 pub mod sink;
 pub mod source;
 pub mod watermark;

@@ -89,6 +89,15 @@ pub enum Node {
         emit: Emit,
         aggs: Vec<(String, Expr)>,
     },
+    /// Per-key time-series columns (lag, diff, pct_change, cum_sum, time_since_previous),
+    /// computed in event-time order once the watermark passes each record; every record comes
+    /// out once, with the new columns added.
+    Series {
+        input: Box<Node>,
+        #[serde(default)]
+        by: Vec<String>,
+        ops: Vec<crate::series::SeriesOp>,
+    },
     /// Unwindowed aggregation: a running table per key, emitted as a changelog (one row per key
     /// changed by a batch, with its new aggregates).
     GroupBy {
@@ -176,6 +185,7 @@ impl Node {
             Node::KeyBy { .. } => "key_by",
             Node::Window { .. } => "window",
             Node::GroupBy { .. } => "group_by",
+            Node::Series { .. } => "series",
         }
     }
 
@@ -191,7 +201,8 @@ impl Node {
             | Node::MapBatches { input, .. }
             | Node::KeyBy { input, .. }
             | Node::Window { input, .. }
-            | Node::GroupBy { input, .. } => vec![input],
+            | Node::GroupBy { input, .. }
+            | Node::Series { input, .. } => vec![input],
         }
     }
 }

@@ -202,6 +202,14 @@ fn build_single(
                 ts,
             )
         }
+        Node::Series { by, ops, .. } => {
+            let Some(ts_col) = ts.clone() else {
+                return Err(StreamError::plan(op, "timestamp: series operators need event time; pass timestamp= to Pipeline.read(...)"));
+            };
+            let s = crate::series::SeriesOperator::new(input, &ts_col, by, ops.clone(), op)?;
+            let schema = s.schema();
+            (Box::new(s), Some(schema), ts)
+        }
         Node::GroupBy { by, aggs, .. } => {
             let g = GroupBy::new(input, by, aggs, op)?;
             let schema = g.schema();
@@ -351,7 +359,9 @@ struct Builder<'a> {
 fn with_key(node: &Node, key: &[String]) -> Option<Node> {
     let mut n = node.clone();
     match &mut n {
-        Node::Window { by, .. } | Node::GroupBy { by, .. } if by.is_empty() && !key.is_empty() => {
+        Node::Window { by, .. } | Node::GroupBy { by, .. } | Node::Series { by, .. }
+            if by.is_empty() && !key.is_empty() =>
+        {
             *by = key.to_vec();
             Some(n)
         }
@@ -881,6 +891,7 @@ fn explain(node: &Node, specs: &[SourceSpec], depth: usize, out: &mut String) {
         Node::Rename { mapping, .. } => format!("rename {mapping:?}"),
         Node::Union { inputs } => format!("union of {}", inputs.len()),
         Node::KeyBy { columns, .. } => format!("key_by {columns:?}"),
+        Node::Series { by, ops, .. } => format!("series by {by:?} {ops:?}"),
         Node::MapBatches { udf, name, .. } => format!(
             "map_batches {}",
             name.clone().unwrap_or_else(|| format!("udf #{udf}"))

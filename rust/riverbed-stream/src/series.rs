@@ -1,0 +1,379 @@
+//! Per-key time-series operators (`lag`, `diff`, `pct_change`, `cum_sum`,
+//! `time_since_previous`): records are held until the watermark passes them and then processed
+//! per key in event-time order, so results never depend on arrival order. Each record comes out
+//! once, with its columns and the new ones; output is ordered by event time, then key.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Float64Type;
+use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ArrowContext, Result, StreamError};
+use crate::keys::{event_times, FastMap, KeyInterner};
+use crate::operator::{OpMetrics, Operator};
+
+/// One per-key series computation and the column it adds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SeriesOp {
+    /// The value `n` records earlier (pandas `shift(n)`).
+    Lag {
+        col: String,
+        n: usize,
+        alias: String,
+    },
+    /// `x - lag(x, n)`.
+    Diff {
+        col: String,
+        n: usize,
+        alias: String,
+    },
+    /// `x / lag(x, n) - 1`.
+    PctChange {
+        col: String,
+        n: usize,
+        alias: String,
+    },
+    /// Running sum of the non-null values (nulls stay null).
+    CumSum { col: String, alias: String },
+    /// Milliseconds since the key's previous record (null for its first).
+    TimeSincePrevious { alias: String },
+}
+
+impl SeriesOp {
+    fn alias(&self) -> &str {
+        match self {
+            SeriesOp::Lag { alias, .. }
+            | SeriesOp::Diff { alias, .. }
+            | SeriesOp::PctChange { alias, .. }
+            | SeriesOp::CumSum { alias, .. }
+            | SeriesOp::TimeSincePrevious { alias } => alias,
+        }
+    }
+    fn col(&self) -> Option<&str> {
+        match self {
+            SeriesOp::Lag { col, .. }
+            | SeriesOp::Diff { col, .. }
+            | SeriesOp::PctChange { col, .. }
+            | SeriesOp::CumSum { col, .. } => Some(col),
+            SeriesOp::TimeSincePrevious { .. } => None,
+        }
+    }
+    fn lag_n(&self) -> usize {
+        match self {
+            SeriesOp::Lag { n, .. } | SeriesOp::Diff { n, .. } | SeriesOp::PctChange { n, .. } => {
+                *n
+            }
+            _ => 0,
+        }
+    }
+    fn out_type(&self) -> DataType {
+        match self {
+            SeriesOp::TimeSincePrevious { .. } => DataType::Int64,
+            _ => DataType::Float64,
+        }
+    }
+}
+
+/// Per key and op: the last `n` values (lag family), the running sum, or the previous time.
+#[derive(Debug, Default, Clone)]
+struct KeyState {
+    history: Vec<VecDeque<Option<f64>>>,
+    sums: Vec<f64>,
+    last_ts: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    ts: i64,
+    seq: u64,
+    batch: u32,
+    row: u32,
+}
+
+pub struct SeriesOperator {
+    ops: Vec<SeriesOp>,
+    ts_col: String,
+    keys: KeyInterner,
+    schema: SchemaRef,
+    held: FastMap<u32, Vec<Held>>,
+    /// Held input batches and each op's input column as f64, by batch id.
+    batches: FastMap<u32, (RecordBatch, Vec<Option<Float64Array>>, usize)>,
+    next_batch: u32,
+    seq: u64,
+    states: FastMap<u32, KeyState>,
+    wm: i64,
+    late: Vec<RecordBatch>,
+    m: OpMetrics,
+}
+
+impl SeriesOperator {
+    pub fn new(
+        input: &SchemaRef,
+        ts_col: &str,
+        by: &[String],
+        ops: Vec<SeriesOp>,
+        op: &str,
+    ) -> Result<SeriesOperator> {
+        if ops.is_empty() {
+            return Err(StreamError::plan(op, "ops: nothing to compute"));
+        }
+        let keys = KeyInterner::new(input, by, op)?;
+        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for o in &ops {
+            if let Some(c) = o.col() {
+                let f = input.field_with_name(c).map_err(|_| {
+                    let cols: Vec<&str> =
+                        input.fields().iter().map(|f| f.name().as_str()).collect();
+                    StreamError::plan(
+                        op,
+                        format!(
+                            "'{}': unknown column '{c}'; the input has {cols:?}",
+                            o.alias()
+                        ),
+                    )
+                })?;
+                let numeric = f.data_type().is_numeric()
+                    || matches!(f.data_type(), DataType::Timestamp(_, _));
+                if !numeric {
+                    return Err(StreamError::plan(
+                        op,
+                        format!(
+                            "'{}': column '{c}' is {}, not numeric",
+                            o.alias(),
+                            f.data_type()
+                        ),
+                    ));
+                }
+            }
+            if o.lag_n() == 0
+                && matches!(
+                    o,
+                    SeriesOp::Lag { .. } | SeriesOp::Diff { .. } | SeriesOp::PctChange { .. }
+                )
+            {
+                return Err(StreamError::plan(
+                    op,
+                    format!("'{}': n must be positive", o.alias()),
+                ));
+            }
+            if fields.iter().any(|f| f.name() == o.alias()) {
+                return Err(StreamError::plan(
+                    op,
+                    format!("'{}': a column of that name exists already", o.alias()),
+                ));
+            }
+            fields.push(Field::new(o.alias(), o.out_type(), true));
+        }
+        Ok(SeriesOperator {
+            ops,
+            ts_col: ts_col.to_string(),
+            keys,
+            schema: Arc::new(Schema::new(fields)),
+            held: FastMap::default(),
+            batches: FastMap::default(),
+            next_batch: 0,
+            seq: 0,
+            states: FastMap::default(),
+            wm: i64::MIN,
+            late: Vec::new(),
+            m: OpMetrics::default(),
+        })
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
+
+impl Operator for SeriesOperator {
+    fn on_batch(&mut self, batch: RecordBatch, _out: &mut Vec<RecordBatch>) -> Result<()> {
+        let n = batch.num_rows();
+        self.m.records_in += n as u64;
+        let ts = event_times(&batch, &self.ts_col)?;
+        let kids = self.keys.ids(&batch)?;
+        let inputs = self
+            .ops
+            .iter()
+            .map(|o| {
+                o.col()
+                    .map(|c| {
+                        let a = batch.column_by_name(c).ok_or_else(|| {
+                            StreamError::Schema(format!("column '{c}' is missing"))
+                        })?;
+                        let f = arrow_cast::cast(a, &DataType::Float64).ctx("series input")?;
+                        Ok(f.as_primitive::<Float64Type>().clone())
+                    })
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let b = self.next_batch;
+        self.next_batch = self.next_batch.wrapping_add(1);
+        let mut live = 0;
+        let mut late = Vec::new();
+        for i in 0..n {
+            // The watermark already passed it: its key's later records were processed.
+            if ts[i] < self.wm {
+                late.push(i as u32);
+                continue;
+            }
+            self.held.entry(kids[i]).or_default().push(Held {
+                ts: ts[i],
+                seq: self.seq,
+                batch: b,
+                row: i as u32,
+            });
+            self.seq += 1;
+            live += 1;
+        }
+        if !late.is_empty() {
+            self.m.late_records += late.len() as u64;
+            let idx = arrow_array::UInt32Array::from(late);
+            self.late
+                .push(arrow_select::take::take_record_batch(&batch, &idx).ctx("late records")?);
+        }
+        if live > 0 {
+            self.batches.insert(b, (batch, inputs, live));
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, wm: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.wm = wm;
+        // (key, held record), ready ones only, processed per key in (ts, seq) order.
+        let mut ready: Vec<(u32, Held)> = Vec::new();
+        let keys: Vec<u32> = self.held.keys().copied().collect();
+        for k in keys {
+            let Some(mut list) = self.held.remove(&k) else {
+                continue;
+            };
+            list.sort_by_key(|h| (h.ts, h.seq));
+            let cut = list.partition_point(|h| h.ts < wm);
+            ready.extend(list[..cut].iter().map(|h| (k, *h)));
+            let rest = list.split_off(cut);
+            if !rest.is_empty() {
+                self.held.insert(k, rest);
+            }
+        }
+        if ready.is_empty() {
+            return Ok(());
+        }
+        // Per-key order first (state depends on it), output order by (ts, key, seq) after.
+        let n_ops = self.ops.len();
+        let mut values: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(ready.len()); n_ops];
+        let mut gaps: Vec<Option<i64>> = Vec::with_capacity(ready.len());
+        for &(k, h) in &ready {
+            let state = self.states.entry(k).or_insert_with(|| KeyState {
+                history: vec![VecDeque::new(); n_ops],
+                sums: vec![0.0; n_ops],
+                last_ts: None,
+            });
+            let inputs = &self.batches.get(&h.batch).map(|b| &b.1);
+            for (j, o) in self.ops.iter().enumerate() {
+                let x = inputs
+                    .and_then(|ins| ins[j].as_ref())
+                    .and_then(|a| a.is_valid(h.row as usize).then(|| a.value(h.row as usize)));
+                let v = match o {
+                    SeriesOp::Lag { n, .. }
+                    | SeriesOp::Diff { n, .. }
+                    | SeriesOp::PctChange { n, .. } => {
+                        let hist = &mut state.history[j];
+                        let prev = if hist.len() == *n {
+                            hist.front().copied().flatten()
+                        } else {
+                            None
+                        };
+                        hist.push_back(x);
+                        if hist.len() > *n {
+                            hist.pop_front();
+                        }
+                        match o {
+                            SeriesOp::Lag { .. } => prev,
+                            SeriesOp::Diff { .. } => x.zip(prev).map(|(x, p)| x - p),
+                            _ => x.zip(prev).map(|(x, p)| x / p - 1.0),
+                        }
+                    }
+                    SeriesOp::CumSum { .. } => x.map(|x| {
+                        state.sums[j] += x;
+                        state.sums[j]
+                    }),
+                    SeriesOp::TimeSincePrevious { .. } => None,
+                };
+                values[j].push(v);
+            }
+            gaps.push(state.last_ts.map(|p| h.ts - p));
+            state.last_ts = Some(h.ts);
+        }
+        let mut order: Vec<usize> = (0..ready.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (ka, ha) = ready[a];
+            let (kb, hb) = ready[b];
+            (ha.ts, self.keys.bytes(ka), ha.seq).cmp(&(hb.ts, self.keys.bytes(kb), hb.seq))
+        });
+        // Gather the original rows (across held batches) in output order.
+        let mut slot: FastMap<u32, usize> = FastMap::default();
+        let mut refs: Vec<&RecordBatch> = Vec::new();
+        for &(_, h) in &ready {
+            if let std::collections::hash_map::Entry::Vacant(e) = slot.entry(h.batch) {
+                e.insert(refs.len());
+                if let Some(b) = self.batches.get(&h.batch) {
+                    refs.push(&b.0);
+                }
+            }
+        }
+        let indices: Vec<(usize, usize)> = order
+            .iter()
+            .map(|&i| (slot[&ready[i].1.batch], ready[i].1.row as usize))
+            .collect();
+        let base = arrow_select::interleave::interleave_record_batch(&refs, &indices)
+            .ctx("series output")?;
+        let mut cols: Vec<ArrayRef> = base.columns().to_vec();
+        for (j, o) in self.ops.iter().enumerate() {
+            let col: ArrayRef = match o {
+                SeriesOp::TimeSincePrevious { .. } => {
+                    Arc::new(Int64Array::from_iter(order.iter().map(|&i| gaps[i])))
+                }
+                _ => Arc::new(Float64Array::from_iter(order.iter().map(|&i| values[j][i]))),
+            };
+            cols.push(col);
+        }
+        let b = RecordBatch::try_new(self.schema.clone(), cols).ctx("series output")?;
+        self.m.records_out += b.num_rows() as u64;
+        out.push(b);
+        for &(_, h) in &ready {
+            if let Some(e) = self.batches.get_mut(&h.batch) {
+                e.2 -= 1;
+                if e.2 == 0 {
+                    self.batches.remove(&h.batch);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn output_watermark(&self, wm: i64) -> i64 {
+        // Held records come out later with their own times.
+        let oldest = self
+            .held
+            .values()
+            .filter_map(|l| l.iter().map(|h| h.ts).min())
+            .min();
+        oldest.map_or(wm, |o| o.min(wm))
+    }
+
+    fn take_late(&mut self) -> Vec<RecordBatch> {
+        std::mem::take(&mut self.late)
+    }
+
+    fn metrics(&self) -> OpMetrics {
+        let mut m = self.m.clone();
+        m.watermark = (self.wm != i64::MIN).then_some(self.wm);
+        m.state_entries =
+            self.held.values().map(Vec::len).sum::<usize>() as u64 + self.states.len() as u64;
+        m
+    }
+}

@@ -1,0 +1,111 @@
+"""Per-key time-series operators against pandas, with shuffled arrival within lateness."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import riverbed as rb
+
+
+def make_events(n: int = 400, keys: int = 5, seed: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    ts = np.sort(rng.choice(np.arange(0, n * 50), size=n, replace=False)).astype(np.int64)
+    df = pd.DataFrame(
+        {
+            "k": [f"k{i}" for i in rng.integers(0, keys, n)],
+            "ts": ts,
+            "x": rng.normal(10, 3, n).round(3),
+        }
+    )
+    df.loc[rng.choice(n, 15, replace=False), "x"] = np.nan
+    return df
+
+
+def shuffled_within(df: pd.DataFrame, lateness_ms: int, seed: int) -> pa.Table:
+    """Arrival order shuffled, but no record arrives more than `lateness_ms` after a later one."""
+    rng = random.Random(seed)
+    # pandas' NaN means "missing": in Arrow that is null.
+    rows = [{**r, "x": None if pd.isna(r["x"]) else r["x"]} for r in df.to_dict("records")]
+    # Swap neighbours whose times are close enough: each record is delayed by < lateness.
+    for _ in range(len(rows) * 3):
+        i = rng.randrange(len(rows) - 1)
+        if abs(rows[i + 1]["ts"] - rows[i]["ts"]) < lateness_ms:
+            rows[i], rows[i + 1] = rows[i + 1], rows[i]
+    return pa.Table.from_pylist(rows, schema=pa.schema([("k", pa.string()), ("ts", pa.int64()), ("x", pa.float64())]))
+
+
+def reference(df: pd.DataFrame) -> pd.DataFrame:
+    g = df.sort_values(["ts"], kind="stable").groupby("k", sort=False)
+    out = df.sort_values(["ts"], kind="stable").copy()
+    out["x_lag2"] = g["x"].shift(2)
+    out["x_diff"] = g["x"].diff(1)
+    out["x_pct_change"] = g["x"].pct_change(1, fill_method=None)
+    out["x_cum_sum"] = g["x"].cumsum()
+    out["time_since_previous"] = g["ts"].diff(1)
+    return out
+
+
+def run(table: pa.Table, lateness: str, batch_size: int) -> pd.DataFrame:
+    p = (
+        rb.Pipeline.read(table, timestamp="ts", lateness=lateness, batch_size=batch_size)
+        .lag("x", by="k", n=2)
+        .diff("x", by="k")
+        .pct_change("x", by="k")
+        .cum_sum("x", by="k")
+        .time_since_previous(by="k")
+    )
+    res = p.run()
+    assert res.late.num_rows == 0
+    return res.output.to_pandas()
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 1000])
+def test_series_ops_match_pandas_under_shuffled_arrival(batch_size):
+    df = make_events()
+    want = reference(df).sort_values(["ts", "k"]).reset_index(drop=True)
+    for seed in (1, 2):
+        got = run(shuffled_within(df, 200, seed), "200ms", batch_size)
+        got = got.sort_values(["ts", "k"]).reset_index(drop=True)
+        assert list(got["ts"]) == list(want["ts"])
+        for col in ["x_lag2", "x_diff", "x_pct_change", "x_cum_sum"]:
+            np.testing.assert_allclose(got[col].to_numpy(float), want[col].to_numpy(float), rtol=1e-12, equal_nan=True)
+        assert got["time_since_previous"].astype("float").tolist() == pytest.approx(
+            want["time_since_previous"].astype("float").tolist(), nan_ok=True
+        )
+
+
+def test_output_is_in_event_time_order_and_each_record_once():
+    df = make_events(200)
+    got = run(shuffled_within(df, 300, 5), "300ms", 13)
+    assert list(got["ts"]) == sorted(df["ts"])
+    assert len(got) == len(df)
+
+
+def test_records_behind_the_watermark_are_late_not_lost():
+    t = pa.table({"k": ["a", "a", "a"], "ts": pa.array([1000, 5000, 1500], pa.int64()), "x": [1.0, 2.0, 3.0]})
+    res = (
+        rb.Pipeline.read(t, timestamp="ts", lateness="0s", batch_size=1)
+        .diff("x", by="k")
+        .run()
+    )
+    assert res.output.column("ts").to_pylist() == [1000, 5000]
+    assert res.output.column("x_diff").to_pylist() == [None, 1.0]
+    assert res.late.column("ts").to_pylist() == [1500]
+
+
+def test_series_errors_name_the_field():
+    t = pa.table({"k": ["a"], "ts": pa.array([0], pa.int64()), "s": ["x"]})
+    p = rb.Pipeline.read(t, timestamp="ts")
+    with pytest.raises(rb.exceptions.PlanError, match="nope"):
+        p.lag("nope", by="k")
+    with pytest.raises(rb.exceptions.PlanError, match="not numeric"):
+        p.diff("s", by="k")
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        p.lag("s", by="k", n=0)
+    with pytest.raises(rb.exceptions.PlanError, match="event time"):
+        rb.Pipeline.read(pa.table({"k": ["a"], "x": [1.0]})).cum_sum("x", by="k")
