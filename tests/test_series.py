@@ -109,3 +109,64 @@ def test_series_errors_name_the_field():
         p.lag("s", by="k", n=0)
     with pytest.raises(rb.exceptions.PlanError, match="event time"):
         rb.Pipeline.read(pa.table({"k": ["a"], "x": [1.0]})).cum_sum("x", by="k")
+
+
+def test_rolling_time_and_rows_match_pandas():
+    df = make_events(300, keys=4, seed=11)
+    table = shuffled_within(df, 150, 7)
+    p = rb.Pipeline.read(table, timestamp="ts", lateness="150ms", batch_size=17)
+    got_t = p.rolling(by="k", period="700ms", s=rb.sum("x"), m=rb.mean("x"), lo=rb.min("x"), hi=rb.max("x"),
+                      sd=rb.std("x"), n=rb.count("x")).collect().to_pandas().sort_values(["ts", "k"])
+    got_r = p.rolling(by="k", rows=4, s=rb.sum("x"), m=rb.mean("x")).collect().to_pandas().sort_values(["ts", "k"])
+
+    d = df.copy()
+    d["t"] = pd.to_datetime(d["ts"], unit="ms")
+    d = d.sort_values("ts", kind="stable")
+    want_t = pd.DataFrame(index=d.index)
+    r = d.groupby("k").rolling("700ms", on="t")["x"]
+    pos = {(k, t): i for i, k, t in zip(d.index, d["k"], d["t"])}  # timestamps are unique
+    for name, f in [("s", "sum"), ("m", "mean"), ("lo", "min"), ("hi", "max"), ("sd", "std"), ("n", "count")]:
+        res = getattr(r, f)()
+        want_t[name] = pd.Series(res.to_numpy(), index=[pos[kt] for kt in res.index])
+    r4 = d.groupby("k")["x"].rolling(4)
+    want_r = pd.DataFrame({"s": r4.sum().reset_index(level=0, drop=True), "m": r4.mean().reset_index(level=0, drop=True)})
+    order = d.sort_values(["ts", "k"]).index
+    for name in ["s", "m", "lo", "hi", "sd", "n"]:
+        np.testing.assert_allclose(got_t[name].to_numpy(float), want_t.loc[order, name].to_numpy(float), rtol=1e-9, equal_nan=True)
+    for name in ["s", "m"]:
+        np.testing.assert_allclose(got_r[name].to_numpy(float), want_r.loc[order, name].to_numpy(float), rtol=1e-9, equal_nan=True)
+
+
+def test_ewm_mean_matches_pandas_time_aware_and_alpha():
+    df = make_events(250, keys=3, seed=5)
+    table = shuffled_within(df, 100, 3)
+    p = rb.Pipeline.read(table, timestamp="ts", lateness="100ms", batch_size=9)
+    got = (
+        p.ewm_mean("x", by="k", half_life="300ms", alias="e_hl")
+        .ewm_mean("x", by="k", alpha=0.3, alias="e_a")
+        .collect()
+        .to_pandas()
+        .sort_values(["ts", "k"])
+    )
+    d = df.sort_values("ts", kind="stable").copy()
+    d["t"] = pd.to_datetime(d["ts"], unit="ms")
+    e_hl = pd.concat(
+        [g["x"].ewm(halflife=pd.Timedelta("300ms"), times=g["t"]).mean() for _, g in d.groupby("k")]
+    )
+    e_a = d.groupby("k")["x"].transform(lambda s: s.ewm(alpha=0.3).mean())
+    order = d.sort_values(["ts", "k"]).index
+    np.testing.assert_allclose(got["e_hl"].to_numpy(float), e_hl.loc[order].to_numpy(float), rtol=1e-9, equal_nan=True)
+    np.testing.assert_allclose(got["e_a"].to_numpy(float), e_a.loc[order].to_numpy(float), rtol=1e-9, equal_nan=True)
+
+
+def test_rolling_and_ewm_bad_arguments():
+    t = pa.table({"k": ["a"], "ts": pa.array([0], pa.int64()), "x": [1.0]})
+    p = rb.Pipeline.read(t, timestamp="ts")
+    with pytest.raises(ValueError, match="exactly one of period= or rows="):
+        p.rolling(by="k", x_mean=rb.mean("x"))
+    with pytest.raises(TypeError, match="one column"):
+        p.rolling(by="k", rows=3, bad=rb.sum(rb.col("x") * 2))
+    with pytest.raises(ValueError, match="exactly one of half_life= or alpha="):
+        p.ewm_mean("x", by="k")
+    with pytest.raises(rb.exceptions.PlanError, match="alpha in"):
+        p.ewm_mean("x", by="k", alpha=1.5)

@@ -155,6 +155,23 @@ def _concat(batches: list[pa.RecordBatch], schema: pa.Schema | None) -> pa.Table
     return pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="permissive")
 
 
+def _rolling_agg(name: str, e: object) -> tuple[str, str]:
+    """(function, column) of a rolling aggregate such as ``rb.mean("x")``."""
+    node = e._node if isinstance(e, Expr) else None
+    agg = node.get("agg") if isinstance(node, dict) else None
+    inner = (agg or {}).get("expr") or {}
+    if agg and "col" in inner:
+        return agg["func"], inner["col"]
+    # rb.count("x") is sum(is_not_null(x)) under the hood
+    try:
+        col = inner["cast"]["expr"]["unary"]["expr"]["col"]
+        if agg["func"] == "sum" and inner["cast"]["expr"]["unary"]["op"] == "is_not_null":
+            return "count", col
+    except (KeyError, TypeError):
+        pass
+    raise TypeError(f"rolling: {name}= must be rb.count/sum/mean/min/max/first/last/std/var of one column")
+
+
 def _positive(n: object, field: str) -> int:
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"{field} must be an int, got {type(n).__name__}")
@@ -533,6 +550,51 @@ class Pipeline:
         """Add the milliseconds since the same key's previous record (null for its first).
         Default name ``time_since_previous``."""
         return self._series({"time_since_previous": {"alias": alias or "time_since_previous"}}, by)
+
+    def rolling(
+        self, by: str | Iterable[str] | None = None, period: object = None, rows: int | None = None, **aggs: object
+    ) -> Pipeline:
+        """Add trailing-window aggregates per key, one value per record (pandas
+        ``groupby(by).rolling(period, on=ts)`` or ``rolling(rows)``), in event-time order.
+
+        ``period`` (a duration): the records in ``(t - period, t]``; ``rows``: the record and the
+        ``rows - 1`` before it. Each aggregate is ``rb.count/sum/mean/min/max/first/last/std/var``
+        of one column, e.g. ``rolling(by="sym", period="5m", px_mean=rb.mean("px"))``. Nulls are
+        skipped; a row window needs ``rows`` values (pandas' default ``min_periods``).
+        """
+        if (period is None) == (rows is None):
+            raise ValueError("rolling: give exactly one of period= or rows=")
+        if not aggs:
+            raise ValueError("rolling: name at least one aggregate, e.g. x_mean=rb.mean('x')")
+        period_ms = None if period is None else duration_ms(period, "period")
+        n_rows = None if rows is None else _positive(rows, "rows")
+        ops = [
+            {"rolling": {"col": col, "func": func, "period_ms": period_ms, "rows": n_rows, "alias": name}}
+            for name, (func, col) in ((name, _rolling_agg(name, e)) for name, e in aggs.items())
+        ]
+        keys = [] if by is None else _names((by,), "rolling by")
+        return self._derive({"op": "series", "input": self._node, "by": keys, "ops": ops})
+
+    def ewm_mean(
+        self,
+        col: str,
+        by: str | Iterable[str] | None = None,
+        half_life: object = None,
+        alpha: float | None = None,
+        alias: str | None = None,
+    ) -> Pipeline:
+        """Add the exponentially weighted mean of ``col`` per key (pandas ``ewm(...).mean()``,
+        adjusted), in event-time order: time-aware with ``half_life`` (a duration; pandas
+        ``halflife=..., times=ts``), or per record with ``alpha``. Default name ``{col}_ewm_mean``."""
+        if (half_life is None) == (alpha is None):
+            raise ValueError("ewm_mean: give exactly one of half_life= or alpha=")
+        op = {
+            "col": col,
+            "half_life_ms": None if half_life is None else float(duration_ms(half_life, "half_life")),
+            "alpha": None if alpha is None else float(alpha),
+            "alias": alias or f"{col}_ewm_mean",
+        }
+        return self._series({"ewm_mean": op}, by)
 
     def key_by(self, *columns: str) -> Pipeline:
         """Declare the record key (Kafka Streams' ``selectKey``).

@@ -42,6 +42,29 @@ pub enum SeriesOp {
     CumSum { col: String, alias: String },
     /// Milliseconds since the key's previous record (null for its first).
     TimeSincePrevious { alias: String },
+    /// An aggregate of `col` over the key's trailing window ending at (and including) each
+    /// record: the records within `period_ms` before it (`(t - period, t]`), or its last `rows`
+    /// records. Nulls are skipped; a row window needs `rows` values, a time window one
+    /// (std/var two), as pandas' default `min_periods`.
+    Rolling {
+        col: String,
+        func: crate::expr::AggFunc,
+        #[serde(default)]
+        period_ms: Option<i64>,
+        #[serde(default)]
+        rows: Option<usize>,
+        alias: String,
+    },
+    /// Exponentially weighted mean (pandas `ewm(...).mean()`, adjusted): weights decay by
+    /// `0.5 ** (dt / half_life_ms)` over event time, or by `1 - alpha` per record.
+    EwmMean {
+        col: String,
+        #[serde(default)]
+        half_life_ms: Option<f64>,
+        #[serde(default)]
+        alpha: Option<f64>,
+        alias: String,
+    },
 }
 
 impl SeriesOp {
@@ -51,6 +74,8 @@ impl SeriesOp {
             | SeriesOp::Diff { alias, .. }
             | SeriesOp::PctChange { alias, .. }
             | SeriesOp::CumSum { alias, .. }
+            | SeriesOp::Rolling { alias, .. }
+            | SeriesOp::EwmMean { alias, .. }
             | SeriesOp::TimeSincePrevious { alias } => alias,
         }
     }
@@ -59,7 +84,9 @@ impl SeriesOp {
             SeriesOp::Lag { col, .. }
             | SeriesOp::Diff { col, .. }
             | SeriesOp::PctChange { col, .. }
-            | SeriesOp::CumSum { col, .. } => Some(col),
+            | SeriesOp::CumSum { col, .. }
+            | SeriesOp::Rolling { col, .. }
+            | SeriesOp::EwmMean { col, .. } => Some(col),
             SeriesOp::TimeSincePrevious { .. } => None,
         }
     }
@@ -85,6 +112,55 @@ struct KeyState {
     history: Vec<VecDeque<Option<f64>>>,
     sums: Vec<f64>,
     last_ts: Option<i64>,
+    /// Rolling ops: the trailing window's (time, value).
+    windows: Vec<VecDeque<(i64, Option<f64>)>>,
+    /// EWM ops: weighted sum, sum of weights, time of the last record.
+    ewm: Vec<(f64, f64, Option<i64>)>,
+}
+
+/// One aggregate over the values of a trailing window (nulls skipped).
+fn rolling_value(
+    func: crate::expr::AggFunc,
+    window: &VecDeque<(i64, Option<f64>)>,
+    need: usize,
+) -> Option<f64> {
+    use crate::expr::AggFunc as F;
+    let vals: Vec<f64> = window.iter().filter_map(|&(_, v)| v).collect();
+    let n = vals.len();
+    if func == F::Count {
+        return Some(n as f64);
+    }
+    let need = match func {
+        F::Std | F::Var => need.max(2),
+        _ => need.max(1),
+    };
+    if n < need {
+        return None;
+    }
+    let sum: f64 = vals.iter().sum();
+    Some(match func {
+        F::Sum => sum,
+        F::Mean => sum / n as f64,
+        F::Min => vals.iter().copied().fold(f64::INFINITY, f64::min),
+        F::Max => vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        F::First => vals[0],
+        F::Last => vals[n - 1],
+        F::Std | F::Var => {
+            let mean = sum / n as f64;
+            let var = vals.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1) as f64;
+            if func == F::Std {
+                var.sqrt()
+            } else {
+                var
+            }
+        }
+        F::Count | F::CountDistinct => {
+            let mut d: Vec<u64> = vals.iter().map(|v| v.to_bits()).collect();
+            d.sort_unstable();
+            d.dedup();
+            d.len() as f64
+        }
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -160,6 +236,29 @@ impl SeriesOperator {
                     op,
                     format!("'{}': n must be positive", o.alias()),
                 ));
+            }
+            match o {
+                SeriesOp::Rolling { period_ms, rows, .. } => match (period_ms, rows) {
+                    (Some(p), None) if *p > 0 => {}
+                    (None, Some(r)) if *r > 0 => {}
+                    _ => {
+                        return Err(StreamError::plan(
+                            op,
+                            format!("'{}': give exactly one of a positive period or a positive number of rows", o.alias()),
+                        ))
+                    }
+                },
+                SeriesOp::EwmMean { half_life_ms, alpha, .. } => match (half_life_ms, alpha) {
+                    (Some(h), None) if *h > 0.0 => {}
+                    (None, Some(a)) if *a > 0.0 && *a <= 1.0 => {}
+                    _ => {
+                        return Err(StreamError::plan(
+                            op,
+                            format!("'{}': give exactly one of a positive half_life or an alpha in (0, 1]", o.alias()),
+                        ))
+                    }
+                },
+                _ => {}
             }
             if fields.iter().any(|f| f.name() == o.alias()) {
                 return Err(StreamError::plan(
@@ -271,6 +370,8 @@ impl Operator for SeriesOperator {
                 history: vec![VecDeque::new(); n_ops],
                 sums: vec![0.0; n_ops],
                 last_ts: None,
+                windows: vec![VecDeque::new(); n_ops],
+                ewm: vec![(0.0, 0.0, None); n_ops],
             });
             let inputs = &self.batches.get(&h.batch).map(|b| &b.1);
             for (j, o) in self.ops.iter().enumerate() {
@@ -302,6 +403,48 @@ impl Operator for SeriesOperator {
                         state.sums[j]
                     }),
                     SeriesOp::TimeSincePrevious { .. } => None,
+                    SeriesOp::Rolling {
+                        func,
+                        period_ms,
+                        rows,
+                        ..
+                    } => {
+                        let w = &mut state.windows[j];
+                        w.push_back((h.ts, x));
+                        if let Some(p) = period_ms {
+                            while w.front().is_some_and(|&(t, _)| t <= h.ts - p) {
+                                w.pop_front();
+                            }
+                        }
+                        if let Some(r) = rows {
+                            while w.len() > *r {
+                                w.pop_front();
+                            }
+                        }
+                        rolling_value(*func, w, rows.unwrap_or(1))
+                    }
+                    SeriesOp::EwmMean {
+                        half_life_ms,
+                        alpha,
+                        ..
+                    } => {
+                        let (num, den, last) = &mut state.ewm[j];
+                        let decay = match (half_life_ms, alpha) {
+                            (Some(hl), _) => {
+                                last.map_or(1.0, |l| 0.5f64.powf((h.ts - l) as f64 / hl))
+                            }
+                            (None, Some(a)) if last.is_some() => 1.0 - a,
+                            _ => 1.0,
+                        };
+                        *num *= decay;
+                        *den *= decay;
+                        if let Some(x) = x {
+                            *num += x;
+                            *den += 1.0;
+                        }
+                        *last = Some(h.ts);
+                        (*den > 0.0).then(|| *num / *den)
+                    }
                 };
                 values[j].push(v);
             }
