@@ -7,6 +7,7 @@ pub mod aggregate;
 pub mod buffered;
 pub mod error;
 pub mod expr;
+pub mod held;
 pub mod keys;
 pub mod operator;
 pub mod plan;

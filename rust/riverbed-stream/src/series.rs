@@ -13,6 +13,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ArrowContext, Result, StreamError};
+use crate::held::{Held, HeldRecords};
 use crate::keys::{event_times, FastMap, KeyInterner};
 use crate::operator::{OpMetrics, Operator};
 
@@ -163,24 +164,13 @@ fn rolling_value(
     })
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Held {
-    ts: i64,
-    seq: u64,
-    batch: u32,
-    row: u32,
-}
-
 pub struct SeriesOperator {
     ops: Vec<SeriesOp>,
     ts_col: String,
     keys: KeyInterner,
     schema: SchemaRef,
-    held: FastMap<u32, Vec<Held>>,
-    /// Held input batches and each op's input column as f64, by batch id.
-    batches: FastMap<u32, (RecordBatch, Vec<Option<Float64Array>>, usize)>,
-    next_batch: u32,
-    seq: u64,
+    /// Held records; each batch keeps its rows and each op's input column as f64.
+    held: HeldRecords<(RecordBatch, Vec<Option<Float64Array>>)>,
     states: FastMap<u32, KeyState>,
     wm: i64,
     late: Vec<RecordBatch>,
@@ -273,10 +263,7 @@ impl SeriesOperator {
             ts_col: ts_col.to_string(),
             keys,
             schema: Arc::new(Schema::new(fields)),
-            held: FastMap::default(),
-            batches: FastMap::default(),
-            next_batch: 0,
-            seq: 0,
+            held: HeldRecords::default(),
             states: FastMap::default(),
             wm: i64::MIN,
             late: Vec::new(),
@@ -310,54 +297,26 @@ impl Operator for SeriesOperator {
                     .transpose()
             })
             .collect::<Result<Vec<_>>>()?;
-        let b = self.next_batch;
-        self.next_batch = self.next_batch.wrapping_add(1);
-        let mut live = 0;
-        let mut late = Vec::new();
-        for i in 0..n {
-            // The watermark already passed it: its key's later records were processed.
-            if ts[i] < self.wm {
-                late.push(i as u32);
-                continue;
-            }
-            self.held.entry(kids[i]).or_default().push(Held {
-                ts: ts[i],
-                seq: self.seq,
-                batch: b,
-                row: i as u32,
-            });
-            self.seq += 1;
-            live += 1;
-        }
+        // The watermark already passed it: its key's later records were processed.
+        let wm = self.wm;
+        let late = self
+            .held
+            .hold(&kids, &ts, |t| t < wm, (batch.clone(), inputs));
         if !late.is_empty() {
             self.m.late_records += late.len() as u64;
             let idx = arrow_array::UInt32Array::from(late);
             self.late
                 .push(arrow_select::take::take_record_batch(&batch, &idx).ctx("late records")?);
         }
-        if live > 0 {
-            self.batches.insert(b, (batch, inputs, live));
-        }
         Ok(())
     }
 
     fn on_watermark(&mut self, wm: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
         self.wm = wm;
-        // (key, held record), ready ones only, processed per key in (ts, seq) order.
-        let mut ready: Vec<(u32, Held)> = Vec::new();
-        let keys: Vec<u32> = self.held.keys().copied().collect();
-        for k in keys {
-            let Some(mut list) = self.held.remove(&k) else {
-                continue;
-            };
-            list.sort_by_key(|h| (h.ts, h.seq));
-            let cut = list.partition_point(|h| h.ts < wm);
-            ready.extend(list[..cut].iter().map(|h| (k, *h)));
-            let rest = list.split_off(cut);
-            if !rest.is_empty() {
-                self.held.insert(k, rest);
-            }
-        }
+        // Ready records (the watermark passed them), per key in (ts, arrival) order.
+        let ready: Vec<(u32, Held)> = self
+            .held
+            .drain_sorted(|_, list, _| Ok(list.partition_point(|h| h.ts < wm)))?;
         if ready.is_empty() {
             return Ok(());
         }
@@ -373,7 +332,7 @@ impl Operator for SeriesOperator {
                 windows: vec![VecDeque::new(); n_ops],
                 ewm: vec![(0.0, 0.0, None); n_ops],
             });
-            let inputs = &self.batches.get(&h.batch).map(|b| &b.1);
+            let inputs = &self.held.payload(h.batch).map(|b| &b.1);
             for (j, o) in self.ops.iter().enumerate() {
                 let x = inputs
                     .and_then(|ins| ins[j].as_ref())
@@ -463,7 +422,7 @@ impl Operator for SeriesOperator {
         for &(_, h) in &ready {
             if let std::collections::hash_map::Entry::Vacant(e) = slot.entry(h.batch) {
                 e.insert(refs.len());
-                if let Some(b) = self.batches.get(&h.batch) {
+                if let Some(b) = self.held.payload(h.batch) {
                     refs.push(&b.0);
                 }
             }
@@ -487,24 +446,13 @@ impl Operator for SeriesOperator {
         let b = RecordBatch::try_new(self.schema.clone(), cols).ctx("series output")?;
         self.m.records_out += b.num_rows() as u64;
         out.push(b);
-        for &(_, h) in &ready {
-            if let Some(e) = self.batches.get_mut(&h.batch) {
-                e.2 -= 1;
-                if e.2 == 0 {
-                    self.batches.remove(&h.batch);
-                }
-            }
-        }
+        self.held.release(ready.iter().map(|(_, h)| h));
         Ok(())
     }
 
     fn output_watermark(&self, wm: i64) -> i64 {
         // Held records come out later with their own times.
-        let oldest = self
-            .held
-            .values()
-            .filter_map(|l| l.iter().map(|h| h.ts).min())
-            .min();
+        let oldest = self.held.oldest();
         oldest.map_or(wm, |o| o.min(wm))
     }
 
@@ -515,8 +463,7 @@ impl Operator for SeriesOperator {
     fn metrics(&self) -> OpMetrics {
         let mut m = self.m.clone();
         m.watermark = (self.wm != i64::MIN).then_some(self.wm);
-        m.state_entries =
-            self.held.values().map(Vec::len).sum::<usize>() as u64 + self.states.len() as u64;
+        m.state_entries = self.held.len() as u64 + self.states.len() as u64;
         m
     }
 }

@@ -1,0 +1,132 @@
+//! Records held per key until the watermark passes them (count and sliding windows, time-series
+//! operators): where each record is (batch, row), its event time and arrival sequence, and the
+//! per-batch payload its operator keeps, released once no held record needs it.
+
+use crate::error::Result;
+use crate::keys::FastMap;
+
+/// A held record: event time, arrival sequence, and where its data is.
+#[derive(Debug, Clone, Copy)]
+pub struct Held {
+    pub ts: i64,
+    pub seq: u64,
+    pub batch: u32,
+    pub row: u32,
+}
+
+pub struct HeldRecords<P> {
+    by_key: FastMap<u32, Vec<Held>>,
+    /// Payload of each batch with held records, and how many of its records are still held.
+    batches: FastMap<u32, (P, usize)>,
+    next_batch: u32,
+    seq: u64,
+}
+
+impl<P> Default for HeldRecords<P> {
+    fn default() -> Self {
+        HeldRecords {
+            by_key: FastMap::default(),
+            batches: FastMap::default(),
+            next_batch: 0,
+            seq: 0,
+        }
+    }
+}
+
+impl<P> HeldRecords<P> {
+    /// Hold every row of a batch (`keys`, `ts` per row) for which `late` is false; returns the
+    /// late rows. The payload is kept while any of the batch's rows is held.
+    pub fn hold(
+        &mut self,
+        keys: &[u32],
+        ts: &[i64],
+        late: impl Fn(i64) -> bool,
+        payload: P,
+    ) -> Vec<u32> {
+        let b = self.next_batch;
+        self.next_batch = self.next_batch.wrapping_add(1);
+        let mut live = 0;
+        let mut late_rows = Vec::new();
+        for (i, (&k, &t)) in keys.iter().zip(ts).enumerate() {
+            if late(t) {
+                late_rows.push(i as u32);
+                continue;
+            }
+            self.by_key.entry(k).or_default().push(Held {
+                ts: t,
+                seq: self.seq,
+                batch: b,
+                row: i as u32,
+            });
+            self.seq += 1;
+            live += 1;
+        }
+        if live > 0 {
+            self.batches.insert(b, (payload, live));
+        }
+        late_rows
+    }
+
+    /// Hand each key's held records to `f`, sorted by (event time, arrival); `f` returns how
+    /// many leading records it is done with. Those stop being held and are returned (with their
+    /// keys); their payloads stay until `release` is called with them.
+    pub fn drain_sorted(
+        &mut self,
+        mut f: impl FnMut(u32, &[Held], &Self) -> Result<usize>,
+    ) -> Result<Vec<(u32, Held)>> {
+        let mut out = Vec::new();
+        let keys: Vec<u32> = self.by_key.keys().copied().collect();
+        for k in keys {
+            let Some(mut list) = self.by_key.remove(&k) else {
+                continue;
+            };
+            list.sort_by_key(|h| (h.ts, h.seq));
+            let done = match f(k, &list, self) {
+                Ok(d) => d.min(list.len()),
+                Err(e) => {
+                    self.by_key.insert(k, list);
+                    return Err(e);
+                }
+            };
+            let rest = list.split_off(done);
+            out.extend(list.into_iter().map(|h| (k, h)));
+            if !rest.is_empty() {
+                self.by_key.insert(k, rest);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drop the payload references of records that are no longer held.
+    pub fn release<'a>(&mut self, done: impl IntoIterator<Item = &'a Held>) {
+        for h in done {
+            if let Some(e) = self.batches.get_mut(&h.batch) {
+                e.1 -= 1;
+                if e.1 == 0 {
+                    self.batches.remove(&h.batch);
+                }
+            }
+        }
+    }
+
+    pub fn payload(&self, batch: u32) -> Option<&P> {
+        self.batches.get(&batch).map(|e| &e.0)
+    }
+
+    /// Records held now.
+    pub fn len(&self) -> usize {
+        self.by_key.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// The oldest held event time.
+    pub fn oldest(&self) -> Option<i64> {
+        self.by_key
+            .values()
+            .filter_map(|l| l.iter().map(|h| h.ts).min())
+            .min()
+    }
+}
