@@ -391,7 +391,8 @@ def test_udf_returning_garbage_raises_type_error():
 
 
 def test_group_by_changelog():
-    p = rb.Pipeline.read(TABLE, timestamp="ts", batch_size=9).group_by("k").agg(n=rb.count(), total=rb.sum("v"), hi=rb.max("v"))
+    table = rb.Pipeline.read(TABLE, timestamp="ts", batch_size=9).group_by("k").agg(n=rb.count(), total=rb.sum("v"), hi=rb.max("v"))
+    p = table.changelog
     assert p.schema.names == ["k", "n", "total", "hi"]
     log_rows = p.collect().to_pylist()  # emission order
     per_key: dict[str, list[int]] = {}

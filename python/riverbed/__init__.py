@@ -25,6 +25,8 @@ from riverbed.expr import (
 )
 from riverbed.log import Consumer, Log, Record, Topic
 from riverbed.pipeline import Pipeline, RunResult
+from riverbed.table import Table
+from riverbed.training import training_set
 from riverbed.windows import Window, count_window, hopping, session, sliding, tumbling
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "Pipeline",
     "Record",
     "RunResult",
+    "Table",
     "Topic",
     "Window",
     "__version__",
@@ -54,6 +57,7 @@ __all__ = [
     "sliding",
     "std",
     "sum",
+    "training_set",
     "tumbling",
     "var",
     "when",

@@ -8,12 +8,12 @@ import re
 import time
 
 _UNITS_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 
 Duration = "int | str | datetime.timedelta"
 
 
-def duration_ms(value: object, field: str = "duration") -> int:
+def duration_ms(value: object, field: str = "duration", allow_negative: bool = False) -> int:
     """``"250ms"``, ``"10s"``, ``"5m"``, ``"1h"``, ``"1d"``, a ``timedelta`` or integer ms -> ms.
 
     >>> duration_ms("1.5s")
@@ -32,7 +32,7 @@ def duration_ms(value: object, field: str = "duration") -> int:
         ms = round(float(m.group(1)) * _UNITS_MS[m.group(2)])
     else:
         raise TypeError(f"{field} must be int milliseconds, a string like '10s' or a timedelta, got {type(value).__name__}")
-    if ms < 0:
+    if ms < 0 and not allow_negative:
         raise ValueError(f"{field} must not be negative, got {value!r}")
     return ms
 

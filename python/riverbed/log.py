@@ -16,12 +16,15 @@ import html
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pyarrow as pa
 
 from riverbed import _core
 from riverbed._units import duration_ms, timestamp_ms
+
+if TYPE_CHECKING:
+    from riverbed.table import Table
 
 _TOPIC_SETTINGS = {
     "partitions",
@@ -185,6 +188,19 @@ class Log:
                 raise ValueError(f"cleanup must be 'delete' or 'compact', got {v!r}")
             opts[k] = v
         return Topic(self._inner.topic(name, opts))
+
+    def table(self, topic: str | Topic, schema: object = None) -> Table:
+        """A compacted topic read as an ``rb.Table``: the latest value per record key (JSON values
+        decoded into ``schema``, inferred when None), loaded now; a record with a null value (a
+        tombstone) deletes its key. ``start()`` keeps it following the topic. As the right side
+        of ``join_table`` it is versioned by record timestamp."""
+        from riverbed.pipeline import Pipeline
+        from riverbed.table import Table
+
+        t = topic if isinstance(topic, Topic) else self[topic]
+        table = Table(Pipeline.read(t, schema=schema), ["key"], deletes=True)
+        table.run()
+        return table
 
     def __getitem__(self, name: str) -> Topic:
         """An existing topic; ``TopicNotFound`` if there is none."""

@@ -23,7 +23,7 @@ import html
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -31,6 +31,9 @@ from riverbed import _core
 from riverbed._units import duration_ms
 from riverbed.expr import Expr, _node
 from riverbed.windows import Window
+
+if TYPE_CHECKING:
+    from riverbed.table import Table
 
 __all__ = ["GroupBy", "Pipeline", "RunResult", "WindowedPipeline"]
 
@@ -353,6 +356,47 @@ def _sink_of(target: object, key: str | None) -> tuple:
     raise TypeError(f"write: expected a Topic or a callable taking a RecordBatch, got {type(target).__name__}")
 
 
+class _StatefulUdf:
+    """The Python half of ``stateful_map``: the engine hands over the ready records of several
+    keys, grouped by key and in event-time order; this calls the user's function per key with
+    that key's state."""
+
+    def __init__(self, fn: Callable, keys: list[str], initial: object, schema: pa.Schema | None, label: str) -> None:
+        self.fn, self.keys, self.initial, self.schema, self.__name__ = fn, keys, initial, schema, label
+        self.states: dict[Any, Any] = {}
+
+    def _new_state(self) -> Any:
+        return self.initial() if callable(self.initial) else copy.deepcopy(self.initial)
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        keys = self.keys
+        out: list[dict[str, Any]] = []
+        for key, group in itertools.groupby(batch.to_pylist(), key=lambda r: tuple(r[k] for k in keys)):
+            k = key[0] if len(key) == 1 else key
+            state = self.states[k] if k in self.states else self._new_state()
+            result = self.fn(state, list(group))
+            if not (isinstance(result, tuple) and len(result) == 2):
+                raise TypeError(
+                    f"stateful_map function {self.__name__!r} must return (new_state, records), got {type(result).__name__}"
+                )
+            new_state, records = result
+            if new_state is None:
+                self.states.pop(k, None)
+            else:
+                self.states[k] = new_state
+            if records is not None:
+                for r in records:
+                    if not isinstance(r, Mapping):
+                        raise TypeError(f"stateful_map function {self.__name__!r}: output records must be dicts, got {type(r).__name__}")
+                    out.append(dict(r))
+        if not out and self.schema is None:
+            return pa.RecordBatch.from_pylist([])  # no columns yet; dropped when collecting
+        b = pa.RecordBatch.from_pylist(out, schema=self.schema)
+        if self.schema is None:
+            self.schema = b.schema
+        return b
+
+
 # -- Pipeline ---------------------------------------------------------------------------------
 
 
@@ -596,6 +640,141 @@ class Pipeline:
         }
         return self._series({"ewm_mean": op}, by)
 
+    # -- joins and custom state ---------------------------------------------------------------
+    def _with(self, other: Pipeline, node: dict[str, Any]) -> Pipeline:
+        """A pipeline over ``node``, whose ``right`` is ``other``'s plan (sources and UDFs merged)."""
+        node["right"] = _shift(other._node, len(self._sources), len(self._udfs))
+        return self._derive(node, [*self._sources, *other._sources], [*self._udfs, *other._udfs])
+
+    def join_asof(
+        self,
+        other: Pipeline,
+        on: str | None = None,
+        by: str | Iterable[str] | None = None,
+        tolerance: object = None,
+        direction: str = "backward",
+        *,
+        right_on: str | None = None,
+        right_by: str | Iterable[str] | None = None,
+        suffix: str = "_right",
+    ) -> Pipeline:
+        """Add to each record the ``other`` record of the same key nearest in event time (pandas
+        ``merge_asof``): ``direction="backward"`` the latest at or before it, ``"forward"`` the
+        first at or after it, ``"nearest"`` the nearer (ties go backward); none beyond
+        ``tolerance``. One output row per record: unmatched ones get nulls.
+
+        A record is emitted once ``other``'s watermark has passed it, so a backward join never
+        sees a right record from after the left record's time. ``on`` names the event-time column
+        (of both sides; pandas drops the right one). ``right_on`` matches on another right column
+        that is never earlier than its event time (e.g. ``window_end``); ``right_by`` names right
+        key columns when they differ from ``by``; clashing right column names get ``suffix``.
+        """
+        if not isinstance(other, Pipeline):
+            raise TypeError(f"join_asof takes a Pipeline, got {type(other).__name__}")
+        if direction not in ("backward", "forward", "nearest"):
+            raise ValueError(f"direction must be 'backward', 'forward' or 'nearest', got {direction!r}")
+        left_by = [] if by is None else _names((by,), "join_asof by")
+        kind = {"asof": {"direction": direction, "tolerance_ms": None if tolerance is None else duration_ms(tolerance, "tolerance")}}
+        return self._with(other, self._join_node(kind, on, right_on or on, left_by, right_by, suffix))
+
+    def join_interval(
+        self,
+        other: Pipeline,
+        on: str | Iterable[str] | None = None,
+        lower: object = "0s",
+        upper: object = "0s",
+        how: str = "inner",
+        *,
+        right_on: str | None = None,
+        right_by: str | Iterable[str] | None = None,
+        suffix: str = "_right",
+    ) -> Pipeline:
+        """Pair each record with every ``other`` record of the same key (columns ``on``) whose event
+        time is within ``[t + lower, t + upper]`` (Flink's interval join; bounds are durations,
+        ``lower`` may be negative: ``lower="-5m"``). ``how="left"`` keeps records without a match
+        (with nulls). Each record's pairs come out once ``other``'s watermark passes ``t + upper``.
+        """
+        if not isinstance(other, Pipeline):
+            raise TypeError(f"join_interval takes a Pipeline, got {type(other).__name__}")
+        if how not in ("inner", "left"):
+            raise ValueError(f"how must be 'inner' or 'left', got {how!r}")
+        keys = [] if on is None else _names((on,), "join_interval on")
+        kind = {
+            "interval": {
+                "lower_ms": duration_ms(lower, "lower", allow_negative=True),
+                "upper_ms": duration_ms(upper, "upper", allow_negative=True),
+                "how": how,
+            }
+        }
+        return self._with(other, self._join_node(kind, None, right_on, keys, right_by, suffix))
+
+    def join_table(self, table: Table, on: str | Iterable[str], *, suffix: str = "_right") -> Pipeline:
+        """Add to each record the value the ``table`` had for its key (the columns ``on``, matched
+        to the table's key columns in order) as of the record's event time: the stream–table join,
+        point-in-time correct. The table is ``log.table(topic)`` (a compacted topic, versioned by
+        record timestamp) or ``pipeline.to_table(key)``; its key columns are not repeated."""
+        from riverbed.table import Table
+
+        if not isinstance(table, Table):
+            raise TypeError(f"join_table takes an rb.Table (log.table(...) or pipeline.to_table(...)), got {type(table).__name__}")
+        keys = _names((on,), "join_table on")
+        if len(keys) != len(table.key):
+            raise ValueError(f"join_table: on={keys} names {len(keys)} column(s) but the table's key is {table.key}")
+        kind = {"asof": {"direction": "backward", "tolerance_ms": None}}
+        return self._with(table.changelog, self._join_node(kind, None, None, keys, table.key, suffix))
+
+    def _join_node(
+        self, kind: dict, on: str | None, right_on: str | None, left_by: list[str], right_by: object, suffix: str
+    ) -> dict[str, Any]:
+        for field_name, v in (("on", on), ("right_on", right_on)):
+            if v is not None and not isinstance(v, str):
+                raise TypeError(f"{field_name} must name a column (str), got {type(v).__name__}")
+        if not isinstance(suffix, str) or not suffix:
+            raise TypeError(f"suffix must be a non-empty str, got {suffix!r}")
+        return {
+            "op": "join",
+            "left": self._node,
+            "kind": kind,
+            "left_by": left_by,
+            "right_by": left_by if right_by is None else _names((right_by,), "right_by"),
+            "left_on": on,
+            "right_on": right_on,
+            "suffix": suffix,
+        }
+
+    def to_table(self, *key: str) -> Table:
+        """The latest record per key (``key`` columns) as an ``rb.Table``: readable while the
+        pipeline runs (``get``, ``to_arrow``), writable as a changelog to a compacted topic, and
+        joinable with ``join_table``."""
+        from riverbed.table import Table
+
+        return Table(self, _names(key, "to_table"))
+
+    def stateful_map(
+        self,
+        fn: Callable[[Any, list[dict[str, Any]]], tuple[Any, Iterable[dict[str, Any]] | None]],
+        by: str | Iterable[str] | None = None,
+        initial: object = None,
+        schema: object = None,
+        name: str | None = None,
+    ) -> Pipeline:
+        """Custom per-key logic with state (Kafka Streams' Processor API, Bytewax's
+        ``stateful_map``): ``fn(state, records) -> (new_state, output_records)``.
+
+        ``records`` is a list of the key's records (dicts) in event-time order: they are held
+        until the watermark passes them, so the state never depends on arrival order. ``state`` is
+        ``initial`` for a new key (a deep copy; or ``initial()`` when callable); returning None as
+        the state forgets the key. Output records are dicts; ``schema`` fixes their schema
+        (otherwise inferred from the first output). ``by=None``: one state for all records.
+        """
+        if not callable(fn):
+            raise TypeError(f"stateful_map takes a function, got {type(fn).__name__}")
+        keys = [] if by is None else _names((by,), "stateful_map by")
+        label = name or getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or "stateful_map"
+        udf = _StatefulUdf(fn, keys, initial, _as_schema(schema), label)
+        node = {"op": "stateful_map", "input": self._node, "by": keys, "udf": len(self._udfs), "name": label}
+        return self._derive(node, udfs=[*self._udfs, udf])
+
     def key_by(self, *columns: str) -> Pipeline:
         """Declare the record key (Kafka Streams' ``selectKey``).
 
@@ -775,10 +954,15 @@ class GroupBy:
     def __init__(self, parent: Pipeline, by: list[str]) -> None:
         self._parent, self._by = parent, by
 
-    def agg(self, **aggs: object) -> Pipeline:
-        """Running aggregates per key, as a changelog: after every batch, one row per key it changed."""
+    def agg(self, **aggs: object) -> Table:
+        """Running aggregates per key, as an ``rb.Table`` (one row per key, readable while it
+        runs); ``.changelog`` is the pipeline of its updates: after every batch, one row per key
+        it changed."""
+        from riverbed.table import Table
+
         p = self._parent
-        return p._derive({"op": "group_by", "input": p._node, "by": self._by, "aggs": _named_exprs(aggs, "group_by agg")})
+        node = {"op": "group_by", "input": p._node, "by": self._by, "aggs": _named_exprs(aggs, "group_by agg")}
+        return Table(p._derive(node), list(self._by))
 
     def __repr__(self) -> str:
         return f"<group_by {self._by}: call .agg(...)>"

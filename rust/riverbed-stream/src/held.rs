@@ -3,7 +3,7 @@
 //! per-batch payload its operator keeps, released once no held record needs it.
 
 use crate::error::Result;
-use crate::keys::FastMap;
+use crate::keys::{FastMap, FastSet};
 
 /// A held record: event time, arrival sequence, and where its data is.
 #[derive(Debug, Clone, Copy)]
@@ -16,6 +16,10 @@ pub struct Held {
 
 pub struct HeldRecords<P> {
     by_key: FastMap<u32, Vec<Held>>,
+    /// Keys whose list is out of (event time, arrival) order since the last `sort`.
+    unsorted: FastSet<u32>,
+    /// Records held now.
+    count: usize,
     /// Payload of each batch with held records, and how many of its records are still held.
     batches: FastMap<u32, (P, usize)>,
     next_batch: u32,
@@ -26,6 +30,8 @@ impl<P> Default for HeldRecords<P> {
     fn default() -> Self {
         HeldRecords {
             by_key: FastMap::default(),
+            unsorted: FastSet::default(),
+            count: 0,
             batches: FastMap::default(),
             next_batch: 0,
             seq: 0,
@@ -52,7 +58,11 @@ impl<P> HeldRecords<P> {
                 late_rows.push(i as u32);
                 continue;
             }
-            self.by_key.entry(k).or_default().push(Held {
+            let list = self.by_key.entry(k).or_default();
+            if list.last().is_some_and(|h| h.ts > t) {
+                self.unsorted.insert(k);
+            }
+            list.push(Held {
                 ts: t,
                 seq: self.seq,
                 batch: b,
@@ -61,6 +71,7 @@ impl<P> HeldRecords<P> {
             self.seq += 1;
             live += 1;
         }
+        self.count += live;
         if live > 0 {
             self.batches.insert(b, (payload, live));
         }
@@ -80,7 +91,9 @@ impl<P> HeldRecords<P> {
             let Some(mut list) = self.by_key.remove(&k) else {
                 continue;
             };
-            list.sort_by_key(|h| (h.ts, h.seq));
+            if self.unsorted.remove(&k) {
+                list.sort_by_key(|h| (h.ts, h.seq));
+            }
             let done = match f(k, &list, self) {
                 Ok(d) => d.min(list.len()),
                 Err(e) => {
@@ -89,6 +102,7 @@ impl<P> HeldRecords<P> {
                 }
             };
             let rest = list.split_off(done);
+            self.count -= done;
             out.extend(list.into_iter().map(|h| (k, h)));
             if !rest.is_empty() {
                 self.by_key.insert(k, rest);
@@ -115,7 +129,39 @@ impl<P> HeldRecords<P> {
 
     /// Records held now.
     pub fn len(&self) -> usize {
-        self.by_key.values().map(Vec::len).sum()
+        self.count
+    }
+
+    /// Put every key's list in (event time, arrival) order.
+    pub fn sort(&mut self) {
+        for k in std::mem::take(&mut self.unsorted) {
+            if let Some(list) = self.by_key.get_mut(&k) {
+                list.sort_by_key(|h| (h.ts, h.seq));
+            }
+        }
+    }
+
+    /// Key `k`'s held records, in (event time, arrival) order once `sort` was called.
+    pub fn list(&self, k: u32) -> &[Held] {
+        self.by_key.get(&k).map_or(&[], Vec::as_slice)
+    }
+
+    /// Stop holding the records of every key before the index `keep_from` gives for its
+    /// (sorted) list, releasing their payloads.
+    pub fn prune(&mut self, mut keep_from: impl FnMut(&[Held]) -> usize) {
+        let mut dropped = Vec::new();
+        self.by_key.retain(|_, list| {
+            let n = keep_from(list).min(list.len());
+            dropped.extend(list.drain(..n));
+            !list.is_empty()
+        });
+        self.count -= dropped.len();
+        self.release(&dropped);
+    }
+
+    /// Every key with held records.
+    pub fn keys(&self) -> impl Iterator<Item = u32> + '_ {
+        self.by_key.keys().copied()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -125,8 +171,14 @@ impl<P> HeldRecords<P> {
     /// The oldest held event time.
     pub fn oldest(&self) -> Option<i64> {
         self.by_key
-            .values()
-            .filter_map(|l| l.iter().map(|h| h.ts).min())
+            .iter()
+            .filter_map(|(k, l)| {
+                if self.unsorted.contains(k) {
+                    l.iter().map(|h| h.ts).min()
+                } else {
+                    l.first().map(|h| h.ts)
+                }
+            })
             .min()
     }
 }

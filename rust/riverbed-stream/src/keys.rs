@@ -16,6 +16,7 @@ use arrow_schema::{Field, SchemaRef};
 use crate::error::{ArrowContext, Result, StreamError};
 
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 pub struct KeyInterner {
     columns: Vec<String>,

@@ -8,6 +8,7 @@ pub mod buffered;
 pub mod error;
 pub mod expr;
 pub mod held;
+pub mod join;
 pub mod keys;
 pub mod operator;
 pub mod plan;
@@ -15,6 +16,7 @@ pub mod runtime;
 pub mod series;
 pub mod sink;
 pub mod source;
+pub mod stateful;
 pub mod watermark;
 pub mod window;
 

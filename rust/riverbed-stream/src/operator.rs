@@ -23,6 +23,17 @@ pub struct OpMetrics {
 
 pub trait Operator: Send {
     fn on_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()>;
+    /// A batch from input `side` (0, 1, ...) of an operator with several inputs (joins).
+    fn on_input(
+        &mut self,
+        _side: usize,
+        batch: RecordBatch,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        self.on_batch(batch, out)
+    }
+    /// Each input's watermark, before `on_watermark` gets their minimum.
+    fn input_watermarks(&mut self, _wms: &[i64]) {}
     /// The watermark reached `wm`: emit what closes.
     fn on_watermark(&mut self, _wm: i64, _out: &mut Vec<RecordBatch>) -> Result<()> {
         Ok(())

@@ -21,6 +21,10 @@ fn default_idle_timeout() -> i64 {
     5_000
 }
 
+fn default_suffix() -> String {
+    "_right".to_string()
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Node {
@@ -97,6 +101,38 @@ pub enum Node {
         #[serde(default)]
         by: Vec<String>,
         ops: Vec<crate::series::SeriesOp>,
+    },
+    /// A temporal join of two inputs by key (`join_asof`, `join_interval`; see `join.rs`).
+    /// Output: the left columns, then the right ones except its key columns (and, for an as-of
+    /// join on a shared time column name, that column), renamed with `suffix` on a clash. The
+    /// output's event time is the left one.
+    Join {
+        left: Box<Node>,
+        right: Box<Node>,
+        kind: crate::join::JoinKind,
+        #[serde(default)]
+        left_by: Vec<String>,
+        #[serde(default)]
+        right_by: Vec<String>,
+        /// Checked against the left event-time column when given (the left time is always its
+        /// event time).
+        #[serde(default)]
+        left_on: Option<String>,
+        /// The right column holding each right record's time; its event time when `None`.
+        #[serde(default)]
+        right_on: Option<String>,
+        #[serde(default = "default_suffix")]
+        suffix: String,
+    },
+    /// A Python function over each key's records in event-time order with state of its own
+    /// (UDF `udf`), called once per watermark step with the ready records grouped by key.
+    StatefulMap {
+        input: Box<Node>,
+        #[serde(default)]
+        by: Vec<String>,
+        udf: usize,
+        #[serde(default)]
+        name: Option<String>,
     },
     /// Unwindowed aggregation: a running table per key, emitted as a changelog (one row per key
     /// changed by a batch, with its new aggregates).
@@ -186,6 +222,8 @@ impl Node {
             Node::Window { .. } => "window",
             Node::GroupBy { .. } => "group_by",
             Node::Series { .. } => "series",
+            Node::Join { kind, .. } => kind.name(),
+            Node::StatefulMap { .. } => "stateful_map",
         }
     }
 
@@ -193,6 +231,7 @@ impl Node {
         match self {
             Node::Source { .. } => vec![],
             Node::Union { inputs } => inputs.iter().collect(),
+            Node::Join { left, right, .. } => vec![left, right],
             Node::Filter { input, .. }
             | Node::WithColumns { input, .. }
             | Node::Select { input, .. }
@@ -202,7 +241,8 @@ impl Node {
             | Node::KeyBy { input, .. }
             | Node::Window { input, .. }
             | Node::GroupBy { input, .. }
-            | Node::Series { input, .. } => vec![input],
+            | Node::Series { input, .. }
+            | Node::StatefulMap { input, .. } => vec![input],
         }
     }
 }

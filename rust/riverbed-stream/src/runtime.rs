@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 
 use crate::buffered::{BufferedKind, BufferedWindows};
 use crate::error::{Result, StreamError};
-use crate::keys::event_times;
+use crate::keys::{event_times, FastMap};
 use crate::operator::{BatchUdf, Filter, MapBatches, OpMetrics, Operator, Project, Projection};
 use crate::plan::{Node, WindowSpec};
 use crate::sink::Sink;
@@ -56,6 +56,11 @@ impl Operator for Lazy {
         match self.inner.as_mut() {
             Some(op) => op.on_batch(batch, out),
             None => Ok(()),
+        }
+    }
+    fn input_watermarks(&mut self, wms: &[i64]) {
+        if let Some(op) = self.inner.as_mut() {
+            op.input_watermarks(wms);
         }
     }
     fn on_watermark(&mut self, wm: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
@@ -210,6 +215,16 @@ fn build_single(
             let schema = s.schema();
             (Box::new(s), Some(schema), ts)
         }
+        Node::StatefulMap { by, udf, .. } => {
+            let Some(ts_col) = ts.clone() else {
+                return Err(StreamError::plan(op, "timestamp: stateful_map needs event time; pass timestamp= to Pipeline.read(...)"));
+            };
+            let f = udfs.get(*udf).cloned().ok_or_else(|| {
+                StreamError::plan(op, format!("udf: no UDF #{udf} was handed over"))
+            })?;
+            let s = crate::stateful::StatefulMap::new(input, &ts_col, by, f, op)?;
+            (Box::new(s), None, ts)
+        }
         Node::GroupBy { by, aggs, .. } => {
             let g = GroupBy::new(input, by, aggs, op)?;
             let schema = g.schema();
@@ -295,8 +310,8 @@ fn build_single(
             };
             (w, Some(schema), Some("window_start".to_string()))
         }
-        Node::Source { .. } | Node::Union { .. } => {
-            unreachable!("sources and unions are built by the graph")
+        Node::Source { .. } | Node::Union { .. } | Node::Join { .. } => {
+            unreachable!("sources, unions and joins are built by the graph")
         }
     })
 }
@@ -509,6 +524,56 @@ impl Builder<'_> {
                 self.keys_of.insert(idx, union_key);
                 Ok((idx, schema, ts))
             }
+            Node::Join {
+                left,
+                right,
+                kind,
+                left_by,
+                right_by,
+                left_on,
+                right_on,
+                suffix,
+            } => {
+                let op = kind.name();
+                let (lc, ls, lt) = self.build(left)?;
+                let (rc, rs, rt) = self.build(right)?;
+                let (Some(ls), Some(rs)) = (ls, rs) else {
+                    return Err(StreamError::plan(
+                        op,
+                        "an input's schema is decided by a Python function (map/map_batches); join before it, or give map(..., schema=...)",
+                    ));
+                };
+                let Some(lt) = lt else {
+                    return Err(StreamError::plan(op, "timestamp: the left input has no event time; pass timestamp= to Pipeline.read(...)"));
+                };
+                if let Some(on) = left_on.as_ref().filter(|on| **on != lt) {
+                    return Err(StreamError::plan(op, format!("on: '{on}' is not the left input's event-time column '{lt}'; joins match on event time")));
+                }
+                let Some(rt) = right_on.clone().or(rt) else {
+                    return Err(StreamError::plan(op, "on: the right input has no event time; pass timestamp= to its Pipeline.read(...) or name its time column"));
+                };
+                let spec = crate::join::JoinSpec {
+                    kind: *kind,
+                    left_ts: &lt,
+                    right_ts: &rt,
+                    left_by,
+                    right_by,
+                    suffix,
+                };
+                let j = crate::join::TemporalJoin::new(&ls, &rs, &spec, op)?;
+                let schema = j.schema();
+                let label = self.name(op);
+                let idx = self.add(
+                    Box::new(Named {
+                        inner: Box::new(j),
+                        name: label,
+                    }),
+                    vec![lc, rc],
+                );
+                let key = self.keys_of.get(&lc).cloned().unwrap_or_default();
+                self.keys_of.insert(idx, key);
+                Ok((idx, Some(schema), Some(lt)))
+            }
             _ => {
                 let input = node.inputs()[0];
                 let (child, schema, ts) = self.build(input)?;
@@ -595,6 +660,17 @@ impl Operator for Named {
     fn on_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
         self.inner.on_batch(batch, out)
     }
+    fn on_input(
+        &mut self,
+        side: usize,
+        batch: RecordBatch,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        self.inner.on_input(side, batch, out)
+    }
+    fn input_watermarks(&mut self, wms: &[i64]) {
+        self.inner.input_watermarks(wms)
+    }
     fn on_watermark(&mut self, wm: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
         self.inner.on_watermark(wm, out)
     }
@@ -636,17 +712,28 @@ impl Graph {
         })
     }
 
-    fn push(&mut self, idx: usize, batch: RecordBatch, sink: &mut dyn Sink) -> Result<()> {
+    fn push(
+        &mut self,
+        idx: usize,
+        side: usize,
+        batch: RecordBatch,
+        sink: &mut dyn Sink,
+    ) -> Result<()> {
         let mut out = Vec::new();
-        self.nodes[idx].op.on_batch(batch, &mut out)?;
+        self.nodes[idx].op.on_input(side, batch, &mut out)?;
         self.forward(idx, out, sink)
     }
 
     fn forward(&mut self, idx: usize, out: Vec<RecordBatch>, sink: &mut dyn Sink) -> Result<()> {
         match self.nodes[idx].parent {
             Some(p) => {
+                let side = self.nodes[p]
+                    .children
+                    .iter()
+                    .position(|&c| c == idx)
+                    .unwrap_or(0);
                 for b in out {
-                    self.push(p, b, sink)?;
+                    self.push(p, side, b, sink)?;
                 }
             }
             None => {
@@ -660,18 +747,21 @@ impl Graph {
         Ok(())
     }
 
-    fn advance(&mut self, wm: i64, sink: &mut dyn Sink) -> Result<()> {
+    /// Advance every node's watermark: a leaf gets its source's (`leaf_wm`), any other node the
+    /// minimum of its inputs' (each input's is handed to it first, for joins).
+    fn advance(&mut self, leaf_wm: &FastMap<usize, i64>, sink: &mut dyn Sink) -> Result<()> {
         for k in 0..self.order.len() {
             let idx = self.order[k];
             let input_wm = if self.nodes[idx].children.is_empty() {
-                wm
+                leaf_wm.get(&idx).copied().unwrap_or(i64::MAX)
             } else {
-                self.nodes[idx]
+                let wms: Vec<i64> = self.nodes[idx]
                     .children
                     .iter()
                     .map(|&c| self.nodes[c].out_wm)
-                    .min()
-                    .unwrap_or(wm)
+                    .collect();
+                self.nodes[idx].op.input_watermarks(&wms);
+                wms.into_iter().min().unwrap_or(i64::MAX)
             };
             let mut out = Vec::new();
             self.nodes[idx].op.on_watermark(input_wm, &mut out)?;
@@ -791,7 +881,7 @@ impl Pipeline {
         }
         let mut late = Vec::new();
         let mut done = vec![false; srcs.len()];
-        let mut last_wm = i64::MIN;
+        let mut last_wm: Vec<i64> = Vec::new();
         loop {
             if control.stop.load(Ordering::Acquire) {
                 break;
@@ -808,7 +898,7 @@ impl Pipeline {
                             None => None,
                         };
                         tracker.observe(k, p, max_ts);
-                        g.push(uses[k].leaf, b, sink)?;
+                        g.push(uses[k].leaf, 0, b, sink)?;
                         progressed = true;
                     }
                     Polled::PartitionDone(p) => {
@@ -823,10 +913,15 @@ impl Pipeline {
                     }
                 }
             }
-            let wm = tracker.watermark(follow, g.horizon);
-            if wm > last_wm {
-                g.advance(wm, sink)?;
-                last_wm = wm;
+            let wms = tracker.watermarks(follow, g.horizon);
+            if wms != last_wm {
+                let leaf_wm: FastMap<usize, i64> = uses
+                    .iter()
+                    .map(|u| u.leaf)
+                    .zip(wms.iter().copied())
+                    .collect();
+                g.advance(&leaf_wm, sink)?;
+                last_wm = wms;
             }
             late.extend(g.take_late());
             *control.metrics.lock() = g.metrics();
@@ -909,6 +1004,23 @@ fn explain(node: &Node, specs: &[SourceSpec], depth: usize, out: &mut String) {
                 .map(|(n, e)| format!("{n}={e}"))
                 .collect::<Vec<_>>()
                 .join(", ")
+        ),
+        Node::Join {
+            kind,
+            left_by,
+            right_by,
+            right_on,
+            ..
+        } => format!(
+            "{} {kind:?} left_by {left_by:?} right_by {right_by:?}{}",
+            kind.name(),
+            right_on
+                .as_ref()
+                .map_or(String::new(), |r| format!(" right_on={r}"))
+        ),
+        Node::StatefulMap { by, udf, name, .. } => format!(
+            "stateful_map {} by {by:?}",
+            name.clone().unwrap_or_else(|| format!("udf #{udf}"))
         ),
         Node::GroupBy { by, aggs, .. } => format!(
             "group_by {by:?} aggs [{}]",

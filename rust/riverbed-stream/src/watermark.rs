@@ -19,14 +19,15 @@ struct Part {
 pub struct WatermarkTracker {
     /// Per source: its partitions.
     parts: Vec<Vec<Part>>,
-    current: i64,
+    /// Per source: its watermark so far (never moves backwards).
+    current: Vec<i64>,
 }
 
 impl WatermarkTracker {
     pub fn new() -> Self {
         WatermarkTracker {
             parts: Vec::new(),
-            current: i64::MIN,
+            current: Vec::new(),
         }
     }
 
@@ -43,6 +44,7 @@ impl WatermarkTracker {
                 })
                 .collect(),
         );
+        self.current.push(i64::MIN);
     }
 
     pub fn observe(&mut self, source: usize, partition: usize, max_ts: Option<i64>) {
@@ -80,34 +82,50 @@ impl WatermarkTracker {
         self.parts.iter().flatten().all(|p| p.done)
     }
 
-    /// The pipeline watermark now; never moves backwards. `follow` enables idleness.
-    pub fn watermark(&mut self, follow: bool, horizon: i64) -> i64 {
+    /// Each source's watermark now: the minimum over its active partitions. A source whose
+    /// partitions are all idle follows the active ones; when every input is idle, every
+    /// watermark jumps past what holds data; a finished source is at +inf. `follow` enables
+    /// idleness. Never moves backwards.
+    pub fn watermarks(&mut self, follow: bool, horizon: i64) -> Vec<i64> {
         let now = Instant::now();
-        let live: Vec<&Part> = self.parts.iter().flatten().filter(|p| !p.done).collect();
-        let wm = if live.is_empty() {
-            i64::MAX
-        } else {
-            let active: Vec<&&Part> = live
+        let active =
+            |p: &Part| !p.done && (!follow || now.duration_since(p.last_active) < p.idle_timeout);
+        let part_wm = |p: &Part| p.max_ts.map_or(i64::MIN, |t| t.saturating_sub(p.lateness));
+        let any_active = self.parts.iter().flatten().any(active);
+        let others = self
+            .parts
+            .iter()
+            .flatten()
+            .filter(|p| active(p))
+            .map(part_wm)
+            .min()
+            .unwrap_or(i64::MIN);
+        // Every input is quiet: close every window holding data.
+        let flush = || {
+            self.parts
                 .iter()
-                .filter(|p| !follow || now.duration_since(p.last_active) < p.idle_timeout)
-                .collect();
-            if active.is_empty() {
-                // Every input is quiet: close every window holding data.
-                self.parts
+                .flatten()
+                .filter_map(|p| p.max_ts.map(|t| t.saturating_sub(p.lateness)))
+                .max()
+                .map_or(i64::MIN, |t| t.saturating_add(horizon))
+        };
+        for (s, parts) in self.parts.iter().enumerate() {
+            let wm = if parts.iter().all(|p| p.done) {
+                i64::MAX
+            } else if parts.iter().any(active) {
+                parts
                     .iter()
-                    .flatten()
-                    .filter_map(|p| p.max_ts.map(|t| t.saturating_sub(p.lateness)))
-                    .max()
-                    .map_or(i64::MIN, |t| t.saturating_add(horizon))
-            } else {
-                active
-                    .iter()
-                    .map(|p| p.max_ts.map_or(i64::MIN, |t| t.saturating_sub(p.lateness)))
+                    .filter(|p| active(p))
+                    .map(part_wm)
                     .min()
                     .unwrap_or(i64::MIN)
-            }
-        };
-        self.current = self.current.max(wm);
-        self.current
+            } else if any_active {
+                others
+            } else {
+                flush()
+            };
+            self.current[s] = self.current[s].max(wm);
+        }
+        self.current.clone()
     }
 }

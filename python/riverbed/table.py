@@ -1,0 +1,229 @@
+"""``Table``: the latest row per key of a stream, readable while the stream runs.
+
+Kafka Streams calls it a KTable. A table comes from ``pipeline.to_table(key)`` (the latest record
+per key), from an unwindowed ``group_by(...).agg(...)`` (the running aggregates per key) or from
+``log.table(topic)`` (a compacted topic; a record with a null value deletes its key).
+
+>>> import riverbed as rb, pyarrow as pa
+>>> prices = pa.table({"sym": ["A", "B", "A"], "px": [1.0, 2.0, 3.0], "ts": [0, 1, 2]})
+>>> t = rb.Pipeline.read(prices, timestamp="ts").to_table("sym")
+>>> t.get("A")["px"]
+3.0
+
+A table is also the right side of ``pipeline.join_table(table, on=...)``, which looks each record
+up in the table *as of the record's event time* — so a training set built from it never sees a
+value from after its label.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import threading
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    from riverbed.log import Topic
+    from riverbed.pipeline import Pipeline, RunResult
+
+__all__ = ["Table"]
+
+_LOG_COLUMNS = ("key", "timestamp", "partition", "offset")
+_COMPACT_AT = 1_000_000
+
+
+class Table:
+    """The latest row per ``key`` of a changelog pipeline. Run it (``run()``, or ``start()`` to
+    follow), then read it with ``get(key)``, ``to_arrow()`` or ``to_pandas()`` — also while it runs.
+    A table that has never run is run to the end of its input on its first read."""
+
+    def __init__(self, changelog: Pipeline, key: list[str], *, deletes: bool = False) -> None:
+        schema = changelog.schema
+        if not key:
+            raise ValueError("a table needs key columns")
+        if schema is not None:
+            missing = [k for k in key if k not in schema.names]
+            if missing:
+                raise ValueError(f"table key {missing} not in the columns {schema.names}")
+        self._changelog = changelog
+        self.key = list(key)
+        self._deletes = deletes
+        self._lock = threading.Lock()
+        self._batches: list[pa.RecordBatch] = []
+        self._rows = 0
+        self._live = 0
+        self._view: pa.Table | None = None
+        self._index: dict[Any, int] | None = None
+        self._runner: Pipeline | None = None
+        self._ran = False
+
+    # -- the changelog ----------------------------------------------------------------------
+    @property
+    def changelog(self) -> Pipeline:
+        """The pipeline of the table's updates (one row per change)."""
+        return self._changelog
+
+    @property
+    def schema(self) -> pa.Schema | None:
+        return self._changelog.schema
+
+    def write(self, topic: Topic) -> Pipeline:
+        """The changelog keyed by the table's key, written to ``topic`` (make it
+        ``cleanup_policy="compact"`` to keep the latest row per key); ``run()``/``start()`` it."""
+        return self._changelog.key_by(*self.key).write(topic)
+
+    def _absorb(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        with self._lock:
+            self._batches.append(batch)
+            self._rows += batch.num_rows
+            self._view = None
+            self._index = None
+            if self._rows > max(_COMPACT_AT, 4 * self._live):
+                self._compact()
+
+    # -- running ----------------------------------------------------------------------------
+    def _reset(self) -> None:
+        with self._lock:
+            self._batches, self._rows, self._live, self._view, self._index = [], 0, 0, None, None
+
+    def run(self) -> RunResult:
+        """Rebuild the table from the whole input (a bounded run)."""
+        if self.running:
+            raise RuntimeError("this table is running; stop() it first")
+        self._reset()
+        res = self._changelog.write(self._absorb).run()
+        self._ran = True
+        return res
+
+    def start(self, follow: bool = True) -> Table:
+        """Maintain the table in the background from the input (following topics) until ``stop()``."""
+        if self.running:
+            raise RuntimeError("this table is already running")
+        self._reset()
+        self._runner = self._changelog.write(self._absorb).start(follow)
+        self._ran = True
+        return self
+
+    def stop(self, timeout: float = 10.0) -> RunResult:
+        if self._runner is None:
+            raise RuntimeError("this table was not started")
+        try:
+            return self._runner.stop(timeout)
+        finally:
+            self._runner = None
+
+    @property
+    def running(self) -> bool:
+        return self._runner is not None and self._runner.running
+
+    def __enter__(self) -> Table:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            self.stop()
+
+    # -- reading ----------------------------------------------------------------------------
+    def _compact(self) -> None:
+        """Keep only the latest row per key (called with the lock held)."""
+        if not self._batches:
+            view = self._empty()
+        else:
+            whole = pa.Table.from_batches(self._batches)
+            idx = pa.array(range(whole.num_rows), pa.int64())
+            latest = (
+                whole.select(self.key)
+                .append_column("__row", idx)
+                .group_by(self.key, use_threads=False)
+                .aggregate([("__row", "max")])
+                .column("__row_max")
+                .combine_chunks()
+            )
+            view = whole.take(latest.take(pc.sort_indices(latest)))
+            if self._deletes:
+                values = [n for n in view.column_names if n not in _LOG_COLUMNS and n not in self.key]
+                if values:
+                    deleted = functools.reduce(pc.and_kleene, [pc.is_null(view.column(n)) for n in values])
+                    view = view.filter(pc.invert(deleted))
+        self._batches = view.to_batches()
+        self._rows = self._live = view.num_rows
+        self._view = view
+
+    def _empty(self) -> pa.Table:
+        schema = self.schema
+        return pa.table({}) if schema is None else schema.empty_table()
+
+    def to_arrow(self) -> pa.Table:
+        """The table now: one row per key (sorted by when each key last changed)."""
+        if not self._ran:
+            self.run()
+        with self._lock:
+            if self._view is None:
+                self._compact()
+            assert self._view is not None
+            return self._view
+
+    def to_pandas(self) -> Any:
+        return self.to_arrow().to_pandas()
+
+    def to_polars(self) -> Any:
+        import polars as pl
+
+        return pl.from_arrow(self.to_arrow())
+
+    def _lookup(self) -> tuple[pa.Table, dict[Any, int]]:
+        view = self.to_arrow()
+        with self._lock:
+            if self._index is None or self._view is not view:
+                cols = [view.column(k).to_pylist() for k in self.key]
+                keys = cols[0] if len(cols) == 1 else list(zip(*cols))
+                self._index = {k: i for i, k in enumerate(keys)}
+            return view, self._index
+
+    def get(self, key: object, default: object = None) -> Any:
+        """The row (a dict) for ``key`` — a value, or a tuple for several key columns — or
+        ``default``. A str key also finds a binary key (a topic's record key)."""
+        view, index = self._lookup()
+        i = index.get(key)
+        if i is None and isinstance(key, str):
+            i = index.get(key.encode())
+        if i is None:
+            return default
+        return view.slice(i, 1).to_pylist()[0]
+
+    def __getitem__(self, key: object) -> dict[str, Any]:
+        row = self.get(key, _MISSING)
+        if row is _MISSING:
+            raise KeyError(key)
+        return row
+
+    def __contains__(self, key: object) -> bool:
+        return self.get(key, _MISSING) is not _MISSING
+
+    def __len__(self) -> int:
+        return self.to_arrow().num_rows
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else ("loaded" if self._ran else "not run yet")
+        return f"Table(key={self.key}, {state}, {self._live if self._view is not None else self._rows} rows)"
+
+    def _repr_html_(self) -> str:
+        view = self.to_arrow()
+        head = view.slice(0, 20)
+        cols = head.column_names
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(r[c]))}</td>" for c in cols) + "</tr>" for r in head.to_pylist()
+        )
+        return (
+            f"<div><b>riverbed Table</b> key={html.escape(str(self.key))}, {view.num_rows} rows"
+            "<table><thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr></thead>"
+            f"<tbody>{rows}</tbody></table></div>"
+        )
+
+
+_MISSING = object()

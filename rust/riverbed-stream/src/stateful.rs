@@ -1,0 +1,123 @@
+//! `stateful_map`: records are held per key until the watermark passes them, then handed to a
+//! function (a Python one, through [`BatchUdf`]) as one batch ordered by key and, within a key,
+//! by (event time, arrival). The function keeps its own state per key and returns the output
+//! rows. So the state a key's function sees never depends on arrival order.
+
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+
+use crate::error::{ArrowContext, Result};
+use crate::held::{Held, HeldRecords};
+use crate::keys::{event_times, FastMap, KeyInterner};
+use crate::operator::{BatchUdf, OpMetrics, Operator};
+
+pub struct StatefulMap {
+    udf: Arc<dyn BatchUdf>,
+    ts_col: String,
+    keys: KeyInterner,
+    held: HeldRecords<RecordBatch>,
+    wm: i64,
+    late: Vec<RecordBatch>,
+    m: OpMetrics,
+}
+
+impl StatefulMap {
+    pub fn new(
+        input: &SchemaRef,
+        ts_col: &str,
+        by: &[String],
+        udf: Arc<dyn BatchUdf>,
+        op: &str,
+    ) -> Result<StatefulMap> {
+        Ok(StatefulMap {
+            udf,
+            ts_col: ts_col.to_string(),
+            keys: KeyInterner::new(input, by, op)?,
+            held: HeldRecords::default(),
+            wm: i64::MIN,
+            late: Vec::new(),
+            m: OpMetrics::default(),
+        })
+    }
+}
+
+impl Operator for StatefulMap {
+    fn on_batch(&mut self, batch: RecordBatch, _out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.m.records_in += batch.num_rows() as u64;
+        let ts = event_times(&batch, &self.ts_col)?;
+        let kids = self.keys.ids(&batch)?;
+        let wm = self.wm;
+        let late = self.held.hold(&kids, &ts, |t| t < wm, batch.clone());
+        if !late.is_empty() {
+            self.m.late_records += late.len() as u64;
+            let idx = arrow_array::UInt32Array::from(late);
+            self.late
+                .push(arrow_select::take::take_record_batch(&batch, &idx).ctx("late records")?);
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, wm: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.wm = wm;
+        let mut ready: Vec<(u32, Held)> = self
+            .held
+            .drain_sorted(|_, list, _| Ok(list.partition_point(|h| h.ts < wm)))?;
+        if ready.is_empty() {
+            return Ok(());
+        }
+        // Keys in the order of their first ready record's time, each key's records together.
+        let mut first: FastMap<u32, (i64, u64)> = FastMap::default();
+        for (k, h) in &ready {
+            let e = first.entry(*k).or_insert((h.ts, h.seq));
+            *e = (*e).min((h.ts, h.seq));
+        }
+        ready.sort_by(|a, b| {
+            (first[&a.0], self.keys.bytes(a.0), a.1.ts, a.1.seq).cmp(&(
+                first[&b.0],
+                self.keys.bytes(b.0),
+                b.1.ts,
+                b.1.seq,
+            ))
+        });
+        let mut slot: FastMap<u32, usize> = FastMap::default();
+        let mut refs: Vec<&RecordBatch> = Vec::new();
+        for (_, h) in &ready {
+            if let std::collections::hash_map::Entry::Vacant(e) = slot.entry(h.batch) {
+                if let Some(b) = self.held.payload(h.batch) {
+                    e.insert(refs.len());
+                    refs.push(b);
+                }
+            }
+        }
+        let idx: Vec<(usize, usize)> = ready
+            .iter()
+            .map(|(_, h)| (slot[&h.batch], h.row as usize))
+            .collect();
+        let batch =
+            arrow_select::interleave::interleave_record_batch(&refs, &idx).ctx("stateful_map")?;
+        self.held.release(ready.iter().map(|(_, h)| h));
+        let b = self.udf.call(batch)?;
+        self.m.records_out += b.num_rows() as u64;
+        if b.num_rows() > 0 {
+            out.push(b);
+        }
+        Ok(())
+    }
+
+    fn output_watermark(&self, wm: i64) -> i64 {
+        self.held.oldest().map_or(wm, |o| o.min(wm))
+    }
+
+    fn take_late(&mut self) -> Vec<RecordBatch> {
+        std::mem::take(&mut self.late)
+    }
+
+    fn metrics(&self) -> OpMetrics {
+        let mut m = self.m.clone();
+        m.watermark = (self.wm != i64::MIN).then_some(self.wm);
+        m.state_entries = self.held.len() as u64 + self.keys.len() as u64;
+        m
+    }
+}
