@@ -182,3 +182,51 @@ impl<P> HeldRecords<P> {
             .min()
     }
 }
+
+/// The order of `items` — (event time, key, arrival) — by event time, then key bytes, then
+/// arrival: the deterministic order in which held records are emitted. A counting sort over the
+/// time range when it is not much wider than the number of items (the usual watermark step),
+/// else a comparison sort.
+pub fn time_key_order<'a>(items: &[(i64, u32, u64)], key: impl Fn(u32) -> &'a [u8]) -> Vec<u32> {
+    let n = items.len();
+    let by_key = |a: &(i64, u32, u64), b: &(i64, u32, u64)| {
+        a.0.cmp(&b.0)
+            .then_with(|| key(a.1).cmp(key(b.1)))
+            .then(a.2.cmp(&b.2))
+    };
+    let (Some(lo), Some(hi)) = (
+        items.iter().map(|x| x.0).min(),
+        items.iter().map(|x| x.0).max(),
+    ) else {
+        return Vec::new();
+    };
+    let width = (hi as i128 - lo as i128 + 1) as u128;
+    if width > (4 * n + 1024) as u128 {
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.sort_unstable_by(|&a, &b| by_key(&items[a as usize], &items[b as usize]));
+        return order;
+    }
+    let width = width as usize;
+    let mut starts = vec![0u32; width + 1];
+    for x in items {
+        starts[(x.0 - lo) as usize + 1] += 1;
+    }
+    for i in 0..width {
+        starts[i + 1] += starts[i];
+    }
+    let mut order = vec![0u32; n];
+    let mut next = starts.clone();
+    for (i, x) in items.iter().enumerate() {
+        let b = (x.0 - lo) as usize;
+        order[next[b] as usize] = i as u32;
+        next[b] += 1;
+    }
+    // Records of the same time: by key, then arrival.
+    for b in 0..width {
+        let (s, e) = (starts[b] as usize, starts[b + 1] as usize);
+        if e - s > 1 {
+            order[s..e].sort_unstable_by(|&a, &b| by_key(&items[a as usize], &items[b as usize]));
+        }
+    }
+    order
+}

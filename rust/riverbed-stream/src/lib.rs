@@ -12,6 +12,7 @@ pub mod join;
 pub mod keys;
 pub mod operator;
 pub mod plan;
+pub mod rolling;
 pub mod runtime;
 pub mod series;
 pub mod sink;

@@ -16,6 +16,7 @@ use crate::error::{ArrowContext, Result, StreamError};
 use crate::held::{Held, HeldRecords};
 use crate::keys::{event_times, FastMap, KeyInterner};
 use crate::operator::{OpMetrics, Operator};
+use crate::rolling::RollingWindow;
 
 /// One per-key series computation and the column it adds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,55 +114,10 @@ struct KeyState {
     history: Vec<VecDeque<Option<f64>>>,
     sums: Vec<f64>,
     last_ts: Option<i64>,
-    /// Rolling ops: the trailing window's (time, value).
-    windows: Vec<VecDeque<(i64, Option<f64>)>>,
+    /// Rolling ops: the trailing window.
+    windows: Vec<RollingWindow>,
     /// EWM ops: weighted sum, sum of weights, time of the last record.
     ewm: Vec<(f64, f64, Option<i64>)>,
-}
-
-/// One aggregate over the values of a trailing window (nulls skipped).
-fn rolling_value(
-    func: crate::expr::AggFunc,
-    window: &VecDeque<(i64, Option<f64>)>,
-    need: usize,
-) -> Option<f64> {
-    use crate::expr::AggFunc as F;
-    let vals: Vec<f64> = window.iter().filter_map(|&(_, v)| v).collect();
-    let n = vals.len();
-    if func == F::Count {
-        return Some(n as f64);
-    }
-    let need = match func {
-        F::Std | F::Var => need.max(2),
-        _ => need.max(1),
-    };
-    if n < need {
-        return None;
-    }
-    let sum: f64 = vals.iter().sum();
-    Some(match func {
-        F::Sum => sum,
-        F::Mean => sum / n as f64,
-        F::Min => vals.iter().copied().fold(f64::INFINITY, f64::min),
-        F::Max => vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-        F::First => vals[0],
-        F::Last => vals[n - 1],
-        F::Std | F::Var => {
-            let mean = sum / n as f64;
-            let var = vals.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1) as f64;
-            if func == F::Std {
-                var.sqrt()
-            } else {
-                var
-            }
-        }
-        F::Count | F::CountDistinct => {
-            let mut d: Vec<u64> = vals.iter().map(|v| v.to_bits()).collect();
-            d.sort_unstable();
-            d.dedup();
-            d.len() as f64
-        }
-    })
 }
 
 pub struct SeriesOperator {
@@ -171,7 +127,12 @@ pub struct SeriesOperator {
     schema: SchemaRef,
     /// Held records; each batch keeps its rows and each op's input column as f64.
     held: HeldRecords<(RecordBatch, Vec<Option<Float64Array>>)>,
-    states: FastMap<u32, KeyState>,
+    /// Rolling ops over the same column and window share one window: per op its window slot;
+    /// per slot the op whose input it reads, its period and rows, and the window template.
+    window_of: Vec<usize>,
+    slots: Vec<(usize, Option<i64>, Option<usize>, RollingWindow)>,
+    /// Per key id (ids are dense).
+    states: Vec<KeyState>,
     wm: i64,
     late: Vec<RecordBatch>,
     m: OpMetrics,
@@ -258,13 +219,42 @@ impl SeriesOperator {
             }
             fields.push(Field::new(o.alias(), o.out_type(), true));
         }
+        let mut window_of = vec![usize::MAX; ops.len()];
+        let mut slots: Vec<(usize, Option<i64>, Option<usize>, RollingWindow)> = Vec::new();
+        let mut slot_funcs: Vec<Vec<crate::expr::AggFunc>> = Vec::new();
+        for (j, o) in ops.iter().enumerate() {
+            if let SeriesOp::Rolling {
+                col,
+                func,
+                period_ms,
+                rows,
+                ..
+            } = o
+            {
+                let same = slots.iter().position(|(first, p, r, _)| {
+                    ops[*first].col() == Some(col.as_str()) && p == period_ms && r == rows
+                });
+                let s = same.unwrap_or_else(|| {
+                    slots.push((j, *period_ms, *rows, RollingWindow::default()));
+                    slot_funcs.push(Vec::new());
+                    slots.len() - 1
+                });
+                slot_funcs[s].push(*func);
+                window_of[j] = s;
+            }
+        }
+        for (slot, funcs) in slots.iter_mut().zip(&slot_funcs) {
+            slot.3 = RollingWindow::for_funcs(funcs);
+        }
         Ok(SeriesOperator {
+            window_of,
+            slots,
             ops,
             ts_col: ts_col.to_string(),
             keys,
             schema: Arc::new(Schema::new(fields)),
             held: HeldRecords::default(),
-            states: FastMap::default(),
+            states: Vec::new(),
             wm: i64::MIN,
             late: Vec::new(),
             m: OpMetrics::default(),
@@ -320,23 +310,68 @@ impl Operator for SeriesOperator {
         if ready.is_empty() {
             return Ok(());
         }
-        // Per-key order first (state depends on it), output order by (ts, key, seq) after.
+        // The output order, (ts, key, arrival), keeps each key's records in (ts, arrival) order.
+        let items: Vec<(i64, u32, u64)> = ready.iter().map(|&(k, h)| (h.ts, k, h.seq)).collect();
+        let keys = &self.keys;
+        let order: Vec<usize> = crate::held::time_key_order(&items, |k| keys.bytes(k))
+            .into_iter()
+            .map(|i| i as usize)
+            .collect();
+        let ready: Vec<(u32, Held)> = order.iter().map(|&i| ready[i]).collect();
+        // Where each held batch's data is, and each op's input per record, gathered up front in
+        // tight loops (independent loads) before the per-key state updates.
+        let mut slot: FastMap<u32, usize> = FastMap::default();
+        let mut payloads: Vec<&(RecordBatch, Vec<Option<Float64Array>>)> = Vec::new();
+        for (_, h) in &ready {
+            if let std::collections::hash_map::Entry::Vacant(e) = slot.entry(h.batch) {
+                if let Some(p) = self.held.payload(h.batch) {
+                    e.insert(payloads.len());
+                    payloads.push(p);
+                }
+            }
+        }
+        let at: Vec<(usize, usize)> = ready
+            .iter()
+            .map(|(_, h)| (slot[&h.batch], h.row as usize))
+            .collect();
         let n_ops = self.ops.len();
+        let mut inputs: Vec<Vec<Option<f64>>> = vec![Vec::new(); n_ops];
+        for (j, o) in self.ops.iter().enumerate() {
+            let Some(c) = o.col() else { continue };
+            if let Some(done) = self.ops[..j].iter().position(|p| p.col() == Some(c)) {
+                inputs[j] = inputs[done].clone();
+                continue;
+            }
+            inputs[j] = at
+                .iter()
+                .map(|&(b, r)| {
+                    payloads[b].1[j]
+                        .as_ref()
+                        .and_then(|a| a.is_valid(r).then(|| a.value(r)))
+                })
+                .collect();
+        }
         let mut values: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(ready.len()); n_ops];
         let mut gaps: Vec<Option<i64>> = Vec::with_capacity(ready.len());
-        for &(k, h) in &ready {
-            let state = self.states.entry(k).or_insert_with(|| KeyState {
-                history: vec![VecDeque::new(); n_ops],
-                sums: vec![0.0; n_ops],
-                last_ts: None,
-                windows: vec![VecDeque::new(); n_ops],
-                ewm: vec![(0.0, 0.0, None); n_ops],
-            });
-            let inputs = &self.held.payload(h.batch).map(|b| &b.1);
+        // All keys together in (ts, key, arrival) order: each key's records in (ts, arrival) order.
+        for (i, &(k, h)) in ready.iter().enumerate() {
+            let k = k as usize;
+            if k >= self.states.len() {
+                self.states.resize_with(k + 1, || KeyState {
+                    history: vec![VecDeque::new(); n_ops],
+                    sums: vec![0.0; n_ops],
+                    last_ts: None,
+                    windows: self.slots.iter().map(|s| s.3.clone()).collect(),
+                    ewm: vec![(0.0, 0.0, None); n_ops],
+                });
+            }
+            let state = &mut self.states[k];
+            let value = |j: usize| inputs[j].get(i).copied().flatten();
+            for (s, (first, period, rows, _)) in self.slots.iter().enumerate() {
+                state.windows[s].advance(h.ts, value(*first), *period, *rows);
+            }
             for (j, o) in self.ops.iter().enumerate() {
-                let x = inputs
-                    .and_then(|ins| ins[j].as_ref())
-                    .and_then(|a| a.is_valid(h.row as usize).then(|| a.value(h.row as usize)));
+                let x = value(j);
                 let v = match o {
                     SeriesOp::Lag { n, .. }
                     | SeriesOp::Diff { n, .. }
@@ -362,25 +397,8 @@ impl Operator for SeriesOperator {
                         state.sums[j]
                     }),
                     SeriesOp::TimeSincePrevious { .. } => None,
-                    SeriesOp::Rolling {
-                        func,
-                        period_ms,
-                        rows,
-                        ..
-                    } => {
-                        let w = &mut state.windows[j];
-                        w.push_back((h.ts, x));
-                        if let Some(p) = period_ms {
-                            while w.front().is_some_and(|&(t, _)| t <= h.ts - p) {
-                                w.pop_front();
-                            }
-                        }
-                        if let Some(r) = rows {
-                            while w.len() > *r {
-                                w.pop_front();
-                            }
-                        }
-                        rolling_value(*func, w, rows.unwrap_or(1))
+                    SeriesOp::Rolling { func, rows, .. } => {
+                        state.windows[self.window_of[j]].value(*func, rows.unwrap_or(1))
                     }
                     SeriesOp::EwmMean {
                         half_life_ms,
@@ -410,36 +428,18 @@ impl Operator for SeriesOperator {
             gaps.push(state.last_ts.map(|p| h.ts - p));
             state.last_ts = Some(h.ts);
         }
-        let mut order: Vec<usize> = (0..ready.len()).collect();
-        order.sort_by(|&a, &b| {
-            let (ka, ha) = ready[a];
-            let (kb, hb) = ready[b];
-            (ha.ts, self.keys.bytes(ka), ha.seq).cmp(&(hb.ts, self.keys.bytes(kb), hb.seq))
-        });
         // Gather the original rows (across held batches) in output order.
-        let mut slot: FastMap<u32, usize> = FastMap::default();
-        let mut refs: Vec<&RecordBatch> = Vec::new();
-        for &(_, h) in &ready {
-            if let std::collections::hash_map::Entry::Vacant(e) = slot.entry(h.batch) {
-                e.insert(refs.len());
-                if let Some(b) = self.held.payload(h.batch) {
-                    refs.push(&b.0);
-                }
-            }
-        }
-        let indices: Vec<(usize, usize)> = order
-            .iter()
-            .map(|&i| (slot[&ready[i].1.batch], ready[i].1.row as usize))
-            .collect();
+        let refs: Vec<&RecordBatch> = payloads.iter().map(|p| &p.0).collect();
+        let indices = at;
         let base = arrow_select::interleave::interleave_record_batch(&refs, &indices)
             .ctx("series output")?;
         let mut cols: Vec<ArrayRef> = base.columns().to_vec();
         for (j, o) in self.ops.iter().enumerate() {
             let col: ArrayRef = match o {
                 SeriesOp::TimeSincePrevious { .. } => {
-                    Arc::new(Int64Array::from_iter(order.iter().map(|&i| gaps[i])))
+                    Arc::new(Int64Array::from(std::mem::take(&mut gaps)))
                 }
-                _ => Arc::new(Float64Array::from_iter(order.iter().map(|&i| values[j][i]))),
+                _ => Arc::new(Float64Array::from(std::mem::take(&mut values[j]))),
             };
             cols.push(col);
         }

@@ -71,8 +71,12 @@ pub struct LogSpec {
     pub batch_size: usize,
 }
 
+/// Rows per batch of an in-memory table source by default (larger chunks are sliced).
+const TABLE_CHUNK: usize = 65_536;
+
 impl SourceSpec {
-    /// An in-memory table, re-chunked to `batch_size` rows when given.
+    /// An in-memory table, re-chunked to `batch_size` rows when given, else into chunks of at
+    /// most [`TABLE_CHUNK`] rows.
     pub fn table(
         schema: SchemaRef,
         batches: Vec<RecordBatch>,
@@ -92,7 +96,17 @@ impl SourceSpec {
                     .map(|o| all.slice(o, n.min(all.num_rows() - o)))
                     .collect()
             }
-            _ => batches.into_iter().filter(|b| b.num_rows() > 0).collect(),
+            // Big chunks are sliced (without copying): operators then work on cache-sized steps
+            // and the watermark advances between them.
+            _ => batches
+                .into_iter()
+                .flat_map(|b| {
+                    let n = b.num_rows();
+                    (0..n)
+                        .step_by(TABLE_CHUNK)
+                        .map(move |o| b.slice(o, TABLE_CHUNK.min(n - o)))
+                })
+                .collect(),
         };
         Ok(SourceSpec::Table {
             schema,
