@@ -17,10 +17,12 @@ and Python functions its nodes refer to by index.
 
 from __future__ import annotations
 
+import atexit
 import copy
 import functools
 import html
 import itertools
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -365,6 +367,10 @@ class _StatefulUdf:
         self.fn, self.keys, self.initial, self.schema, self.__name__ = fn, keys, initial, schema, label
         self.states: dict[Any, Any] = {}
 
+    def reset(self) -> None:
+        """Forget every key's state: a new run starts from ``initial``."""
+        self.states = {}
+
     def _new_state(self) -> Any:
         return self.initial() if callable(self.initial) else copy.deepcopy(self.initial)
 
@@ -398,6 +404,20 @@ class _StatefulUdf:
 
 
 # -- Pipeline ---------------------------------------------------------------------------------
+
+# Pipelines started in the background: stopped when the interpreter exits, so no run calls into
+# Python (a callback sink, a UDF) while it is being torn down.
+_RUNNING: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_running() -> None:
+    for p in list(_RUNNING):
+        try:
+            p.stop(timeout=5.0)
+        except BaseException:  # noqa: BLE001 - exiting: nothing left to report to
+            pass
+
 
 
 class Pipeline:
@@ -563,9 +583,17 @@ class Pipeline:
         return WindowedPipeline(self, spec, keys, emit)
 
     # -- per-key time series ------------------------------------------------------------------
-    def _series(self, op: dict[str, Any], by: object) -> Pipeline:
+    def _series(self, op: dict[str, Any] | list[dict[str, Any]], by: object) -> Pipeline:
         keys = [] if by is None else _names((by,), "series by")
-        return self._derive({"op": "series", "input": self._node, "by": keys, "ops": [op]})
+        ops = op if isinstance(op, list) else [op]
+        node = self._node
+        # Chained series steps with the same key run as one operator (one hold, one sort), unless
+        # a step reads a column an earlier one adds.
+        if node["op"] == "series" and node["by"] == keys:
+            added = {next(iter(o.values()))["alias"] for o in node["ops"]}
+            if not any(next(iter(o.values())).get("col") in added for o in ops):
+                return self._derive({**node, "ops": [*node["ops"], *ops]})
+        return self._derive({"op": "series", "input": node, "by": keys, "ops": ops})
 
     def lag(self, col: str, by: str | Iterable[str] | None = None, n: int = 1, alias: str | None = None) -> Pipeline:
         """Add the value of ``col`` ``n`` records earlier for the same key (pandas ``shift(n)``),
@@ -616,8 +644,7 @@ class Pipeline:
             {"rolling": {"col": col, "func": func, "period_ms": period_ms, "rows": n_rows, "alias": name}}
             for name, (func, col) in ((name, _rolling_agg(name, e)) for name, e in aggs.items())
         ]
-        keys = [] if by is None else _names((by,), "rolling by")
-        return self._derive({"op": "series", "input": self._node, "by": keys, "ops": ops})
+        return self._series(ops, by)
 
     def ewm_mean(
         self,
@@ -721,7 +748,9 @@ class Pipeline:
         if len(keys) != len(table.key):
             raise ValueError(f"join_table: on={keys} names {len(keys)} column(s) but the table's key is {table.key}")
         kind = {"asof": {"direction": "backward", "tolerance_ms": None}}
-        return self._with(table.changelog, self._join_node(kind, None, None, keys, table.key, suffix))
+        node = self._join_node(kind, None, None, keys, table.key, suffix)
+        node["right_columns"] = table._value_columns()
+        return self._with(table.changelog, node)
 
     def _join_node(
         self, kind: dict, on: str | None, right_on: str | None, left_by: list[str], right_by: object, suffix: str
@@ -824,15 +853,23 @@ class Pipeline:
         self._last = res
         return res
 
+    def _fresh(self) -> Any:
+        """The native pipeline, with the state of Python functions reset for a new run."""
+        for udf in self._udfs:
+            reset = getattr(udf, "reset", None)
+            if reset is not None:
+                reset()
+        return self._inner
+
     def run(self, follow: bool = False) -> RunResult:
         """Run to the end of the input (``follow=True``: keep following topics until interrupted;
         prefer ``start()``/``stop()`` for that). Writes to the sink set by ``write()``."""
-        return self._result(self._inner.run(self._sink or ("collect",), bool(follow)))
+        return self._result(self._fresh().run(self._sink or ("collect",), bool(follow)))
 
     def collect(self) -> pa.Table:
         """Run to the end of the input and return the output as one Table (a sink set by
         ``write()`` is not written to: use ``run()`` for that)."""
-        return self._result(self._inner.run(("collect",), False)).output
+        return self._result(self._fresh().run(("collect",), False)).output
 
     def to_pandas(self) -> Any:
         return self.collect().to_pandas()
@@ -845,13 +882,14 @@ class Pipeline:
     def late(self) -> pa.Table:
         """Run to the end of the input (without writing to a sink) and return the records window
         operators dropped as late. Lateness is judged against the watermark of the batches before."""
-        return self._result(self._inner.run(("collect",), False)).late
+        return self._result(self._fresh().run(("collect",), False)).late
 
     def start(self, follow: bool = True) -> Pipeline:
         """Run in a background thread (following topics for new records) until ``stop()``."""
         if self.running:
             raise RuntimeError("this pipeline is already running; stop() it first")
-        self._handle = self._inner.start(self._sink or ("collect",), bool(follow))
+        self._handle = self._fresh().start(self._sink or ("collect",), bool(follow))
+        _RUNNING.add(self)
         return self
 
     def stop(self, timeout: float = 10.0) -> RunResult:
@@ -866,6 +904,7 @@ class Pipeline:
                 self._handle = None
             raise
         self._handle = None
+        _RUNNING.discard(self)
         return self._result(raw)
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -75,6 +75,14 @@ class Table:
         ``cleanup_policy="compact"`` to keep the latest row per key); ``run()``/``start()`` it."""
         return self._changelog.key_by(*self.key).write(topic)
 
+    def _value_columns(self) -> list[str] | None:
+        """The columns a ``join_table`` adds: a topic's table adds its values only (so a deleted
+        key gives nulls throughout); other tables all but the key."""
+        schema = self.schema
+        if not self._deletes or schema is None:
+            return None
+        return [n for n in schema.names if n not in self.key and n not in _LOG_COLUMNS]
+
     def _absorb(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
             return

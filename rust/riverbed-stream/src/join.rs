@@ -79,6 +79,8 @@ pub struct JoinSpec<'a> {
     pub right_by: &'a [String],
     /// Appended to right column names that clash with left ones.
     pub suffix: &'a str,
+    /// The right columns to output; `None`: all but its key columns.
+    pub right_columns: Option<&'a [String]>,
 }
 
 /// The right records a left record at `lt` matches (indices into its key's sorted right list),
@@ -266,8 +268,19 @@ impl TemporalJoin {
         let mut fields: Vec<Field> = left.fields().iter().map(|f| f.as_ref().clone()).collect();
         let mut right_keep = Vec::new();
         let mut right_fields = Vec::new();
+        if let Some(cols) = spec.right_columns {
+            for c in cols {
+                if right.index_of(c).is_err() {
+                    return Err(unknown(op, "right", "right_columns", c, right));
+                }
+            }
+        }
         for f in right.fields() {
-            if spec.right_by.contains(f.name()) || (drop_ts && f.name() == spec.right_ts) {
+            let skip = match spec.right_columns {
+                Some(cols) => !cols.contains(f.name()),
+                None => spec.right_by.contains(f.name()) || (drop_ts && f.name() == spec.right_ts),
+            };
+            if skip {
                 continue;
             }
             let mut name = f.name().clone();
@@ -448,15 +461,12 @@ impl Operator for TemporalJoin {
                 }
             );
             // Output rows: (left record, right record or None), in (time, key, arrival) order.
-            matched.sort_by(|a, b| {
-                (a.1.ts, self.keys.bytes(a.0), a.1.seq).cmp(&(
-                    b.1.ts,
-                    self.keys.bytes(b.0),
-                    b.1.seq,
-                ))
-            });
+            let items: Vec<(i64, u32, u64)> =
+                matched.iter().map(|(k, h, _)| (h.ts, *k, h.seq)).collect();
+            let keys = &self.keys;
+            let order = crate::held::time_key_order(&items, |k| keys.bytes(k));
             let mut rows: Vec<(Held, Option<Held>)> = Vec::with_capacity(matched.len());
-            for (k, h, range) in &matched {
+            for (k, h, range) in order.iter().map(|&i| &matched[i as usize]) {
                 if range.is_empty() {
                     if keep_unmatched {
                         rows.push((*h, None));

@@ -123,6 +123,9 @@ pub enum Node {
         right_on: Option<String>,
         #[serde(default = "default_suffix")]
         suffix: String,
+        /// The right columns to output (all but the key columns when `None`).
+        #[serde(default)]
+        right_columns: Option<Vec<String>>,
     },
     /// A Python function over each key's records in event-time order with state of its own
     /// (UDF `udf`), called once per watermark step with the ready records grouped by key.

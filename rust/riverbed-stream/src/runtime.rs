@@ -109,7 +109,8 @@ fn non_negative(op: &str, field: &str, v: i64) -> Result<()> {
     Ok(())
 }
 
-/// How far past the last event a window may end: the idle flush moves the watermark this far.
+/// How far past the last event a window may end: the idle flush moves the watermark past the
+/// sum of these over the plan's windows.
 fn horizon_of(spec: &WindowSpec) -> i64 {
     match *spec {
         WindowSpec::Tumbling {
@@ -533,6 +534,7 @@ impl Builder<'_> {
                 left_on,
                 right_on,
                 suffix,
+                right_columns,
             } => {
                 let op = kind.name();
                 let (lc, ls, lt) = self.build(left)?;
@@ -559,6 +561,7 @@ impl Builder<'_> {
                     left_by,
                     right_by,
                     suffix,
+                    right_columns: right_columns.as_deref(),
                 };
                 let j = crate::join::TemporalJoin::new(&ls, &rs, &spec, op)?;
                 let schema = j.schema();
@@ -585,7 +588,8 @@ impl Builder<'_> {
                 };
                 let node = keyed.as_ref().unwrap_or(node);
                 if let Node::Window { window, .. } = node {
-                    self.horizon = self.horizon.max(horizon_of(window));
+                    // Chained windows (and joins on a window's end) each need their own span.
+                    self.horizon += horizon_of(window);
                 }
                 let label = self.name(node.op_name());
                 let (op, out_schema, out_ts): (Box<dyn Operator>, _, _) = match &schema {
@@ -705,7 +709,7 @@ impl Graph {
             order: b.order,
             root,
             sources: b.sources,
-            horizon: b.horizon.max(1),
+            horizon: b.horizon + 1,
             out_schema,
             out_ts,
             out_key,
