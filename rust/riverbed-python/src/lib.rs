@@ -3,6 +3,11 @@
 
 use pyo3::prelude::*;
 
+/// mimalloc keeps freed memory for reuse: the engine allocates and frees large per-step buffers,
+/// which with the system allocator come back as fresh pages (page faults) every step.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod consumer;
 mod error;
 mod log;

@@ -3,7 +3,7 @@
 //! per-batch payload its operator keeps, released once no held record needs it.
 
 use crate::error::Result;
-use crate::keys::{FastMap, FastSet};
+use crate::keys::FastMap;
 
 /// A held record: event time, arrival sequence, and where its data is.
 #[derive(Debug, Clone, Copy)]
@@ -15,9 +15,12 @@ pub struct Held {
 }
 
 pub struct HeldRecords<P> {
-    by_key: FastMap<u32, Vec<Held>>,
-    /// Keys whose list is out of (event time, arrival) order since the last `sort`.
-    unsorted: FastSet<u32>,
+    /// Per key id (ids are dense): its held records.
+    by_key: Vec<Vec<Held>>,
+    /// Keys with held records (each once).
+    active: Vec<u32>,
+    /// Per key id: its list is out of (event time, arrival) order since the last sort.
+    unsorted: Vec<bool>,
     /// Records held now.
     count: usize,
     /// Payload of each batch with held records, and how many of its records are still held.
@@ -29,8 +32,9 @@ pub struct HeldRecords<P> {
 impl<P> Default for HeldRecords<P> {
     fn default() -> Self {
         HeldRecords {
-            by_key: FastMap::default(),
-            unsorted: FastSet::default(),
+            by_key: Vec::new(),
+            active: Vec::new(),
+            unsorted: Vec::new(),
             count: 0,
             batches: FastMap::default(),
             next_batch: 0,
@@ -58,9 +62,16 @@ impl<P> HeldRecords<P> {
                 late_rows.push(i as u32);
                 continue;
             }
-            let list = self.by_key.entry(k).or_default();
-            if list.last().is_some_and(|h| h.ts > t) {
-                self.unsorted.insert(k);
+            let ki = k as usize;
+            if ki >= self.by_key.len() {
+                self.by_key.resize_with(ki + 1, Vec::new);
+                self.unsorted.resize(ki + 1, false);
+            }
+            let list = &mut self.by_key[ki];
+            match list.last() {
+                None => self.active.push(k),
+                Some(h) if h.ts > t => self.unsorted[ki] = true,
+                Some(_) => {}
             }
             list.push(Held {
                 ts: t,
@@ -78,37 +89,53 @@ impl<P> HeldRecords<P> {
         late_rows
     }
 
+    fn sort_key(&mut self, k: u32) {
+        let ki = k as usize;
+        if self.unsorted[ki] {
+            self.by_key[ki].sort_by_key(|h| (h.ts, h.seq));
+            self.unsorted[ki] = false;
+        }
+    }
+
     /// Hand each key's held records to `f`, sorted by (event time, arrival); `f` returns how
     /// many leading records it is done with. Those stop being held and are returned (with their
-    /// keys); their payloads stay until `release` is called with them.
+    /// keys), grouped by key; their payloads stay until `release` is called with them.
     pub fn drain_sorted(
         &mut self,
         mut f: impl FnMut(u32, &[Held], &Self) -> Result<usize>,
     ) -> Result<Vec<(u32, Held)>> {
         let mut out = Vec::new();
-        let keys: Vec<u32> = self.by_key.keys().copied().collect();
-        for k in keys {
-            let Some(mut list) = self.by_key.remove(&k) else {
+        let active = std::mem::take(&mut self.active);
+        let mut still = Vec::with_capacity(active.len());
+        let mut failed = None;
+        for &k in &active {
+            if failed.is_some() {
+                still.push(k);
                 continue;
-            };
-            if self.unsorted.remove(&k) {
-                list.sort_by_key(|h| (h.ts, h.seq));
             }
+            self.sort_key(k);
+            let list = std::mem::take(&mut self.by_key[k as usize]);
             let done = match f(k, &list, self) {
                 Ok(d) => d.min(list.len()),
                 Err(e) => {
-                    self.by_key.insert(k, list);
-                    return Err(e);
+                    failed = Some(e);
+                    0
                 }
             };
-            let rest = list.split_off(done);
+            out.extend(list[..done].iter().map(|&h| (k, h)));
             self.count -= done;
-            out.extend(list.into_iter().map(|h| (k, h)));
-            if !rest.is_empty() {
-                self.by_key.insert(k, rest);
+            let mut list = list;
+            list.drain(..done);
+            if !list.is_empty() {
+                still.push(k);
             }
+            self.by_key[k as usize] = list;
         }
-        Ok(out)
+        self.active = still;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 
     /// Drop the payload references of records that are no longer held.
@@ -132,25 +159,30 @@ impl<P> HeldRecords<P> {
         self.count
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
     /// Put every key's list in (event time, arrival) order.
     pub fn sort(&mut self) {
-        for k in std::mem::take(&mut self.unsorted) {
-            if let Some(list) = self.by_key.get_mut(&k) {
-                list.sort_by_key(|h| (h.ts, h.seq));
-            }
+        for i in 0..self.active.len() {
+            let k = self.active[i];
+            self.sort_key(k);
         }
     }
 
     /// Key `k`'s held records, in (event time, arrival) order once `sort` was called.
     pub fn list(&self, k: u32) -> &[Held] {
-        self.by_key.get(&k).map_or(&[], Vec::as_slice)
+        self.by_key.get(k as usize).map_or(&[], Vec::as_slice)
     }
 
     /// Stop holding the records of every key before the index `keep_from` gives for its
     /// (sorted) list, releasing their payloads.
     pub fn prune(&mut self, mut keep_from: impl FnMut(&[Held]) -> usize) {
         let mut dropped = Vec::new();
-        self.by_key.retain(|_, list| {
+        let by_key = &mut self.by_key;
+        self.active.retain(|&k| {
+            let list = &mut by_key[k as usize];
             let n = keep_from(list).min(list.len());
             dropped.extend(list.drain(..n));
             !list.is_empty()
@@ -161,19 +193,16 @@ impl<P> HeldRecords<P> {
 
     /// Every key with held records.
     pub fn keys(&self) -> impl Iterator<Item = u32> + '_ {
-        self.by_key.keys().copied()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
+        self.active.iter().copied()
     }
 
     /// The oldest held event time.
     pub fn oldest(&self) -> Option<i64> {
-        self.by_key
+        self.active
             .iter()
-            .filter_map(|(k, l)| {
-                if self.unsorted.contains(k) {
+            .filter_map(|&k| {
+                let l = &self.by_key[k as usize];
+                if self.unsorted[k as usize] {
                     l.iter().map(|h| h.ts).min()
                 } else {
                     l.first().map(|h| h.ts)
@@ -189,10 +218,27 @@ impl<P> HeldRecords<P> {
 /// else a comparison sort.
 pub fn time_key_order<'a>(items: &[(i64, u32, u64)], key: impl Fn(u32) -> &'a [u8]) -> Vec<u32> {
     let n = items.len();
-    let by_key = |a: &(i64, u32, u64), b: &(i64, u32, u64)| {
-        a.0.cmp(&b.0)
-            .then_with(|| key(a.1).cmp(key(b.1)))
-            .then(a.2.cmp(&b.2))
+    // Each key's rank in byte order, so ties compare integers, not bytes.
+    let top = items
+        .iter()
+        .map(|x| x.1)
+        .max()
+        .map_or(0, |m| m as usize + 1);
+    let mut rank = vec![u32::MAX; top];
+    let mut distinct: Vec<u32> = Vec::new();
+    for x in items {
+        if rank[x.1 as usize] == u32::MAX {
+            rank[x.1 as usize] = 0;
+            distinct.push(x.1);
+        }
+    }
+    distinct.sort_unstable_by(|&a, &b| key(a).cmp(key(b)));
+    for (r, &k) in distinct.iter().enumerate() {
+        rank[k as usize] = r as u32;
+    }
+    let sort_key = |i: u32| {
+        let x = &items[i as usize];
+        (x.0, rank[x.1 as usize], x.2)
     };
     let (Some(lo), Some(hi)) = (
         items.iter().map(|x| x.0).min(),
@@ -203,7 +249,7 @@ pub fn time_key_order<'a>(items: &[(i64, u32, u64)], key: impl Fn(u32) -> &'a [u
     let width = (hi as i128 - lo as i128 + 1) as u128;
     if width > (4 * n + 1024) as u128 {
         let mut order: Vec<u32> = (0..n as u32).collect();
-        order.sort_unstable_by(|&a, &b| by_key(&items[a as usize], &items[b as usize]));
+        order.sort_unstable_by_key(|&i| sort_key(i));
         return order;
     }
     let width = width as usize;
@@ -225,7 +271,7 @@ pub fn time_key_order<'a>(items: &[(i64, u32, u64)], key: impl Fn(u32) -> &'a [u
     for b in 0..width {
         let (s, e) = (starts[b] as usize, starts[b + 1] as usize);
         if e - s > 1 {
-            order[s..e].sort_unstable_by(|&a, &b| by_key(&items[a as usize], &items[b as usize]));
+            order[s..e].sort_unstable_by_key(|&i| sort_key(i));
         }
     }
     order

@@ -6,9 +6,10 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use arrow_array::builder::{Float64Builder, Int64Builder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float64Type;
-use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
+use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
@@ -351,8 +352,10 @@ impl Operator for SeriesOperator {
                 })
                 .collect();
         }
-        let mut values: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(ready.len()); n_ops];
-        let mut gaps: Vec<Option<i64>> = Vec::with_capacity(ready.len());
+        let mut values: Vec<Float64Builder> = (0..n_ops)
+            .map(|_| Float64Builder::with_capacity(ready.len()))
+            .collect();
+        let mut gaps = Int64Builder::with_capacity(ready.len());
         // All keys together in (ts, key, arrival) order: each key's records in (ts, arrival) order.
         for (i, &(k, h)) in ready.iter().enumerate() {
             let k = k as usize;
@@ -423,9 +426,9 @@ impl Operator for SeriesOperator {
                         (*den > 0.0).then(|| *num / *den)
                     }
                 };
-                values[j].push(v);
+                values[j].append_option(v);
             }
-            gaps.push(state.last_ts.map(|p| h.ts - p));
+            gaps.append_option(state.last_ts.map(|p| h.ts - p));
             state.last_ts = Some(h.ts);
         }
         // Gather the original rows (across held batches) in output order.
@@ -436,10 +439,8 @@ impl Operator for SeriesOperator {
         let mut cols: Vec<ArrayRef> = base.columns().to_vec();
         for (j, o) in self.ops.iter().enumerate() {
             let col: ArrayRef = match o {
-                SeriesOp::TimeSincePrevious { .. } => {
-                    Arc::new(Int64Array::from(std::mem::take(&mut gaps)))
-                }
-                _ => Arc::new(Float64Array::from(std::mem::take(&mut values[j]))),
+                SeriesOp::TimeSincePrevious { .. } => Arc::new(gaps.finish()),
+                _ => Arc::new(values[j].finish()),
             };
             cols.push(col);
         }
