@@ -121,6 +121,118 @@ struct KeyState {
     ewm: Vec<(f64, f64, Option<i64>)>,
 }
 
+/// Steps with fewer records than this run their shards on the operator's thread.
+const PARALLEL_MIN: usize = 16_384;
+
+/// What a shard computed for its records of a step, in the step's order: each op's value and
+/// the time since the key's previous record.
+#[derive(Default)]
+struct ShardOut {
+    values: Vec<Vec<Option<f64>>>,
+    gaps: Vec<Option<i64>>,
+}
+
+/// One watermark step's records (in (ts, key, arrival) order) and their inputs, shared by the
+/// shards that advance the per-key states.
+struct Step<'a> {
+    ops: &'a [SeriesOp],
+    slots: &'a [(usize, Option<i64>, Option<usize>, RollingWindow)],
+    window_of: &'a [usize],
+    ready: &'a [(u32, Held)],
+    inputs: &'a [Vec<Option<f64>>],
+    shards: usize,
+}
+
+impl Step<'_> {
+    /// Advance the states of shard `shard`'s keys (indexed by key id / shard count).
+    fn run(&self, shard: usize, states: &mut Vec<KeyState>) -> ShardOut {
+        let n_ops = self.ops.len();
+        let mut out = ShardOut {
+            values: vec![Vec::with_capacity(self.ready.len() / self.shards + 1); n_ops],
+            gaps: Vec::with_capacity(self.ready.len() / self.shards + 1),
+        };
+        for (i, &(k, h)) in self.ready.iter().enumerate() {
+            let k = k as usize;
+            if k % self.shards != shard {
+                continue;
+            }
+            let local = k / self.shards;
+            if local >= states.len() {
+                states.resize_with(local + 1, || KeyState {
+                    history: vec![VecDeque::new(); n_ops],
+                    sums: vec![0.0; n_ops],
+                    last_ts: None,
+                    windows: self.slots.iter().map(|s| s.3.clone()).collect(),
+                    ewm: vec![(0.0, 0.0, None); n_ops],
+                });
+            }
+            let state = &mut states[local];
+            let value = |j: usize| self.inputs[j].get(i).copied().flatten();
+            for (s, (first, period, rows, _)) in self.slots.iter().enumerate() {
+                state.windows[s].advance(h.ts, value(*first), *period, *rows);
+            }
+            for (j, o) in self.ops.iter().enumerate() {
+                let x = value(j);
+                let v = match o {
+                    SeriesOp::Lag { n, .. }
+                    | SeriesOp::Diff { n, .. }
+                    | SeriesOp::PctChange { n, .. } => {
+                        let hist = &mut state.history[j];
+                        let prev = if hist.len() == *n {
+                            hist.front().copied().flatten()
+                        } else {
+                            None
+                        };
+                        hist.push_back(x);
+                        if hist.len() > *n {
+                            hist.pop_front();
+                        }
+                        match o {
+                            SeriesOp::Lag { .. } => prev,
+                            SeriesOp::Diff { .. } => x.zip(prev).map(|(x, p)| x - p),
+                            _ => x.zip(prev).map(|(x, p)| x / p - 1.0),
+                        }
+                    }
+                    SeriesOp::CumSum { .. } => x.map(|x| {
+                        state.sums[j] += x;
+                        state.sums[j]
+                    }),
+                    SeriesOp::TimeSincePrevious { .. } => None,
+                    SeriesOp::Rolling { func, rows, .. } => {
+                        state.windows[self.window_of[j]].value(*func, rows.unwrap_or(1))
+                    }
+                    SeriesOp::EwmMean {
+                        half_life_ms,
+                        alpha,
+                        ..
+                    } => {
+                        let (num, den, last) = &mut state.ewm[j];
+                        let decay = match (half_life_ms, alpha) {
+                            (Some(hl), _) => {
+                                last.map_or(1.0, |l| 0.5f64.powf((h.ts - l) as f64 / hl))
+                            }
+                            (None, Some(a)) if last.is_some() => 1.0 - a,
+                            _ => 1.0,
+                        };
+                        *num *= decay;
+                        *den *= decay;
+                        if let Some(x) = x {
+                            *num += x;
+                            *den += 1.0;
+                        }
+                        *last = Some(h.ts);
+                        (*den > 0.0).then(|| *num / *den)
+                    }
+                };
+                out.values[j].push(v);
+            }
+            out.gaps.push(state.last_ts.map(|p| h.ts - p));
+            state.last_ts = Some(h.ts);
+        }
+        out
+    }
+}
+
 pub struct SeriesOperator {
     ops: Vec<SeriesOp>,
     ts_col: String,
@@ -132,8 +244,8 @@ pub struct SeriesOperator {
     /// per slot the op whose input it reads, its period and rows, and the window template.
     window_of: Vec<usize>,
     slots: Vec<(usize, Option<i64>, Option<usize>, RollingWindow)>,
-    /// Per key id (ids are dense).
-    states: Vec<KeyState>,
+    /// Per shard, per key id / shard count: the key's state.
+    states: Vec<Vec<KeyState>>,
     wm: i64,
     late: Vec<RecordBatch>,
     m: OpMetrics,
@@ -255,7 +367,9 @@ impl SeriesOperator {
             keys,
             schema: Arc::new(Schema::new(fields)),
             held: HeldRecords::default(),
-            states: Vec::new(),
+            states: (0..std::thread::available_parallelism().map_or(1, |n| n.get().min(8)))
+                .map(|_| Vec::new())
+                .collect(),
             wm: i64::MIN,
             late: Vec::new(),
             m: OpMetrics::default(),
@@ -352,84 +466,53 @@ impl Operator for SeriesOperator {
                 })
                 .collect();
         }
+        // Keys are sharded over threads (key id modulo the shard count); each shard advances its
+        // keys' states over the step's records in order, and the results are merged back.
+        let shards = self.states.len();
+        let step = Step {
+            ops: &self.ops,
+            slots: &self.slots,
+            window_of: &self.window_of,
+            ready: &ready,
+            inputs: &inputs,
+            shards,
+        };
+        let outs: Vec<ShardOut> = if ready.len() < PARALLEL_MIN || shards == 1 {
+            self.states
+                .iter_mut()
+                .enumerate()
+                .map(|(s, st)| step.run(s, st))
+                .collect()
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = self
+                    .states
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(s, st)| {
+                        let step = &step;
+                        scope.spawn(move || step.run(s, st))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_default())
+                    .collect()
+            })
+        };
         let mut values: Vec<Float64Builder> = (0..n_ops)
             .map(|_| Float64Builder::with_capacity(ready.len()))
             .collect();
         let mut gaps = Int64Builder::with_capacity(ready.len());
-        // All keys together in (ts, key, arrival) order: each key's records in (ts, arrival) order.
-        for (i, &(k, h)) in ready.iter().enumerate() {
-            let k = k as usize;
-            if k >= self.states.len() {
-                self.states.resize_with(k + 1, || KeyState {
-                    history: vec![VecDeque::new(); n_ops],
-                    sums: vec![0.0; n_ops],
-                    last_ts: None,
-                    windows: self.slots.iter().map(|s| s.3.clone()).collect(),
-                    ewm: vec![(0.0, 0.0, None); n_ops],
-                });
+        let mut cursor = vec![0usize; shards];
+        for &(k, _) in &ready {
+            let s = k as usize % shards;
+            let c = cursor[s];
+            cursor[s] += 1;
+            for (j, v) in values.iter_mut().enumerate() {
+                v.append_option(outs[s].values[j].get(c).copied().flatten());
             }
-            let state = &mut self.states[k];
-            let value = |j: usize| inputs[j].get(i).copied().flatten();
-            for (s, (first, period, rows, _)) in self.slots.iter().enumerate() {
-                state.windows[s].advance(h.ts, value(*first), *period, *rows);
-            }
-            for (j, o) in self.ops.iter().enumerate() {
-                let x = value(j);
-                let v = match o {
-                    SeriesOp::Lag { n, .. }
-                    | SeriesOp::Diff { n, .. }
-                    | SeriesOp::PctChange { n, .. } => {
-                        let hist = &mut state.history[j];
-                        let prev = if hist.len() == *n {
-                            hist.front().copied().flatten()
-                        } else {
-                            None
-                        };
-                        hist.push_back(x);
-                        if hist.len() > *n {
-                            hist.pop_front();
-                        }
-                        match o {
-                            SeriesOp::Lag { .. } => prev,
-                            SeriesOp::Diff { .. } => x.zip(prev).map(|(x, p)| x - p),
-                            _ => x.zip(prev).map(|(x, p)| x / p - 1.0),
-                        }
-                    }
-                    SeriesOp::CumSum { .. } => x.map(|x| {
-                        state.sums[j] += x;
-                        state.sums[j]
-                    }),
-                    SeriesOp::TimeSincePrevious { .. } => None,
-                    SeriesOp::Rolling { func, rows, .. } => {
-                        state.windows[self.window_of[j]].value(*func, rows.unwrap_or(1))
-                    }
-                    SeriesOp::EwmMean {
-                        half_life_ms,
-                        alpha,
-                        ..
-                    } => {
-                        let (num, den, last) = &mut state.ewm[j];
-                        let decay = match (half_life_ms, alpha) {
-                            (Some(hl), _) => {
-                                last.map_or(1.0, |l| 0.5f64.powf((h.ts - l) as f64 / hl))
-                            }
-                            (None, Some(a)) if last.is_some() => 1.0 - a,
-                            _ => 1.0,
-                        };
-                        *num *= decay;
-                        *den *= decay;
-                        if let Some(x) = x {
-                            *num += x;
-                            *den += 1.0;
-                        }
-                        *last = Some(h.ts);
-                        (*den > 0.0).then(|| *num / *den)
-                    }
-                };
-                values[j].append_option(v);
-            }
-            gaps.append_option(state.last_ts.map(|p| h.ts - p));
-            state.last_ts = Some(h.ts);
+            gaps.append_option(outs[s].gaps.get(c).copied().flatten());
         }
         // Gather the original rows (across held batches) in output order.
         let refs: Vec<&RecordBatch> = payloads.iter().map(|p| &p.0).collect();
@@ -464,7 +547,8 @@ impl Operator for SeriesOperator {
     fn metrics(&self) -> OpMetrics {
         let mut m = self.m.clone();
         m.watermark = (self.wm != i64::MIN).then_some(self.wm);
-        m.state_entries = self.held.len() as u64 + self.states.len() as u64;
+        m.state_entries =
+            self.held.len() as u64 + self.states.iter().map(Vec::len).sum::<usize>() as u64;
         m
     }
 }
