@@ -219,8 +219,12 @@ impl PyPipeline {
         sink: Box<dyn Sink>,
         collected: Collected,
         follow: bool,
+        end_watermark: Option<i64>,
     ) -> (Arc<RunControl>, Receiver<RunResult>) {
-        let control = Arc::new(RunControl::default());
+        let control = Arc::new(RunControl {
+            end_watermark,
+            ..Default::default()
+        });
         let (tx, rx) = channel();
         let (p, c) = (self.inner.clone(), control.clone());
         let mut sink = sink;
@@ -316,15 +320,16 @@ impl PyPipeline {
 
     /// Run to the end of the inputs (or, with `follow`, until Ctrl-C); returns
     /// {"output": [batches], "late": [batches], "metrics": [dicts]}.
-    #[pyo3(signature = (sink, follow=false))]
+    #[pyo3(signature = (sink, follow=false, end_watermark=None))]
     fn run<'py>(
         &self,
         py: Python<'py>,
         sink: &Bound<'py, PyTuple>,
         follow: bool,
+        end_watermark: Option<i64>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let (s, collected) = self.make_sink(sink)?;
-        let (control, mut rx) = self.spawn(s, collected, follow);
+        let (control, mut rx) = self.spawn(s, collected, follow, end_watermark);
         loop {
             let (r, back) = recv(py, rx, SIGNAL_CHECK);
             rx = back;
@@ -352,7 +357,7 @@ impl PyPipeline {
     #[pyo3(signature = (sink, follow=true))]
     fn start(&self, sink: &Bound<'_, PyTuple>, follow: bool) -> PyResult<PyRunHandle> {
         let (s, collected) = self.make_sink(sink)?;
-        let (control, rx) = self.spawn(s, collected, follow);
+        let (control, rx) = self.spawn(s, collected, follow, None);
         Ok(PyRunHandle {
             pipeline: PyPipeline {
                 inner: self.inner.clone(),

@@ -800,6 +800,10 @@ impl Graph {
 pub struct RunControl {
     pub stop: AtomicBool,
     pub metrics: Mutex<Vec<OpMetrics>>,
+    /// Where the watermark of a finished bounded source ends: `None` is +inf (everything is
+    /// flushed); a test driver gives the watermark it advanced to, so a bounded run shows what a
+    /// live pipeline would have emitted by then.
+    pub end_watermark: Option<i64>,
 }
 
 pub struct RunOutput {
@@ -869,6 +873,7 @@ impl Pipeline {
     ) -> Result<RunOutput> {
         let mut g = Graph::compile(&self.plan, &self.sources, &self.udfs)?;
         let mut tracker = WatermarkTracker::new();
+        tracker.set_end(control.end_watermark);
         let mut srcs = Vec::new();
         let mut uses = Vec::new();
         for (i, spec) in self.sources.iter().enumerate() {

@@ -21,6 +21,8 @@ pub struct WatermarkTracker {
     parts: Vec<Vec<Part>>,
     /// Per source: its watermark so far (never moves backwards).
     current: Vec<i64>,
+    /// Where a finished source's watermark ends (at least its data's): +inf when `None`.
+    end: Option<i64>,
 }
 
 impl WatermarkTracker {
@@ -28,7 +30,14 @@ impl WatermarkTracker {
         WatermarkTracker {
             parts: Vec::new(),
             current: Vec::new(),
+            end: None,
         }
+    }
+
+    /// Make a finished source's watermark end at `end` (or its data's watermark, if later)
+    /// instead of +inf.
+    pub fn set_end(&mut self, end: Option<i64>) {
+        self.end = end;
     }
 
     pub fn add_source(&mut self, partitions: usize, lateness: i64, idle_timeout: Duration) {
@@ -111,7 +120,10 @@ impl WatermarkTracker {
         };
         for (s, parts) in self.parts.iter().enumerate() {
             let wm = if parts.iter().all(|p| p.done) {
-                i64::MAX
+                match self.end {
+                    None => i64::MAX,
+                    Some(e) => parts.iter().map(part_wm).min().unwrap_or(i64::MIN).max(e),
+                }
             } else if parts.iter().any(active) {
                 parts
                     .iter()
