@@ -20,7 +20,6 @@ from __future__ import annotations
 import atexit
 import copy
 import functools
-import html
 import itertools
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -42,6 +41,7 @@ __all__ = ["GroupBy", "Pipeline", "RunResult", "WindowedPipeline"]
 _DICT_CHUNK = 10_000
 _FORMATS = ("json", "raw")
 _EMITS = ("final", "update")
+_ON_ERROR = ("raise", "skip", "dead_letter")
 
 
 @dataclass
@@ -275,17 +275,44 @@ def _batch_reader(first: object, rest: Iterator[Any], schema: pa.Schema | None) 
     return pa.RecordBatchReader.from_batches(sch, batches())
 
 
-def _make_source(source: object, schema: pa.Schema | None, fmt: str, batch_size: int | None) -> _core.Source:
+def _error_args(on_error: str | None, dead_letter: object, where: str) -> tuple[str | None, _core.Topic | None]:
+    """Check an ``on_error``/``dead_letter`` pair; the topic as the native one."""
+    from riverbed.log import Topic
+
+    if on_error is not None and on_error not in _ON_ERROR:
+        raise ValueError(f"{where}: on_error must be 'raise', 'skip' or 'dead_letter', got {on_error!r}")
+    if dead_letter is not None:
+        if on_error != "dead_letter":
+            raise ValueError(f"{where}: dead_letter= goes with on_error='dead_letter'")
+        if isinstance(dead_letter, Topic):
+            return on_error, dead_letter._inner
+        if isinstance(dead_letter, _core.Topic):
+            return on_error, dead_letter
+        raise TypeError(f"{where}: dead_letter must be a Topic, got {type(dead_letter).__name__}")
+    return on_error, None
+
+
+def _make_source(
+    source: object,
+    schema: pa.Schema | None,
+    fmt: str,
+    batch_size: int | None,
+    on_error: str | None = None,
+    dead_letter: object = None,
+) -> _core.Source:
     from riverbed.log import Topic  # late import: log.py imports nothing from here, but keep it light
 
     if isinstance(source, Topic):
         source = source._inner
+    if on_error is not None and not isinstance(source, _core.Topic):
+        raise TypeError("read: on_error= applies to topic sources (values that may not decode); use pipeline.on_error(...) for Python functions")
     if isinstance(source, _core.Topic):
         if fmt not in _FORMATS:
             raise ValueError(f"format must be 'json' or 'raw', got {fmt!r}")
-        if batch_size is None:
-            return _core.Source.log(source, fmt, schema)
-        return _core.Source.log(source, fmt, schema, batch_size)
+        mode, dlq = _error_args(on_error, dead_letter, "read")
+        if mode == "dead_letter" and dlq is None:
+            dlq = source.sibling(f"{source.name}.dlq")
+        return _core.Source.log(source, fmt, schema, batch_size or 65_536, mode, dlq)
     if isinstance(source, _core.Source):
         return source
     if isinstance(source, pa.RecordBatch):
@@ -377,6 +404,9 @@ class _StatefulUdf:
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         keys = self.keys
         out: list[dict[str, Any]] = []
+        # All or nothing: states change only when every key's call succeeded, so the engine can
+        # retry key by key after an error (on_error="skip"/"dead_letter").
+        changed: dict[Any, Any] = {}
         for key, group in itertools.groupby(batch.to_pylist(), key=lambda r: tuple(r[k] for k in keys)):
             k = key[0] if len(key) == 1 else key
             state = self.states[k] if k in self.states else self._new_state()
@@ -386,15 +416,17 @@ class _StatefulUdf:
                     f"stateful_map function {self.__name__!r} must return (new_state, records), got {type(result).__name__}"
                 )
             new_state, records = result
-            if new_state is None:
-                self.states.pop(k, None)
-            else:
-                self.states[k] = new_state
+            changed[k] = new_state
             if records is not None:
                 for r in records:
                     if not isinstance(r, Mapping):
                         raise TypeError(f"stateful_map function {self.__name__!r}: output records must be dicts, got {type(r).__name__}")
                     out.append(dict(r))
+        for k, new_state in changed.items():
+            if new_state is None:
+                self.states.pop(k, None)
+            else:
+                self.states[k] = new_state
         if not out and self.schema is None:
             return pa.RecordBatch.from_pylist([])  # no columns yet; dropped when collecting
         b = pa.RecordBatch.from_pylist(out, schema=self.schema)
@@ -438,6 +470,7 @@ class Pipeline:
         self._inner = _core.Pipeline(node, self._sources, self._udfs)
         self._handle: Any = None
         self._last: RunResult | None = None
+        self._on_error: tuple[str | None, _core.Topic | None] = (None, None)
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -452,6 +485,8 @@ class Pipeline:
         *,
         format: str = "json",
         batch_size: int | None = None,
+        on_error: str | None = None,
+        dead_letter: object = None,
     ) -> Pipeline:
         """A pipeline reading ``source``.
 
@@ -466,6 +501,12 @@ class Pipeline:
         record may arrive without being late (the watermark is that time minus ``lateness``).
         ``idle_timeout``: a partition without records for that long stops holding the watermark
         back. ``batch_size``: rows per batch.
+
+        ``on_error`` (topics): what to do with a value that does not decode or does not fit the
+        schema — ``"raise"`` (stop, naming topic/partition/offset), ``"skip"`` (drop and count in
+        ``metrics()`` as ``errors``) or ``"dead_letter"`` (write it, with its origin and the error
+        in ``riverbed.*`` headers, to ``dead_letter`` or the topic ``<topic>.dlq``). Unset: the
+        pipeline's ``on_error(...)``, else raise.
         """
         if timestamp is not None and not isinstance(timestamp, str):
             raise TypeError(f"timestamp must name a column (str) or be None, got {type(timestamp).__name__}")
@@ -481,11 +522,31 @@ class Pipeline:
             "idle_timeout_ms": duration_ms(idle_timeout, "idle_timeout"),
             "name": name,
         }
-        src = _make_source(source, _as_schema(schema), format, _batch_size(batch_size))
+        src = _make_source(source, _as_schema(schema), format, _batch_size(batch_size), on_error, dead_letter)
         return cls(node, [src], [])
 
     def _derive(self, node: dict[str, Any], sources: list | None = None, udfs: list | None = None) -> Pipeline:
-        return Pipeline(node, self._sources if sources is None else sources, self._udfs if udfs is None else udfs)
+        p = Pipeline(node, self._sources if sources is None else sources, self._udfs if udfs is None else udfs)
+        p._on_error = self._on_error
+        return p
+
+    def on_error(self, mode: str, dead_letter: object = None) -> Pipeline:
+        """The policy for bad records — values of topic sources that do not decode (unless the
+        source has its own ``on_error``) and records Python functions (``map``, ``map_batches``,
+        ``stateful_map``) raise on: ``"raise"`` (the default: stop with the error, naming the
+        record), ``"skip"`` (drop and count them in ``metrics()`` as ``errors``) or
+        ``"dead_letter"`` (write each to the ``dead_letter`` topic: the original key, value and
+        headers, plus ``riverbed.error``, ``riverbed.operator`` and ``riverbed.source.topic`` /
+        ``.partition`` / ``.offset`` headers; a function's failing record is written as a JSON
+        object of its columns). A batch a function fails on is retried record by record, so every
+        good record still goes through."""
+        mode_, dlq = _error_args(mode, dead_letter, "on_error")
+        if mode_ == "dead_letter" and dlq is None:
+            raise ValueError("on_error('dead_letter') needs dead_letter=<a Topic> (e.g. log.topic('bars.dlq'))")
+        p = self._derive(self._node)
+        p._sink = self._sink
+        p._on_error = (mode_, dlq)
+        return p
 
     # -- transformations --------------------------------------------------------------------
     def filter(self, predicate: object) -> Pipeline:
@@ -864,12 +925,12 @@ class Pipeline:
     def run(self, follow: bool = False) -> RunResult:
         """Run to the end of the input (``follow=True``: keep following topics until interrupted;
         prefer ``start()``/``stop()`` for that). Writes to the sink set by ``write()``."""
-        return self._result(self._fresh().run(self._sink or ("collect",), bool(follow)))
+        return self._result(self._fresh().run(self._sink or ("collect",), bool(follow), None, *self._on_error))
 
     def collect(self) -> pa.Table:
         """Run to the end of the input and return the output as one Table (a sink set by
         ``write()`` is not written to: use ``run()`` for that)."""
-        return self._result(self._fresh().run(("collect",), False)).output
+        return self._result(self._fresh().run(("collect",), False, None, *self._on_error)).output
 
     def to_pandas(self) -> Any:
         return self.collect().to_pandas()
@@ -882,13 +943,13 @@ class Pipeline:
     def late(self) -> pa.Table:
         """Run to the end of the input (without writing to a sink) and return the records window
         operators dropped as late. Lateness is judged against the watermark of the batches before."""
-        return self._result(self._fresh().run(("collect",), False)).late
+        return self._result(self._fresh().run(("collect",), False, None, *self._on_error)).late
 
     def start(self, follow: bool = True) -> Pipeline:
         """Run in a background thread (following topics for new records) until ``stop()``."""
         if self.running:
             raise RuntimeError("this pipeline is already running; stop() it first")
-        self._handle = self._fresh().start(self._sink or ("collect",), bool(follow))
+        self._handle = self._fresh().start(self._sink or ("collect",), bool(follow), *self._on_error)
         _RUNNING.add(self)
         return self
 
@@ -949,18 +1010,9 @@ class Pipeline:
         return f"Pipeline(\n{body}\n)"
 
     def _repr_html_(self) -> str:
-        schema = self.schema
-        cols = (
-            "".join(f"<tr><td>{html.escape(f.name)}</td><td>{html.escape(str(f.type))}</td></tr>" for f in schema)
-            if schema is not None
-            else "<tr><td colspan=2><i>decided by a Python function</i></td></tr>"
-        )
-        return (
-            "<div><b>riverbed Pipeline</b>"
-            f"<pre>{html.escape(self.explain())}</pre>"
-            "<table><thead><tr><th>column</th><th>type</th></tr></thead>"
-            f"<tbody>{cols}</tbody></table></div>"
-        )
+        from riverbed.display import pipeline_html
+
+        return pipeline_html(self)
 
 
 class WindowedPipeline:

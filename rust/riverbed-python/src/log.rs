@@ -138,6 +138,17 @@ fn batches_from(data: &Bound<'_, PyAny>) -> PyResult<Vec<RecordBatch>> {
 
 #[pymethods]
 impl PyTopic {
+    /// Topic `name` of the same log, created (one partition) if missing: where a source's
+    /// dead letters go by default (`<topic>.dlq`).
+    fn sibling(&self, py: Python<'_>, name: &str) -> PyResult<PyTopic> {
+        let opts = TopicOptions::default();
+        let topic = py.detach(|| self.log.topic(name, &opts)).map_err(to_py)?;
+        Ok(PyTopic {
+            log: self.log.clone(),
+            inner: topic,
+        })
+    }
+
     #[getter]
     fn name(&self) -> String {
         self.inner.name.to_string()

@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
+use riverbed_stream::errors::{ErrorHandler, ErrorPolicy};
 use riverbed_stream::{
     BatchUdf, Format, Node, Pipeline, RunControl, RunOutput, Sink, SourceSpec, StreamError,
     TopicSink,
@@ -59,14 +60,17 @@ impl PySource {
 
     /// A log topic; `format` is "json" (values decoded into `schema`, inferred when None) or "raw".
     #[staticmethod]
-    #[pyo3(signature = (topic, format="json", schema=None, batch_size=65536))]
+    #[pyo3(signature = (topic, format="json", schema=None, batch_size=65536, on_error=None, dead_letter=None))]
     fn log(
         py: Python<'_>,
         topic: &PyTopic,
         format: &str,
         schema: Option<PyArrowType<Schema>>,
         batch_size: usize,
+        on_error: Option<&str>,
+        dead_letter: Option<PyRef<'_, PyTopic>>,
     ) -> PyResult<PySource> {
+        let handler = error_handler(on_error, dead_letter)?;
         let format = match format {
             "json" => Format::Json,
             "raw" => Format::Raw,
@@ -80,6 +84,10 @@ impl PySource {
         let spec = py
             .detach(|| SourceSpec::log(t, format, schema.map(|s| Arc::new(s.0)), batch_size))
             .map_err(stream_to_py)?;
+        let spec = match handler {
+            Some(h) => spec.with_on_error(h),
+            None => spec,
+        };
         Ok(PySource { spec })
     }
 
@@ -92,6 +100,31 @@ impl PySource {
     fn partitions(&self) -> usize {
         self.spec.partitions()
     }
+}
+
+/// The policy for bad records named by `on_error` ("raise", "skip" or "dead_letter", which
+/// needs the `dead_letter` topic).
+fn error_handler(
+    on_error: Option<&str>,
+    dead_letter: Option<PyRef<'_, PyTopic>>,
+) -> PyResult<Option<Arc<ErrorHandler>>> {
+    let policy = match (on_error, dead_letter) {
+        (None, _) => return Ok(None),
+        (Some("raise"), _) => ErrorPolicy::Raise,
+        (Some("skip"), _) => ErrorPolicy::Skip,
+        (Some("dead_letter"), Some(t)) => ErrorPolicy::DeadLetter(t.inner.clone()),
+        (Some("dead_letter"), None) => {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "on_error='dead_letter' needs a dead-letter topic",
+            ))
+        }
+        (Some(other), _) => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "on_error must be 'raise', 'skip' or 'dead_letter', got {other:?}"
+            )))
+        }
+    };
+    Ok(Some(ErrorHandler::new(policy)))
 }
 
 /// A Python callable applied per batch; its exception is kept to be re-raised as it was.
@@ -220,9 +253,11 @@ impl PyPipeline {
         collected: Collected,
         follow: bool,
         end_watermark: Option<i64>,
+        on_error: Option<Arc<ErrorHandler>>,
     ) -> (Arc<RunControl>, Receiver<RunResult>) {
         let control = Arc::new(RunControl {
             end_watermark,
+            on_error,
             ..Default::default()
         });
         let (tx, rx) = channel();
@@ -320,16 +355,19 @@ impl PyPipeline {
 
     /// Run to the end of the inputs (or, with `follow`, until Ctrl-C); returns
     /// {"output": [batches], "late": [batches], "metrics": [dicts]}.
-    #[pyo3(signature = (sink, follow=false, end_watermark=None))]
+    #[pyo3(signature = (sink, follow=false, end_watermark=None, on_error=None, dead_letter=None))]
     fn run<'py>(
         &self,
         py: Python<'py>,
         sink: &Bound<'py, PyTuple>,
         follow: bool,
         end_watermark: Option<i64>,
+        on_error: Option<&str>,
+        dead_letter: Option<PyRef<'_, PyTopic>>,
     ) -> PyResult<Bound<'py, PyDict>> {
+        let handler = error_handler(on_error, dead_letter)?;
         let (s, collected) = self.make_sink(sink)?;
-        let (control, mut rx) = self.spawn(s, collected, follow, end_watermark);
+        let (control, mut rx) = self.spawn(s, collected, follow, end_watermark, handler);
         loop {
             let (r, back) = recv(py, rx, SIGNAL_CHECK);
             rx = back;
@@ -354,10 +392,17 @@ impl PyPipeline {
     }
 
     /// Start a run on a background thread; returns a handle to watch and stop it.
-    #[pyo3(signature = (sink, follow=true))]
-    fn start(&self, sink: &Bound<'_, PyTuple>, follow: bool) -> PyResult<PyRunHandle> {
+    #[pyo3(signature = (sink, follow=true, on_error=None, dead_letter=None))]
+    fn start(
+        &self,
+        sink: &Bound<'_, PyTuple>,
+        follow: bool,
+        on_error: Option<&str>,
+        dead_letter: Option<PyRef<'_, PyTopic>>,
+    ) -> PyResult<PyRunHandle> {
+        let handler = error_handler(on_error, dead_letter)?;
         let (s, collected) = self.make_sink(sink)?;
-        let (control, rx) = self.spawn(s, collected, follow, None);
+        let (control, rx) = self.spawn(s, collected, follow, None, handler);
         Ok(PyRunHandle {
             pipeline: PyPipeline {
                 inner: self.inner.clone(),

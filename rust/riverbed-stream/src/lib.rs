@@ -6,6 +6,7 @@
 pub mod aggregate;
 pub mod buffered;
 pub mod error;
+pub mod errors;
 pub mod expr;
 pub mod held;
 pub mod join;

@@ -8,6 +8,7 @@ use arrow_schema::{Field, Schema, SchemaRef};
 use serde::Serialize;
 
 use crate::error::{ArrowContext, Result, StreamError};
+use crate::errors::ErrorHandler;
 use crate::expr::Expr;
 
 /// Per-operator counters, as `metrics()` reports them.
@@ -17,6 +18,8 @@ pub struct OpMetrics {
     pub records_in: u64,
     pub records_out: u64,
     pub late_records: u64,
+    /// Bad records skipped or dead-lettered (see `errors.rs`).
+    pub errors: u64,
     pub watermark: Option<i64>,
     pub state_entries: u64,
 }
@@ -240,13 +243,38 @@ impl Operator for Project {
 
 pub struct MapBatches {
     pub udf: Arc<dyn BatchUdf>,
+    pub on_error: Arc<ErrorHandler>,
     pub m: OpMetrics,
 }
 
 impl Operator for MapBatches {
     fn on_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
         self.m.records_in += batch.num_rows() as u64;
-        let b = self.udf.call(batch)?;
+        let b = match self.udf.call(batch.clone()) {
+            Ok(b) => b,
+            Err(e) if self.on_error.raises() => return Err(e),
+            // Find the records it fails on: call it on each alone, keep what succeeds.
+            Err(_) => {
+                let mut good = Vec::new();
+                for row in 0..batch.num_rows() {
+                    match self.udf.call(batch.slice(row, 1)) {
+                        Ok(b) => good.push(b),
+                        Err(e) => {
+                            let bad = crate::errors::bad_row(&batch, row, None);
+                            self.on_error.handle(bad, &self.udf.name(), e)?;
+                            self.m.errors += 1;
+                        }
+                    }
+                }
+                let good: Vec<RecordBatch> =
+                    good.into_iter().filter(|b| b.num_columns() > 0).collect();
+                match good.first() {
+                    Some(f) => arrow_select::concat::concat_batches(&f.schema(), &good)
+                        .ctx("map_batches output")?,
+                    None => return Ok(()),
+                }
+            }
+        };
         self.m.records_out += b.num_rows() as u64;
         if b.num_rows() > 0 {
             out.push(b);

@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 
 use crate::buffered::{BufferedKind, BufferedWindows};
 use crate::error::{Result, StreamError};
+use crate::errors::{ErrorHandler, ErrorPolicy};
 use crate::keys::{event_times, FastMap};
 use crate::operator::{BatchUdf, Filter, MapBatches, OpMetrics, Operator, Project, Projection};
 use crate::plan::{Node, WindowSpec};
@@ -42,6 +43,7 @@ struct Lazy {
     node: Node,
     ts: Option<String>,
     udfs: Vec<Arc<dyn BatchUdf>>,
+    on_error: Arc<ErrorHandler>,
     inner: Option<Box<dyn Operator>>,
     name: String,
 }
@@ -49,8 +51,13 @@ struct Lazy {
 impl Operator for Lazy {
     fn on_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
         if self.inner.is_none() {
-            let (op, _, _) =
-                build_single(&self.node, &batch.schema(), self.ts.clone(), &self.udfs)?;
+            let (op, _, _) = build_single(
+                &self.node,
+                &batch.schema(),
+                self.ts.clone(),
+                &self.udfs,
+                &self.on_error,
+            )?;
             self.inner = Some(op);
         }
         match self.inner.as_mut() {
@@ -134,6 +141,7 @@ fn build_single(
     input: &SchemaRef,
     ts: Option<String>,
     udfs: &[Arc<dyn BatchUdf>],
+    on_error: &Arc<ErrorHandler>,
 ) -> Result<Built> {
     let op = node.op_name();
     let m = OpMetrics::default();
@@ -181,7 +189,15 @@ fn build_single(
             let f = udfs.get(*udf).cloned().ok_or_else(|| {
                 StreamError::plan(op, format!("udf: no UDF #{udf} was handed over"))
             })?;
-            (Box::new(MapBatches { udf: f, m }), None, ts)
+            (
+                Box::new(MapBatches {
+                    udf: f,
+                    on_error: on_error.clone(),
+                    m,
+                }),
+                None,
+                ts,
+            )
         }
         Node::KeyBy { columns, .. } => {
             if columns.is_empty() {
@@ -223,7 +239,7 @@ fn build_single(
             let f = udfs.get(*udf).cloned().ok_or_else(|| {
                 StreamError::plan(op, format!("udf: no UDF #{udf} was handed over"))
             })?;
-            let s = crate::stateful::StatefulMap::new(input, &ts_col, by, f, op)?;
+            let s = crate::stateful::StatefulMap::new(input, &ts_col, by, f, on_error.clone(), op)?;
             (Box::new(s), None, ts)
         }
         Node::GroupBy { by, aggs, .. } => {
@@ -361,6 +377,7 @@ struct Graph {
 struct Builder<'a> {
     specs: &'a [SourceSpec],
     udfs: &'a [Arc<dyn BatchUdf>],
+    on_error: Arc<ErrorHandler>,
     nodes: Vec<GNode>,
     order: Vec<usize>,
     sources: Vec<Option<SourceUse>>,
@@ -594,7 +611,7 @@ impl Builder<'_> {
                 let label = self.name(node.op_name());
                 let (op, out_schema, out_ts): (Box<dyn Operator>, _, _) = match &schema {
                     Some(s) => {
-                        let (op, os, ot) = build_single(node, s, ts, self.udfs)?;
+                        let (op, os, ot) = build_single(node, s, ts, self.udfs, &self.on_error)?;
                         (
                             Box::new(Named {
                                 inner: op,
@@ -615,6 +632,7 @@ impl Builder<'_> {
                                 node: node.clone(),
                                 ts,
                                 udfs: self.udfs.to_vec(),
+                                on_error: self.on_error.clone(),
                                 inner: None,
                                 name: label,
                             }),
@@ -692,10 +710,16 @@ impl Operator for Named {
 }
 
 impl Graph {
-    fn compile(plan: &Node, specs: &[SourceSpec], udfs: &[Arc<dyn BatchUdf>]) -> Result<Graph> {
+    fn compile(
+        plan: &Node,
+        specs: &[SourceSpec],
+        udfs: &[Arc<dyn BatchUdf>],
+        on_error: Arc<ErrorHandler>,
+    ) -> Result<Graph> {
         let mut b = Builder {
             specs,
             udfs,
+            on_error,
             nodes: Vec::new(),
             order: Vec::new(),
             sources: Vec::new(),
@@ -804,6 +828,9 @@ pub struct RunControl {
     /// flushed); a test driver gives the watermark it advanced to, so a bounded run shows what a
     /// live pipeline would have emitted by then.
     pub end_watermark: Option<i64>,
+    /// The pipeline's policy for bad records (sources without their own, and Python functions);
+    /// `None`: raise.
+    pub on_error: Option<Arc<ErrorHandler>>,
 }
 
 pub struct RunOutput {
@@ -828,7 +855,12 @@ impl Pipeline {
         sources: Vec<SourceSpec>,
         udfs: Vec<Arc<dyn BatchUdf>>,
     ) -> Result<Pipeline> {
-        let g = Graph::compile(&plan, &sources, &udfs)?;
+        let g = Graph::compile(
+            &plan,
+            &sources,
+            &udfs,
+            ErrorHandler::new(ErrorPolicy::Raise),
+        )?;
         Ok(Pipeline {
             schema: g.out_schema.clone(),
             ts: g.out_ts.clone(),
@@ -871,7 +903,11 @@ impl Pipeline {
         follow: bool,
         control: &RunControl,
     ) -> Result<RunOutput> {
-        let mut g = Graph::compile(&self.plan, &self.sources, &self.udfs)?;
+        let on_error = control
+            .on_error
+            .clone()
+            .unwrap_or_else(|| ErrorHandler::new(ErrorPolicy::Raise));
+        let mut g = Graph::compile(&self.plan, &self.sources, &self.udfs, on_error.clone())?;
         let mut tracker = WatermarkTracker::new();
         tracker.set_end(control.end_watermark);
         let mut srcs = Vec::new();
@@ -880,7 +916,7 @@ impl Pipeline {
             let Some(u) = g.sources.get(i).cloned().flatten() else {
                 continue;
             };
-            srcs.push((i, spec.open(follow)?));
+            srcs.push((i, spec.open(follow, &on_error)?));
             tracker.add_source(
                 spec.partitions(),
                 u.lateness,
@@ -933,7 +969,7 @@ impl Pipeline {
                 last_wm = wms;
             }
             late.extend(g.take_late());
-            *control.metrics.lock() = g.metrics();
+            *control.metrics.lock() = metrics_with_sources(&g, &srcs, &uses);
             if tracker.all_done() && done.iter().all(|&d| d) {
                 break;
             }
@@ -954,10 +990,25 @@ impl Pipeline {
             }
         }
         let _ = g.root;
-        let metrics = g.metrics();
+        let metrics = metrics_with_sources(&g, &srcs, &uses);
         *control.metrics.lock() = metrics.clone();
         Ok(RunOutput { late, metrics })
     }
+}
+
+/// The graph's metrics, with each source's bad-record count on its leaf.
+fn metrics_with_sources(
+    g: &Graph,
+    srcs: &[(usize, Box<dyn crate::source::Source>)],
+    uses: &[SourceUse],
+) -> Vec<OpMetrics> {
+    let mut m = g.metrics();
+    for ((_, src), u) in srcs.iter().zip(uses) {
+        if let Some(pos) = g.order.iter().position(|&i| i == u.leaf) {
+            m[pos].errors = src.errors();
+        }
+    }
+    m
 }
 
 fn explain(node: &Node, specs: &[SourceSpec], depth: usize, out: &mut String) {

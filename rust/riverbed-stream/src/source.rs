@@ -3,7 +3,7 @@
 //! partition and offset as columns.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +18,7 @@ use riverbed_log::batch::RecordView;
 use riverbed_log::Topic;
 
 use crate::error::{ArrowContext, Result, StreamError};
+use crate::errors::{BadRecord, ErrorHandler};
 
 /// What a poll of a source found.
 pub enum Polled {
@@ -39,6 +40,10 @@ pub trait Source: Send {
         std::thread::sleep(timeout.min(Duration::from_millis(20)));
     }
     fn describe(&self) -> String;
+    /// Bad records this source skipped or dead-lettered.
+    fn errors(&self) -> u64 {
+        0
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +74,8 @@ pub struct LogSpec {
     pub value_schema: SchemaRef,
     pub schema: SchemaRef,
     pub batch_size: usize,
+    /// This source's policy for records that do not decode; the pipeline's when `None`.
+    pub on_error: Option<Arc<ErrorHandler>>,
 }
 
 /// Rows per batch of an in-memory table source by default (larger chunks are sliced).
@@ -154,7 +161,16 @@ impl SourceSpec {
             value_schema,
             schema: Arc::new(Schema::new(fields)),
             batch_size: batch_size.max(1),
+            on_error: None,
         }))
+    }
+
+    /// Give a log source its own policy for records that do not decode.
+    pub fn with_on_error(mut self, handler: Arc<ErrorHandler>) -> SourceSpec {
+        if let SourceSpec::Log(l) = &mut self {
+            l.on_error = Some(handler);
+        }
+        self
     }
 
     pub fn schema(&self) -> SchemaRef {
@@ -181,7 +197,8 @@ impl SourceSpec {
         }
     }
 
-    pub fn open(&self, follow: bool) -> Result<Box<dyn Source>> {
+    /// Open for reading; `on_error` is the pipeline's policy for bad records.
+    pub fn open(&self, follow: bool, on_error: &Arc<ErrorHandler>) -> Result<Box<dyn Source>> {
         Ok(match self {
             SourceSpec::Table { schema, batches } => Box::new(TableSource {
                 schema: schema.clone(),
@@ -197,7 +214,10 @@ impl SourceSpec {
                     reader: Some(r),
                 })
             }
-            SourceSpec::Log(l) => Box::new(LogSource::new(l.clone(), follow)),
+            SourceSpec::Log(l) => {
+                let handler = l.on_error.clone().unwrap_or_else(|| on_error.clone());
+                Box::new(LogSource::new(l.clone(), follow, handler))
+            }
         })
     }
 }
@@ -332,6 +352,16 @@ impl RawRecords {
         self.values.extend_from_slice(r.value.unwrap_or(b""));
         self.value_ends.push(self.values.len());
     }
+    /// Copy record `i` of `other`.
+    fn push_from(&mut self, other: &RawRecords, i: usize) {
+        self.offsets.push(other.offsets[i]);
+        self.timestamps.push(other.timestamps[i]);
+        self.keys.push(other.keys[i].clone());
+        let v = other.value(i);
+        self.value_null.push(v.is_none());
+        self.values.extend_from_slice(v.unwrap_or(b""));
+        self.value_ends.push(self.values.len());
+    }
     fn value(&self, i: usize) -> Option<&[u8]> {
         let start = if i == 0 { 0 } else { self.value_ends[i - 1] };
         (!self.value_null[i]).then(|| &self.values[start..self.value_ends[i]])
@@ -351,10 +381,18 @@ struct LogReader {
     next: usize,
     /// Decoded batches waiting to be handed out, in order.
     ready: std::collections::VecDeque<Polled>,
+    on_error: Arc<ErrorHandler>,
+    /// Records that did not decode and were skipped or dead-lettered.
+    errors: Arc<AtomicU64>,
 }
 
 impl LogReader {
-    fn new(spec: LogSpec, follow: bool) -> LogReader {
+    fn new(
+        spec: LogSpec,
+        follow: bool,
+        on_error: Arc<ErrorHandler>,
+        errors: Arc<AtomicU64>,
+    ) -> LogReader {
         let parts = spec.topic.partitions();
         let positions = parts.iter().map(|p| p.offsets().0).collect();
         let ends = parts
@@ -369,10 +407,71 @@ impl LogReader {
             ends,
             next: 0,
             ready: std::collections::VecDeque::new(),
+            on_error,
+            errors,
         }
     }
 
+    /// Decode one read; records that do not decode go to the error policy (under `raise`, the
+    /// first one fails the read, naming its topic/partition/offset).
     fn decode(&self, partition: usize, raw: &RawRecords) -> Result<RecordBatch> {
+        match self.decode_all(partition, raw) {
+            Err(e @ StreamError::Decode { .. }) if !self.on_error.raises() => {
+                let _ = e;
+                let mut good = RawRecords::default();
+                for i in 0..raw.len() {
+                    let mut one = raw.value(i).unwrap_or(b"{}").to_vec();
+                    one.push(b'\n');
+                    let err = match decode_json_rows(&self.spec.value_schema, &one, 1) {
+                        Ok(b) if b.num_rows() == 1 => {
+                            good.push_from(raw, i);
+                            continue;
+                        }
+                        Ok(b) => format!("expected one JSON object, found {} rows", b.num_rows()),
+                        Err(e) => e,
+                    };
+                    let error = StreamError::Decode {
+                        topic: self.spec.topic.name.to_string(),
+                        partition: partition as u32,
+                        offset: raw.offsets[i],
+                        message: err,
+                    };
+                    let bad = BadRecord {
+                        key: raw.keys[i].clone(),
+                        value: raw.value(i).map(<[u8]>::to_vec),
+                        headers: self.headers_of(partition, raw.offsets[i]),
+                        timestamp: raw.timestamps[i],
+                        topic: Some(self.spec.topic.name.to_string()),
+                        partition: Some(partition as i64),
+                        offset: Some(raw.offsets[i]),
+                    };
+                    self.on_error.handle(bad, "read", error)?;
+                    self.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                self.decode_all(partition, &good)
+            }
+            other => other,
+        }
+    }
+
+    /// The headers of the record at `offset` (read again: only bad records need them).
+    fn headers_of(&self, partition: usize, offset: i64) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let mut out = Vec::new();
+        if let Ok(part) = self.spec.topic.partition(partition as u32) {
+            let _ = part.read(offset, 1, usize::MAX, |r| {
+                if r.offset == offset {
+                    out = r
+                        .headers()
+                        .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+                        .collect();
+                }
+                false
+            });
+        }
+        out
+    }
+
+    fn decode_all(&self, partition: usize, raw: &RawRecords) -> Result<RecordBatch> {
         let n = raw.len();
         let mut cols: Vec<ArrayRef> = match self.spec.format {
             Format::Raw => {
@@ -594,14 +693,16 @@ pub struct LogSource {
     failed: Option<StreamError>,
     finished: bool,
     stop: Arc<AtomicBool>,
+    errors: Arc<AtomicU64>,
 }
 
 impl LogSource {
-    fn new(spec: LogSpec, follow: bool) -> LogSource {
+    fn new(spec: LogSpec, follow: bool, on_error: Arc<ErrorHandler>) -> LogSource {
         // Two rounds ahead at most: enough to overlap decoding with processing, bounded memory.
         let (tx, rx) = sync_channel(2);
         let stop = Arc::new(AtomicBool::new(false));
-        let reader = LogReader::new(spec.clone(), follow);
+        let errors = Arc::new(AtomicU64::new(0));
+        let reader = LogReader::new(spec.clone(), follow, on_error, errors.clone());
         let s = stop.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("riverbed-read-{}", spec.topic.name))
@@ -617,6 +718,7 @@ impl LogSource {
             failed,
             finished: false,
             stop,
+            errors,
         }
     }
 
@@ -676,6 +778,9 @@ impl Source for LogSource {
                 Err(RecvTimeoutError::Disconnected) => self.finished = true,
             }
         }
+    }
+    fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
     }
     fn describe(&self) -> String {
         format!(

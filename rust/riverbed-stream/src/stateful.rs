@@ -8,13 +8,15 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
-use crate::error::{ArrowContext, Result};
+use crate::error::{ArrowContext, Result, StreamError};
+use crate::errors::ErrorHandler;
 use crate::held::{Held, HeldRecords};
 use crate::keys::{event_times, FastMap, KeyInterner};
 use crate::operator::{BatchUdf, OpMetrics, Operator};
 
 pub struct StatefulMap {
     udf: Arc<dyn BatchUdf>,
+    on_error: Arc<ErrorHandler>,
     ts_col: String,
     keys: KeyInterner,
     held: HeldRecords<RecordBatch>,
@@ -29,10 +31,12 @@ impl StatefulMap {
         ts_col: &str,
         by: &[String],
         udf: Arc<dyn BatchUdf>,
+        on_error: Arc<ErrorHandler>,
         op: &str,
     ) -> Result<StatefulMap> {
         Ok(StatefulMap {
             udf,
+            on_error,
             ts_col: ts_col.to_string(),
             keys: KeyInterner::new(input, by, op)?,
             held: HeldRecords::default(),
@@ -98,10 +102,42 @@ impl Operator for StatefulMap {
         let batch =
             arrow_select::interleave::interleave_record_batch(&refs, &idx).ctx("stateful_map")?;
         self.held.release(ready.iter().map(|(_, h)| h));
-        let b = self.udf.call(batch)?;
-        self.m.records_out += b.num_rows() as u64;
-        if b.num_rows() > 0 {
-            out.push(b);
+        let outs = match self.udf.call(batch.clone()) {
+            Ok(b) => vec![b],
+            Err(e) if self.on_error.raises() => return Err(e),
+            // Call it again per key (a failed call changes no state): a key it fails on has
+            // its records handled as bad, the others go through.
+            Err(_) => {
+                let mut outs = Vec::new();
+                let mut start = 0;
+                while start < ready.len() {
+                    let k = ready[start].0;
+                    let end = start + ready[start..].iter().take_while(|r| r.0 == k).count();
+                    match self.udf.call(batch.slice(start, end - start)) {
+                        Ok(b) => outs.push(b),
+                        Err(e) => {
+                            let (name, message) = (self.udf.name(), e.to_string());
+                            for row in start..end {
+                                let bad = crate::errors::bad_row(&batch, row, None);
+                                let error = StreamError::Udf {
+                                    name: name.clone(),
+                                    message: message.clone(),
+                                };
+                                self.on_error.handle(bad, &name, error)?;
+                                self.m.errors += 1;
+                            }
+                        }
+                    }
+                    start = end;
+                }
+                outs
+            }
+        };
+        for b in outs {
+            self.m.records_out += b.num_rows() as u64;
+            if b.num_rows() > 0 {
+                out.push(b);
+            }
         }
         Ok(())
     }
