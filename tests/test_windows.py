@@ -773,3 +773,18 @@ def test_negative_lateness_and_grace_raise_value_error():
         rb.tumbling("1s", grace=-5)
     with pytest.raises(ValueError, match="emit"):
         rb.Pipeline.read(tbl, timestamp="ts").window(rb.tumbling("1s"), emit="sometimes")
+
+
+def test_hopping_record_late_for_some_of_its_windows_is_counted_and_returned():
+    # ts=8000 arrives after the watermark reached 12000: [0, 10000) is closed, [5000, 15000) open.
+    t = pa.table({"k": ["a"] * 3, "ts": [0, 12_000, 8_000]})
+    res = (
+        rb.Pipeline.read(t, timestamp="ts", lateness="0s", batch_size=1)
+        .window(rb.hopping("10s", every="5s"), by="k")
+        .agg(n=rb.count())
+        .run()
+    )
+    counts = {r["window_start"]: r["n"] for r in res.output.to_pylist()}
+    assert counts[0] == 1 and counts[5_000] == 2  # it still counts in the window that was open
+    assert res.late.column("ts").to_pylist() == [8_000]
+    assert sum(m["late_records"] for m in res.metrics) == 1

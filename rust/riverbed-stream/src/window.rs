@@ -209,9 +209,14 @@ impl Operator for TimeWindows {
             let t = ts[i];
             let k = kids[i];
             let mut s = floor_div(t - offset, every) * every + offset;
-            let mut accepted = false;
+            // A hopping record late for some of its windows (closed already) counts as late, as
+            // Kafka Streams counts it, and still goes to its open ones.
+            let mut missed = false;
             while s > t - size {
                 let end = s + size;
+                if end.saturating_add(grace) <= wm {
+                    missed = true;
+                }
                 if end.saturating_add(grace) > wm {
                     let sid = self.state_for(k, s, end);
                     if self.emit == Emit::Update {
@@ -224,11 +229,10 @@ impl Operator for TimeWindows {
                     }
                     rows.push(i as u32);
                     sids.push(sid);
-                    accepted = true;
                 }
                 s -= every;
             }
-            if !accepted {
+            if missed {
                 late.push(i as u32);
             }
         }
