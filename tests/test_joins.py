@@ -771,3 +771,28 @@ def test_join_errors_name_the_problem():
         lp.join_table(rp.to_table("k"), on=["k", "g"])
     with pytest.raises(TypeError, match="suffix"):
         lp.join_asof(rp, by="k", suffix="")
+
+
+def test_joining_a_pipeline_that_contains_a_join_and_a_function():
+    # The right side's own join, sources and functions must be renumbered when merged.
+    a = pa.table({"k": ["x"] * 3, "ts": pa.array([0, 10, 20], pa.int64()), "a": [1, 2, 3]})
+    b = pa.table({"k": ["x"] * 3, "ts": pa.array([5, 15, 25], pa.int64()), "b": [1.0, 2.0, 3.0]})
+    c = pa.table({"k": ["x"] * 3, "ts": pa.array([1, 11, 21], pa.int64()), "c": [7, 8, 9]})
+
+    def read(t):
+        return rb.Pipeline.read(t, timestamp="ts")
+
+    nested = read(a).join_asof(read(b).join_asof(read(c), by="k"), by="k").collect().to_pylist()
+    assert [(r["a"], r["b"], r["c"]) for r in nested] == [(1, None, None), (2, 1.0, 7), (3, 2.0, 8)]
+
+    def tenfold(t):
+        return t.set_column(2, "a", pa.array([v * 10 for v in t.column("a").to_pylist()]))
+
+    def count(state, rows):
+        return state + len(rows), [{"k": r["k"], "n": state + i + 1} for i, r in enumerate(rows)]
+
+    left = read(a).map_batches(lambda t: t)
+    right = read(a).map_batches(tenfold)
+    assert sorted(left.union(right).collect().column("a").to_pylist()) == [1, 2, 3, 10, 20, 30]
+    both = read(a).stateful_map(count, by="k", initial=0).union(read(b).stateful_map(count, by="k", initial=100))
+    assert sorted(both.collect().column("n").to_pylist()) == [1, 2, 3, 101, 102, 103]

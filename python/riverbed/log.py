@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -243,19 +242,9 @@ class Log:
         return f"Log({str(self.path)!r}, topics={self.topics()!r})"
 
     def _repr_html_(self) -> str:
-        rows = []
-        for name in self.topics():
-            d = self[name].describe()
-            rows.append(
-                f"<tr><td>{html.escape(name)}</td><td>{len(d['partitions'])}</td>"
-                f"<td>{sum(p['latest'] - p['earliest'] for p in d['partitions'])}</td>"
-                f"<td>{sum(p['size_bytes'] for p in d['partitions'])}</td></tr>"
-            )
-        return (
-            f"<div><b>riverbed Log</b> <code>{html.escape(str(self.path))}</code>"
-            "<table><thead><tr><th>topic</th><th>partitions</th><th>records</th><th>bytes</th></tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table></div>"
-        )
+        from riverbed.display import log_html
+
+        return log_html(self)
 
 
 class Topic:
@@ -350,16 +339,9 @@ class Topic:
         return f"Topic({self.name!r}, partitions={self.partitions})"
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td>{p['partition']}</td><td>{p['earliest']}</td><td>{p['latest']}</td>"
-            f"<td>{p['size_bytes']}</td></tr>"
-            for p in self._inner.describe()
-        )
-        return (
-            f"<div><b>Topic</b> <code>{html.escape(self.name)}</code>"
-            "<table><thead><tr><th>partition</th><th>earliest</th><th>latest</th><th>bytes</th></tr>"
-            f"</thead><tbody>{rows}</tbody></table></div>"
-        )
+        from riverbed.display import topic_html
+
+        return topic_html(self)
 
 
 class Consumer:

@@ -208,15 +208,22 @@ def _named_exprs(exprs: Mapping[str, object], op: str) -> list[list[Any]]:
     return [[name, _node(e)] for name, e in exprs.items()]
 
 
+def _children(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """The plan nodes ``node`` reads from: ``input``, a union's ``inputs``, a join's ``left`` and ``right``."""
+    kids = [node[k] for k in ("input", "left", "right") if k in node]
+    return kids + list(node.get("inputs", ()))
+
+
 def _shift(node: dict[str, Any], d_source: int, d_udf: int) -> dict[str, Any]:
     """A copy of the plan ``node`` with its source and UDF indices moved by the given amounts."""
     node = dict(node)
     if node["op"] == "source":
         node["source"] += d_source
-    if node["op"] == "map_batches":
+    if "udf" in node:  # map_batches, stateful_map
         node["udf"] += d_udf
-    if "input" in node:
-        node["input"] = _shift(node["input"], d_source, d_udf)
+    for k in ("input", "left", "right"):
+        if k in node:
+            node[k] = _shift(node[k], d_source, d_udf)
     if "inputs" in node:
         node["inputs"] = [_shift(n, d_source, d_udf) for n in node["inputs"]]
     return node
@@ -224,9 +231,7 @@ def _shift(node: dict[str, Any], d_source: int, d_udf: int) -> dict[str, Any]:
 
 def _walk(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield node
-    if "input" in node:
-        yield from _walk(node["input"])
-    for n in node.get("inputs", ()):
+    for n in _children(node):
         yield from _walk(n)
 
 

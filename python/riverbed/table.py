@@ -18,7 +18,6 @@ value from after its label.
 from __future__ import annotations
 
 import functools
-import html
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -221,17 +220,9 @@ class Table:
         return f"Table(key={self.key}, {state}, {self._live if self._view is not None else self._rows} rows)"
 
     def _repr_html_(self) -> str:
-        view = self.to_arrow()
-        head = view.slice(0, 20)
-        cols = head.column_names
-        rows = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(str(r[c]))}</td>" for c in cols) + "</tr>" for r in head.to_pylist()
-        )
-        return (
-            f"<div><b>riverbed Table</b> key={html.escape(str(self.key))}, {view.num_rows} rows"
-            "<table><thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr></thead>"
-            f"<tbody>{rows}</tbody></table></div>"
-        )
+        from riverbed.display import table_html
+
+        return table_html(self)
 
 
 _MISSING = object()
