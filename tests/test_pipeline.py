@@ -636,3 +636,42 @@ def test_key_by_unknown_column_is_a_plan_error():
     t = pa.table({"user": ["a"], "ts": [0]})
     with pytest.raises(rb.exceptions.PlanError, match="key_by.*'nope'"):
         rb.Pipeline.read(t, timestamp="ts").key_by("nope")
+
+
+# -- progress bar --------------------------------------------------------------------------------
+
+
+def test_bounded_runs_longer_than_a_second_show_progress(monkeypatch):
+    import time as _time
+
+    import tqdm.auto
+
+    bars = []
+
+    class Recorder:
+        def __init__(self, **kw):
+            self.n, self.kw, self.closed = 0, kw, False
+            bars.append(self)
+
+        def update(self, k):
+            self.n += k
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
+    rows = [{"k": "a", "ts": i, "v": i} for i in range(50)]
+
+    def slow(batch):
+        _time.sleep(0.05)
+        return batch
+
+    p = rb.Pipeline.read(rows, timestamp="ts", batch_size=1).map_batches(slow)
+    assert p.collect(progress=False).num_rows == 50
+    assert bars == []  # turned off
+    assert p.collect().num_rows == 50  # ~2.5 s: a bar appears after a second
+    assert len(bars) == 1 and bars[0].closed
+    assert 0 < bars[0].n <= 50  # records read, as the run went
+    quick = rb.Pipeline.read(rows, timestamp="ts")
+    quick.collect()
+    assert len(bars) == 1  # a run under a second shows none

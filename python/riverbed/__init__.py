@@ -5,7 +5,16 @@
 -973932308
 """
 
-from riverbed import exceptions
+import os as _os
+
+# The engine allocates and frees large per-step buffers. mimalloc (its allocator) keeps freed
+# memory for 2 s before returning it to the OS, and uses no transparent huge pages: otherwise
+# the kernel zeroes fresh pages (2 MiB at a time) over and over. Set before the extension loads;
+# an explicit MIMALLOC_* environment variable wins.
+_os.environ.setdefault("MIMALLOC_PURGE_DELAY", "2000")
+_os.environ.setdefault("MIMALLOC_ALLOW_THP", "0")
+
+from riverbed import exceptions  # noqa: E402
 from riverbed._core import __version__, murmur2
 from riverbed.expr import (
     Expr,

@@ -21,6 +21,7 @@ import atexit
 import copy
 import functools
 import itertools
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -388,6 +389,11 @@ def _sink_of(target: object, key: str | None) -> tuple:
             raise TypeError("write: key applies to topics, not to a callback")
         return ("callback", target)
     raise TypeError(f"write: expected a Topic or a callable taking a RecordBatch, got {type(target).__name__}")
+
+
+def _records_read(metrics: list[dict[str, Any]]) -> int:
+    """Records the sources of a run have read so far (their ``read`` operators' output)."""
+    return sum(int(m.get("records_out", 0)) for m in metrics if str(m.get("operator", "")).startswith("read"))
 
 
 class _StatefulUdf:
@@ -927,15 +933,47 @@ class Pipeline:
                 reset()
         return self._inner
 
-    def run(self, follow: bool = False) -> RunResult:
-        """Run to the end of the input (``follow=True``: keep following topics until interrupted;
-        prefer ``start()``/``stop()`` for that). Writes to the sink set by ``write()``."""
-        return self._result(self._fresh().run(self._sink or ("collect",), bool(follow), None, *self._on_error))
+    def _bounded(self, sink: tuple, progress: bool) -> RunResult:
+        """A bounded run; past a second it shows a progress bar with records/s (tqdm.auto: a
+        terminal bar or a notebook widget) unless ``progress`` is False."""
+        if not progress:
+            return self._result(self._fresh().run(sink, False, None, *self._on_error))
+        handle = self._fresh().start(sink, False, *self._on_error)
+        bar = None
+        try:
+            t0 = time.monotonic()
+            while not handle.wait(0.2):
+                if bar is None and time.monotonic() - t0 >= 1.0:
+                    from tqdm.auto import tqdm
 
-    def collect(self) -> pa.Table:
+                    bar = tqdm(desc="riverbed", unit=" records", unit_scale=True, leave=False)
+                if bar is not None:
+                    bar.update(_records_read(handle.metrics()) - bar.n)
+            raw = handle.stop(10.0)
+        except BaseException:
+            if handle.running:  # interrupted (Ctrl-C): stop the run, then re-raise
+                try:
+                    handle.stop(10.0)
+                except BaseException:  # noqa: BLE001 - the interrupt is what the caller sees
+                    pass
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        return self._result(raw)
+
+    def run(self, follow: bool = False, progress: bool = True) -> RunResult:
+        """Run to the end of the input (``follow=True``: keep following topics until interrupted;
+        prefer ``start()``/``stop()`` for that). Writes to the sink set by ``write()``. A bounded
+        run longer than a second shows a progress bar; ``progress=False`` turns it off."""
+        if follow:
+            return self._result(self._fresh().run(self._sink or ("collect",), True, None, *self._on_error))
+        return self._bounded(self._sink or ("collect",), progress)
+
+    def collect(self, progress: bool = True) -> pa.Table:
         """Run to the end of the input and return the output as one Table (a sink set by
         ``write()`` is not written to: use ``run()`` for that)."""
-        return self._result(self._fresh().run(("collect",), False, None, *self._on_error)).output
+        return self._bounded(("collect",), progress).output
 
     def to_pandas(self) -> Any:
         return self.collect().to_pandas()
@@ -948,7 +986,7 @@ class Pipeline:
     def late(self) -> pa.Table:
         """Run to the end of the input (without writing to a sink) and return the records window
         operators dropped as late. Lateness is judged against the watermark of the batches before."""
-        return self._result(self._fresh().run(("collect",), False, None, *self._on_error)).late
+        return self._bounded(("collect",), False).late
 
     def start(self, follow: bool = True) -> Pipeline:
         """Run in a background thread (following topics for new records) until ``stop()``."""
