@@ -97,8 +97,13 @@ impl WatermarkTracker {
     /// idleness. Never moves backwards.
     pub fn watermarks(&mut self, follow: bool, horizon: i64) -> Vec<i64> {
         let now = Instant::now();
-        let active =
-            |p: &Part| !p.done && (!follow || now.duration_since(p.last_active) < p.idle_timeout);
+        // With an end watermark (a test driver's), a finished partition keeps holding the
+        // watermark at its data until every partition is done: the end replaces +inf only.
+        let keep_done = self.end.is_some();
+        let active = |p: &Part| {
+            (!p.done || keep_done)
+                && (!follow || now.duration_since(p.last_active) < p.idle_timeout)
+        };
         let part_wm = |p: &Part| p.max_ts.map_or(i64::MIN, |t| t.saturating_sub(p.lateness));
         let any_active = self.parts.iter().flatten().any(active);
         let others = self
