@@ -1,7 +1,8 @@
 //! Background cleanup: retention (delete whole old segments by time or size) and compaction (keep
 //! the latest record per key in sealed segments, offsets unchanged). Both work on sealed segments
 //! only and take the partition's state lock just to swap segments in or out, so producers never wait
-//! for them.
+//! for them. Both hold the partition's maintenance lock throughout, so a truncation of the same
+//! partition waits for them (and they for it).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -45,6 +46,7 @@ pub fn clean_topic(topic: &Topic, fsync: FsyncPolicy) -> Result<CleanupStats> {
 /// Delete the oldest sealed segments while they are past `retention_ms` (judged by their newest
 /// timestamp) or the partition is larger than `retention_bytes` without them.
 pub fn apply_retention(p: &Partition) -> Result<CleanupStats> {
+    let _m = p.maintenance.lock();
     let cfg = p.config().clone();
     let now = crate::fsutil::now_ms();
     let mut stats = CleanupStats::default();
@@ -138,6 +140,7 @@ struct SealedRef {
 /// Keep, in every sealed segment, only the latest record of each key; drop tombstones older than
 /// `delete_retention_ms`. Offsets never change. A rewritten segment replaces the old one by rename.
 pub fn compact(p: &Partition, fsync: FsyncPolicy) -> Result<CleanupStats> {
+    let _m = p.maintenance.lock();
     let mut stats = CleanupStats::default();
     let sealed: Vec<SealedRef> = {
         let st = p.state.read();

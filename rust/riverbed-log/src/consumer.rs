@@ -123,7 +123,7 @@ impl Consumer {
             let (earliest, latest) = self.topic.partition(p)?.offsets();
             let pos = match pos.or(committed) {
                 Some(o) if o < earliest => earliest,
-                // Recovery truncated the log below a commit: continue at the end.
+                // Recovery or `truncate_to` cut the log below the position: continue at the end.
                 Some(o) if o > latest => latest,
                 Some(o) => o,
                 None => self.start_offset(p, self.start)?,
@@ -174,13 +174,19 @@ impl Consumer {
                     new_positions.push((p, pos));
                     continue;
                 }
-                let next = self
+                let next = match self
                     .topic
                     .partition(p)?
                     .read(pos, remaining, usize::MAX, |r| {
                         sink.push(p, r);
                         true
-                    })?;
+                    }) {
+                    Ok(next) => next,
+                    // Retention or a truncation moved a bound since the position was resolved;
+                    // the next round resolves it again.
+                    Err(LogError::OffsetOutOfRange { .. }) => pos,
+                    Err(e) => return Err(e),
+                };
                 new_positions.push((p, next));
             }
             *rr = rr.wrapping_add(1);

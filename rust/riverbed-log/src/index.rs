@@ -10,7 +10,7 @@ use crate::error::{IoContext, Result};
 /// Bytes of log between two index entries.
 pub const INDEX_INTERVAL: u64 = 4096;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SegmentIndex {
     /// (offset relative to the segment's base, byte position of the batch holding it)
     pub offsets: Vec<(u32, u32)>,
@@ -83,6 +83,36 @@ impl SegmentIndex {
             0
         } else {
             self.times[i - 1].1.saturating_add(1)
+        }
+    }
+
+    /// Where to start re-reading batch headers when the segment is cut before relative offset
+    /// `rel`: `(entry, position)` of the last offset-index entry whose batch starts below `rel`,
+    /// or `None` when no indexed batch does (then no batch does: the first batch is always indexed).
+    pub fn cut_start(&self, rel: u32) -> Option<(usize, u32)> {
+        let i = self.offsets.partition_point(|&(o, _)| o < rel);
+        i.checked_sub(1).map(|e| (e, self.offsets[e].1))
+    }
+
+    /// The index exactly as it was right after the batch of offset-index entry `entry` was added
+    /// (`last_rel` and `len` are that batch's last relative offset and byte length): later
+    /// entries, and the entry a seal added, are dropped. Feed the batches that followed it (up to
+    /// a cut) to `on_batch` to get the index of a segment cut there, without rescanning it all.
+    ///
+    /// Why this is exact: adding an entry's batch always ends with `note_time(last_rel)`, so the
+    /// last time entry with a relative offset <= `last_rel` holds the running max timestamp after
+    /// that batch, and every time entry added later has a larger relative offset (offsets only
+    /// grow; a seal after the last batch adds an entry only if the max grew, which it did not).
+    pub fn rewind_to_entry(&self, entry: usize, last_rel: u32, len: u64) -> SegmentIndex {
+        let offsets = self.offsets[..(entry + 1).min(self.offsets.len())].to_vec();
+        let keep = self.times.partition_point(|&(_, o)| o <= last_rel);
+        let times = self.times[..keep].to_vec();
+        let max_timestamp = times.last().map_or(i64::MIN, |&(t, _)| t);
+        SegmentIndex {
+            offsets,
+            times,
+            bytes_since_entry: len,
+            max_timestamp,
         }
     }
 
@@ -174,4 +204,71 @@ fn write_replace(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("idxtmp");
     std::fs::write(&tmp, bytes).at(&tmp)?;
     std::fs::rename(&tmp, path).at(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// (first_rel, last_rel, position, len, max_ts) of consecutive batches, with offset gaps
+    /// between them (as compaction leaves) when `gaps` is set.
+    fn batches(spec: &[(u32, u32, u64, i64)], gaps: bool) -> Vec<(u32, u32, u32, u64, i64)> {
+        let mut out = Vec::new();
+        let (mut rel, mut pos) = (0u32, 0u64);
+        for &(count, gap, len, ts) in spec {
+            let first = rel + if gaps { gap } else { 0 };
+            let last = first + count;
+            out.push((first, last, pos as u32, len, ts));
+            rel = last + 1;
+            pos += len;
+        }
+        out
+    }
+
+    fn build(bs: &[(u32, u32, u32, u64, i64)]) -> SegmentIndex {
+        let mut ix = SegmentIndex::new();
+        for &(f, l, p, n, t) in bs {
+            ix.on_batch(f, l, p, n, t);
+        }
+        ix
+    }
+
+    proptest! {
+        /// Rewinding to an entry and replaying the batches after it gives the index a scan of the
+        /// cut segment would build, for every cut point, sealed or not.
+        #[test]
+        fn rewind_and_replay_equals_rebuild(
+            spec in proptest::collection::vec((0u32..5, 0u32..4, 61u64..3000, -5i64..40), 1..60),
+            gaps in any::<bool>(),
+            sealed in any::<bool>(),
+        ) {
+            let bs = batches(&spec, gaps);
+            let mut full = build(&bs);
+            if sealed {
+                full.seal(bs[bs.len() - 1].1 + u32::from(gaps) * 3);
+            }
+            for k in 0..=bs.len() {
+                let expected = build(&bs[..k]);
+                // any relative offset after batch k-1 and at or before batch k's first cuts there
+                let lo = if k == 0 { 0 } else { bs[k - 1].1 + 1 };
+                let hi = if k == bs.len() { lo + 2 } else { bs[k].0 };
+                for rel in lo..=hi {
+                    let got = match full.cut_start(rel) {
+                        None => SegmentIndex::new(),
+                        Some((entry, pos)) => {
+                            let j = bs.iter().position(|b| b.2 == pos).expect("entry at a batch");
+                            prop_assert!(j < k);
+                            let mut ix = full.rewind_to_entry(entry, bs[j].1, bs[j].3);
+                            for &(f, l, p, n, t) in &bs[j + 1..k] {
+                                ix.on_batch(f, l, p, n, t);
+                            }
+                            ix
+                        }
+                    };
+                    prop_assert_eq!(&got, &expected, "cut before batch {} at rel {}", k, rel);
+                }
+            }
+        }
+    }
 }

@@ -33,6 +33,20 @@ pub struct Damage {
     pub reason: String,
 }
 
+/// The result of [`Segment::plan_cut`].
+#[derive(Debug)]
+pub enum Cut {
+    /// Keep the bytes before `position` (a batch boundary); `index` describes them (unsealed) and
+    /// `records_end` is one past the last record kept (the base offset when none is).
+    At {
+        position: u64,
+        index: SegmentIndex,
+        records_end: i64,
+    },
+    /// The offset lies inside the batch holding offsets `base..=last`: it can't be cut there.
+    InsideBatch { base: i64, last: i64 },
+}
+
 pub fn segment_paths(dir: &Path, base_offset: i64) -> (PathBuf, PathBuf, PathBuf) {
     let stem = format!("{base_offset:020}");
     (
@@ -262,10 +276,12 @@ impl Segment {
         self.index.write_files(&index_path, &time_path)
     }
 
+    /// Remove the segment's files, the indexes first: a crash part-way never leaves an index
+    /// without its data, which a later segment with the same base offset could mistake for its own.
     pub fn delete_files(&self) -> Result<()> {
         let dir = self.log_path.parent().unwrap_or(Path::new("."));
         let (l, i, t) = segment_paths(dir, self.base_offset);
-        for p in [l, i, t] {
+        for p in [i, t, l] {
             match std::fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -273,6 +289,94 @@ impl Segment {
             }
         }
         Ok(())
+    }
+
+    /// Where to cut this segment so that it keeps exactly the records below `offset`
+    /// (`offset >= base_offset`; anything past `next_offset` keeps everything). Only the batch
+    /// headers from the last index entry before `offset` on are read, so this costs at most a few
+    /// KiB of reads however large the segment is. Changes nothing.
+    pub fn plan_cut(&self, offset: i64) -> Result<Cut> {
+        let rel = u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX);
+        let start = self.index.cut_start(rel);
+        let mut pos = start.map_or(0, |(_, p)| u64::from(p));
+        // (first_rel, last_rel, position, len, max_ts) of the kept batches from `pos` on
+        let mut kept: Vec<(u32, u32, u32, u64, i64)> = Vec::new();
+        let mut header = [0u8; batch::HEADER_LEN];
+        let corrupt = |position: u64, reason: String| LogError::Corrupt {
+            path: self.log_path.clone(),
+            position,
+            reason,
+        };
+        while pos < self.size {
+            if self.size - pos < batch::HEADER_LEN as u64 {
+                return Err(corrupt(pos, "torn batch header".into()));
+            }
+            read_exact_at(&self.file, &self.log_path, &mut header, pos)?;
+            let total = match peek_total_len(&header) {
+                Some(t) if t >= batch::HEADER_LEN && pos + t as u64 <= self.size => t as u64,
+                _ => return Err(corrupt(pos, "invalid batch length".into())),
+            };
+            let be64 = |at: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&header[at..at + 8]);
+                i64::from_be_bytes(b)
+            };
+            let base = be64(0);
+            let last_delta = i32::from_be_bytes([header[23], header[24], header[25], header[26]]);
+            let last = base + i64::from(last_delta);
+            let max_ts = be64(35);
+            if base >= offset {
+                break;
+            }
+            if last >= offset {
+                return Ok(Cut::InsideBatch { base, last });
+            }
+            if base < self.base_offset || last < base {
+                return Err(corrupt(
+                    pos,
+                    format!("batch offsets {base}..={last} out of order"),
+                ));
+            }
+            kept.push((
+                (base - self.base_offset) as u32,
+                (last - self.base_offset) as u32,
+                pos as u32,
+                total,
+                max_ts,
+            ));
+            pos += total;
+        }
+        let index = match start {
+            None => {
+                let mut ix = SegmentIndex::new();
+                for &(f, l, p, n, t) in &kept {
+                    ix.on_batch(f, l, p, n, t);
+                }
+                ix
+            }
+            Some((entry, entry_pos)) => {
+                let Some(&(_, l, p, n, _)) = kept.first().filter(|b| b.2 == entry_pos) else {
+                    return Err(corrupt(
+                        u64::from(entry_pos),
+                        "offset index entry does not point at a batch below the cut".into(),
+                    ));
+                };
+                debug_assert_eq!(p, entry_pos);
+                let mut ix = self.index.rewind_to_entry(entry, l, n);
+                for &(f, l, p, n, t) in &kept[1..] {
+                    ix.on_batch(f, l, p, n, t);
+                }
+                ix
+            }
+        };
+        let records_end = kept.last().map_or(self.base_offset, |&(_, l, _, _, _)| {
+            self.base_offset + i64::from(l) + 1
+        });
+        Ok(Cut::At {
+            position: pos,
+            index,
+            records_end,
+        })
     }
 
     pub fn max_timestamp(&self) -> i64 {

@@ -272,6 +272,31 @@ impl Topic {
         Ok(())
     }
 
+    /// Truncate several partitions: for each `(partition, offset)`, remove every record at
+    /// `offset` or later (see [`Partition::truncate_to`] for the rules and the crash safety).
+    /// Every pair is checked first (the partition exists and is listed once, the offset is in
+    /// range and on a batch boundary), so a bad argument truncates nothing. Then the partitions
+    /// are truncated one after the other, each atomically; if one fails (an I/O error), those
+    /// before it stay truncated, and calling again with the same offsets finishes the job
+    /// (truncating to the current end is a no-op).
+    pub fn truncate_to(&self, offsets: &[(u32, i64)]) -> Result<()> {
+        self.check_live()?;
+        let mut seen = std::collections::HashSet::new();
+        for &(p, offset) in offsets {
+            if !seen.insert(p) {
+                return Err(LogError::InvalidArgument(format!(
+                    "partition {p} of topic '{}' is listed twice for truncation",
+                    self.name
+                )));
+            }
+            self.partition(p)?.validate_truncation(offset)?;
+        }
+        for &(p, offset) in offsets {
+            self.partition(p)?.truncate_to(offset)?;
+        }
+        Ok(())
+    }
+
     /// {partition: (earliest, latest)}.
     pub fn offsets(&self) -> Result<Vec<(i64, i64)>> {
         self.check_live()?;
