@@ -404,6 +404,9 @@ class _StatefulUdf:
     def __init__(self, fn: Callable, keys: list[str], initial: object, schema: pa.Schema | None, label: str) -> None:
         self.fn, self.keys, self.initial, self.schema, self.__name__ = fn, keys, initial, schema, label
         self.states: dict[Any, Any] = {}
+        # Under on_error "skip"/"dead_letter" the engine calls once per key and a key's call may
+        # fail: it then gets a copy of the state, so a failure leaves the state as it was.
+        self.isolate = False
 
     def reset(self) -> None:
         """Forget every key's state: a new run starts from ``initial``."""
@@ -421,6 +424,8 @@ class _StatefulUdf:
         for key, group in itertools.groupby(batch.to_pylist(), key=lambda r: tuple(r[k] for k in keys)):
             k = key[0] if len(key) == 1 else key
             state = self.states[k] if k in self.states else self._new_state()
+            if self.isolate:
+                state = copy.deepcopy(state)
             result = self.fn(state, list(group))
             if not (isinstance(result, tuple) and len(result) == 2):
                 raise TypeError(
@@ -931,6 +936,7 @@ class Pipeline:
             reset = getattr(udf, "reset", None)
             if reset is not None:
                 reset()
+                udf.isolate = self._on_error[0] in ("skip", "dead_letter")
         return self._inner
 
     def _bounded(self, sink: tuple, progress: bool) -> RunResult:

@@ -144,10 +144,14 @@ impl BatchUdf for PyUdf {
             };
             run().map_err(|e| {
                 let message = e.to_string();
+                let fatal = e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
+                    || e.is_instance_of::<pyo3::exceptions::PySystemExit>(py);
                 *self.error.lock() = Some(e);
-                StreamError::Udf {
-                    name: self.name.clone(),
-                    message,
+                let name = self.name.clone();
+                if fatal {
+                    StreamError::Interrupted { name, message }
+                } else {
+                    StreamError::Udf { name, message }
                 }
             })
         })
@@ -274,7 +278,7 @@ impl PyPipeline {
     fn to_result<'py>(&self, py: Python<'py>, r: RunResult) -> PyResult<Bound<'py, PyDict>> {
         let (out, collected) = r;
         let out = out.map_err(|e| match e {
-            StreamError::Udf { .. } => self
+            StreamError::Udf { .. } | StreamError::Interrupted { .. } => self
                 .udf_error
                 .lock()
                 .take()

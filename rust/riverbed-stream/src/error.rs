@@ -22,6 +22,10 @@ pub enum StreamError {
     /// A Python UDF raised; the binding keeps the Python exception itself.
     #[error("UDF '{name}' failed: {message}")]
     Udf { name: String, message: String },
+    /// A Python UDF was interrupted (KeyboardInterrupt, SystemExit): always stops the run,
+    /// whatever the policy for bad records.
+    #[error("UDF '{name}' was interrupted: {message}")]
+    Interrupted { name: String, message: String },
     #[error(transparent)]
     Log(#[from] riverbed_log::LogError),
     #[error("arrow error in {context}: {source}")]
@@ -35,6 +39,19 @@ pub enum StreamError {
 }
 
 impl StreamError {
+    /// An error no bad-record policy may swallow.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, StreamError::Interrupted { .. } | StreamError::Stopped)
+    }
+
+    /// The text of a UDF's own error (without the "UDF '...' failed" wrapping).
+    pub fn udf_message(&self) -> String {
+        match self {
+            StreamError::Udf { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
     pub fn plan(op: impl Into<String>, message: impl Into<String>) -> Self {
         StreamError::Plan {
             op: op.into(),

@@ -119,12 +119,25 @@ impl ErrorHandler {
     }
 }
 
+/// Schema metadata naming the log topic a batch was read from.
+pub const TOPIC_METADATA: &str = "riverbed.source.topic";
+
+/// Which of `origins` a batch came from: the one its schema metadata names, else the only one.
+pub fn origin_of<'a>(batch: &RecordBatch, origins: &'a [Arc<Topic>]) -> Option<&'a Topic> {
+    let named = batch.schema_ref().metadata().get(TOPIC_METADATA).cloned();
+    match named {
+        Some(n) => origins.iter().find(|t| *t.name == *n).map(|t| t.as_ref()),
+        None if origins.len() == 1 => origins.first().map(|t| t.as_ref()),
+        None => None,
+    }
+}
+
 const META: [&str; 4] = ["key", "timestamp", "partition", "offset"];
 
 /// Row `row` of a batch as a bad record: its `key`, `timestamp`, `partition` and `offset`
 /// columns when it has them (a log source's), the source topic if known, and the whole row as
 /// a JSON object for the value.
-pub fn bad_row(batch: &RecordBatch, row: usize, topic: Option<&str>) -> BadRecord {
+pub fn bad_row(batch: &RecordBatch, row: usize, origin: Option<&Topic>) -> BadRecord {
     // The value: the row's own columns (a log source's key/timestamp/partition/offset are in the
     // record's key, timestamp and headers).
     let keep: Vec<usize> = (0..batch.num_columns())
@@ -168,13 +181,29 @@ pub fn bad_row(batch: &RecordBatch, row: usize, topic: Option<&str>) -> BadRecor
             .map(|a| a.as_primitive::<arrow_array::types::Int64Type>().value(0))
         })
         .unwrap_or(0);
+    let (partition, offset) = (int("partition"), int("offset"));
+    // The record's own headers, read again from its topic (only bad records need them).
+    let mut headers = Vec::new();
+    if let (Some(t), Some(p), Some(o)) = (origin, partition, offset) {
+        if let Ok(part) = t.partition(p as u32) {
+            let _ = part.read(o, 1, usize::MAX, |r| {
+                if r.offset == o {
+                    headers = r
+                        .headers()
+                        .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+                        .collect();
+                }
+                false
+            });
+        }
+    }
     BadRecord {
         key,
         value: Some(value),
-        headers: Vec::new(),
+        headers,
         timestamp,
-        topic: topic.map(str::to_string),
-        partition: int("partition"),
-        offset: int("offset"),
+        topic: origin.map(|t| t.name.to_string()),
+        partition,
+        offset,
     }
 }

@@ -172,8 +172,8 @@ impl Projection {
                 .unzip(),
         };
         let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), cols, &opts)
-            .ctx("projection")
+        let schema = Schema::new(fields).with_metadata(schema.metadata().clone());
+        RecordBatch::try_new_with_options(Arc::new(schema), cols, &opts).ctx("projection")
     }
 
     /// The output schema for `input`, validating names (errors name the operator and field).
@@ -244,6 +244,10 @@ impl Operator for Project {
 pub struct MapBatches {
     pub udf: Arc<dyn BatchUdf>,
     pub on_error: Arc<ErrorHandler>,
+    /// The log topics the records come from: dead letters name theirs and keep its headers.
+    pub origins: Vec<Arc<riverbed_log::Topic>>,
+    /// The operator's name in metrics (for dead letters).
+    pub label: String,
     pub m: OpMetrics,
 }
 
@@ -252,16 +256,19 @@ impl Operator for MapBatches {
         self.m.records_in += batch.num_rows() as u64;
         let b = match self.udf.call(batch.clone()) {
             Ok(b) => b,
-            Err(e) if self.on_error.raises() => return Err(e),
+            Err(e) if self.on_error.raises() || e.is_fatal() => return Err(e),
             // Find the records it fails on: call it on each alone, keep what succeeds.
             Err(_) => {
                 let mut good = Vec::new();
                 for row in 0..batch.num_rows() {
                     match self.udf.call(batch.slice(row, 1)) {
                         Ok(b) => good.push(b),
+                        Err(e) if e.is_fatal() => return Err(e),
                         Err(e) => {
-                            let bad = crate::errors::bad_row(&batch, row, None);
-                            self.on_error.handle(bad, &self.udf.name(), e)?;
+                            let origin = crate::errors::origin_of(&batch, &self.origins);
+                            let bad = crate::errors::bad_row(&batch, row, origin);
+                            let op = format!("{} ({})", self.label, self.udf.name());
+                            self.on_error.handle(bad, &op, e)?;
                             self.m.errors += 1;
                         }
                     }

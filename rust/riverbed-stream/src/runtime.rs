@@ -43,7 +43,7 @@ struct Lazy {
     node: Node,
     ts: Option<String>,
     udfs: Vec<Arc<dyn BatchUdf>>,
-    on_error: Arc<ErrorHandler>,
+    ctx: OpCtx,
     inner: Option<Box<dyn Operator>>,
     name: String,
 }
@@ -56,7 +56,7 @@ impl Operator for Lazy {
                 &batch.schema(),
                 self.ts.clone(),
                 &self.udfs,
-                &self.on_error,
+                &self.ctx,
             )?;
             self.inner = Some(op);
         }
@@ -136,13 +136,23 @@ fn horizon_of(spec: &WindowSpec) -> i64 {
 type Built = (Box<dyn Operator>, Option<SchemaRef>, Option<String>);
 
 /// Build the operator for a single-input node: (operator, output schema, event-time column).
+/// What an operator is told about where it runs: the policy for bad records, the log topic its
+/// records come from (when there is exactly one) and its name in metrics.
+#[derive(Clone)]
+struct OpCtx {
+    on_error: Arc<ErrorHandler>,
+    origins: Vec<Arc<riverbed_log::Topic>>,
+    label: String,
+}
+
 fn build_single(
     node: &Node,
     input: &SchemaRef,
     ts: Option<String>,
     udfs: &[Arc<dyn BatchUdf>],
-    on_error: &Arc<ErrorHandler>,
+    ctx: &OpCtx,
 ) -> Result<Built> {
+    let on_error = &ctx.on_error;
     let op = node.op_name();
     let m = OpMetrics::default();
     Ok(match node {
@@ -193,6 +203,8 @@ fn build_single(
                 Box::new(MapBatches {
                     udf: f,
                     on_error: on_error.clone(),
+                    origins: ctx.origins.clone(),
+                    label: ctx.label.clone(),
                     m,
                 }),
                 None,
@@ -239,7 +251,10 @@ fn build_single(
             let f = udfs.get(*udf).cloned().ok_or_else(|| {
                 StreamError::plan(op, format!("udf: no UDF #{udf} was handed over"))
             })?;
-            let s = crate::stateful::StatefulMap::new(input, &ts_col, by, f, on_error.clone(), op)?;
+            let mut s =
+                crate::stateful::StatefulMap::new(input, &ts_col, by, f, on_error.clone(), op)?;
+            s.origins = ctx.origins.clone();
+            s.label = ctx.label.clone();
             (Box::new(s), None, ts)
         }
         Node::GroupBy { by, aggs, .. } => {
@@ -386,6 +401,8 @@ struct Builder<'a> {
     /// (only a declared key is the default `by` of windows; a window's own `by` only keys what
     /// a topic sink writes).
     keys_of: std::collections::HashMap<usize, (Vec<String>, bool)>,
+    /// The log topics each node's records come from.
+    origins: std::collections::HashMap<usize, Vec<Arc<riverbed_log::Topic>>>,
 }
 
 /// `node` with `by` filled in from the input's key when it names none.
@@ -482,6 +499,11 @@ impl Builder<'_> {
                         format!("source #{source} is read twice in one plan"),
                     ));
                 }
+                let origin = match spec {
+                    SourceSpec::Log(l) => vec![l.topic.clone()],
+                    _ => Vec::new(),
+                };
+                self.origins.insert(idx, origin);
                 self.sources[*source] = Some(SourceUse {
                     leaf: idx,
                     ts: ts.clone(),
@@ -530,6 +552,7 @@ impl Builder<'_> {
                     (Vec::new(), false)
                 };
                 let label = self.name("union");
+                let child_ids = children.clone();
                 let idx = self.add(
                     Box::new(Passthrough {
                         m: OpMetrics {
@@ -540,6 +563,15 @@ impl Builder<'_> {
                     children,
                 );
                 self.keys_of.insert(idx, union_key);
+                let mut topics: Vec<Arc<riverbed_log::Topic>> = Vec::new();
+                for c in &child_ids {
+                    for t in self.origins.get(c).cloned().unwrap_or_default() {
+                        if !topics.iter().any(|x| Arc::ptr_eq(x, &t)) {
+                            topics.push(t);
+                        }
+                    }
+                }
+                self.origins.insert(idx, topics);
                 Ok((idx, schema, ts))
             }
             Node::Join {
@@ -592,12 +624,15 @@ impl Builder<'_> {
                 );
                 let key = self.keys_of.get(&lc).cloned().unwrap_or_default();
                 self.keys_of.insert(idx, key);
+                let origin = self.origins.get(&lc).cloned().unwrap_or_default();
+                self.origins.insert(idx, origin);
                 Ok((idx, Some(schema), Some(lt)))
             }
             _ => {
                 let input = node.inputs()[0];
                 let (child, schema, ts) = self.build(input)?;
                 let (child_key, declared) = self.keys_of.get(&child).cloned().unwrap_or_default();
+                let origin = self.origins.get(&child).cloned().unwrap_or_default();
                 let keyed = if declared {
                     with_key(node, &child_key)
                 } else {
@@ -611,7 +646,12 @@ impl Builder<'_> {
                 let label = self.name(node.op_name());
                 let (op, out_schema, out_ts): (Box<dyn Operator>, _, _) = match &schema {
                     Some(s) => {
-                        let (op, os, ot) = build_single(node, s, ts, self.udfs, &self.on_error)?;
+                        let ctx = OpCtx {
+                            on_error: self.on_error.clone(),
+                            origins: origin.clone(),
+                            label: label.clone(),
+                        };
+                        let (op, os, ot) = build_single(node, s, ts, self.udfs, &ctx)?;
                         (
                             Box::new(Named {
                                 inner: op,
@@ -632,7 +672,11 @@ impl Builder<'_> {
                                 node: node.clone(),
                                 ts,
                                 udfs: self.udfs.to_vec(),
-                                on_error: self.on_error.clone(),
+                                ctx: OpCtx {
+                                    on_error: self.on_error.clone(),
+                                    origins: origin.clone(),
+                                    label: label.clone(),
+                                },
                                 inner: None,
                                 name: label,
                             }),
@@ -666,6 +710,7 @@ impl Builder<'_> {
                     _ => out_key,
                 };
                 self.keys_of.insert(idx, (out_key, declared));
+                self.origins.insert(idx, origin);
                 Ok((idx, out_schema, out_ts))
             }
         }
@@ -725,6 +770,7 @@ impl Graph {
             sources: Vec::new(),
             horizon: 0,
             keys_of: Default::default(),
+            origins: Default::default(),
         };
         let (root, out_schema, out_ts) = b.build(plan)?;
         let out_key = b.keys_of.get(&root).cloned().unwrap_or_default().0;
@@ -926,18 +972,29 @@ impl Pipeline {
         }
         let mut late = Vec::new();
         let mut done = vec![false; srcs.len()];
+        // Per source: records dropped for a null event time.
+        let mut null_times = vec![0u64; srcs.len()];
         let mut last_wm: Vec<i64> = Vec::new();
         loop {
             if control.stop.load(Ordering::Acquire) {
                 break;
             }
             let mut progressed = false;
-            for (k, (_, src)) in srcs.iter_mut().enumerate() {
+            for (k, (si, src)) in srcs.iter_mut().enumerate() {
                 if done[k] {
                     continue;
                 }
                 match src.poll()? {
                     Polled::Batch(p, b) => {
+                        let b = match &uses[k].ts {
+                            Some(c) => {
+                                let n = b.num_rows();
+                                let b = without_null_times(b, c, &self.sources[*si], &on_error)?;
+                                null_times[k] += (n - b.num_rows()) as u64;
+                                b
+                            }
+                            None => b,
+                        };
                         let max_ts = match &uses[k].ts {
                             Some(c) => event_times(&b, c)?.into_iter().max(),
                             None => None,
@@ -969,7 +1026,7 @@ impl Pipeline {
                 last_wm = wms;
             }
             late.extend(g.take_late());
-            *control.metrics.lock() = metrics_with_sources(&g, &srcs, &uses);
+            *control.metrics.lock() = metrics_with_sources(&g, &srcs, &uses, &null_times);
             if tracker.all_done() && done.iter().all(|&d| d) {
                 break;
             }
@@ -990,10 +1047,58 @@ impl Pipeline {
             }
         }
         let _ = g.root;
-        let metrics = metrics_with_sources(&g, &srcs, &uses);
+        let metrics = metrics_with_sources(&g, &srcs, &uses, &null_times);
         *control.metrics.lock() = metrics.clone();
         Ok(RunOutput { late, metrics })
     }
+}
+
+/// A source batch without its records whose event time is null: those are bad records (under
+/// `raise`, the error names the first one's topic/partition/offset).
+fn without_null_times(
+    b: RecordBatch,
+    col: &str,
+    spec: &SourceSpec,
+    pipeline_policy: &Arc<ErrorHandler>,
+) -> Result<RecordBatch> {
+    let Some(c) = b.column_by_name(col) else {
+        return Ok(b);
+    };
+    if c.null_count() == 0 {
+        return Ok(b);
+    }
+    let (handler, topic) = match spec {
+        SourceSpec::Log(l) => (
+            l.on_error
+                .clone()
+                .unwrap_or_else(|| pipeline_policy.clone()),
+            Some(l.topic.clone()),
+        ),
+        _ => (pipeline_policy.clone(), None),
+    };
+    let c = c.clone();
+    for row in (0..b.num_rows()).filter(|&r| c.is_null(r)) {
+        let bad = crate::errors::bad_row(&b, row, topic.as_deref());
+        let message = format!("the event-time column '{col}' is null");
+        let error = match (&topic, bad.partition, bad.offset) {
+            (Some(t), Some(p), Some(o)) => StreamError::Decode {
+                topic: t.name.to_string(),
+                partition: p as u32,
+                offset: o,
+                message,
+            },
+            _ => StreamError::Schema(format!("{message} at row {row} of a source batch")),
+        };
+        handler.handle(bad, "read", error)?;
+    }
+    let keep = arrow_arith::boolean::is_not_null(c.as_ref()).map_err(|e| StreamError::Arrow {
+        context: "event time".into(),
+        source: e,
+    })?;
+    arrow_select::filter::filter_record_batch(&b, &keep).map_err(|e| StreamError::Arrow {
+        context: "event time".into(),
+        source: e,
+    })
 }
 
 /// The graph's metrics, with each source's bad-record count on its leaf.
@@ -1001,11 +1106,12 @@ fn metrics_with_sources(
     g: &Graph,
     srcs: &[(usize, Box<dyn crate::source::Source>)],
     uses: &[SourceUse],
+    null_times: &[u64],
 ) -> Vec<OpMetrics> {
     let mut m = g.metrics();
-    for ((_, src), u) in srcs.iter().zip(uses) {
+    for (((_, src), u), nulls) in srcs.iter().zip(uses).zip(null_times) {
         if let Some(pos) = g.order.iter().position(|&i| i == u.leaf) {
-            m[pos].errors = src.errors();
+            m[pos].errors = src.errors() + nulls;
         }
     }
     m

@@ -155,11 +155,17 @@ impl SourceSpec {
                 fields.push(f);
             }
         }
+        // Batches name their topic, so a bad record found downstream (in a Python function, after
+        // a union) can be traced to it.
+        let meta = std::collections::HashMap::from([(
+            crate::errors::TOPIC_METADATA.to_string(),
+            topic.name.to_string(),
+        )]);
         Ok(SourceSpec::Log(LogSpec {
             topic,
             format,
             value_schema,
-            schema: Arc::new(Schema::new(fields)),
+            schema: Arc::new(Schema::new(fields).with_metadata(meta)),
             batch_size: batch_size.max(1),
             on_error: None,
         }))

@@ -17,6 +17,10 @@ use crate::operator::{BatchUdf, OpMetrics, Operator};
 pub struct StatefulMap {
     udf: Arc<dyn BatchUdf>,
     on_error: Arc<ErrorHandler>,
+    /// The log topics the records come from (for dead letters).
+    pub origins: Vec<Arc<riverbed_log::Topic>>,
+    /// The operator's name in metrics (for dead letters).
+    pub label: String,
     ts_col: String,
     keys: KeyInterner,
     held: HeldRecords<RecordBatch>,
@@ -37,6 +41,8 @@ impl StatefulMap {
         Ok(StatefulMap {
             udf,
             on_error,
+            origins: Vec::new(),
+            label: op.to_string(),
             ts_col: ts_col.to_string(),
             keys: KeyInterner::new(input, by, op)?,
             held: HeldRecords::default(),
@@ -102,12 +108,12 @@ impl Operator for StatefulMap {
         let batch =
             arrow_select::interleave::interleave_record_batch(&refs, &idx).ctx("stateful_map")?;
         self.held.release(ready.iter().map(|(_, h)| h));
-        let outs = match self.udf.call(batch.clone()) {
-            Ok(b) => vec![b],
-            Err(e) if self.on_error.raises() => return Err(e),
-            // Call it again per key (a failed call changes no state): a key it fails on has
-            // its records handled as bad, the others go through.
-            Err(_) => {
+        // Under `raise`, one call for all keys; otherwise one call per key, so a key the function
+        // fails on has its records handled as bad and no other key's state is touched twice.
+        let outs = if self.on_error.raises() {
+            vec![self.udf.call(batch)?]
+        } else {
+            {
                 let mut outs = Vec::new();
                 let mut start = 0;
                 while start < ready.len() {
@@ -115,15 +121,18 @@ impl Operator for StatefulMap {
                     let end = start + ready[start..].iter().take_while(|r| r.0 == k).count();
                     match self.udf.call(batch.slice(start, end - start)) {
                         Ok(b) => outs.push(b),
+                        Err(e) if e.is_fatal() => return Err(e),
                         Err(e) => {
-                            let (name, message) = (self.udf.name(), e.to_string());
+                            let (name, message) = (self.udf.name(), e.udf_message());
+                            let op = format!("{} ({name})", self.label);
                             for row in start..end {
-                                let bad = crate::errors::bad_row(&batch, row, None);
+                                let origin = crate::errors::origin_of(&batch, &self.origins);
+                                let bad = crate::errors::bad_row(&batch, row, origin);
                                 let error = StreamError::Udf {
                                     name: name.clone(),
                                     message: message.clone(),
                                 };
-                                self.on_error.handle(bad, &name, error)?;
+                                self.on_error.handle(bad, &op, error)?;
                                 self.m.errors += 1;
                             }
                         }
