@@ -117,9 +117,19 @@ class Pipeline:
         end_watermark: int | None = None,
         on_error: str | None = None,
         dead_letter: Topic | None = None,
+        name: str | None = None,
+        checkpoint_interval_ms: int = 10_000,
+        reset: bool = False,
     ) -> dict[str, Any]: ...
     def start(
-        self, sink: _Sink, follow: bool = True, on_error: str | None = None, dead_letter: Topic | None = None
+        self,
+        sink: _Sink,
+        follow: bool = True,
+        on_error: str | None = None,
+        dead_letter: Topic | None = None,
+        name: str | None = None,
+        checkpoint_interval_ms: int = 10_000,
+        reset: bool = False,
     ) -> RunHandle: ...
 
 class RunHandle:

@@ -21,7 +21,9 @@ import atexit
 import copy
 import functools
 import itertools
+import pickle
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -391,6 +393,15 @@ def _sink_of(target: object, key: str | None) -> tuple:
     raise TypeError(f"write: expected a Topic or a callable taking a RecordBatch, got {type(target).__name__}")
 
 
+def _checkpoint_args(name: str | None, interval: object, reset: bool) -> tuple[str | None, int, bool]:
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    ms = duration_ms(interval, "checkpoint_interval")
+    if ms <= 0:
+        raise ValueError(f"checkpoint_interval must be positive, got {interval!r}")
+    return name, ms, bool(reset)
+
+
 def _records_read(metrics: list[dict[str, Any]]) -> int:
     """Records the sources of a run have read so far (their ``read`` operators' output)."""
     return sum(int(m.get("records_out", 0)) for m in metrics if str(m.get("operator", "")).startswith("read"))
@@ -411,6 +422,13 @@ class _StatefulUdf:
     def reset(self) -> None:
         """Forget every key's state: a new run starts from ``initial``."""
         self.states = {}
+
+    def __riverbed_snapshot__(self) -> bytes:
+        """The per-key states for a checkpoint (pickled)."""
+        return pickle.dumps(self.states, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def __riverbed_restore__(self, state: bytes) -> None:
+        self.states = pickle.loads(state)
 
     def _new_state(self) -> Any:
         return self.initial() if callable(self.initial) else copy.deepcopy(self.initial)
@@ -921,6 +939,8 @@ class Pipeline:
         return None
 
     def _result(self, raw: Mapping[str, Any]) -> RunResult:
+        for note in raw.get("notes", ()):
+            warnings.warn(note, RuntimeWarning, stacklevel=3)
         late_batches = list(raw.get("late", []))
         res = RunResult(
             output=_concat(list(raw.get("output", [])), self.schema),
@@ -939,12 +959,12 @@ class Pipeline:
                 udf.isolate = self._on_error[0] in ("skip", "dead_letter")
         return self._inner
 
-    def _bounded(self, sink: tuple, progress: bool) -> RunResult:
+    def _bounded(self, sink: tuple, progress: bool, ckpt: tuple = (None, 10_000, False)) -> RunResult:
         """A bounded run; past a second it shows a progress bar with records/s (tqdm.auto: a
         terminal bar or a notebook widget) unless ``progress`` is False."""
         if not progress:
-            return self._result(self._fresh().run(sink, False, None, *self._on_error))
-        handle = self._fresh().start(sink, False, *self._on_error)
+            return self._result(self._fresh().run(sink, False, None, *self._on_error, *ckpt))
+        handle = self._fresh().start(sink, False, *self._on_error, *ckpt)
         bar = None
         try:
             t0 = time.monotonic()
@@ -968,13 +988,30 @@ class Pipeline:
                 bar.close()
         return self._result(raw)
 
-    def run(self, follow: bool = False, progress: bool = True) -> RunResult:
+    def run(
+        self,
+        follow: bool = False,
+        progress: bool = True,
+        *,
+        name: str | None = None,
+        checkpoint_interval: object = "10s",
+        reset: bool = False,
+    ) -> RunResult:
         """Run to the end of the input (``follow=True``: keep following topics until interrupted;
         prefer ``start()``/``stop()`` for that). Writes to the sink set by ``write()``. A bounded
-        run longer than a second shows a progress bar; ``progress=False`` turns it off."""
+        run longer than a second shows a progress bar; ``progress=False`` turns it off.
+
+        ``name``: checkpoint the run (every ``checkpoint_interval`` and at the end) under
+        ``<log>/~checkpoints/<name>``: source positions, operator state and the end offsets of
+        an output topic. Running it again with the same name resumes from the last checkpoint,
+        first truncating the output topic back to it, so a topic-to-topic pipeline is exactly
+        once across crashes (``kill -9``); a callback sink is at least once. A changed plan
+        raises ``PlanError`` unless ``reset=True`` (start over; the output topic is kept).
+        """
+        ckpt = _checkpoint_args(name, checkpoint_interval, reset)
         if follow:
-            return self._result(self._fresh().run(self._sink or ("collect",), True, None, *self._on_error))
-        return self._bounded(self._sink or ("collect",), progress)
+            return self._result(self._fresh().run(self._sink or ("collect",), True, None, *self._on_error, *ckpt))
+        return self._bounded(self._sink or ("collect",), progress, ckpt)
 
     def collect(self, progress: bool = True) -> pa.Table:
         """Run to the end of the input and return the output as one Table (a sink set by
@@ -994,11 +1031,20 @@ class Pipeline:
         operators dropped as late. Lateness is judged against the watermark of the batches before."""
         return self._bounded(("collect",), False).late
 
-    def start(self, follow: bool = True) -> Pipeline:
-        """Run in a background thread (following topics for new records) until ``stop()``."""
+    def start(
+        self,
+        follow: bool = True,
+        *,
+        name: str | None = None,
+        checkpoint_interval: object = "10s",
+        reset: bool = False,
+    ) -> Pipeline:
+        """Run in a background thread (following topics for new records) until ``stop()``;
+        ``name`` checkpoints it as in ``run()``."""
         if self.running:
             raise RuntimeError("this pipeline is already running; stop() it first")
-        self._handle = self._fresh().start(self._sink or ("collect",), bool(follow), *self._on_error)
+        ckpt = _checkpoint_args(name, checkpoint_interval, reset)
+        self._handle = self._fresh().start(self._sink or ("collect",), bool(follow), *self._on_error, *ckpt)
         _RUNNING.add(self)
         return self
 

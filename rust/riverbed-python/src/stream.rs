@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use riverbed_stream::errors::{ErrorHandler, ErrorPolicy};
+use riverbed_stream::runtime::CheckpointConfig;
 use riverbed_stream::{
     BatchUdf, Format, Node, Pipeline, RunControl, RunOutput, Sink, SourceSpec, StreamError,
     TopicSink,
@@ -159,6 +160,38 @@ impl BatchUdf for PyUdf {
     fn name(&self) -> String {
         self.name.clone()
     }
+    fn snapshot(&self) -> riverbed_stream::Result<Vec<u8>> {
+        Python::attach(|py| {
+            let f = self.func.bind(py);
+            if !f.hasattr("__riverbed_snapshot__").unwrap_or(false) {
+                return Ok(Vec::new());
+            }
+            f.call_method0("__riverbed_snapshot__")
+                .and_then(|b| b.extract::<Vec<u8>>())
+                .map_err(|e| StreamError::Udf {
+                    name: self.name.clone(),
+                    message: format!("cannot checkpoint its state: {e}"),
+                })
+        })
+    }
+    fn restore(&self, state: &[u8]) -> riverbed_stream::Result<()> {
+        if state.is_empty() {
+            return Ok(());
+        }
+        Python::attach(|py| {
+            self.func
+                .bind(py)
+                .call_method1(
+                    "__riverbed_restore__",
+                    (pyo3::types::PyBytes::new(py, state),),
+                )
+                .map(|_| ())
+                .map_err(|e| StreamError::Udf {
+                    name: self.name.clone(),
+                    message: format!("cannot restore its state: {e}"),
+                })
+        })
+    }
 }
 
 #[pyclass(module = "riverbed._core", name = "Pipeline", frozen)]
@@ -216,6 +249,45 @@ fn recv(
 }
 
 impl PyPipeline {
+    /// `<log>/~checkpoints/<name>` for a named run: the log of its output topic, else of its
+    /// first topic source ('~' cannot start a topic name, so it never clashes with one).
+    fn checkpoint_config(
+        &self,
+        sink: &Bound<'_, PyTuple>,
+        name: Option<&str>,
+        interval_ms: u64,
+        reset: bool,
+    ) -> PyResult<Option<CheckpointConfig>> {
+        let Some(name) = name else {
+            return Ok(None);
+        };
+        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "name must be a non-empty name without slashes, got {name:?}"
+            )));
+        }
+        let kind: String = sink.get_item(0)?.extract()?;
+        let from_sink = if kind == "topic" {
+            let t = sink.get_item(1)?;
+            let t = t
+                .cast::<PyTopic>()
+                .map_err(|_| type_error("sink topic must be a riverbed Topic"))?;
+            t.get().inner.dir.parent().map(|p| p.to_path_buf())
+        } else {
+            None
+        };
+        let Some(base) = from_sink.or_else(|| self.inner.log_dir()) else {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "name=: checkpoints live in a log; this pipeline reads and writes no topic",
+            ));
+        };
+        Ok(Some(CheckpointConfig {
+            dir: base.join("~checkpoints").join(name),
+            interval: Duration::from_millis(interval_ms.max(1)),
+            reset,
+        }))
+    }
+
     fn make_sink(&self, sink: &Bound<'_, PyTuple>) -> PyResult<(Box<dyn Sink>, Collected)> {
         let kind: String = sink.get_item(0)?.extract()?;
         let collected = Collected::default();
@@ -258,10 +330,12 @@ impl PyPipeline {
         follow: bool,
         end_watermark: Option<i64>,
         on_error: Option<Arc<ErrorHandler>>,
+        checkpoint: Option<CheckpointConfig>,
     ) -> (Arc<RunControl>, Receiver<RunResult>) {
         let control = Arc::new(RunControl {
             end_watermark,
             on_error,
+            checkpoint,
             ..Default::default()
         });
         let (tx, rx) = channel();
@@ -297,6 +371,7 @@ impl PyPipeline {
         d.set_item("output", output)?;
         d.set_item("late", late)?;
         d.set_item("metrics", metrics_list(py, &out.metrics)?)?;
+        d.set_item("notes", out.notes)?;
         Ok(d)
     }
 }
@@ -359,7 +434,8 @@ impl PyPipeline {
 
     /// Run to the end of the inputs (or, with `follow`, until Ctrl-C); returns
     /// {"output": [batches], "late": [batches], "metrics": [dicts]}.
-    #[pyo3(signature = (sink, follow=false, end_watermark=None, on_error=None, dead_letter=None))]
+    #[pyo3(signature = (sink, follow=false, end_watermark=None, on_error=None, dead_letter=None, name=None, checkpoint_interval_ms=10_000, reset=false))]
+    #[allow(clippy::too_many_arguments)]
     fn run<'py>(
         &self,
         py: Python<'py>,
@@ -368,10 +444,14 @@ impl PyPipeline {
         end_watermark: Option<i64>,
         on_error: Option<&str>,
         dead_letter: Option<PyRef<'_, PyTopic>>,
+        name: Option<&str>,
+        checkpoint_interval_ms: u64,
+        reset: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         let handler = error_handler(on_error, dead_letter)?;
+        let ckpt = self.checkpoint_config(sink, name, checkpoint_interval_ms, reset)?;
         let (s, collected) = self.make_sink(sink)?;
-        let (control, mut rx) = self.spawn(s, collected, follow, end_watermark, handler);
+        let (control, mut rx) = self.spawn(s, collected, follow, end_watermark, handler, ckpt);
         loop {
             let (r, back) = recv(py, rx, SIGNAL_CHECK);
             rx = back;
@@ -396,17 +476,22 @@ impl PyPipeline {
     }
 
     /// Start a run on a background thread; returns a handle to watch and stop it.
-    #[pyo3(signature = (sink, follow=true, on_error=None, dead_letter=None))]
+    #[pyo3(signature = (sink, follow=true, on_error=None, dead_letter=None, name=None, checkpoint_interval_ms=10_000, reset=false))]
+    #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
         sink: &Bound<'_, PyTuple>,
         follow: bool,
         on_error: Option<&str>,
         dead_letter: Option<PyRef<'_, PyTopic>>,
+        name: Option<&str>,
+        checkpoint_interval_ms: u64,
+        reset: bool,
     ) -> PyResult<PyRunHandle> {
         let handler = error_handler(on_error, dead_letter)?;
+        let ckpt = self.checkpoint_config(sink, name, checkpoint_interval_ms, reset)?;
         let (s, collected) = self.make_sink(sink)?;
-        let (control, rx) = self.spawn(s, collected, follow, None, handler);
+        let (control, rx) = self.spawn(s, collected, follow, None, handler, ckpt);
         Ok(PyRunHandle {
             pipeline: PyPipeline {
                 inner: self.inner.clone(),

@@ -439,6 +439,128 @@ impl AccStore {
         self.free.push(sid);
     }
 
+    /// Every state slot (for checkpoints).
+    pub fn snapshot(&self, w: &mut crate::state::StateWriter) {
+        w.len(self.len);
+        w.u32s(&self.free);
+        w.len(self.cols.len());
+        for c in &self.cols {
+            match c {
+                PrimState::Count(n) => w.i64s(n),
+                PrimState::SumI(s, n) | PrimState::MinI(s, n) | PrimState::MaxI(s, n) => {
+                    w.i64s(s);
+                    w.i64s(n)
+                }
+                PrimState::SumF(s, n) | PrimState::Min(s, n) | PrimState::Max(s, n) => {
+                    w.f64s(s);
+                    w.i64s(n)
+                }
+                PrimState::First(t, v, n) | PrimState::Last(t, v, n) => {
+                    w.i64s(t);
+                    w.f64s(v);
+                    w.i64s(n)
+                }
+                PrimState::Moments(n, m, m2) => {
+                    w.i64s(n);
+                    w.f64s(m);
+                    w.f64s(m2)
+                }
+                PrimState::FirstI(t, v, n) | PrimState::LastI(t, v, n) => {
+                    w.i64s(t);
+                    w.i64s(v);
+                    w.i64s(n)
+                }
+                PrimState::Distinct(sets, _) => {
+                    w.len(sets.len());
+                    for s in sets {
+                        w.len(s.len());
+                        for v in s {
+                            w.bytes(v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Load the slots of a snapshot of a store of the same aggregates.
+    pub fn restore(&mut self, r: &mut crate::state::StateReader<'_>) -> Result<()> {
+        let len = r.len()?;
+        let free = r.u32s()?;
+        if r.len()? != self.cols.len() {
+            return Err(StreamError::Schema(
+                "checkpoint: the aggregates changed".into(),
+            ));
+        }
+        let check = |v: usize| -> Result<()> {
+            if v != len {
+                return Err(StreamError::Schema(
+                    "checkpoint: mangled aggregate state".into(),
+                ));
+            }
+            Ok(())
+        };
+        for c in &mut self.cols {
+            match c {
+                PrimState::Count(n) => {
+                    *n = r.i64s()?;
+                    check(n.len())?
+                }
+                PrimState::SumI(s, n) | PrimState::MinI(s, n) | PrimState::MaxI(s, n) => {
+                    *s = r.i64s()?;
+                    *n = r.i64s()?;
+                    check(s.len())?;
+                    check(n.len())?
+                }
+                PrimState::SumF(s, n) | PrimState::Min(s, n) | PrimState::Max(s, n) => {
+                    *s = r.f64s()?;
+                    *n = r.i64s()?;
+                    check(s.len())?;
+                    check(n.len())?
+                }
+                PrimState::First(t, v, n) | PrimState::Last(t, v, n) => {
+                    *t = r.i64s()?;
+                    *v = r.f64s()?;
+                    *n = r.i64s()?;
+                    check(t.len())?;
+                    check(v.len())?;
+                    check(n.len())?
+                }
+                PrimState::Moments(n, m, m2) => {
+                    *n = r.i64s()?;
+                    *m = r.f64s()?;
+                    *m2 = r.f64s()?;
+                    check(n.len())?;
+                    check(m.len())?;
+                    check(m2.len())?
+                }
+                PrimState::FirstI(t, v, n) | PrimState::LastI(t, v, n) => {
+                    *t = r.i64s()?;
+                    *v = r.i64s()?;
+                    *n = r.i64s()?;
+                    check(t.len())?;
+                    check(v.len())?;
+                    check(n.len())?
+                }
+                PrimState::Distinct(sets, _) => {
+                    let n = r.len()?;
+                    check(n)?;
+                    *sets = (0..n)
+                        .map(|_| {
+                            let k = r.len()?;
+                            (0..k)
+                                .map(|_| Ok(r.bytes()?.to_vec().into_boxed_slice()))
+                                .collect::<Result<HashSet<_>>>()
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                }
+            }
+        }
+        self.len = len;
+        self.free = free;
+        Ok(())
+    }
+
     /// Live states (allocated and not freed).
     pub fn live(&self) -> usize {
         self.len - self.free.len()

@@ -166,6 +166,13 @@ impl Operator for BufferedWindows {
         std::mem::take(&mut self.core.late)
     }
 
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        Err(crate::error::StreamError::plan(
+            "window",
+            "checkpoints of sliding and count windows are not supported yet; run this pipeline without name=",
+        ))
+    }
+
     fn metrics(&self) -> OpMetrics {
         self.core.metrics(self.held.len())
     }

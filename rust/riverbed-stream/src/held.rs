@@ -154,6 +154,81 @@ impl<P> HeldRecords<P> {
         self.batches.get(&batch).map(|e| &e.0)
     }
 
+    /// Everything held, with each batch's payload written by `payload` (for checkpoints).
+    pub fn snapshot(
+        &self,
+        w: &mut crate::state::StateWriter,
+        mut payload: impl FnMut(&P, &mut crate::state::StateWriter) -> Result<()>,
+    ) -> Result<()> {
+        w.u32(self.next_batch);
+        w.u64(self.seq);
+        w.len(self.batches.len());
+        let mut ids: Vec<&u32> = self.batches.keys().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let (p, live) = &self.batches[id];
+            w.u32(*id);
+            w.len(*live);
+            payload(p, w)?;
+        }
+        w.len(self.active.len());
+        for &k in &self.active {
+            w.u32(k);
+            let list = &self.by_key[k as usize];
+            w.len(list.len());
+            for h in list {
+                w.i64(h.ts);
+                w.u64(h.seq);
+                w.u32(h.batch);
+                w.u32(h.row);
+            }
+        }
+        Ok(())
+    }
+
+    /// Held records from a snapshot; `payload` reads each batch's payload back.
+    pub fn restore(
+        r: &mut crate::state::StateReader<'_>,
+        mut payload: impl FnMut(&mut crate::state::StateReader<'_>) -> Result<P>,
+    ) -> Result<Self> {
+        let mut h = HeldRecords::<P> {
+            next_batch: r.u32()?,
+            seq: r.u64()?,
+            ..Default::default()
+        };
+        for _ in 0..r.len()? {
+            let id = r.u32()?;
+            let live = r.len()?;
+            let p = payload(r)?;
+            h.batches.insert(id, (p, live));
+        }
+        for _ in 0..r.len()? {
+            let k = r.u32()?;
+            let n = r.len()?;
+            let mut list = Vec::with_capacity(n);
+            for _ in 0..n {
+                list.push(Held {
+                    ts: r.i64()?,
+                    seq: r.u64()?,
+                    batch: r.u32()?,
+                    row: r.u32()?,
+                });
+            }
+            let ki = k as usize;
+            if ki >= h.by_key.len() {
+                h.by_key.resize_with(ki + 1, Vec::new);
+                h.unsorted.resize(ki + 1, false);
+            }
+            h.unsorted[ki] = list
+                .windows(2)
+                .any(|w| (w[0].ts, w[0].seq) > (w[1].ts, w[1].seq));
+            h.count += list.len();
+            h.by_key[ki] = list;
+            h.active.push(k);
+        }
+        Ok(h)
+    }
+
     /// Records held now.
     pub fn len(&self) -> usize {
         self.count

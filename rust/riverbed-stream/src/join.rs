@@ -491,6 +491,27 @@ impl Operator for TemporalJoin {
         Ok(())
     }
 
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        let mut w = crate::state::StateWriter::default();
+        self.keys.snapshot(&mut w);
+        w.i64(self.wms[0]);
+        w.i64(self.wms[1]);
+        w.len(self.right_after_prune);
+        self.left.snapshot(&mut w, |b, w| w.batch(b))?;
+        self.right.snapshot(&mut w, |b, w| w.batch(b))?;
+        Ok(w.buf)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let mut r = crate::state::StateReader::new(state, "a join");
+        self.keys.restore(&mut r)?;
+        self.wms = [r.i64()?, r.i64()?];
+        self.right_after_prune = r.len()?;
+        self.left = HeldRecords::restore(&mut r, |r| r.batch())?;
+        self.right = HeldRecords::restore(&mut r, |r| r.batch())?;
+        r.done()
+    }
+
     fn output_watermark(&self, wm: i64) -> i64 {
         self.left.oldest().map_or(wm, |o| o.min(wm))
     }

@@ -81,6 +81,41 @@ impl KeyInterner {
         })
     }
 
+    /// Every key's bytes, in id order (for checkpoints).
+    pub fn snapshot(&self, w: &mut crate::state::StateWriter) {
+        w.bytes(&self.arena);
+        w.len(self.ends.len());
+        for &e in &self.ends {
+            w.u64(e as u64);
+        }
+        w.opt_i64(self.null_id.map(i64::from));
+    }
+
+    /// Re-intern the keys of a snapshot: each gets its old id back.
+    pub fn restore(&mut self, r: &mut crate::state::StateReader<'_>) -> Result<()> {
+        let arena = r.bytes()?.to_vec();
+        let n = r.len()?;
+        let mut ends = Vec::with_capacity(n);
+        for _ in 0..n {
+            ends.push(r.u64()? as usize);
+        }
+        let null_id = r.opt_i64()?.map(|v| v as u32);
+        if ends.iter().any(|&e| e > arena.len()) || ends.windows(2).any(|w| w[0] > w[1]) {
+            return Err(StreamError::Schema("checkpoint: mangled key table".into()));
+        }
+        self.arena.clear();
+        self.ends.clear();
+        self.table = HashTable::new();
+        let mut start = 0;
+        for &e in &ends {
+            let id = self.intern(&arena[start..e]);
+            debug_assert_eq!(id as usize + 1, self.ends.len());
+            start = e;
+        }
+        self.null_id = null_id;
+        Ok(())
+    }
+
     pub fn fields(&self) -> &[Field] {
         &self.fields
     }

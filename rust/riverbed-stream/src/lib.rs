@@ -5,6 +5,7 @@
 
 pub mod aggregate;
 pub mod buffered;
+pub mod checkpoint;
 pub mod error;
 pub mod errors;
 pub mod expr;
@@ -18,6 +19,7 @@ pub mod runtime;
 pub mod series;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod stateful;
 pub mod watermark;
 pub mod window;

@@ -51,12 +51,32 @@ pub trait Operator: Send {
         Vec::new()
     }
     fn metrics(&self) -> OpMetrics;
+    /// The operator's state for a checkpoint; empty for a stateless operator.
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+    /// Load the state a `snapshot` of the same operator (same plan) took.
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        if state.is_empty() {
+            return Ok(());
+        }
+        Err(StreamError::Schema(
+            "checkpoint: state for an operator that keeps none (the plan changed?)".into(),
+        ))
+    }
 }
 
 /// A Python (or other) function applied to each batch.
 pub trait BatchUdf: Send + Sync {
     fn call(&self, batch: RecordBatch) -> Result<RecordBatch>;
     fn name(&self) -> String;
+    /// State the function keeps itself (`stateful_map`'s per-key states), for checkpoints.
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+    fn restore(&self, _state: &[u8]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Put the output field a user assigned into a plan error's message.

@@ -33,6 +33,52 @@ pub struct RollingWindow {
 }
 
 impl RollingWindow {
+    /// The window's state (for checkpoints); the template's tracking flags are not written.
+    pub fn snapshot(&self, w: &mut crate::state::StateWriter) {
+        w.len(self.window.len());
+        for &(t, v) in &self.window {
+            w.i64(t);
+            w.opt_f64(v);
+        }
+        w.u64(self.front);
+        w.len(self.n);
+        for x in [self.sum, self.comp, self.mean, self.m2] {
+            w.f64(x);
+        }
+        w.len(self.same);
+        w.opt_f64(self.last);
+        for q in [&self.mins, &self.maxs, &self.values] {
+            w.len(q.len());
+            for &(p, x) in q {
+                w.u64(p);
+                w.f64(x);
+            }
+        }
+    }
+
+    /// Load a snapshot into a window made from the same template.
+    pub fn restore(&mut self, r: &mut crate::state::StateReader<'_>) -> crate::error::Result<()> {
+        let n = r.len()?;
+        self.window = (0..n)
+            .map(|_| Ok((r.i64()?, r.opt_f64()?)))
+            .collect::<crate::error::Result<_>>()?;
+        self.front = r.u64()?;
+        self.n = r.len()?;
+        self.sum = r.f64()?;
+        self.comp = r.f64()?;
+        self.mean = r.f64()?;
+        self.m2 = r.f64()?;
+        self.same = r.len()?;
+        self.last = r.opt_f64()?;
+        for q in [&mut self.mins, &mut self.maxs, &mut self.values] {
+            let n = r.len()?;
+            *q = (0..n)
+                .map(|_| Ok((r.u64()?, r.f64()?)))
+                .collect::<crate::error::Result<_>>()?;
+        }
+        Ok(())
+    }
+
     /// A window for these aggregates (count, sum, mean, std and var need no more than sums).
     pub fn for_funcs(funcs: &[AggFunc]) -> RollingWindow {
         RollingWindow {

@@ -11,6 +11,7 @@ use arrow_schema::SchemaRef;
 use parking_lot::Mutex;
 
 use crate::buffered::{BufferedKind, BufferedWindows};
+use crate::checkpoint::{Checkpoint, CheckpointStore, SourceState};
 use crate::error::{Result, StreamError};
 use crate::errors::{ErrorHandler, ErrorPolicy};
 use crate::keys::{event_times, FastMap};
@@ -46,6 +47,8 @@ struct Lazy {
     ctx: OpCtx,
     inner: Option<Box<dyn Operator>>,
     name: String,
+    /// State restored before the operator exists (it is built from the first batch).
+    pending: Vec<u8>,
 }
 
 impl Operator for Lazy {
@@ -59,6 +62,12 @@ impl Operator for Lazy {
                 &self.ctx,
             )?;
             self.inner = Some(op);
+            if !self.pending.is_empty() {
+                let state = std::mem::take(&mut self.pending);
+                if let Some(op) = self.inner.as_mut() {
+                    op.restore(&state)?;
+                }
+            }
         }
         match self.inner.as_mut() {
             Some(op) => op.on_batch(batch, out),
@@ -84,6 +93,21 @@ impl Operator for Lazy {
             .as_mut()
             .map(|op| op.take_late())
             .unwrap_or_default()
+    }
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        match &self.inner {
+            Some(op) => op.snapshot(),
+            None => Ok(self.pending.clone()),
+        }
+    }
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        match self.inner.as_mut() {
+            Some(op) => op.restore(state),
+            None => {
+                self.pending = state.to_vec();
+                Ok(())
+            }
+        }
     }
     fn metrics(&self) -> OpMetrics {
         let mut m = self
@@ -679,6 +703,7 @@ impl Builder<'_> {
                                 },
                                 inner: None,
                                 name: label,
+                                pending: Vec::new(),
                             }),
                             None,
                             out_ts,
@@ -746,6 +771,12 @@ impl Operator for Named {
     }
     fn take_late(&mut self) -> Vec<RecordBatch> {
         self.inner.take_late()
+    }
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        self.inner.snapshot()
+    }
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        self.inner.restore(state)
     }
     fn metrics(&self) -> OpMetrics {
         let mut m = self.inner.metrics();
@@ -857,6 +888,43 @@ impl Graph {
             .collect()
     }
 
+    /// Every operator's name and state, in graph order.
+    fn snapshot(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.order
+            .iter()
+            .map(|&i| {
+                let op = &self.nodes[i].op;
+                Ok((op.metrics().operator, op.snapshot()?))
+            })
+            .collect()
+    }
+
+    /// Load a snapshot of a graph compiled from the same plan.
+    fn restore(&mut self, states: &[(String, Vec<u8>)]) -> Result<()> {
+        if states.len() != self.order.len() {
+            return Err(StreamError::plan(
+                "checkpoint",
+                format!(
+                    "the checkpoint has {} operators, this plan {}; pass reset=True to start over",
+                    states.len(),
+                    self.order.len()
+                ),
+            ));
+        }
+        for (k, (name, state)) in states.iter().enumerate() {
+            let i = self.order[k];
+            let mine = self.nodes[i].op.metrics().operator;
+            if *name != mine {
+                return Err(StreamError::plan(
+                    "checkpoint",
+                    format!("operator {k} was '{name}' and is now '{mine}'; pass reset=True to start over"),
+                ));
+            }
+            self.nodes[i].op.restore(state)?;
+        }
+        Ok(())
+    }
+
     fn metrics(&self) -> Vec<OpMetrics> {
         self.order
             .iter()
@@ -877,9 +945,24 @@ pub struct RunControl {
     /// The pipeline's policy for bad records (sources without their own, and Python functions);
     /// `None`: raise.
     pub on_error: Option<Arc<ErrorHandler>>,
+    /// Checkpointing of a named pipeline; `None`: none.
+    pub checkpoint: Option<CheckpointConfig>,
+    /// Things the caller should hear about (a corrupt checkpoint skipped, ...).
+    pub notes: Mutex<Vec<String>>,
+}
+
+/// Where and how often a named pipeline checkpoints.
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    pub dir: std::path::PathBuf,
+    pub interval: Duration,
+    /// Start over: forget the checkpoints (the output topics are not touched).
+    pub reset: bool,
 }
 
 pub struct RunOutput {
+    /// Things the caller should hear about (a corrupt checkpoint skipped, ...).
+    pub notes: Vec<String>,
     pub late: Vec<RecordBatch>,
     pub metrics: Vec<OpMetrics>,
 }
@@ -932,6 +1015,14 @@ impl Pipeline {
         &self.key
     }
 
+    /// The directory of the log the first topic source lives in, if any.
+    pub fn log_dir(&self) -> Option<std::path::PathBuf> {
+        self.sources.iter().find_map(|s| match s {
+            SourceSpec::Log(l) => l.topic.dir.parent().map(|p| p.to_path_buf()),
+            _ => None,
+        })
+    }
+
     pub fn plan(&self) -> &Node {
         &self.plan
     }
@@ -956,20 +1047,104 @@ impl Pipeline {
         let mut g = Graph::compile(&self.plan, &self.sources, &self.udfs, on_error.clone())?;
         let mut tracker = WatermarkTracker::new();
         tracker.set_end(control.end_watermark);
+        // A named pipeline resumes from its last checkpoint (its sinks rolled back to it first).
+        let plan_text = self.explain();
+        let (store, resume) = match &control.checkpoint {
+            None => (None, None),
+            Some(cfg) => {
+                let store = CheckpointStore::open(&cfg.dir)?;
+                if cfg.reset {
+                    store.clear()?;
+                }
+                let (latest, notes) = store.latest()?;
+                control.notes.lock().extend(notes);
+                if let Some(c) = &latest {
+                    if c.plan != plan_text {
+                        return Err(StreamError::plan(
+                            "checkpoint",
+                            format!(
+                                "the plan changed since checkpoint {} in {}; its state does not fit.\n\
+                                 checkpointed plan:\n{}\nthis plan:\n{}\npass reset=True to start over",
+                                c.seq,
+                                cfg.dir.display(),
+                                c.plan,
+                                plan_text
+                            ),
+                        ));
+                    }
+                }
+                (Some(store), latest)
+            }
+        };
         let mut srcs = Vec::new();
         let mut uses = Vec::new();
         for (i, spec) in self.sources.iter().enumerate() {
             let Some(u) = g.sources.get(i).cloned().flatten() else {
                 continue;
             };
-            srcs.push((i, spec.open(follow, &on_error)?));
+            let k = srcs.len();
+            let start = resume.as_ref().and_then(|c| c.sources.get(k));
+            srcs.push((
+                i,
+                spec.open(follow, &on_error, start.map(|s| s.positions.as_slice()))?,
+            ));
             tracker.add_source(
                 spec.partitions(),
                 u.lateness,
                 Duration::from_millis(u.idle_timeout as u64),
             );
+            if let Some(s) = start {
+                for (p, t) in s.max_ts.iter().enumerate() {
+                    tracker.observe(k, p, *t);
+                }
+            }
             uses.push(u);
         }
+        if store.is_some() {
+            if let Some((i, _)) = srcs.iter().find(|(_, s)| s.positions().is_none()) {
+                return Err(StreamError::plan(
+                    "checkpoint",
+                    format!("source #{i} cannot resume (a Python iterator or stream); a named pipeline needs topics or tables"),
+                ));
+            }
+        }
+        let mut seq = 0;
+        if let Some(c) = &resume {
+            sink.rollback(&c.sinks)?;
+            g.restore(&c.operators)?;
+            seq = c.seq;
+        }
+        let mut checkpoint = |g: &Graph,
+                              sink: &mut dyn Sink,
+                              srcs: &[(usize, Box<dyn crate::source::Source>)],
+                              tracker: &WatermarkTracker|
+         -> Result<()> {
+            let Some(store) = &store else {
+                return Ok(());
+            };
+            seq += 1;
+            let c = Checkpoint {
+                seq,
+                plan: plan_text.clone(),
+                sources: srcs
+                    .iter()
+                    .enumerate()
+                    .map(|(k, (_, s))| SourceState {
+                        positions: s.positions().unwrap_or_default(),
+                        max_ts: tracker.max_ts(k),
+                    })
+                    .collect(),
+                sinks: sink.checkpoint()?,
+                operators: g.snapshot()?,
+            };
+            store.write(&c)
+        };
+        // The first checkpoint records where the sinks ended before this run wrote anything.
+        if resume.is_none() {
+            checkpoint(&g, sink, &srcs, &tracker)?;
+        }
+        let interval = control.checkpoint.as_ref().map(|c| c.interval);
+        let mut last_checkpoint = std::time::Instant::now();
         let mut late = Vec::new();
         let mut done = vec![false; srcs.len()];
         // Per source: records dropped for a null event time.
@@ -1027,6 +1202,10 @@ impl Pipeline {
             }
             late.extend(g.take_late());
             *control.metrics.lock() = metrics_with_sources(&g, &srcs, &uses, &null_times);
+            if interval.is_some_and(|i| last_checkpoint.elapsed() >= i) {
+                checkpoint(&g, sink, &srcs, &tracker)?;
+                last_checkpoint = std::time::Instant::now();
+            }
             if tracker.all_done() && done.iter().all(|&d| d) {
                 break;
             }
@@ -1047,9 +1226,16 @@ impl Pipeline {
             }
         }
         let _ = g.root;
+        // At the end of the input or on stop() (not after an error: the last good one stands).
+        checkpoint(&g, sink, &srcs, &tracker)?;
         let metrics = metrics_with_sources(&g, &srcs, &uses, &null_times);
         *control.metrics.lock() = metrics.clone();
-        Ok(RunOutput { late, metrics })
+        let notes = std::mem::take(&mut *control.notes.lock());
+        Ok(RunOutput {
+            notes,
+            late,
+            metrics,
+        })
     }
 }
 

@@ -18,6 +18,7 @@ use crate::held::{Held, HeldRecords};
 use crate::keys::{event_times, FastMap, KeyInterner};
 use crate::operator::{OpMetrics, Operator};
 use crate::rolling::RollingWindow;
+use crate::state::{StateReader, StateWriter};
 
 /// One per-key series computation and the column it adds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +120,76 @@ struct KeyState {
     windows: Vec<RollingWindow>,
     /// EWM ops: weighted sum, sum of weights, time of the last record.
     ewm: Vec<(f64, f64, Option<i64>)>,
+}
+
+impl KeyState {
+    fn snapshot(&self, w: &mut StateWriter) {
+        w.len(self.history.len());
+        for h in &self.history {
+            w.len(h.len());
+            for v in h {
+                w.opt_f64(*v);
+            }
+        }
+        w.f64s(&self.sums);
+        w.opt_i64(self.last_ts);
+        w.len(self.windows.len());
+        for win in &self.windows {
+            win.snapshot(w);
+        }
+        w.len(self.ewm.len());
+        for (a, b, t) in &self.ewm {
+            w.f64(*a);
+            w.f64(*b);
+            w.opt_i64(*t);
+        }
+    }
+
+    /// Load a snapshot into a fresh state of the same ops.
+    fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()> {
+        let n = r.len()?;
+        if n != self.history.len() {
+            return Err(StreamError::Schema(
+                "checkpoint: the series ops changed".into(),
+            ));
+        }
+        for h in &mut self.history {
+            let k = r.len()?;
+            *h = (0..k).map(|_| r.opt_f64()).collect::<Result<_>>()?;
+        }
+        self.sums = r.f64s()?;
+        self.last_ts = r.opt_i64()?;
+        if r.len()? != self.windows.len() {
+            return Err(StreamError::Schema(
+                "checkpoint: the rolling windows changed".into(),
+            ));
+        }
+        for win in &mut self.windows {
+            win.restore(r)?;
+        }
+        let n = r.len()?;
+        self.ewm = (0..n)
+            .map(|_| Ok((r.f64()?, r.f64()?, r.opt_i64()?)))
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
+}
+
+/// Each op's input column of `batch` as f64 (None for ops without one).
+fn series_inputs(ops: &[SeriesOp], batch: &RecordBatch) -> Result<Vec<Option<Float64Array>>> {
+    ops.iter()
+        .map(|o| {
+            o.col()
+                .map(|c| {
+                    let a = batch
+                        .column_by_name(c)
+                        .ok_or_else(|| StreamError::Schema(format!("column '{c}' is missing")))?;
+                    let f = arrow_cast::cast(a, &DataType::Float64).ctx("series input")?;
+                    Ok(f.as_primitive::<Float64Type>().clone())
+                })
+                .transpose()
+        })
+        .collect()
 }
 
 /// Steps with fewer records than this run their shards on the operator's thread.
@@ -379,6 +450,17 @@ impl SeriesOperator {
     pub fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
+
+    fn fresh_state(&self) -> KeyState {
+        let n_ops = self.ops.len();
+        KeyState {
+            history: vec![VecDeque::new(); n_ops],
+            sums: vec![0.0; n_ops],
+            last_ts: None,
+            windows: self.slots.iter().map(|s| s.3.clone()).collect(),
+            ewm: vec![(0.0, 0.0, None); n_ops],
+        }
+    }
 }
 
 impl Operator for SeriesOperator {
@@ -387,21 +469,7 @@ impl Operator for SeriesOperator {
         self.m.records_in += n as u64;
         let ts = event_times(&batch, &self.ts_col)?;
         let kids = self.keys.ids(&batch)?;
-        let inputs = self
-            .ops
-            .iter()
-            .map(|o| {
-                o.col()
-                    .map(|c| {
-                        let a = batch.column_by_name(c).ok_or_else(|| {
-                            StreamError::Schema(format!("column '{c}' is missing"))
-                        })?;
-                        let f = arrow_cast::cast(a, &DataType::Float64).ctx("series input")?;
-                        Ok(f.as_primitive::<Float64Type>().clone())
-                    })
-                    .transpose()
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let inputs = series_inputs(&self.ops, &batch)?;
         // The watermark already passed it: its key's later records were processed.
         let wm = self.wm;
         let late = self
@@ -532,6 +600,67 @@ impl Operator for SeriesOperator {
         out.push(b);
         self.held.release(ready.iter().map(|(_, h)| h));
         Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        let mut w = StateWriter::default();
+        self.keys.snapshot(&mut w);
+        w.i64(self.wm);
+        self.held.snapshot(&mut w, |(b, _), w| w.batch(b))?;
+        // States by key id (the shard layout depends on the machine's cores).
+        let shards = self.states.len();
+        let top = (0..shards)
+            .map(|s| {
+                let n = self.states[s].len();
+                if n == 0 {
+                    0
+                } else {
+                    (n - 1) * shards + s + 1
+                }
+            })
+            .max()
+            .unwrap_or(0);
+        w.len(top);
+        for k in 0..top {
+            match self.states[k % shards].get(k / shards) {
+                Some(st) => {
+                    w.u8(1);
+                    st.snapshot(&mut w);
+                }
+                None => w.u8(0),
+            }
+        }
+        Ok(w.buf)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let mut r = StateReader::new(state, "a series operator");
+        self.keys.restore(&mut r)?;
+        self.wm = r.i64()?;
+        let ops = self.ops.clone();
+        self.held = HeldRecords::restore(&mut r, |r| {
+            let b = r.batch()?;
+            let inputs = series_inputs(&ops, &b)?;
+            Ok((b, inputs))
+        })?;
+        let shards = self.states.len();
+        for s in &mut self.states {
+            s.clear();
+        }
+        let top = r.len()?;
+        for k in 0..top {
+            let present = r.u8()? == 1;
+            let (shard, local) = (k % shards, k / shards);
+            let fresh = self.fresh_state();
+            let v = &mut self.states[shard];
+            while v.len() <= local {
+                v.push(fresh.clone());
+            }
+            if present {
+                v[local].restore(&mut r)?;
+            }
+        }
+        r.done()
     }
 
     fn output_watermark(&self, wm: i64) -> i64 {

@@ -11,6 +11,16 @@ use crate::error::Result;
 
 pub trait Sink: Send {
     fn write(&mut self, batch: RecordBatch) -> Result<()>;
+    /// For a checkpoint: make what was written durable and say where it ends (log sinks: the
+    /// topic and its end offset per partition). Other sinks are at-least-once: nothing.
+    fn checkpoint(&mut self) -> Result<Vec<(String, Vec<i64>)>> {
+        Ok(Vec::new())
+    }
+    /// On restart from a checkpoint: drop what was written after it (log sinks truncate back
+    /// to the checkpointed end offsets, which makes a log-to-log pipeline exactly-once).
+    fn rollback(&mut self, _ends: &[(String, Vec<i64>)]) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -40,6 +50,32 @@ impl Sink for TopicSink {
             .as_deref()
             .filter(|c| batch.schema().index_of(c).is_ok());
         riverbed_log::arrow::produce_arrow(&self.topic, &[batch], self.key.as_deref(), None, ts)?;
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) -> Result<Vec<(String, Vec<i64>)>> {
+        self.topic.sync()?;
+        let ends = self
+            .topic
+            .partitions()
+            .iter()
+            .map(|p| p.offsets().1)
+            .collect();
+        Ok(vec![(self.topic.name.to_string(), ends)])
+    }
+
+    fn rollback(&mut self, ends: &[(String, Vec<i64>)]) -> Result<()> {
+        for (name, offsets) in ends {
+            if **name != *self.topic.name {
+                continue;
+            }
+            let cut: Vec<(u32, i64)> = offsets
+                .iter()
+                .enumerate()
+                .map(|(p, &o)| (p as u32, o))
+                .collect();
+            self.topic.truncate_to(&cut)?;
+        }
         Ok(())
     }
 }

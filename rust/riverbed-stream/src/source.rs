@@ -40,6 +40,11 @@ pub trait Source: Send {
         std::thread::sleep(timeout.min(Duration::from_millis(20)));
     }
     fn describe(&self) -> String;
+    /// Where a restarted run resumes: per partition, the next offset to process (a table: the
+    /// batches done). `None`: this source cannot resume (a Python iterator).
+    fn positions(&self) -> Option<Vec<i64>> {
+        None
+    }
     /// Bad records this source skipped or dead-lettered.
     fn errors(&self) -> u64 {
         0
@@ -204,12 +209,20 @@ impl SourceSpec {
     }
 
     /// Open for reading; `on_error` is the pipeline's policy for bad records.
-    pub fn open(&self, follow: bool, on_error: &Arc<ErrorHandler>) -> Result<Box<dyn Source>> {
+    /// `start`: the positions of a checkpoint to resume from.
+    pub fn open(
+        &self,
+        follow: bool,
+        on_error: &Arc<ErrorHandler>,
+        start: Option<&[i64]>,
+    ) -> Result<Box<dyn Source>> {
         Ok(match self {
             SourceSpec::Table { schema, batches } => Box::new(TableSource {
                 schema: schema.clone(),
                 batches: batches.clone(),
-                pos: 0,
+                pos: start
+                    .and_then(|s| s.first())
+                    .map_or(0, |&p| p.max(0) as usize),
             }),
             SourceSpec::Stream { schema, reader } => {
                 let r = reader.lock().take().ok_or_else(|| {
@@ -222,7 +235,7 @@ impl SourceSpec {
             }
             SourceSpec::Log(l) => {
                 let handler = l.on_error.clone().unwrap_or_else(|| on_error.clone());
-                Box::new(LogSource::new(l.clone(), follow, handler))
+                Box::new(LogSource::new(l.clone(), follow, handler, start))
             }
         })
     }
@@ -297,6 +310,9 @@ impl Source for TableSource {
             }
             None => Ok(Polled::Done),
         }
+    }
+    fn positions(&self) -> Option<Vec<i64>> {
+        Some(vec![self.pos as i64])
     }
     fn describe(&self) -> String {
         format!(
@@ -385,8 +401,8 @@ struct LogReader {
     ends: Vec<Option<i64>>,
     done: Vec<bool>,
     next: usize,
-    /// Decoded batches waiting to be handed out, in order.
-    ready: std::collections::VecDeque<Polled>,
+    /// Decoded batches waiting to be handed out, in order, with the partition's next offset.
+    ready: std::collections::VecDeque<(Polled, Option<i64>)>,
     on_error: Arc<ErrorHandler>,
     /// Records that did not decode and were skipped or dead-lettered.
     errors: Arc<AtomicU64>,
@@ -398,9 +414,19 @@ impl LogReader {
         follow: bool,
         on_error: Arc<ErrorHandler>,
         errors: Arc<AtomicU64>,
+        start: Option<&[i64]>,
     ) -> LogReader {
         let parts = spec.topic.partitions();
-        let positions = parts.iter().map(|p| p.offsets().0).collect();
+        let positions = parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let earliest = p.offsets().0;
+                start
+                    .and_then(|s| s.get(i))
+                    .map_or(earliest, |&s| s.max(earliest))
+            })
+            .collect();
         let ends = parts
             .iter()
             .map(|p| (!follow).then(|| p.offsets().1))
@@ -602,16 +628,20 @@ impl LogReader {
     fn fill(&mut self) -> Result<()> {
         let n = self.positions.len();
         let mut raws: Vec<(usize, RawRecords)> = Vec::new();
+        let mut nexts: Vec<i64> = Vec::new();
         for k in 0..n {
             let p = (self.next + k) % n;
             if self.done[p] {
                 continue;
             }
             match self.read_raw(p)? {
-                Some(raw) => raws.push((p, raw)),
+                Some(raw) => {
+                    raws.push((p, raw));
+                    nexts.push(self.positions[p]);
+                }
                 None if self.ends[p].is_some() => {
                     self.done[p] = true;
-                    self.ready.push_back(Polled::PartitionDone(p));
+                    self.ready.push_back((Polled::PartitionDone(p), None));
                 }
                 None => {}
             }
@@ -636,8 +666,8 @@ impl LogReader {
                     .collect()
             })
         };
-        for ((p, _), b) in raws.iter().zip(decoded) {
-            self.ready.push_back(Polled::Batch(*p, b?));
+        for (((p, _), b), next) in raws.iter().zip(decoded).zip(nexts) {
+            self.ready.push_back((Polled::Batch(*p, b?), Some(next)));
         }
         Ok(())
     }
@@ -665,7 +695,7 @@ impl LogReader {
                 let _ = tx.send(Msg::Failed(e));
                 return;
             }
-            let items: Vec<Polled> = self.ready.drain(..).collect();
+            let items: Vec<(Polled, Option<i64>)> = self.ready.drain(..).collect();
             if items.is_empty() {
                 if !self.follow {
                     let _ = tx.send(Msg::Finished);
@@ -684,7 +714,7 @@ impl LogReader {
 }
 
 enum Msg {
-    Round(Vec<Polled>),
+    Round(Vec<(Polled, Option<i64>)>),
     Finished,
     Failed(StreamError),
 }
@@ -695,7 +725,9 @@ pub struct LogSource {
     spec: LogSpec,
     follow: bool,
     rx: Receiver<Msg>,
-    pending: VecDeque<Polled>,
+    pending: VecDeque<(Polled, Option<i64>)>,
+    /// Per partition: the offset after the last batch handed out.
+    consumed: Vec<i64>,
     failed: Option<StreamError>,
     finished: bool,
     stop: Arc<AtomicBool>,
@@ -703,12 +735,18 @@ pub struct LogSource {
 }
 
 impl LogSource {
-    fn new(spec: LogSpec, follow: bool, on_error: Arc<ErrorHandler>) -> LogSource {
+    fn new(
+        spec: LogSpec,
+        follow: bool,
+        on_error: Arc<ErrorHandler>,
+        start: Option<&[i64]>,
+    ) -> LogSource {
         // Two rounds ahead at most: enough to overlap decoding with processing, bounded memory.
         let (tx, rx) = sync_channel(2);
         let stop = Arc::new(AtomicBool::new(false));
         let errors = Arc::new(AtomicU64::new(0));
-        let reader = LogReader::new(spec.clone(), follow, on_error, errors.clone());
+        let reader = LogReader::new(spec.clone(), follow, on_error, errors.clone(), start);
+        let consumed = reader.positions.clone();
         let s = stop.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("riverbed-read-{}", spec.topic.name))
@@ -721,6 +759,7 @@ impl LogSource {
             follow,
             rx,
             pending: VecDeque::new(),
+            consumed,
             failed,
             finished: false,
             stop,
@@ -755,8 +794,13 @@ impl Source for LogSource {
     }
     fn poll(&mut self) -> Result<Polled> {
         loop {
-            if let Some(p) = self.pending.pop_front() {
-                return Ok(p);
+            if let Some((item, next)) = self.pending.pop_front() {
+                if let (Polled::Batch(p, _), Some(n)) = (&item, next) {
+                    if let Some(c) = self.consumed.get_mut(*p) {
+                        *c = n;
+                    }
+                }
+                return Ok(item);
             }
             if let Some(e) = self.failed.take() {
                 return Err(e);
@@ -787,6 +831,9 @@ impl Source for LogSource {
     }
     fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
+    }
+    fn positions(&self) -> Option<Vec<i64>> {
+        Some(self.consumed.clone())
     }
     fn describe(&self) -> String {
         format!(

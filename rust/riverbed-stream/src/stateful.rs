@@ -151,6 +151,24 @@ impl Operator for StatefulMap {
         Ok(())
     }
 
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        let mut w = crate::state::StateWriter::default();
+        self.keys.snapshot(&mut w);
+        w.i64(self.wm);
+        self.held.snapshot(&mut w, |b, w| w.batch(b))?;
+        w.bytes(&self.udf.snapshot()?);
+        Ok(w.buf)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let mut r = crate::state::StateReader::new(state, "a stateful_map");
+        self.keys.restore(&mut r)?;
+        self.wm = r.i64()?;
+        self.held = HeldRecords::restore(&mut r, |r| r.batch())?;
+        self.udf.restore(r.bytes()?)?;
+        r.done()
+    }
+
     fn output_watermark(&self, wm: i64) -> i64 {
         self.held.oldest().map_or(wm, |o| o.min(wm))
     }

@@ -87,6 +87,14 @@ impl WatermarkTracker {
         }
     }
 
+    /// The largest event time seen per partition of `source` (for checkpoints).
+    pub fn max_ts(&self, source: usize) -> Vec<Option<i64>> {
+        self.parts
+            .get(source)
+            .map(|s| s.iter().map(|p| p.max_ts).collect())
+            .unwrap_or_default()
+    }
+
     pub fn all_done(&self) -> bool {
         self.parts.iter().flatten().all(|p| p.done)
     }

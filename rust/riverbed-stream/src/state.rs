@@ -1,0 +1,202 @@
+//! Operator state as bytes, for checkpoints: a little-endian writer and reader of integers,
+//! floats, byte strings and vectors, and Arrow record batches as Arrow IPC streams.
+//!
+//! Every stateful operator writes its state with [`StateWriter`] in `snapshot` and reads it
+//! back in the same order with [`StateReader`] in `restore`; a short or mangled state is an
+//! error, never a panic.
+
+use arrow_array::RecordBatch;
+
+use crate::error::{Result, StreamError};
+
+#[derive(Default)]
+pub struct StateWriter {
+    pub buf: Vec<u8>,
+}
+
+impl StateWriter {
+    pub fn u8(&mut self, v: u8) {
+        self.buf.push(v);
+    }
+    pub fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn i64(&mut self, v: i64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn f64(&mut self, v: f64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn len(&mut self, n: usize) {
+        self.u64(n as u64);
+    }
+    pub fn bytes(&mut self, b: &[u8]) {
+        self.len(b.len());
+        self.buf.extend_from_slice(b);
+    }
+    pub fn opt_i64(&mut self, v: Option<i64>) {
+        match v {
+            Some(x) => {
+                self.u8(1);
+                self.i64(x)
+            }
+            None => self.u8(0),
+        }
+    }
+    pub fn opt_f64(&mut self, v: Option<f64>) {
+        match v {
+            Some(x) => {
+                self.u8(1);
+                self.f64(x)
+            }
+            None => self.u8(0),
+        }
+    }
+    pub fn i64s(&mut self, v: &[i64]) {
+        self.len(v.len());
+        for &x in v {
+            self.i64(x);
+        }
+    }
+    pub fn f64s(&mut self, v: &[f64]) {
+        self.len(v.len());
+        for &x in v {
+            self.f64(x);
+        }
+    }
+    pub fn u32s(&mut self, v: &[u32]) {
+        self.len(v.len());
+        for &x in v {
+            self.u32(x);
+        }
+    }
+    /// A record batch as an Arrow IPC stream.
+    pub fn batch(&mut self, b: &RecordBatch) -> Result<()> {
+        let mut out = Vec::new();
+        {
+            let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut out, &b.schema())
+                .map_err(|e| StreamError::Schema(format!("checkpoint: {e}")))?;
+            w.write(b)
+                .and_then(|_| w.finish())
+                .map_err(|e| StreamError::Schema(format!("checkpoint: {e}")))?;
+        }
+        self.bytes(&out);
+        Ok(())
+    }
+}
+
+pub struct StateReader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    what: &'a str,
+}
+
+impl<'a> StateReader<'a> {
+    pub fn new(buf: &'a [u8], what: &'a str) -> StateReader<'a> {
+        StateReader { buf, pos: 0, what }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.buf.len() - self.pos < n {
+            return Err(StreamError::Schema(format!(
+                "checkpoint: the state of {} is truncated (needs {n} more bytes at {})",
+                self.what, self.pos
+            )));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    pub fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    pub fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().unwrap_or([0; 4]),
+        ))
+    }
+    pub fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().unwrap_or([0; 8]),
+        ))
+    }
+    pub fn i64(&mut self) -> Result<i64> {
+        Ok(i64::from_le_bytes(
+            self.take(8)?.try_into().unwrap_or([0; 8]),
+        ))
+    }
+    pub fn f64(&mut self) -> Result<f64> {
+        Ok(f64::from_le_bytes(
+            self.take(8)?.try_into().unwrap_or([0; 8]),
+        ))
+    }
+    /// A length (an element count or byte count), checked against what is left.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&mut self) -> Result<usize> {
+        let n = self.u64()? as usize;
+        if n > self.buf.len().saturating_mul(8) + 1024 {
+            return Err(StreamError::Schema(format!(
+                "checkpoint: the state of {} is mangled (a length of {n})",
+                self.what
+            )));
+        }
+        Ok(n)
+    }
+    pub fn bytes(&mut self) -> Result<&'a [u8]> {
+        let n = self.len()?;
+        self.take(n)
+    }
+    pub fn opt_i64(&mut self) -> Result<Option<i64>> {
+        Ok(match self.u8()? {
+            0 => None,
+            _ => Some(self.i64()?),
+        })
+    }
+    pub fn opt_f64(&mut self) -> Result<Option<f64>> {
+        Ok(match self.u8()? {
+            0 => None,
+            _ => Some(self.f64()?),
+        })
+    }
+    pub fn i64s(&mut self) -> Result<Vec<i64>> {
+        let n = self.len()?;
+        (0..n).map(|_| self.i64()).collect()
+    }
+    pub fn f64s(&mut self) -> Result<Vec<f64>> {
+        let n = self.len()?;
+        (0..n).map(|_| self.f64()).collect()
+    }
+    pub fn u32s(&mut self) -> Result<Vec<u32>> {
+        let n = self.len()?;
+        (0..n).map(|_| self.u32()).collect()
+    }
+    pub fn batch(&mut self) -> Result<RecordBatch> {
+        let bytes = self.bytes()?;
+        let mut r = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+            .map_err(|e| StreamError::Schema(format!("checkpoint: {}: {e}", self.what)))?;
+        match r.next() {
+            Some(Ok(b)) => Ok(b),
+            Some(Err(e)) => Err(StreamError::Schema(format!(
+                "checkpoint: {}: {e}",
+                self.what
+            ))),
+            None => Err(StreamError::Schema(format!(
+                "checkpoint: {}: an empty batch stream",
+                self.what
+            ))),
+        }
+    }
+    pub fn done(&self) -> Result<()> {
+        if self.pos != self.buf.len() {
+            return Err(StreamError::Schema(format!(
+                "checkpoint: the state of {} has {} bytes left over",
+                self.what,
+                self.buf.len() - self.pos
+            )));
+        }
+        Ok(())
+    }
+}
