@@ -1,11 +1,14 @@
 """``riverbed demo``: a synthetic market-data stream through the embedded log and the engine.
 
-1. produce keyed trades (one JSON object per record) to a 4-partition topic;
-2. a pipeline reads the topic, computes 1-minute bars per symbol (VWAP, volume, high, low,
-   trade count) on event time, and writes them to the topic ``demo.bars_1m``;
+1. produce keyed trades (one JSON object per record) to a 4-partition topic, in chunks, while
+2. pipelines follow the topic: 1-minute bars per symbol (VWAP, volume, high, low, trade count)
+   into ``demo.bars_1m``; rolling features per symbol (1-minute mean and std, EWM, cumulative
+   volume, time since the previous trade) into ``demo.features``; and a live table of each
+   symbol's latest features read back from that topic, printed as the trades arrive;
 3. a consumer group of two members reads the trades back, as a downstream service would;
 
-then prints the bars of the last minute, a per-partition summary, and each step's throughput.
+then prints the final features, the bars of the last minute, a per-partition summary, and the
+throughput.
 """
 
 from __future__ import annotations
@@ -52,26 +55,43 @@ def _table(rows: list[list[str]], out: IO[str]) -> None:
             print("  ".join("-" * w for w in widths), file=out)
 
 
+def _live_rows(table: rb.Table) -> list[list[str]]:
+    rows = [["symbol", "price", "mean_1m", "std_1m", "ewm_30s", "trades"]]
+    view = table.to_arrow().sort_by("symbol")
+    for r in view.to_pylist():
+        sym = r["symbol"]
+        rows.append(
+            [sym, f"{r['price']:.2f}", f"{r['px_mean']:.2f}", f"{r['px_std'] or 0:.3f}", f"{r['px_ewm']:.2f}",
+             f"{int(r['n']):,}"]
+        )
+    return rows
+
+
 def run_demo(log_dir: str | Path, records: int = 1_000_000, out: IO[str] = sys.stdout) -> pa.Table:
-    """Run the demo in ``log_dir`` (its ``demo.trades`` topic is recreated); returns the summary."""
+    """Run the demo in ``log_dir`` (its ``demo.*`` topics are recreated); returns the summary.
+
+    While the trades are produced in chunks (a live market), three pipelines follow the topic:
+    1-minute bars into ``demo.bars_1m``, rolling features per symbol into ``demo.features``, and
+    a table of each symbol's latest features read from that topic, printed as it changes.
+    """
     t0 = time.perf_counter()
     trades = synthetic_trades(records)
     gen_s = time.perf_counter() - t0
+    tty = out.isatty() if hasattr(out, "isatty") else False
     with rb.Log(log_dir) as log:
-        if "demo.trades" in log.topics():
-            log.delete_topic("demo.trades")
+        for name in ("demo.trades", "demo.bars_1m", "demo.features"):
+            if name in log.topics():
+                log.delete_topic(name)
         topic = log.topic("demo.trades", partitions=4)
-        t0 = time.perf_counter()
-        for off in range(0, records, 100_000):
-            topic.produce_batch(trades.slice(off, 100_000), key="symbol", timestamp="ts")
-        produce_s = time.perf_counter() - t0
-
-        if "demo.bars_1m" in log.topics():
-            log.delete_topic("demo.bars_1m")
         bars_topic = log.topic("demo.bars_1m", partitions=4)
-        t0 = time.perf_counter()
+        features_topic = log.topic("demo.features", partitions=4)
+        schema = trades.schema
+
+        def read(t: rb.Topic) -> rb.Pipeline:
+            return rb.Pipeline.read(t, timestamp="ts", lateness="1s", idle_timeout="500ms", schema=schema)
+
         bars = (
-            rb.Pipeline.read(topic, timestamp="ts", lateness="1s")
+            read(topic)
             .with_columns(notional=rb.col("price") * rb.col("qty"))
             .window(rb.tumbling("1m"), by="symbol")
             .agg(
@@ -81,10 +101,68 @@ def run_demo(log_dir: str | Path, records: int = 1_000_000, out: IO[str] = sys.s
                 low=rb.min("price"),
                 trades=rb.count(),
             )
+            .write(bars_topic, key="symbol")
         )
-        run = bars.write(bars_topic, key="symbol").run()
-        window_s = time.perf_counter() - t0
+        features = (
+            read(topic)
+            .rolling(by="symbol", period="1m", px_mean=rb.mean("price"), px_std=rb.std("price"))
+            .ewm_mean("price", by="symbol", half_life="30s", alias="px_ewm")
+            .cum_sum("qty", by="symbol", alias="volume")
+            .time_since_previous(by="symbol", alias="gap_ms")
+            .select("symbol", "ts", "price", "px_mean", "px_std", "px_ewm", "volume", "gap_ms")
+            .write(features_topic, key="symbol")
+        )
+        feat_schema = pa.schema(
+            [("symbol", pa.string()), ("ts", pa.int64()), ("price", pa.float64()), ("px_mean", pa.float64()),
+             ("px_std", pa.float64()), ("px_ewm", pa.float64()), ("volume", pa.float64()), ("gap_ms", pa.int64())]
+        )
+        live = (
+            rb.Pipeline.read(features_topic, timestamp="ts", schema=feat_schema, idle_timeout="500ms")
+            .group_by("symbol")
+            .agg(price=rb.last("price"), px_mean=rb.last("px_mean"), px_std=rb.last("px_std"),
+                 px_ewm=rb.last("px_ewm"), n=rb.count())
+        )
+        print(f"riverbed demo: {records:,} synthetic trades -> topic demo.trades (4 partitions) in {log_dir}", file=out)
+        t0 = time.perf_counter()
+        bars.start()
+        features.start()
+        live.start()
+        chunk = max(1, records // 20)
+        shown = 0
+        for off in range(0, records, chunk):
+            topic.produce_batch(trades.slice(off, chunk), key="symbol", timestamp="ts")
+            if off // chunk % 5 == 4 or off + chunk >= records:
+                time.sleep(0.05)
+                if live.to_arrow().num_rows:
+                    rows = _live_rows(live)
+                    if tty and shown:
+                        print(f"\x1b[{len(rows) + 2}A", end="", file=out)
+                    print(f"\nlatest features per symbol ({min(off + chunk, records):,} trades so far):", file=out)
+                    _table(rows, out)
+                    shown += 1
+        produce_s = time.perf_counter() - t0
+
+        # Wait for the pipelines to catch up (the idle flush closes the last windows).
+        deadline = time.monotonic() + 30
+        def total_out(t: rb.Topic) -> int:
+            return sum(b - a for a, b in t.offsets().values())
+        while time.monotonic() < deadline and total_out(features_topic) < records:
+            time.sleep(0.05)
+        bars_done = 0
+        while time.monotonic() < deadline:
+            tb = bars_topic.read()
+            import json as _json
+
+            bars_done = sum(_json.loads(v)["trades"] for v in tb.column("value").to_pylist())
+            if bars_done >= records:
+                break
+            time.sleep(0.1)
+        pipeline_s = time.perf_counter() - t0
+        run = bars.stop()
+        feat_run = features.stop()
+        live.stop()
         bars_table = bars_topic.read()
+        final = _live_rows(live)
 
         t0 = time.perf_counter()
         a = topic.consumer(group="demo")
@@ -99,6 +177,8 @@ def run_demo(log_dir: str | Path, records: int = 1_000_000, out: IO[str] = sys.s
         a.close()
         b.close()
         polled = pa.Table.from_batches(batches)
+        window_s = pipeline_s
+        n_features = total_out(features_topic)
 
     import json
 
@@ -132,15 +212,17 @@ def run_demo(log_dir: str | Path, records: int = 1_000_000, out: IO[str] = sys.s
                 f"{pc.sum(pc.filter(sizes, mask)).as_py():,}",
             ]
         )
-    print(f"riverbed demo: {records:,} synthetic trades -> topic demo.trades (4 partitions) in {log_dir}", file=out)
+    print("\nlatest features per symbol (final):", file=out)
+    _table(final, out)
     print(f"\n1-minute bars of the last minute ({len(last):,} bars written to demo.bars_1m):", file=out)
     _table(rows_b, out)
     print("\ntrades per partition, read back by consumer group 'demo' (members a and b):", file=out)
     _table(rows, out)
-    late = sum(m["late_records"] for m in window_metrics)
+    late = sum(m["late_records"] for m in window_metrics) + sum(m["late_records"] for m in feat_run.metrics)
     print(
-        f"\ngenerate {gen_s:.2f}s | produce_batch {records / produce_s:,.0f} records/s (fsync per call) | "
-        f"window pipeline {records / window_s:,.0f} events/s ({late} late) | "
+        f"\ngenerate {gen_s:.2f}s | produce {records / produce_s:,.0f} trades/s while 3 pipelines follow | "
+        f"bars + {n_features:,} feature records: all written {max(window_s - produce_s, 0):.2f}s after the "
+        f"last trade, {records / window_s:,.0f} events/s end to end ({late} late) | "
         f"group consume {polled.num_rows / consume_s:,.0f} records/s",
         file=out,
     )
