@@ -972,7 +972,14 @@ class Pipeline:
                 if bar is None and time.monotonic() - t0 >= 1.0:
                     from tqdm.auto import tqdm
 
-                    bar = tqdm(desc="riverbed", unit=" records", unit_scale=True, leave=False)
+                    # Start from what was read already, so the rate is not inflated by it.
+                    bar = tqdm(
+                        desc="riverbed",
+                        unit=" records",
+                        unit_scale=True,
+                        leave=False,
+                        initial=_records_read(handle.metrics()),
+                    )
                 if bar is not None:
                     bar.update(_records_read(handle.metrics()) - bar.n)
             raw = handle.stop(10.0)
