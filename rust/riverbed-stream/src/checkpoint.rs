@@ -189,6 +189,72 @@ impl CheckpointStore {
     }
 }
 
+/// Writes checkpoints on a thread of its own, so the run pauses only to copy its state: the
+/// output topics are made durable first, then the file is encoded, written and renamed. One
+/// checkpoint is written at a time and one more may wait; `submit` blocks beyond that.
+pub struct CheckpointWriter {
+    tx: Option<std::sync::mpsc::SyncSender<(Checkpoint, Vec<std::sync::Arc<riverbed_log::Topic>>)>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl CheckpointWriter {
+    pub fn new(store: std::sync::Arc<CheckpointStore>) -> CheckpointWriter {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(
+            Checkpoint,
+            Vec<std::sync::Arc<riverbed_log::Topic>>,
+        )>(1);
+        let thread = std::thread::Builder::new()
+            .name("riverbed-checkpoint".into())
+            .spawn(move || -> Result<()> {
+                for (c, topics) in rx {
+                    // The output up to the checkpoint's end offsets is durable before the
+                    // checkpoint that points at them exists.
+                    for t in &topics {
+                        t.sync()?;
+                    }
+                    store.write(&c)?;
+                }
+                Ok(())
+            })
+            .ok();
+        CheckpointWriter {
+            tx: Some(tx),
+            thread,
+        }
+    }
+
+    /// Queue a checkpoint; the error of an earlier write, if one failed.
+    pub fn submit(
+        &mut self,
+        c: Checkpoint,
+        sync: Vec<std::sync::Arc<riverbed_log::Topic>>,
+    ) -> Result<()> {
+        let sent = self.tx.as_ref().map(|tx| tx.send((c, sync)).is_ok());
+        match sent {
+            Some(true) => Ok(()),
+            // The writer stopped: report why.
+            _ => self.finish(),
+        }
+    }
+
+    /// Wait for every queued checkpoint to be written.
+    pub fn finish(&mut self) -> Result<()> {
+        self.tx = None;
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or_else(|_| {
+                Err(StreamError::Schema("the checkpoint writer panicked".into()))
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for CheckpointWriter {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())

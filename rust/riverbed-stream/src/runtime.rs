@@ -11,7 +11,7 @@ use arrow_schema::SchemaRef;
 use parking_lot::Mutex;
 
 use crate::buffered::{BufferedKind, BufferedWindows};
-use crate::checkpoint::{Checkpoint, CheckpointStore, SourceState};
+use crate::checkpoint::{Checkpoint, CheckpointStore, CheckpointWriter, SourceState};
 use crate::error::{Result, StreamError};
 use crate::errors::{ErrorHandler, ErrorPolicy};
 use crate::keys::{event_times, FastMap};
@@ -1114,15 +1114,21 @@ impl Pipeline {
             g.restore(&c.operators)?;
             seq = c.seq;
         }
+        let store = store.map(Arc::new);
+        let mut writer = store.clone().map(CheckpointWriter::new);
+        // Take a checkpoint: copy the state here (the run pauses only for that); `wait`: write
+        // it before going on, else on the writer thread.
         let mut checkpoint = |g: &Graph,
                               sink: &mut dyn Sink,
                               srcs: &[(usize, Box<dyn crate::source::Source>)],
-                              tracker: &WatermarkTracker|
+                              tracker: &WatermarkTracker,
+                              wait: bool|
          -> Result<()> {
-            let Some(store) = &store else {
+            let (Some(store), Some(w)) = (&store, writer.as_mut()) else {
                 return Ok(());
             };
             seq += 1;
+            let (sinks, durable) = sink.checkpoint()?;
             let c = Checkpoint {
                 seq,
                 plan: plan_text.clone(),
@@ -1134,14 +1140,24 @@ impl Pipeline {
                         max_ts: tracker.max_ts(k),
                     })
                     .collect(),
-                sinks: sink.checkpoint()?,
+                sinks,
                 operators: g.snapshot()?,
             };
-            store.write(&c)
+            if wait {
+                w.finish()?;
+                for t in &durable {
+                    t.sync()?;
+                }
+                store.write(&c)?;
+                *w = CheckpointWriter::new(store.clone());
+                Ok(())
+            } else {
+                w.submit(c, durable)
+            }
         };
         // The first checkpoint records where the sinks ended before this run wrote anything.
         if resume.is_none() {
-            checkpoint(&g, sink, &srcs, &tracker)?;
+            checkpoint(&g, sink, &srcs, &tracker, true)?;
         }
         let interval = control.checkpoint.as_ref().map(|c| c.interval);
         let mut last_checkpoint = std::time::Instant::now();
@@ -1203,7 +1219,7 @@ impl Pipeline {
             late.extend(g.take_late());
             *control.metrics.lock() = metrics_with_sources(&g, &srcs, &uses, &null_times);
             if interval.is_some_and(|i| last_checkpoint.elapsed() >= i) {
-                checkpoint(&g, sink, &srcs, &tracker)?;
+                checkpoint(&g, sink, &srcs, &tracker, false)?;
                 last_checkpoint = std::time::Instant::now();
             }
             if tracker.all_done() && done.iter().all(|&d| d) {
@@ -1227,7 +1243,7 @@ impl Pipeline {
         }
         let _ = g.root;
         // At the end of the input or on stop() (not after an error: the last good one stands).
-        checkpoint(&g, sink, &srcs, &tracker)?;
+        checkpoint(&g, sink, &srcs, &tracker, true)?;
         let metrics = metrics_with_sources(&g, &srcs, &uses, &null_times);
         *control.metrics.lock() = metrics.clone();
         let notes = std::mem::take(&mut *control.notes.lock());

@@ -9,12 +9,17 @@ use riverbed_log::Topic;
 
 use crate::error::Result;
 
+/// Where a sink's output ends for a checkpoint: topic name and end offset per partition, and
+/// the topics to make durable before the checkpoint is written.
+pub type SinkEnds = (Vec<(String, Vec<i64>)>, Vec<Arc<Topic>>);
+
 pub trait Sink: Send {
     fn write(&mut self, batch: RecordBatch) -> Result<()>;
-    /// For a checkpoint: make what was written durable and say where it ends (log sinks: the
-    /// topic and its end offset per partition). Other sinks are at-least-once: nothing.
-    fn checkpoint(&mut self) -> Result<Vec<(String, Vec<i64>)>> {
-        Ok(Vec::new())
+    /// For a checkpoint: where what was written ends (log sinks: the topic and its end offset
+    /// per partition), and the topics to make durable before the checkpoint is. Other sinks are
+    /// at-least-once: nothing.
+    fn checkpoint(&mut self) -> Result<SinkEnds> {
+        Ok((Vec::new(), Vec::new()))
     }
     /// On restart from a checkpoint: drop what was written after it (log sinks truncate back
     /// to the checkpointed end offsets, which makes a log-to-log pipeline exactly-once).
@@ -53,15 +58,17 @@ impl Sink for TopicSink {
         Ok(())
     }
 
-    fn checkpoint(&mut self) -> Result<Vec<(String, Vec<i64>)>> {
-        self.topic.sync()?;
+    fn checkpoint(&mut self) -> Result<SinkEnds> {
         let ends = self
             .topic
             .partitions()
             .iter()
             .map(|p| p.offsets().1)
             .collect();
-        Ok(vec![(self.topic.name.to_string(), ends)])
+        Ok((
+            vec![(self.topic.name.to_string(), ends)],
+            vec![self.topic.clone()],
+        ))
     }
 
     fn rollback(&mut self, ends: &[(String, Vec<i64>)]) -> Result<()> {
