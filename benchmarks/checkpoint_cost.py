@@ -6,8 +6,9 @@ more (default 9,000,000) for the same keys, every event time in one 10 s window.
 never closes (``idle_timeout`` is an hour), so the run holds 1,000,000 open (key, window) entries
 while it works through the rest. Producing the input is not timed; it is synced to disk first.
 
-A checkpoint is taken synchronously on the worker thread between two steps: while it is written
-nothing is processed, so the pause it causes is the time it takes (plus the step it ends up in).
+A checkpoint is taken on the worker thread between two steps, which copies the state (the
+pause), and written by a background thread (output topics synced, then the file encoded,
+written, fsynced and renamed) while processing goes on.
 
 - (a) pause: the run is polled (``metrics()``, about every millisecond) for records read; the
       longest time between two changes while input was waiting, in a named run checkpointing
@@ -320,8 +321,8 @@ def main() -> None:
         f"step {ms(step)})   goal < 100 ms: {verdict(pause, 0.1)}"
     )
     print(
-        "    checkpoints are written synchronously on the worker thread between steps: processing "
-        "stops for the whole checkpoint, so the pause is the checkpoint time, and it grows with the state"
+        "    the worker pauses only to copy the state (it grows with the state); the file is written "
+        "by a background thread while processing goes on"
     )
     print(
         f"(c) time to restore:             {ms(restore)} (start() to the first step with the state back "

@@ -85,6 +85,7 @@ impl KeyInterner {
     pub fn snapshot(&self, w: &mut crate::state::StateWriter) {
         w.bytes(&self.arena);
         w.len(self.ends.len());
+        w.buf.reserve(self.ends.len() * 8);
         for &e in &self.ends {
             w.u64(e as u64);
         }
