@@ -57,21 +57,21 @@ impl StateWriter {
     }
     pub fn i64s(&mut self, v: &[i64]) {
         self.len(v.len());
-        self.buf.reserve(v.len() * std::mem::size_of::<i64>());
+        self.buf.reserve(std::mem::size_of_val(v));
         for &x in v {
             self.i64(x);
         }
     }
     pub fn f64s(&mut self, v: &[f64]) {
         self.len(v.len());
-        self.buf.reserve(v.len() * std::mem::size_of::<f64>());
+        self.buf.reserve(std::mem::size_of_val(v));
         for &x in v {
             self.f64(x);
         }
     }
     pub fn u32s(&mut self, v: &[u32]) {
         self.len(v.len());
-        self.buf.reserve(v.len() * std::mem::size_of::<u32>());
+        self.buf.reserve(std::mem::size_of_val(v));
         for &x in v {
             self.u32(x);
         }
