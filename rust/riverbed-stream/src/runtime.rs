@@ -1161,6 +1161,7 @@ impl Pipeline {
         }
         let interval = control.checkpoint.as_ref().map(|c| c.interval);
         let mut last_checkpoint = std::time::Instant::now();
+        let mut ended = false;
         let mut late = Vec::new();
         let mut done = vec![false; srcs.len()];
         // Per source: records dropped for a null event time.
@@ -1206,6 +1207,13 @@ impl Pipeline {
                     }
                 }
             }
+            // A bounded input is all in: checkpoint before the end-of-input flush, so running the
+            // pipeline again by name with more input rolls the flushed output back and goes on
+            // as if the stream had continued (the flush is provisional).
+            if !ended && !follow && tracker.all_done() {
+                checkpoint(&g, sink, &srcs, &tracker, true)?;
+                ended = true;
+            }
             let wms = tracker.watermarks(follow, g.horizon);
             if wms != last_wm {
                 let leaf_wm: FastMap<usize, i64> = uses
@@ -1218,7 +1226,7 @@ impl Pipeline {
             }
             late.extend(g.take_late());
             *control.metrics.lock() = metrics_with_sources(&g, &srcs, &uses, &null_times);
-            if interval.is_some_and(|i| last_checkpoint.elapsed() >= i) {
+            if !ended && interval.is_some_and(|i| last_checkpoint.elapsed() >= i) {
                 checkpoint(&g, sink, &srcs, &tracker, false)?;
                 last_checkpoint = std::time::Instant::now();
             }
@@ -1242,8 +1250,11 @@ impl Pipeline {
             }
         }
         let _ = g.root;
-        // At the end of the input or on stop() (not after an error: the last good one stands).
-        checkpoint(&g, sink, &srcs, &tracker, true)?;
+        // On stop() (not after an error: the last good one stands; the end of a bounded input
+        // was checkpointed before its flush).
+        if !ended {
+            checkpoint(&g, sink, &srcs, &tracker, true)?;
+        }
         let metrics = metrics_with_sources(&g, &srcs, &uses, &null_times);
         *control.metrics.lock() = metrics.clone();
         let notes = std::mem::take(&mut *control.notes.lock());

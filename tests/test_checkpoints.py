@@ -1,0 +1,612 @@
+"""Checkpoints of named pipelines (issue 5): exactly-once log-to-log output across SIGKILL at random
+moments (also with Python UDFs, and with kills inside checkpoint writes), corrupt and leftover
+checkpoint files, plan changes and ``reset=True``, and resuming without crashes.
+
+The crash tests run the pipeline in a child process, kill it with SIGKILL and restart it with the
+same name until it finishes; its output topic must then equal a clean run's record for record
+(per key, in order). Their input is out of order by less than the lateness, so no record is ever
+late whatever order the partitions are read in: the clean output does not depend on scheduling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import riverbed as rb
+
+# The pipeline under test, run in a child process:
+#   argv = log dir, kind, output topic (also the pipeline's name), checkpoint interval, batch size
+# kind "windowed": rolling features per key, then a 10 s tumbling window per key;
+#      "udf":      the same behind a map_batches and a stateful_map (running count per key);
+#      "big":      20,000 keys and a 10 min window: megabytes of state in every checkpoint.
+# It prints START just before run() and, when the run ends, a JSON line with the run's duration,
+# its late records and the warnings it raised.
+CHILD = r"""
+import json, sys, time, warnings
+import pyarrow as pa
+import pyarrow.compute as pc
+import riverbed as rb
+
+path, kind, out_name, interval, batch = sys.argv[1:6]
+SCHEMA = pa.schema([("k", pa.string()), ("ts", pa.int64()), ("v", pa.float64())])
+COUNTED = pa.schema([*SCHEMA, ("w", pa.float64()), ("n", pa.int64())])
+
+
+def twice(b):
+    return b.append_column("w", pc.multiply(b.column("v"), 2.0))
+
+
+def running_count(n, recs):
+    out = []
+    for r in recs:
+        n += 1
+        out.append({**r, "n": n})
+    return n, out
+
+
+log = rb.Log(path, cleanup_interval=None)
+p = rb.Pipeline.read(log["events"], timestamp="ts", lateness="2s", schema=SCHEMA, batch_size=int(batch))
+aggs = {"n": rb.count(), "s": rb.sum("v"), "m": rb.mean("m"), "hi": rb.max("hi")}
+if kind == "udf":
+    p = p.map_batches(twice).stateful_map(running_count, by="k", initial=0, schema=COUNTED)
+    aggs.update(c=rb.max("n"), w=rb.sum("w"))
+p = p.rolling(by="k", period="30s", m=rb.mean("v"), hi=rb.max("v"))
+p = p.window(rb.tumbling("10m" if kind == "big" else "10s"), by="k").agg(**aggs)
+out = log.topic(out_name, partitions=3)
+print("START", flush=True)
+t0 = time.monotonic()
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    res = p.write(out).run(name=out_name, checkpoint_interval=interval, progress=False)
+print(json.dumps({
+    "seconds": time.monotonic() - t0,
+    "late": sum(m.get("late_records", 0) for m in res.metrics),
+    "warnings": [[w.category.__name__, str(w.message)] for w in caught],
+}), flush=True)
+"""
+
+MIN_KILLS = 20
+CRASH_BUDGET_S = 120  # per crash test; they usually take 15-30 s
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def make_events(path: Path, n: int, keys: int, seed: int = 1) -> None:
+    """``events``: 4 partitions, ``n`` records 5 ms apart, each up to 1.5 s early (lateness is 2 s)."""
+    rng = np.random.default_rng(seed)
+    ts = np.arange(n, dtype=np.int64) * 5 - rng.integers(0, 1500, n)
+    k = pa.array([f"k{i}" for i in rng.integers(0, keys, n)])
+    with rb.Log(path, cleanup_interval=None) as lg:
+        lg.topic("events", partitions=4).produce_batch(pa.table({"k": k, "ts": ts, "v": rng.random(n)}), key="k", timestamp="ts")
+
+
+def spawn(path: Path, kind: str, out: str, interval: str, batch: int, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path), kind, out, interval, str(batch)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **(env or {})},
+    )
+
+
+def finish(child: subprocess.Popen) -> dict:
+    """Wait for a child to end by itself; its result line."""
+    stdout, stderr = child.communicate(timeout=300)
+    assert child.returncode == 0, f"child failed ({child.returncode}):\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    return json.loads(stdout.splitlines()[-1])
+
+
+def run_to_end(path: Path, kind: str, out: str, interval: str, batch: int) -> dict:
+    return finish(spawn(path, kind, out, interval, batch))
+
+
+def per_key(topic: rb.Topic) -> dict[bytes, list[bytes]]:
+    """Every record value of ``topic`` per key, in offset order (a key lives in one partition)."""
+    t = topic.read()
+    out: dict[bytes, list[bytes]] = defaultdict(list)
+    for k, v in zip(t.column("key").to_pylist(), t.column("value").to_pylist()):
+        out[k].append(v)
+    return dict(out)
+
+
+def read_output(path: Path, topic: str) -> dict[bytes, list[bytes]]:
+    with rb.Log(path, cleanup_interval=None) as lg:
+        return per_key(lg[topic])
+
+
+def assert_same(got: dict[bytes, list[bytes]], want: dict[bytes, list[bytes]], what: str) -> None:
+    """``got == want`` with a short message (pytest's diff of two large dicts is slow and long)."""
+    if got == want:
+        return
+    n_got, n_want = sum(map(len, got.values())), sum(map(len, want.values()))
+    msg = [f"{what}: {n_got} records in {len(got)} keys, want {n_want} in {len(want)}"]
+    if got.keys() != want.keys():
+        msg.append(f"missing keys {sorted(want.keys() - got.keys())[:5]}, extra keys {sorted(got.keys() - want.keys())[:5]}")
+    for k in sorted(got.keys() & want.keys()):
+        g, w = got[k], want[k]
+        if g != w:
+            i = next((i for i, (a, b) in enumerate(zip(g, w)) if a != b), min(len(g), len(w)))
+            msg.append(
+                f"key {k!r}: {len(g)} records, want {len(w)} ({len(g) - len(set(g))} duplicated); "
+                f"first difference at #{i}: got {g[i : i + 2]}, want {w[i : i + 2]}"
+            )
+            break
+    pytest.fail("\n".join(msg))
+
+
+def ckpt_dir(path: Path, name: str) -> Path:
+    return path / "~checkpoints" / name
+
+
+def ckpts(path: Path, name: str) -> list[Path]:
+    """Checkpoint files, oldest first."""
+    d = ckpt_dir(path, name)
+    return sorted(d.glob("*.ckpt")) if d.exists() else []
+
+
+def seq(f: Path) -> int:
+    return int(f.name.split(".")[0])
+
+
+def tmp_files(path: Path, name: str) -> set[tuple[str, int, int]]:
+    d = ckpt_dir(path, name)
+    if not d.exists():
+        return set()
+    out = set()
+    for f in d.glob("*.ckpt.tmp"):
+        try:
+            st = f.stat()
+        except FileNotFoundError:
+            continue
+        out.add((f.name, st.st_mtime_ns, st.st_size))
+    return out
+
+
+# -- SIGKILL at random moments ----------------------------------------------------------------
+
+
+def newest_seq(path: Path, name: str) -> int:
+    return max(map(seq, ckpts(path, name)), default=0)
+
+
+def crash_until_done(path: Path, kind: str, interval: str, batch: int, clean: dict, clean_s: float, clean_seq: int, seed: int) -> dict:
+    """Run the pipeline in a child, SIGKILL it at random moments and restart it with the same name
+    until it has been killed MIN_KILLS times while running, then let it finish; its output must
+    equal ``clean``.
+
+    The kill moments adapt to the run so that the kills are spread over it: about a third land
+    early (within the time a restart has so far taken to write its first checkpoint: restoring
+    state, truncating the output, the first steps), the others a random time after the child has
+    checkpointed new progress, scaled so the work left (estimated from checkpoint sequence numbers
+    against the clean run's) lasts for the kills still to come. A scenario that finishes before
+    MIN_KILLS kills is checked too, then repeated on a fresh output (and name) with shorter delays.
+    """
+    rng = random.Random(seed)
+    t0 = time.monotonic()
+    stats: dict = {"scenarios": 0, "kills_total": 0}
+    overhead = 0.05  # seconds from START to the first new checkpoint, learnt as we go
+    scale = 1.0
+    for scenario in range(1, 6):
+        out = f"crashy{scenario}"
+        kills = in_write = progressed = 0
+        while True:
+            assert time.monotonic() - t0 < CRASH_BUDGET_S, f"too slow: {kills} kills in scenario {scenario}, {stats}"
+            before = tmp_files(path, out)
+            newest = newest_seq(path, out)
+            left = max(0.05, 1 - newest / clean_seq)
+            target = scale * clean_s * left / (MIN_KILLS - kills + 3)
+            early = rng.random() < 0.35
+            delay = rng.uniform(0, overhead) if early else rng.uniform(0, 2 * target)
+            child = spawn(path, kind, out, interval, batch)
+            started = child.stdout.readline().strip() == "START"
+            if started and kills < MIN_KILLS:
+                t_start = time.monotonic()
+                kill_at = t_start + delay if early else None
+                while child.poll() is None:
+                    now = time.monotonic()
+                    if kill_at is None and newest_seq(path, out) > newest:
+                        overhead = 0.7 * overhead + 0.3 * (now - t_start)
+                        kill_at = now + delay
+                    if kill_at is not None and now >= kill_at:
+                        child.send_signal(signal.SIGKILL)
+                        break
+                    time.sleep(0.002)
+            stdout, stderr = child.communicate(timeout=300)
+            if child.returncode == -signal.SIGKILL:
+                kills += 1
+                # a new or rewritten temporary file: the kill landed between its creation and rename
+                in_write += bool(tmp_files(path, out) - before)
+                # the child had checkpointed new progress before it died
+                progressed += newest_seq(path, out) > newest
+                continue
+            assert child.returncode == 0 and started, f"child failed ({child.returncode}):\n{stdout}\n{stderr}"
+            result = json.loads(stdout.splitlines()[-1])
+            break
+        stats["scenarios"] = scenario
+        stats["kills_total"] += kills
+        assert result["warnings"] == [], "a SIGKILL left an unusable checkpoint behind"
+        assert_same(read_output(path, out), clean, f"{kind}: output after {kills} SIGKILLs (scenario {scenario})")
+        if kills >= MIN_KILLS:
+            stats.update(
+                kills=kills,
+                kills_after_progress=progressed,
+                kills_in_writes=in_write,
+                seconds=round(time.monotonic() - t0, 1),
+                clean_seconds=round(clean_s, 1),
+            )
+            print(f"{kind}: {stats}")
+            return stats
+        scale /= 2
+    pytest.fail(f"never reached {MIN_KILLS} kills: {stats}")
+
+
+def crash_test(tmp_path: Path, kind: str, n: int, keys: int, interval: str, batch: int, seed: int) -> dict:
+    path = tmp_path / "log"
+    make_events(path, n, keys)
+    clean = run_to_end(path, kind, "clean", interval, batch)
+    assert clean["late"] == 0 and clean["warnings"] == []
+    want = read_output(path, "clean")
+    assert sum(map(len, want.values())) > 1000, "the clean run wrote little; the test proves little"
+    clean_seq = newest_seq(path, "clean")
+    return crash_until_done(path, kind, interval, batch, want, clean["seconds"], clean_seq, seed)
+
+
+def test_sigkill_windowed_log_to_log_is_exactly_once(tmp_path):
+    """Rolling features + a tumbling window, 4 input partitions, a checkpoint every 30 ms."""
+    crash_test(tmp_path, "windowed", n=1_000_000, keys=50, interval="30ms", batch=200, seed=11)
+
+
+def test_sigkill_with_python_udfs_is_exactly_once(tmp_path):
+    """The same behind a map_batches and a stateful_map (whose pickled per-key state and held
+    records are part of the checkpoint)."""
+    crash_test(tmp_path, "udf", n=400_000, keys=50, interval="30ms", batch=200, seed=12)
+
+
+def test_sigkill_during_checkpoint_writes_is_exactly_once(tmp_path):
+    """A checkpoint after every step (1 ms) with megabytes of state (20,000 keys): most of the run
+    is spent writing checkpoints, so many kills land inside a write."""
+    stats = crash_test(tmp_path, "big", n=600_000, keys=20_000, interval="1ms", batch=2000, seed=13)
+    assert stats["kills_in_writes"] >= 1, f"no kill landed inside a checkpoint write: {stats}"
+
+
+# -- corrupt, leftover and half-written checkpoint files --------------------------------------
+
+SMALL = {"kind": "windowed", "interval": "20ms", "batch": 200}
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    """A log with 400,000 events and the clean output (topic ``clean``); tests work on copies."""
+    path = tmp_path_factory.mktemp("pristine") / "log"
+    make_events(path, 400_000, 50, seed=2)
+    assert run_to_end(path, out="clean", **SMALL)["warnings"] == []
+    return path, read_output(path, "clean")
+
+
+@pytest.fixture
+def small(pristine, tmp_path):
+    src, clean = pristine
+    path = tmp_path / "log"
+    shutil.copytree(src, path)
+    return path, clean
+
+
+def kill_after_checkpoints(path: Path, name: str, n: int) -> None:
+    """Start the pipeline and SIGKILL it once it has written checkpoint ``n`` (if it is still
+    running), so the checkpoints before the newest are from the middle of the run."""
+    child = spawn(path, out=name, **SMALL)
+    try:
+        assert child.stdout.readline().strip() == "START", child.communicate()
+        deadline = time.monotonic() + 30
+        while child.poll() is None and max(map(seq, ckpts(path, name)), default=0) < n:
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        if child.poll() is None:
+            child.send_signal(signal.SIGKILL)
+    finally:
+        stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode in (0, -signal.SIGKILL), stderr
+    assert seq(ckpts(path, name)[-1]) >= n and len(ckpts(path, name)) >= 3
+
+
+def corrupt(f: Path, how: str, rng: random.Random) -> None:
+    size = f.stat().st_size
+    if how == "truncated":
+        os.truncate(f, size // 2)
+    elif how == "empty":
+        os.truncate(f, 0)
+    elif how == "garbage":
+        f.write_bytes(rng.randbytes(size))
+    elif how == "bitflip":
+        data = bytearray(f.read_bytes())
+        data[size // 2] ^= 0x10
+        f.write_bytes(bytes(data))
+    else:
+        raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "garbage", "bitflip", "two newest"])
+def test_corrupt_newest_checkpoint_falls_back_to_the_one_before(small, how):
+    path, clean = small
+    kill_after_checkpoints(path, "victim", 5)
+    files = ckpts(path, "victim")
+    rng = random.Random(how)
+    if how == "two newest":
+        bad = files[-2:]
+        corrupt(bad[1], "truncated", rng)
+        corrupt(bad[0], "garbage", rng)
+    else:
+        bad = files[-1:]
+        corrupt(bad[0], how, rng)
+
+    result = run_to_end(path, out="victim", **SMALL)
+    notes = result["warnings"]
+    assert [c for c, _ in notes] == ["RuntimeWarning"] * len(bad), notes
+    for f, (_, msg) in zip(reversed(bad), notes):  # newest first
+        assert f.name in msg and "falling back" in msg, msg
+    # resumed from an older checkpoint: the output topic was cut back to it and the rest redone
+    assert_same(read_output(path, "victim"), clean, f"output after a {how} checkpoint")
+
+
+def test_leftover_temporary_checkpoint_files_are_ignored(small):
+    path, clean = small
+    kill_after_checkpoints(path, "victim", 5)
+    files = ckpts(path, "victim")
+    newest = seq(files[-1])
+    d = ckpt_dir(path, "victim")
+    rng = random.Random(5)
+    # a torn temporary file of the next checkpoint, and one of a far later sequence number
+    (d / f"{newest + 1:020}.ckpt.tmp").write_bytes(files[-1].read_bytes()[:1000])
+    (d / f"{newest + 1000:020}.ckpt.tmp").write_bytes(rng.randbytes(5000))
+
+    result = run_to_end(path, out="victim", **SMALL)
+    assert result["warnings"] == []
+    assert_same(read_output(path, "victim"), clean, "output with leftover .ckpt.tmp files")
+
+
+SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* SIGKILL the process at the N-th rename() into a ~checkpoints directory: before it ($CKPT_KILL
+   = "before": the temporary file is complete but not in place) or after it ("after": in place,
+   the directory not yet fsynced and old checkpoints not yet removed). */
+static int renames = 0;
+
+int rename(const char *old, const char *new) {
+    static int (*real)(const char *, const char *) = 0;
+    if (!real) real = (int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename");
+    const char *when = getenv("CKPT_KILL");
+    const char *at = getenv("CKPT_KILL_AT");
+    int hit = when && at && strstr(new, "/~checkpoints/") && ++renames == atoi(at);
+    if (hit && strcmp(when, "before") == 0) kill(getpid(), SIGKILL);
+    int r = real(old, new);
+    if (hit) kill(getpid(), SIGKILL);
+    return r;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def rename_shim(tmp_path_factory):
+    if shutil.which("gcc") is None:
+        pytest.skip("needs gcc to build the fault-injection shim")
+    d = tmp_path_factory.mktemp("shim")
+    (d / "shim.c").write_text(SHIM)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(d / "shim.so"), str(d / "shim.c"), "-ldl"], check=True)
+    return d / "shim.so"
+
+
+@pytest.mark.parametrize("when,at", [("before", 1), ("after", 1), ("before", 4), ("after", 4)])
+def test_killed_at_a_checkpoint_rename(small, rename_shim, when, at):
+    """Deterministic kills inside a checkpoint write, around its rename into place."""
+    path, clean = small
+    child = spawn(path, out="victim", **SMALL, env={"LD_PRELOAD": str(rename_shim), "CKPT_KILL": when, "CKPT_KILL_AT": str(at)})
+    stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGKILL, f"not killed ({child.returncode}):\n{stdout}\n{stderr}"
+    seqs = [seq(f) for f in ckpts(path, "victim")]
+    if when == "before":
+        assert max(seqs, default=0) == at - 1
+        (tmp,) = ckpt_dir(path, "victim").glob("*.ckpt.tmp")
+        assert seq(tmp) == at
+    else:
+        assert max(seqs) == at
+
+    result = run_to_end(path, out="victim", **SMALL)
+    assert result["warnings"] == []
+    assert_same(read_output(path, "victim"), clean, f"output after a kill {when} checkpoint {at}'s rename")
+
+
+# -- in-process: plan changes, resuming, names -----------------------------------------------
+
+SCHEMA = pa.schema([("k", pa.string()), ("ts", pa.int64()), ("v", pa.int64())])
+KEYS = 6
+
+
+def produce_rows(topic: rb.Topic, start: int, stop: int) -> None:
+    """Rows ``start..stop``: key k{i % 6}, ts 100 ms apart (up to 300 ms early), v = i."""
+    rows = range(start, stop)
+    topic.produce_batch(
+        pa.table(
+            {"k": [f"k{i % KEYS}" for i in rows], "ts": [i * 100 - (i * 37) % 300 for i in rows], "v": list(rows)},
+            schema=SCHEMA,
+        ),
+        key="k",
+        timestamp="ts",
+    )
+
+
+def bars(events: rb.Topic, size: str = "10s", **read_kw) -> rb.Pipeline:
+    return (
+        rb.Pipeline.read(events, timestamp="ts", lateness="1s", schema=SCHEMA, batch_size=50, **read_kw)
+        .window(rb.tumbling(size), by="k")
+        .agg(n=rb.count(), total=rb.sum("v"))
+    )
+
+
+def events_topic(log: rb.Log) -> rb.Topic:
+    events = log.topic("events", partitions=2)
+    assert len({events.partition_for(f"k{i}") for i in range(KEYS)}) == 2, "every partition needs data"
+    return events
+
+
+def test_changed_plan_raises_plan_error_unless_reset(log):
+    events = events_topic(log)
+    produce_rows(events, 0, 1000)
+    out = log.topic("bars", partitions=2)
+    bars(events, "10s").write(out).run(name="bars", checkpoint_interval="10ms", progress=False)
+    first = per_key(out)
+    offsets = out.offsets()
+
+    with pytest.raises(rb.exceptions.PlanError, match="reset"):
+        bars(events, "20s").write(out).run(name="bars", progress=False)
+    assert out.offsets() == offsets, "a refused restart must not touch the output topic"
+    assert per_key(out) == first
+
+    # reset=True starts over: the new plan reads all input again. The output topic is kept: its
+    # old records stay and the new run's records follow them.
+    bars(events, "20s").write(out).run(name="bars", reset=True, checkpoint_interval="10ms", progress=False)
+    ref = log.topic("ref", partitions=2)
+    bars(events, "20s").write(ref).run(name="ref", progress=False)
+    want = per_key(ref)
+    assert set(first) == set(want) == set(per_key(out))
+    assert per_key(out) == {k: first[k] + want[k] for k in want}
+
+    # the checkpoints now belong to the new plan: it resumes (at the end: nothing more to write),
+    # and the old plan is the one refused
+    before = out.offsets()
+    bars(events, "20s").write(out).run(name="bars", progress=False)
+    assert out.offsets() == before
+    with pytest.raises(rb.exceptions.PlanError, match="reset"):
+        bars(events, "10s").write(out).run(name="bars", progress=False)
+
+
+def test_bounded_rerun_processes_only_new_input(log):
+    """Run a named bounded pipeline, append input, run it again: altogether the output equals one
+    run over all the input. The first part ends in the middle of the [50 s, 60 s) windows: its
+    end-of-input flush emits them early, and the rerun rolls that flush back (the checkpoint is
+    taken before it) and emits them complete."""
+    events = events_topic(log)
+    produce_rows(events, 0, 550)  # ts up to ~55 s
+    out = log.topic("bars", partitions=2)
+    p = bars(events).write(out)
+    p.run(name="bars", checkpoint_interval="10ms", progress=False)
+    first = per_key(out)
+    assert first
+
+    produce_rows(events, 550, 1200)  # ts up to ~120 s
+    rerun = p.run(name="bars", checkpoint_interval="10ms", progress=False)
+    got = per_key(out)
+    # What the first run wrote before its end-of-input flush stays; the windows that flush closed
+    # early (the [50 s, 60 s) ones) were provisional: the rerun truncated them away and wrote
+    # them again, complete.
+    for k in first:
+        kept = [v for v in first[k] if json.loads(v)["window_start"] < 50_000]
+        assert got[k][: len(kept)] == kept, "the second run changed what the first one wrote before its flush"
+    # a third run without new input writes nothing
+    offsets = out.offsets()
+    p.run(name="bars", progress=False)
+    assert out.offsets() == offsets
+
+    ref = log.topic("ref", partitions=2)
+    bars(events).write(ref).run(name="ref", progress=False)
+    want = per_key(ref)
+    problems = []
+    if rerun.late.num_rows:  # the new input is ahead of everything read before: nothing is late
+        problems.append(f"the rerun dropped {rerun.late.num_rows} of the new records as late, ts {rerun.late.column('ts').to_pylist()[:5]}...")
+    if got != want:
+        w50 = {k: [json.loads(v) for v in vs if json.loads(v)["window_start"] == 50_000] for k, vs in (("got", got[b"k0"]), ("want", want[b"k0"]))}
+        problems.append(f"the output differs from one run over all input; k0's [50 s, 60 s) window: {w50}")
+    assert not problems, "\n".join(problems)
+
+
+def _expected(events: rb.Topic, lateness_ms: int = 1000) -> dict[bytes, list[dict]]:
+    """The windows a following run has emitted once it has read all of ``events``: those ending
+    at or before the watermark (the smallest of the partitions' largest event times - lateness)."""
+    t = events.read()
+    top: dict[int, int] = {}
+    for p, ts in zip(t.column("partition").to_pylist(), t.column("timestamp").cast(pa.int64()).to_pylist()):
+        top[p] = max(top.get(p, ts), ts)
+    wm = min(top.values()) - lateness_ms
+    want: dict[bytes, list[dict]] = defaultdict(list)
+    for r in bars(events).collect(progress=False).to_pylist():
+        if r["window_end"] <= wm:
+            want[r["k"].encode()].append(r)
+    return dict(want)
+
+
+def _follow_until(p: rb.Pipeline, out: rb.Topic, n: int) -> None:
+    """Start ``p`` as the named following run 'live' until ``out`` has ``n`` records, then stop."""
+    p.start(name="live", checkpoint_interval="20ms")
+    try:
+        deadline = time.monotonic() + 20
+        while sum(hi - lo for lo, hi in out.offsets().values()) < n:
+            assert p.running, "the run ended"
+            assert time.monotonic() < deadline, f"output stuck at {out.offsets()}, want {n} records"
+            time.sleep(0.02)
+    finally:
+        p.stop()
+
+
+def test_follow_mode_stop_and_restart_resumes(log):
+    events = events_topic(log)
+    out = log.topic("bars", partitions=2)
+    # idle_timeout: a quiet input must not flush the open windows during the test
+    p = bars(events, idle_timeout="1h").write(out)
+
+    produce_rows(events, 0, 550)
+    want = _expected(events)
+    _follow_until(p, out, sum(map(len, want.values())))
+    assert {k: [json.loads(v) for v in vs] for k, vs in per_key(out).items()} == want
+
+    produce_rows(events, 550, 1200)
+    want = _expected(events)
+    _follow_until(p, out, sum(map(len, want.values())))
+    assert {k: [json.loads(v) for v in vs] for k, vs in per_key(out).items()} == want
+
+
+def test_named_pipeline_over_a_python_iterator_cannot_resume(log):
+    out = log.topic("out", partitions=1)
+    rows = iter([{"k": "a", "ts": 0, "v": 1}, {"k": "a", "ts": 20_000, "v": 2}])
+    p = rb.Pipeline.read(rows, timestamp="ts").window(rb.tumbling("10s"), by="k").agg(n=rb.count()).write(out)
+    with pytest.raises(rb.exceptions.PlanError, match="cannot resume"):
+        p.run(name="from-iterator", progress=False)
+    assert out.offsets() == {0: (0, 0)}
+
+
+@pytest.mark.parametrize("name", ["a/b", "../escape", "a\\b", "", ".hidden"])
+def test_checkpoint_name_must_be_a_plain_name(log, log_dir, name):
+    events = events_topic(log)
+    produce_rows(events, 0, 10)
+    p = bars(events).write(log.topic("out", partitions=1))
+    with pytest.raises(ValueError, match="name"):
+        p.run(name=name, progress=False)
+    with pytest.raises(ValueError, match="name"):
+        p.start(name=name)
+    assert not (log_dir / "~checkpoints").exists()
+    assert not (log_dir.parent / "escape").exists()
+
+
+def test_named_pipeline_needs_a_log():
+    p = rb.Pipeline.read(pa.table({"k": ["a"], "ts": [0]}), timestamp="ts").window(rb.tumbling("1s"), by="k").agg(n=rb.count())
+    with pytest.raises(ValueError, match="log"):
+        p.run(name="nowhere", progress=False)
