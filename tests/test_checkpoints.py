@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -184,7 +185,14 @@ def newest_seq(path: Path, name: str) -> int:
     return max(map(seq, ckpts(path, name)), default=0)
 
 
-def crash_until_done(path: Path, kind: str, interval: str, batch: int, clean: dict, clean_s: float, clean_seq: int, seed: int) -> dict:
+def topic_bytes(path: Path, topic: str) -> int:
+    """The size of a topic's segment files (read from disk: the log is not opened)."""
+    return sum(f.stat().st_size for f in (path / topic).glob("*/*.log"))
+
+
+def crash_until_done(
+    path: Path, kind: str, interval: str, batch: int, clean: dict, clean_s: float, clean_seq: int, clean_bytes: int, seed: int
+) -> dict:
     """Run the pipeline in a child, SIGKILL it at random moments and restart it with the same name
     until it has been killed MIN_KILLS times while running, then let it finish; its output must
     equal ``clean``.
@@ -192,8 +200,9 @@ def crash_until_done(path: Path, kind: str, interval: str, batch: int, clean: di
     The kill moments adapt to the run so that the kills are spread over it: about a third land
     early (within the time a restart has so far taken to write its first checkpoint: restoring
     state, truncating the output, the first steps), the others a random time after the child has
-    checkpointed new progress, scaled so the work left (estimated from checkpoint sequence numbers
-    against the clean run's) lasts for the kills still to come. A scenario that finishes before
+    checkpointed new progress, scaled so the work left lasts for the kills still to come. The work
+    done is estimated from the checkpoint sequence number and the output written so far, against
+    the clean run's. A scenario that finishes before
     MIN_KILLS kills is checked too, then repeated on a fresh output (and name) with shorter delays.
     """
     rng = random.Random(seed)
@@ -208,7 +217,8 @@ def crash_until_done(path: Path, kind: str, interval: str, batch: int, clean: di
             assert time.monotonic() - t0 < CRASH_BUDGET_S, f"too slow: {kills} kills in scenario {scenario}, {stats}"
             before = tmp_files(path, out)
             newest = newest_seq(path, out)
-            left = max(0.05, 1 - newest / clean_seq)
+            done = max(newest / clean_seq, topic_bytes(path, out) / clean_bytes)
+            left = max(0.05, 1 - done)
             target = scale * clean_s * left / (MIN_KILLS - kills + 3)
             early = rng.random() < 0.35
             delay = rng.uniform(0, overhead) if early else rng.uniform(0, 2 * target)
@@ -262,8 +272,8 @@ def crash_test(tmp_path: Path, kind: str, n: int, keys: int, interval: str, batc
     assert clean["late"] == 0 and clean["warnings"] == []
     want = read_output(path, "clean")
     assert sum(map(len, want.values())) > 1000, "the clean run wrote little; the test proves little"
-    clean_seq = newest_seq(path, "clean")
-    return crash_until_done(path, kind, interval, batch, want, clean["seconds"], clean_seq, seed)
+    clean_seq, clean_bytes = newest_seq(path, "clean"), topic_bytes(path, "clean")
+    return crash_until_done(path, kind, interval, batch, want, clean["seconds"], clean_seq, clean_bytes, seed)
 
 
 def test_sigkill_windowed_log_to_log_is_exactly_once(tmp_path):
@@ -610,3 +620,27 @@ def test_named_pipeline_needs_a_log():
     p = rb.Pipeline.read(pa.table({"k": ["a"], "ts": [0]}), timestamp="ts").window(rb.tumbling("1s"), by="k").agg(n=rb.count())
     with pytest.raises(ValueError, match="log"):
         p.run(name="nowhere", progress=False)
+
+
+def test_every_checkpoint_unusable_refuses_to_start_over(log):
+    """With every checkpoint unusable, starting over would write the whole output again after
+    what the topic holds: the run refuses, naming reset=True, and writes nothing."""
+    events = events_topic(log)
+    produce_rows(events, 0, 300)
+    out = log.topic("bars", partitions=2)
+    p = bars(events).write(out)
+    p.run(name="bars", checkpoint_interval="10ms", progress=False)
+    before = out.offsets()
+    files = sorted((log.path / "~checkpoints" / "bars").glob("*.ckpt"))
+    assert files
+    for f in files:
+        f.write_bytes(b"not a checkpoint")
+    with pytest.raises(rb.exceptions.PlanError, match="reset=True"):
+        p.run(name="bars", progress=False)
+    assert out.offsets() == before
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        p.run(name="bars", reset=True, progress=False)  # forgets them without reading them
+    assert not [w for w in seen if "unusable" in str(w.message)]
+    # reset keeps the output topic: a full new run follows the old records
+    assert sum(b - a for a, b in out.offsets().values()) == 2 * sum(b - a for a, b in before.values())

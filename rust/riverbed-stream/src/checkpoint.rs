@@ -107,6 +107,15 @@ impl CheckpointStore {
     pub fn open(dir: impl Into<PathBuf>) -> Result<CheckpointStore> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+        // A temporary file is what a crash during a write leaves behind.
+        for e in fs::read_dir(&dir)
+            .map_err(|e| io("list", &dir, e))?
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().ends_with(".ckpt.tmp") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
         Ok(CheckpointStore { dir })
     }
 
@@ -139,7 +148,7 @@ impl CheckpointStore {
             match Self::parse(&bytes) {
                 Ok(c) => return Ok((Some(c), notes)),
                 Err(why) => notes.push(format!(
-                    "checkpoint {} is unusable ({why}); falling back to the one before",
+                    "checkpoint {} is unusable ({why}); falling back to the one before it",
                     path.display()
                 )),
             }

@@ -1057,6 +1057,17 @@ impl Pipeline {
                     store.clear()?;
                 }
                 let (latest, notes) = store.latest()?;
+                if latest.is_none() && !notes.is_empty() {
+                    // Starting over would write the whole output again after what is there.
+                    return Err(StreamError::plan(
+                        "checkpoint",
+                        format!(
+                            "every checkpoint in {} is unusable ({}); pass reset=True to start over (the output topics keep what they hold)",
+                            cfg.dir.display(),
+                            notes.join("; ")
+                        ),
+                    ));
+                }
                 control.notes.lock().extend(notes);
                 if let Some(c) = &latest {
                     if c.plan != plan_text {
