@@ -63,7 +63,7 @@ def features_riverbed(t: pa.Table) -> pa.Table:
         .rolling(by="key", period="5m", v_mean=rb.mean("v"), v_std=rb.std("v"))
         .ewm_mean("v", by="key", half_life="1m", alias="v_ewm")
         .lag("v", by="key", alias="v_lag1")
-        .collect()
+        .collect(progress=False)
     )
 
 
@@ -100,7 +100,7 @@ def features_polars(t: pa.Table):
 
 def join_riverbed(labels: pa.Table, events: pa.Table) -> pa.Table:
     feats = rb.Pipeline.read(events, timestamp="ts", lateness="500ms")
-    return rb.Pipeline.read(labels, timestamp="ts").join_asof(feats, by="key").collect()
+    return rb.Pipeline.read(labels, timestamp="ts").join_asof(feats, by="key").collect(progress=False)
 
 
 def join_pandas(labels: pa.Table, events: pa.Table):

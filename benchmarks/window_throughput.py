@@ -43,7 +43,7 @@ def riverbed_pipeline(source, **read):
 
 def bench_table(t: pa.Table) -> tuple[float, int]:
     t0 = time.perf_counter()
-    out = riverbed_pipeline(t, timestamp="ts").collect()
+    out = riverbed_pipeline(t, timestamp="ts").collect(progress=False)
     return time.perf_counter() - t0, out.num_rows
 
 

@@ -9,6 +9,10 @@ use arrow_array::RecordBatch;
 
 use crate::error::{Result, StreamError};
 
+// Columns are written with one bulk copy of their native bytes, which are little-endian here.
+#[cfg(not(target_endian = "little"))]
+compile_error!("riverbed checkpoints assume a little-endian target");
+
 #[derive(Default)]
 pub struct StateWriter {
     pub buf: Vec<u8>,
@@ -57,24 +61,21 @@ impl StateWriter {
     }
     pub fn i64s(&mut self, v: &[i64]) {
         self.len(v.len());
-        self.buf.reserve(std::mem::size_of_val(v));
-        for &x in v {
-            self.i64(x);
-        }
+        // One copy of the whole column (checkpoints are little-endian, as every target we build).
+        self.buf
+            .extend_from_slice(arrow_buffer::ToByteSlice::to_byte_slice(v));
     }
     pub fn f64s(&mut self, v: &[f64]) {
         self.len(v.len());
-        self.buf.reserve(std::mem::size_of_val(v));
-        for &x in v {
-            self.f64(x);
-        }
+        // One copy of the whole column (checkpoints are little-endian, as every target we build).
+        self.buf
+            .extend_from_slice(arrow_buffer::ToByteSlice::to_byte_slice(v));
     }
     pub fn u32s(&mut self, v: &[u32]) {
         self.len(v.len());
-        self.buf.reserve(std::mem::size_of_val(v));
-        for &x in v {
-            self.u32(x);
-        }
+        // One copy of the whole column (checkpoints are little-endian, as every target we build).
+        self.buf
+            .extend_from_slice(arrow_buffer::ToByteSlice::to_byte_slice(v));
     }
     /// A record batch as an Arrow IPC stream.
     pub fn batch(&mut self, b: &RecordBatch) -> Result<()> {
