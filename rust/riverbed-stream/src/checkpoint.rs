@@ -181,6 +181,7 @@ impl CheckpointStore {
                 .and_then(|_| f.sync_all())
                 .map_err(|e| io("write", &tmp, e))?;
         }
+        crate::state::recycle(body);
         fs::rename(&tmp, &path).map_err(|e| io("rename", &tmp, e))?;
         sync_dir(&self.dir)?;
         for (_, old) in self.files()?.into_iter().skip(KEEP) {
@@ -222,6 +223,9 @@ impl CheckpointWriter {
                         t.sync()?;
                     }
                     store.write(&c)?;
+                    for (_, state) in c.operators {
+                        crate::state::recycle(state);
+                    }
                 }
                 Ok(())
             })

@@ -13,9 +13,31 @@ use crate::error::{Result, StreamError};
 #[cfg(not(target_endian = "little"))]
 compile_error!("riverbed checkpoints assume a little-endian target");
 
-#[derive(Default)]
 pub struct StateWriter {
     pub buf: Vec<u8>,
+}
+
+/// Buffers of written checkpoints, kept for the next one: a fresh buffer of a large state costs
+/// more in page faults than encoding it does.
+static SPARE: parking_lot::Mutex<Vec<Vec<u8>>> = parking_lot::Mutex::new(Vec::new());
+
+/// Hand a state buffer back once its checkpoint is written.
+pub fn recycle(mut buf: Vec<u8>) {
+    buf.clear();
+    let mut spare = SPARE.lock();
+    if spare.len() < 8 && buf.capacity() > 0 {
+        spare.push(buf);
+    }
+}
+
+impl Default for StateWriter {
+    fn default() -> Self {
+        // The largest spare buffer (states keep their size from one checkpoint to the next).
+        let mut spare = SPARE.lock();
+        let best = (0..spare.len()).max_by_key(|&i| spare[i].capacity());
+        let buf = best.map(|i| spare.swap_remove(i)).unwrap_or_default();
+        StateWriter { buf }
+    }
 }
 
 impl StateWriter {
