@@ -22,7 +22,6 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 if TYPE_CHECKING:
     from riverbed.log import Topic
@@ -138,6 +137,8 @@ class Table:
     # -- reading ----------------------------------------------------------------------------
     def _compact(self) -> None:
         """Keep only the latest row per key (called with the lock held)."""
+        import pyarrow.compute as pc  # here: importing it costs ~20 ms and some MB at start-up
+
         if not self._batches:
             view = self._empty()
         else:
