@@ -54,7 +54,7 @@ def bench_log(t: pa.Table) -> tuple[float, int]:
             src.produce_batch(t.slice(off, 500_000), key="key", timestamp="ts")
         out = log.topic("bars", partitions=4)
         t0 = time.perf_counter()
-        riverbed_pipeline(src, timestamp="ts", schema=t.schema).write(out, key="key").run()
+        riverbed_pipeline(src, timestamp="ts", schema=t.schema).write(out, key="key").run(progress=False)
         dt = time.perf_counter() - t0
         rows = sum(b - a for a, b in out.offsets().values())
     return dt, rows

@@ -102,9 +102,19 @@ impl<P> HeldRecords<P> {
     /// keys), grouped by key; their payloads stay until `release` is called with them.
     pub fn drain_sorted(
         &mut self,
-        mut f: impl FnMut(u32, &[Held], &Self) -> Result<usize>,
+        f: impl FnMut(u32, &[Held], &Self) -> Result<usize>,
     ) -> Result<Vec<(u32, Held)>> {
         let mut out = Vec::new();
+        self.drain_sorted_into(&mut out, f)?;
+        Ok(out)
+    }
+
+    /// `drain_sorted` appending to `out` (a buffer kept from step to step).
+    pub fn drain_sorted_into(
+        &mut self,
+        out: &mut Vec<(u32, Held)>,
+        mut f: impl FnMut(u32, &[Held], &Self) -> Result<usize>,
+    ) -> Result<()> {
         let active = std::mem::take(&mut self.active);
         let mut still = Vec::with_capacity(active.len());
         let mut failed = None;
@@ -134,7 +144,7 @@ impl<P> HeldRecords<P> {
         self.active = still;
         match failed {
             Some(e) => Err(e),
-            None => Ok(out),
+            None => Ok(()),
         }
     }
 

@@ -203,6 +203,18 @@ struct ShardOut {
     gaps: Vec<Option<i64>>,
 }
 
+/// Buffers kept from one watermark step to the next (a fresh allocation per step costs more in
+/// page faults than the work).
+#[derive(Default)]
+struct Scratch {
+    ready: Vec<(u32, Held)>,
+    sorted: Vec<(u32, Held)>,
+    items: Vec<(i64, u32, u64)>,
+    at: Vec<(usize, usize)>,
+    inputs: Vec<Vec<Option<f64>>>,
+    outs: Vec<ShardOut>,
+}
+
 /// One watermark step's records (in (ts, key, arrival) order) and their inputs, shared by the
 /// shards that advance the per-key states.
 struct Step<'a> {
@@ -210,18 +222,21 @@ struct Step<'a> {
     slots: &'a [(usize, Option<i64>, Option<usize>, RollingWindow)],
     window_of: &'a [usize],
     ready: &'a [(u32, Held)],
+    /// Per distinct input column, its value per record; `input_of[op]` picks an op's.
     inputs: &'a [Vec<Option<f64>>],
+    input_of: &'a [Option<usize>],
     shards: usize,
 }
 
 impl Step<'_> {
     /// Advance the states of shard `shard`'s keys (indexed by key id / shard count).
-    fn run(&self, shard: usize, states: &mut Vec<KeyState>) -> ShardOut {
+    fn run(&self, shard: usize, states: &mut Vec<KeyState>, out: &mut ShardOut) {
         let n_ops = self.ops.len();
-        let mut out = ShardOut {
-            values: vec![Vec::with_capacity(self.ready.len() / self.shards + 1); n_ops],
-            gaps: Vec::with_capacity(self.ready.len() / self.shards + 1),
-        };
+        out.values.resize_with(n_ops, Vec::new);
+        for v in &mut out.values {
+            v.clear();
+        }
+        out.gaps.clear();
         for (i, &(k, h)) in self.ready.iter().enumerate() {
             let k = k as usize;
             if k % self.shards != shard {
@@ -238,7 +253,8 @@ impl Step<'_> {
                 });
             }
             let state = &mut states[local];
-            let value = |j: usize| self.inputs[j].get(i).copied().flatten();
+            let value =
+                |j: usize| self.input_of[j].and_then(|s| self.inputs[s].get(i).copied().flatten());
             for (s, (first, period, rows, _)) in self.slots.iter().enumerate() {
                 state.windows[s].advance(h.ts, value(*first), *period, *rows);
             }
@@ -300,7 +316,6 @@ impl Step<'_> {
             out.gaps.push(state.last_ts.map(|p| h.ts - p));
             state.last_ts = Some(h.ts);
         }
-        out
     }
 }
 
@@ -317,6 +332,9 @@ pub struct SeriesOperator {
     slots: Vec<(usize, Option<i64>, Option<usize>, RollingWindow)>,
     /// Per shard, per key id / shard count: the key's state.
     states: Vec<Vec<KeyState>>,
+    /// Per op: which distinct input column it reads (ops on the same column share it).
+    input_of: Vec<Option<usize>>,
+    scratch: Scratch,
     wm: i64,
     late: Vec<RecordBatch>,
     m: OpMetrics,
@@ -430,7 +448,22 @@ impl SeriesOperator {
         for (slot, funcs) in slots.iter_mut().zip(&slot_funcs) {
             slot.3 = RollingWindow::for_funcs(funcs);
         }
+        let mut cols: Vec<&str> = Vec::new();
+        let input_of = ops
+            .iter()
+            .map(|o| {
+                o.col().map(|c| match cols.iter().position(|x| *x == c) {
+                    Some(i) => i,
+                    None => {
+                        cols.push(c);
+                        cols.len() - 1
+                    }
+                })
+            })
+            .collect();
         Ok(SeriesOperator {
+            input_of,
+            scratch: Scratch::default(),
             window_of,
             slots,
             ops,
@@ -449,6 +482,115 @@ impl SeriesOperator {
 
     pub fn schema(&self) -> SchemaRef {
         self.schema.clone()
+    }
+
+    /// Process the records the watermark `wm` passed.
+    fn step(&mut self, wm: i64, sc: &mut Scratch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        // Ready records (the watermark passed them), per key in (ts, arrival) order.
+        sc.ready.clear();
+        self.held.drain_sorted_into(&mut sc.ready, |_, list, _| {
+            Ok(list.partition_point(|h| h.ts < wm))
+        })?;
+        if sc.ready.is_empty() {
+            return Ok(());
+        }
+        // The output order, (ts, key, arrival), keeps each key's records in (ts, arrival) order.
+        sc.items.clear();
+        sc.items
+            .extend(sc.ready.iter().map(|&(k, h)| (h.ts, k, h.seq)));
+        let keys = &self.keys;
+        let order = crate::held::time_key_order(&sc.items, |k| keys.bytes(k));
+        sc.sorted.clear();
+        sc.sorted
+            .extend(order.iter().map(|&i| sc.ready[i as usize]));
+        let ready = &sc.sorted;
+        // Where each held batch's data is, and each input column's value per record, gathered
+        // up front in tight loops (independent loads) before the per-key state updates.
+        let mut slot: FastMap<u32, usize> = FastMap::default();
+        let mut payloads: Vec<&(RecordBatch, Vec<Option<Float64Array>>)> = Vec::new();
+        for (_, h) in ready {
+            if let std::collections::hash_map::Entry::Vacant(e) = slot.entry(h.batch) {
+                if let Some(p) = self.held.payload(h.batch) {
+                    e.insert(payloads.len());
+                    payloads.push(p);
+                }
+            }
+        }
+        sc.at.clear();
+        sc.at
+            .extend(ready.iter().map(|(_, h)| (slot[&h.batch], h.row as usize)));
+        let n_ops = self.ops.len();
+        let n_inputs = self.input_of.iter().flatten().max().map_or(0, |m| m + 1);
+        sc.inputs.resize_with(n_inputs, Vec::new);
+        for (j, slot_of) in self.input_of.iter().enumerate() {
+            let Some(s) = *slot_of else { continue };
+            if self.input_of[..j].contains(&Some(s)) {
+                continue;
+            }
+            let col = &mut sc.inputs[s];
+            col.clear();
+            col.extend(sc.at.iter().map(|&(b, r)| {
+                payloads[b].1[j]
+                    .as_ref()
+                    .and_then(|a| a.is_valid(r).then(|| a.value(r)))
+            }));
+        }
+        // Keys are sharded over threads (key id modulo the shard count); each shard advances its
+        // keys' states over the step's records in order, and the results are merged back.
+        let shards = self.states.len();
+        sc.outs.resize_with(shards, ShardOut::default);
+        let step = Step {
+            ops: &self.ops,
+            slots: &self.slots,
+            window_of: &self.window_of,
+            ready,
+            inputs: &sc.inputs,
+            input_of: &self.input_of,
+            shards,
+        };
+        if ready.len() < PARALLEL_MIN || shards == 1 {
+            for (s, (st, o)) in self.states.iter_mut().zip(sc.outs.iter_mut()).enumerate() {
+                step.run(s, st, o);
+            }
+        } else {
+            std::thread::scope(|scope| {
+                for (s, (st, o)) in self.states.iter_mut().zip(sc.outs.iter_mut()).enumerate() {
+                    let step = &step;
+                    scope.spawn(move || step.run(s, st, o));
+                }
+            });
+        }
+        let mut values: Vec<Float64Builder> = (0..n_ops)
+            .map(|_| Float64Builder::with_capacity(ready.len()))
+            .collect();
+        let mut gaps = Int64Builder::with_capacity(ready.len());
+        let mut cursor = vec![0usize; shards];
+        for &(k, _) in ready {
+            let s = k as usize % shards;
+            let c = cursor[s];
+            cursor[s] += 1;
+            for (j, v) in values.iter_mut().enumerate() {
+                v.append_option(sc.outs[s].values[j].get(c).copied().flatten());
+            }
+            gaps.append_option(sc.outs[s].gaps.get(c).copied().flatten());
+        }
+        // Gather the original rows (across held batches) in output order.
+        let refs: Vec<&RecordBatch> = payloads.iter().map(|p| &p.0).collect();
+        let base = arrow_select::interleave::interleave_record_batch(&refs, &sc.at)
+            .ctx("series output")?;
+        let mut cols: Vec<ArrayRef> = base.columns().to_vec();
+        for (j, o) in self.ops.iter().enumerate() {
+            let col: ArrayRef = match o {
+                SeriesOp::TimeSincePrevious { .. } => Arc::new(gaps.finish()),
+                _ => Arc::new(values[j].finish()),
+            };
+            cols.push(col);
+        }
+        let b = RecordBatch::try_new(self.schema.clone(), cols).ctx("series output")?;
+        self.m.records_out += b.num_rows() as u64;
+        out.push(b);
+        self.held.release(sc.sorted.iter().map(|(_, h)| h));
+        Ok(())
     }
 
     fn fresh_state(&self) -> KeyState {
@@ -486,120 +628,10 @@ impl Operator for SeriesOperator {
 
     fn on_watermark(&mut self, wm: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
         self.wm = wm;
-        // Ready records (the watermark passed them), per key in (ts, arrival) order.
-        let ready: Vec<(u32, Held)> = self
-            .held
-            .drain_sorted(|_, list, _| Ok(list.partition_point(|h| h.ts < wm)))?;
-        if ready.is_empty() {
-            return Ok(());
-        }
-        // The output order, (ts, key, arrival), keeps each key's records in (ts, arrival) order.
-        let items: Vec<(i64, u32, u64)> = ready.iter().map(|&(k, h)| (h.ts, k, h.seq)).collect();
-        let keys = &self.keys;
-        let order: Vec<usize> = crate::held::time_key_order(&items, |k| keys.bytes(k))
-            .into_iter()
-            .map(|i| i as usize)
-            .collect();
-        let ready: Vec<(u32, Held)> = order.iter().map(|&i| ready[i]).collect();
-        // Where each held batch's data is, and each op's input per record, gathered up front in
-        // tight loops (independent loads) before the per-key state updates.
-        let mut slot: FastMap<u32, usize> = FastMap::default();
-        let mut payloads: Vec<&(RecordBatch, Vec<Option<Float64Array>>)> = Vec::new();
-        for (_, h) in &ready {
-            if let std::collections::hash_map::Entry::Vacant(e) = slot.entry(h.batch) {
-                if let Some(p) = self.held.payload(h.batch) {
-                    e.insert(payloads.len());
-                    payloads.push(p);
-                }
-            }
-        }
-        let at: Vec<(usize, usize)> = ready
-            .iter()
-            .map(|(_, h)| (slot[&h.batch], h.row as usize))
-            .collect();
-        let n_ops = self.ops.len();
-        let mut inputs: Vec<Vec<Option<f64>>> = vec![Vec::new(); n_ops];
-        for (j, o) in self.ops.iter().enumerate() {
-            let Some(c) = o.col() else { continue };
-            if let Some(done) = self.ops[..j].iter().position(|p| p.col() == Some(c)) {
-                inputs[j] = inputs[done].clone();
-                continue;
-            }
-            inputs[j] = at
-                .iter()
-                .map(|&(b, r)| {
-                    payloads[b].1[j]
-                        .as_ref()
-                        .and_then(|a| a.is_valid(r).then(|| a.value(r)))
-                })
-                .collect();
-        }
-        // Keys are sharded over threads (key id modulo the shard count); each shard advances its
-        // keys' states over the step's records in order, and the results are merged back.
-        let shards = self.states.len();
-        let step = Step {
-            ops: &self.ops,
-            slots: &self.slots,
-            window_of: &self.window_of,
-            ready: &ready,
-            inputs: &inputs,
-            shards,
-        };
-        let outs: Vec<ShardOut> = if ready.len() < PARALLEL_MIN || shards == 1 {
-            self.states
-                .iter_mut()
-                .enumerate()
-                .map(|(s, st)| step.run(s, st))
-                .collect()
-        } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = self
-                    .states
-                    .iter_mut()
-                    .enumerate()
-                    .map(|(s, st)| {
-                        let step = &step;
-                        scope.spawn(move || step.run(s, st))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_default())
-                    .collect()
-            })
-        };
-        let mut values: Vec<Float64Builder> = (0..n_ops)
-            .map(|_| Float64Builder::with_capacity(ready.len()))
-            .collect();
-        let mut gaps = Int64Builder::with_capacity(ready.len());
-        let mut cursor = vec![0usize; shards];
-        for &(k, _) in &ready {
-            let s = k as usize % shards;
-            let c = cursor[s];
-            cursor[s] += 1;
-            for (j, v) in values.iter_mut().enumerate() {
-                v.append_option(outs[s].values[j].get(c).copied().flatten());
-            }
-            gaps.append_option(outs[s].gaps.get(c).copied().flatten());
-        }
-        // Gather the original rows (across held batches) in output order.
-        let refs: Vec<&RecordBatch> = payloads.iter().map(|p| &p.0).collect();
-        let indices = at;
-        let base = arrow_select::interleave::interleave_record_batch(&refs, &indices)
-            .ctx("series output")?;
-        let mut cols: Vec<ArrayRef> = base.columns().to_vec();
-        for (j, o) in self.ops.iter().enumerate() {
-            let col: ArrayRef = match o {
-                SeriesOp::TimeSincePrevious { .. } => Arc::new(gaps.finish()),
-                _ => Arc::new(values[j].finish()),
-            };
-            cols.push(col);
-        }
-        let b = RecordBatch::try_new(self.schema.clone(), cols).ctx("series output")?;
-        self.m.records_out += b.num_rows() as u64;
-        out.push(b);
-        self.held.release(ready.iter().map(|(_, h)| h));
-        Ok(())
+        let mut sc = std::mem::take(&mut self.scratch);
+        let r = self.step(wm, &mut sc, out);
+        self.scratch = sc;
+        r
     }
 
     fn snapshot(&self) -> Result<Vec<u8>> {
