@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
+use riverbed_stream::checkpoint::checkpoint_dir;
 use riverbed_stream::errors::{ErrorHandler, ErrorPolicy};
 use riverbed_stream::runtime::CheckpointConfig;
 use riverbed_stream::{
@@ -249,8 +250,8 @@ fn recv(
 }
 
 impl PyPipeline {
-    /// `<log>/~checkpoints/<name>` for a named run: the log of its output topic, else of its
-    /// first topic source ('~' cannot start a topic name, so it never clashes with one).
+    /// The checkpoint settings of a named run: its checkpoints live in the log of its output
+    /// topic, else of its first topic source.
     fn checkpoint_config(
         &self,
         sink: &Bound<'_, PyTuple>,
@@ -261,11 +262,6 @@ impl PyPipeline {
         let Some(name) = name else {
             return Ok(None);
         };
-        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                "name must be a non-empty name without slashes, got {name:?}"
-            )));
-        }
         let kind: String = sink.get_item(0)?.extract()?;
         let from_sink = if kind == "topic" {
             let t = sink.get_item(1)?;
@@ -281,8 +277,10 @@ impl PyPipeline {
                 "name=: checkpoints live in a log; this pipeline reads and writes no topic",
             ));
         };
+        let dir = checkpoint_dir(&base, name)
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
         Ok(Some(CheckpointConfig {
-            dir: base.join("~checkpoints").join(name),
+            dir,
             interval: Duration::from_millis(interval_ms.max(1)),
             reset,
         }))

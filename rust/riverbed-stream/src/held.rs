@@ -160,6 +160,30 @@ impl<P> HeldRecords<P> {
         }
     }
 
+    /// The payloads of the batches `ids` name, each once, appended to `refs`; returns where in
+    /// `refs` each batch id's payload is (for gathering rows across held batches).
+    pub fn payload_slots<'a>(
+        &'a self,
+        ids: impl IntoIterator<Item = u32>,
+        refs: &mut Vec<&'a P>,
+    ) -> FastMap<u32, usize> {
+        let mut slot = FastMap::default();
+        for b in ids {
+            if let std::collections::hash_map::Entry::Vacant(e) = slot.entry(b) {
+                if let Some(p) = self.payload(b) {
+                    e.insert(refs.len());
+                    refs.push(p);
+                }
+            }
+        }
+        slot
+    }
+
+    /// The watermark an operator holding these records passes on: held at the oldest of them.
+    pub fn hold_back(&self, wm: i64) -> i64 {
+        self.oldest().map_or(wm, |o| o.min(wm))
+    }
+
     pub fn payload(&self, batch: u32) -> Option<&P> {
         self.batches.get(&batch).map(|e| &e.0)
     }

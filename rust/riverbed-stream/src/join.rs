@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ArrowContext, Result, StreamError};
 use crate::held::{Held, HeldRecords};
-use crate::keys::{event_times, FastMap, KeyInterner};
+use crate::keys::{event_times, KeyInterner};
 use crate::operator::{OpMetrics, Operator};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -341,13 +341,7 @@ impl TemporalJoin {
         let kids = self.keys.ids(&batch)?;
         let lw = self.wms[0];
         let late = self.left.hold(&kids, &ts, |t| t < lw, batch.clone());
-        if !late.is_empty() {
-            self.m.late_records += late.len() as u64;
-            let idx = arrow_array::UInt32Array::from(late);
-            self.late
-                .push(arrow_select::take::take_record_batch(&batch, &idx).ctx("late records")?);
-        }
-        Ok(())
+        crate::operator::keep_late(&batch, late, &mut self.m, &mut self.late)
     }
 
     fn on_right(&mut self, batch: RecordBatch) -> Result<()> {
@@ -484,7 +478,7 @@ impl Operator for TemporalJoin {
             self.left.release(ready.iter().map(|(_, h)| h));
         }
         // Future left records are at or after the left watermark (earlier ones are late).
-        let floor = self.left.oldest().map_or(lw, |o| o.min(lw));
+        let floor = self.left.hold_back(lw);
         if self.right.len() > 2 * self.right_after_prune + 65_536 || rw == i64::MAX {
             self.prune_right(floor);
         }
@@ -513,7 +507,7 @@ impl Operator for TemporalJoin {
     }
 
     fn output_watermark(&self, wm: i64) -> i64 {
-        self.left.oldest().map_or(wm, |o| o.min(wm))
+        self.left.hold_back(wm)
     }
 
     fn take_late(&mut self) -> Vec<RecordBatch> {
@@ -533,30 +527,14 @@ impl TemporalJoin {
     /// Gather the output columns: left columns from the held left batches, right columns from
     /// the held right batches (or the null row).
     fn assemble(&self, rows: &[(Held, Option<Held>)]) -> Result<RecordBatch> {
-        fn slots<'a>(
-            held: impl Iterator<Item = u32>,
-            store: &'a HeldRecords<RecordBatch>,
-            refs: &mut Vec<&'a RecordBatch>,
-        ) -> FastMap<u32, usize> {
-            let mut slot = FastMap::default();
-            for b in held {
-                if let std::collections::hash_map::Entry::Vacant(e) = slot.entry(b) {
-                    if let Some(p) = store.payload(b) {
-                        e.insert(refs.len());
-                        refs.push(p);
-                    }
-                }
-            }
-            slot
-        }
         let mut lrefs = Vec::new();
-        let lslot = slots(rows.iter().map(|r| r.0.batch), &self.left, &mut lrefs);
+        let lslot = self
+            .left
+            .payload_slots(rows.iter().map(|r| r.0.batch), &mut lrefs);
         let mut rrefs = vec![&self.null_right];
-        let rslot = slots(
-            rows.iter().filter_map(|r| r.1.map(|h| h.batch)),
-            &self.right,
-            &mut rrefs,
-        );
+        let rslot = self
+            .right
+            .payload_slots(rows.iter().filter_map(|r| r.1.map(|h| h.batch)), &mut rrefs);
         let lidx: Vec<(usize, usize)> = rows
             .iter()
             .map(|(l, _)| (lslot[&l.batch], l.row as usize))

@@ -79,6 +79,22 @@ pub trait BatchUdf: Send + Sync {
     }
 }
 
+/// Keep rows `rows` of `batch` as late records (for the pipeline's late output) and count them.
+pub fn keep_late(
+    batch: &RecordBatch,
+    rows: Vec<u32>,
+    m: &mut OpMetrics,
+    late: &mut Vec<RecordBatch>,
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    m.late_records += rows.len() as u64;
+    let idx = arrow_array::UInt32Array::from(rows);
+    late.push(arrow_select::take::take_record_batch(batch, &idx).ctx("late records")?);
+    Ok(())
+}
+
 /// Put the output field a user assigned into a plan error's message.
 pub(crate) fn name_field(e: StreamError, field: &str) -> StreamError {
     match e {

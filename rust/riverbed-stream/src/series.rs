@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ArrowContext, Result, StreamError};
 use crate::held::{Held, HeldRecords};
-use crate::keys::{event_times, FastMap, KeyInterner};
+use crate::keys::{event_times, KeyInterner};
 use crate::operator::{OpMetrics, Operator};
 use crate::rolling::RollingWindow;
 use crate::state::{StateReader, StateWriter};
@@ -506,16 +506,10 @@ impl SeriesOperator {
         let ready = &sc.sorted;
         // Where each held batch's data is, and each input column's value per record, gathered
         // up front in tight loops (independent loads) before the per-key state updates.
-        let mut slot: FastMap<u32, usize> = FastMap::default();
         let mut payloads: Vec<&(RecordBatch, Vec<Option<Float64Array>>)> = Vec::new();
-        for (_, h) in ready {
-            if let std::collections::hash_map::Entry::Vacant(e) = slot.entry(h.batch) {
-                if let Some(p) = self.held.payload(h.batch) {
-                    e.insert(payloads.len());
-                    payloads.push(p);
-                }
-            }
-        }
+        let slot = self
+            .held
+            .payload_slots(ready.iter().map(|(_, h)| h.batch), &mut payloads);
         sc.at.clear();
         sc.at
             .extend(ready.iter().map(|(_, h)| (slot[&h.batch], h.row as usize)));
@@ -617,13 +611,7 @@ impl Operator for SeriesOperator {
         let late = self
             .held
             .hold(&kids, &ts, |t| t < wm, (batch.clone(), inputs));
-        if !late.is_empty() {
-            self.m.late_records += late.len() as u64;
-            let idx = arrow_array::UInt32Array::from(late);
-            self.late
-                .push(arrow_select::take::take_record_batch(&batch, &idx).ctx("late records")?);
-        }
-        Ok(())
+        crate::operator::keep_late(&batch, late, &mut self.m, &mut self.late)
     }
 
     fn on_watermark(&mut self, wm: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
@@ -697,8 +685,7 @@ impl Operator for SeriesOperator {
 
     fn output_watermark(&self, wm: i64) -> i64 {
         // Held records come out later with their own times.
-        let oldest = self.held.oldest();
-        oldest.map_or(wm, |o| o.min(wm))
+        self.held.hold_back(wm)
     }
 
     fn take_late(&mut self) -> Vec<RecordBatch> {

@@ -60,13 +60,7 @@ impl Operator for StatefulMap {
         let kids = self.keys.ids(&batch)?;
         let wm = self.wm;
         let late = self.held.hold(&kids, &ts, |t| t < wm, batch.clone());
-        if !late.is_empty() {
-            self.m.late_records += late.len() as u64;
-            let idx = arrow_array::UInt32Array::from(late);
-            self.late
-                .push(arrow_select::take::take_record_batch(&batch, &idx).ctx("late records")?);
-        }
-        Ok(())
+        crate::operator::keep_late(&batch, late, &mut self.m, &mut self.late)
     }
 
     fn on_watermark(&mut self, wm: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
@@ -91,16 +85,10 @@ impl Operator for StatefulMap {
                 b.1.seq,
             ))
         });
-        let mut slot: FastMap<u32, usize> = FastMap::default();
         let mut refs: Vec<&RecordBatch> = Vec::new();
-        for (_, h) in &ready {
-            if let std::collections::hash_map::Entry::Vacant(e) = slot.entry(h.batch) {
-                if let Some(b) = self.held.payload(h.batch) {
-                    e.insert(refs.len());
-                    refs.push(b);
-                }
-            }
-        }
+        let slot = self
+            .held
+            .payload_slots(ready.iter().map(|(_, h)| h.batch), &mut refs);
         let idx: Vec<(usize, usize)> = ready
             .iter()
             .map(|(_, h)| (slot[&h.batch], h.row as usize))
@@ -170,7 +158,7 @@ impl Operator for StatefulMap {
     }
 
     fn output_watermark(&self, wm: i64) -> i64 {
-        self.held.oldest().map_or(wm, |o| o.min(wm))
+        self.held.hold_back(wm)
     }
 
     fn take_late(&mut self) -> Vec<RecordBatch> {

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use crate::aggregate::{AccStore, AggSet};
@@ -103,14 +103,7 @@ impl WindowCore {
     }
 
     pub fn keep_late(&mut self, batch: &RecordBatch, rows: Vec<u32>) -> Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        self.m.late_records += rows.len() as u64;
-        let idx = UInt32Array::from(rows);
-        self.late
-            .push(arrow_select::take::take_record_batch(batch, &idx).ctx("late records")?);
-        Ok(())
+        crate::operator::keep_late(batch, rows, &mut self.m, &mut self.late)
     }
 
     pub fn metrics(&self, state_entries: usize) -> OpMetrics {
