@@ -1,18 +1,34 @@
 # riverbed — the verbs a newcomer needs. `make help` lists them.
 PYTHON ?= python3
 
-.PHONY: help demo install test test-rust test-python bench lint develop
+.PHONY: help demo install test test-rust test-python bench lint develop system-deps
+
+# Debian packages the build needs: a C toolchain, and OpenSSL and zlib headers for librdkafka
+# (built from its vendored source into the extension).
+SYSTEM_PACKAGES := build-essential pkg-config libssl-dev zlib1g-dev
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-install: ## build the extension (release) and install riverbed with its CLI
+system-deps: ## install the Debian packages the build needs (only those missing)
+	@if command -v dpkg >/dev/null 2>&1; then \
+		missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+		if [ -n "$$missing" ]; then \
+			echo "installing Debian packages: $$missing"; \
+			sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+			$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
+		fi; \
+	else \
+		echo "not a Debian system: make sure a C compiler, pkg-config, OpenSSL and zlib headers are installed"; \
+	fi
+
+install: system-deps ## build the extension (release) and install riverbed with its CLI
 	$(PYTHON) -m pip install .
 
 demo: install ## install, then run the demo on the embedded log
 	riverbed demo
 
-test: ## install the test dependencies and the package, then run every test (Rust and Python)
+test: system-deps ## install the test dependencies and the package, then run every test (Rust and Python)
 	$(PYTHON) -m pip install '.[test]'
 	cargo test --workspace --exclude riverbed-python
 	$(PYTHON) -m pytest tests

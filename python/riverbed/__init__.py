@@ -31,6 +31,7 @@ from riverbed.expr import (
     var,
     when,
 )
+from riverbed.kafka import Kafka, KafkaConsumer, KafkaTopic
 from riverbed.log import Consumer, Log, Record, Topic
 from riverbed.pipeline import Pipeline, RunResult
 from riverbed.table import Table
@@ -40,6 +41,9 @@ from riverbed.windows import Window, count_window, hopping, session, sliding, tu
 __all__ = [
     "Consumer",
     "Expr",
+    "Kafka",
+    "KafkaConsumer",
+    "KafkaTopic",
     "Log",
     "Pipeline",
     "Record",

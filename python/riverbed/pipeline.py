@@ -307,9 +307,20 @@ def _make_source(
     batch_size: int | None,
     on_error: str | None = None,
     dead_letter: object = None,
+    group: str | None = None,
+    start: str = "earliest",
 ) -> _core.Source:
+    from riverbed.kafka import KafkaTopic
     from riverbed.log import Topic  # late import: log.py imports nothing from here, but keep it light
 
+    if isinstance(source, KafkaTopic):
+        if fmt not in _FORMATS:
+            raise ValueError(f"format must be 'json' or 'raw', got {fmt!r}")
+        if on_error is not None and on_error not in _ON_ERROR:
+            raise ValueError(f"read: on_error must be 'raise', 'skip' or 'dead_letter', got {on_error!r}")
+        return source._source(group, start, fmt, schema, batch_size, on_error, dead_letter)
+    if group is not None or start != "earliest":
+        raise TypeError("read: group= and start= apply to Kafka topics")
     if isinstance(source, Topic):
         source = source._inner
     if on_error is not None and not isinstance(source, _core.Topic):
@@ -378,10 +389,13 @@ def _batch_reader_from_reader(reader: pa.RecordBatchReader, schema: pa.Schema) -
 
 
 def _sink_of(target: object, key: str | None) -> tuple:
+    from riverbed.kafka import KafkaTopic
     from riverbed.log import Topic
 
     if key is not None and not isinstance(key, str):
         raise TypeError(f"write: key must name a column (str), got {type(key).__name__}")
+    if isinstance(target, KafkaTopic):
+        return ("kafka", target.kafka._inner, target.name, key)
     if isinstance(target, Topic):
         return ("topic", target._inner, key)
     if isinstance(target, _core.Topic):
@@ -390,16 +404,18 @@ def _sink_of(target: object, key: str | None) -> tuple:
         if key is not None:
             raise TypeError("write: key applies to topics, not to a callback")
         return ("callback", target)
-    raise TypeError(f"write: expected a Topic or a callable taking a RecordBatch, got {type(target).__name__}")
+    raise TypeError(f"write: expected a Topic, a KafkaTopic or a callable taking a RecordBatch, got {type(target).__name__}")
 
 
-def _checkpoint_args(name: str | None, interval: object, reset: bool) -> tuple[str | None, int, bool]:
+def _checkpoint_args(
+    name: str | None, interval: object, reset: bool, state_dir: str | None = None
+) -> tuple[str | None, int, bool, str | None]:
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
     ms = duration_ms(interval, "checkpoint_interval")
     if ms <= 0:
         raise ValueError(f"checkpoint_interval must be positive, got {interval!r}")
-    return name, ms, bool(reset)
+    return name, ms, bool(reset), state_dir
 
 
 def _records_read(metrics: list[dict[str, Any]]) -> int:
@@ -505,6 +521,9 @@ class Pipeline:
         self._handle: Any = None
         self._last: RunResult | None = None
         self._on_error: tuple[str | None, _core.Topic | None] = (None, None)
+        # Kafka: where named runs keep checkpoints, and the consumer group read with.
+        self._state_dir: str | None = None
+        self._group: str | None = None
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -521,6 +540,8 @@ class Pipeline:
         batch_size: int | None = None,
         on_error: str | None = None,
         dead_letter: object = None,
+        group: str | None = None,
+        start: str = "earliest",
     ) -> Pipeline:
         """A pipeline reading ``source``.
 
@@ -541,7 +562,18 @@ class Pipeline:
         ``metrics()`` as ``errors``) or ``"dead_letter"`` (write it, with its origin and the error
         in ``riverbed.*`` headers, to ``dead_letter`` or the topic ``<topic>.dlq``). Unset: the
         pipeline's ``on_error(...)``, else raise.
+
+        Kafka topics (``kafka.topic(name)``): ``group`` makes this process one member of a
+        consumer group — the group's processes split the partitions, each partition runs as its
+        own task (its own state, watermark and checkpoints, which move with it on a rebalance),
+        and offsets are committed with each checkpoint after the output is written
+        (at-least-once). A group run is named after its group unless ``name=`` is given to
+        ``run``/``start``. ``start``: ``"earliest"`` or ``"latest"``, where a partition without
+        a committed offset or checkpoint begins. Event time defaults to the Kafka record
+        timestamp; watermarks are per Kafka partition.
         """
+        if group is not None and not isinstance(group, str):
+            raise TypeError(f"group must be str or None, got {type(group).__name__}")
         if timestamp is not None and not isinstance(timestamp, str):
             raise TypeError(f"timestamp must name a column (str) or be None, got {type(timestamp).__name__}")
         if name is not None and not isinstance(name, str):
@@ -556,12 +588,20 @@ class Pipeline:
             "idle_timeout_ms": duration_ms(idle_timeout, "idle_timeout"),
             "name": name,
         }
-        src = _make_source(source, _as_schema(schema), format, _batch_size(batch_size), on_error, dead_letter)
-        return cls(node, [src], [])
+        src = _make_source(source, _as_schema(schema), format, _batch_size(batch_size), on_error, dead_letter, group, start)
+        p = cls(node, [src], [])
+        from riverbed.kafka import KafkaTopic
+
+        if isinstance(source, KafkaTopic):
+            p._state_dir = str(source.kafka.state_dir)
+            p._group = group
+        return p
 
     def _derive(self, node: dict[str, Any], sources: list | None = None, udfs: list | None = None) -> Pipeline:
         p = Pipeline(node, self._sources if sources is None else sources, self._udfs if udfs is None else udfs)
         p._on_error = self._on_error
+        p._state_dir = self._state_dir
+        p._group = self._group
         return p
 
     def on_error(self, mode: str, dead_letter: object = None) -> Pipeline:
@@ -921,8 +961,12 @@ class Pipeline:
     def write(self, target: object, key: str | None = None) -> Pipeline:
         """Send the output to a topic (rows as JSON values, ``key`` naming the key column) or to a
         callable taking each RecordBatch; ``run()`` or ``start()`` then writes."""
+        from riverbed.kafka import KafkaTopic
+
         p = self._derive(self._node)
         p._sink = _sink_of(target, key)
+        if isinstance(target, KafkaTopic) and p._state_dir is None:
+            p._state_dir = str(target.kafka.state_dir)
         return p
 
     # -- running ----------------------------------------------------------------------------
@@ -950,6 +994,12 @@ class Pipeline:
         self._last = res
         return res
 
+    def _checkpoint(self, name: str | None, interval: object, reset: bool) -> tuple:
+        """The native run's checkpoint arguments: a Kafka group run is named after its group."""
+        if name is None and self._group is not None:
+            name = f"group-{self._group}"
+        return _checkpoint_args(name, interval, reset, self._state_dir)
+
     def _fresh(self) -> Any:
         """The native pipeline, with the state of Python functions reset for a new run."""
         for udf in self._udfs:
@@ -959,7 +1009,7 @@ class Pipeline:
                 udf.isolate = self._on_error[0] in ("skip", "dead_letter")
         return self._inner
 
-    def _bounded(self, sink: tuple, progress: bool, ckpt: tuple = (None, 10_000, False)) -> RunResult:
+    def _bounded(self, sink: tuple, progress: bool, ckpt: tuple = (None, 10_000, False, None)) -> RunResult:
         """A bounded run; past a second it shows a progress bar with records/s (tqdm.auto: a
         terminal bar or a notebook widget) unless ``progress`` is False."""
         if not progress:
@@ -1015,7 +1065,7 @@ class Pipeline:
         once across crashes (``kill -9``); a callback sink is at least once. A changed plan
         raises ``PlanError`` unless ``reset=True`` (start over; the output topic is kept).
         """
-        ckpt = _checkpoint_args(name, checkpoint_interval, reset)
+        ckpt = self._checkpoint(name, checkpoint_interval, reset)
         if follow:
             return self._result(self._fresh().run(self._sink or ("collect",), True, None, *self._on_error, *ckpt))
         return self._bounded(self._sink or ("collect",), progress, ckpt)
@@ -1050,7 +1100,7 @@ class Pipeline:
         ``name`` checkpoints it as in ``run()``."""
         if self.running:
             raise RuntimeError("this pipeline is already running; stop() it first")
-        ckpt = _checkpoint_args(name, checkpoint_interval, reset)
+        ckpt = self._checkpoint(name, checkpoint_interval, reset)
         self._handle = self._fresh().start(self._sink or ("collect",), bool(follow), *self._on_error, *ckpt)
         _RUNNING.add(self)
         return self

@@ -73,7 +73,7 @@ from riverbed.expr import col
 from riverbed.log import Log, Topic, _to_bytes
 from riverbed.pipeline import Pipeline, RunResult, _concat, _frame_table, _is_pandas, _is_polars
 
-__all__ = ["TestDriver", "UnknownSourceError"]
+__all__ = ["MockKafka", "TestDriver", "UnknownSourceError"]
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 # Marks the driver's own rows (fillers and watermark markers) in replayed sources; a filter
@@ -788,6 +788,48 @@ class TestDriver:
         return f"TestDriver({self._known()}; {state})"
 
 
+class MockKafka:
+    """librdkafka's mock cluster: real Kafka-protocol brokers on loopback, inside this process,
+    for tests (any Kafka client can connect to ``bootstrap_servers``: riverbed, confluent-kafka,
+    kafka-python). It keeps everything in memory and lives until ``stop()`` or exit.
+
+    The mock has no admin API: ``kafka().create_topic`` creates topics on the mock directly.
+    """
+
+    def __init__(self, brokers: int = 1) -> None:
+        if isinstance(brokers, bool) or not isinstance(brokers, int) or brokers < 1:
+            raise ValueError(f"brokers must be a positive int, got {brokers!r}")
+        self._inner = _core.MockKafka(brokers)
+        self.bootstrap_servers: str = self._inner.bootstrap_servers
+
+    def kafka(self, **kwargs: Any) -> Any:
+        """An ``rb.Kafka`` connected to this cluster (keyword arguments as for ``rb.Kafka``)."""
+        from riverbed.kafka import Kafka
+
+        k = Kafka(self.bootstrap_servers, **kwargs)
+        k._mock = self
+        return k
+
+    def _create_topic(self, name: str, partitions: int, replication: int) -> None:
+        self._inner.create_topic(name, partitions, replication)
+
+    def set_broker_up(self, broker: int, up: bool) -> None:
+        """Take broker ``broker`` (1-based) down, or bring it back."""
+        self._inner.set_broker_up(broker, up)
+
+    def stop(self) -> None:
+        self._inner.stop()
+
+    def __enter__(self) -> MockKafka:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"MockKafka({self.bootstrap_servers!r})"
+
+
 # -- pytest plugin (entry point ``pytest11``: ``riverbed = "riverbed.testing"``) ---------------
 
 try:
@@ -823,3 +865,21 @@ if pytest is not None:
         finally:
             for d in drivers:
                 d.close()
+
+    @pytest.fixture
+    def rb_kafka(tmp_path: Path) -> Iterator[Any]:
+        """An ``rb.Kafka``: the broker named by ``RIVERBED_KAFKA_BOOTSTRAP`` when set, else a
+        fresh ``MockKafka`` (stopped at teardown). Checkpoints go to ``tmp_path``."""
+        import os
+
+        from riverbed.kafka import Kafka
+
+        real = os.environ.get("RIVERBED_KAFKA_BOOTSTRAP")
+        if real:
+            yield Kafka(real, state_dir=tmp_path / "rb_kafka_state")
+            return
+        mock = MockKafka()
+        try:
+            yield mock.kafka(state_dir=tmp_path / "rb_kafka_state")
+        finally:
+            mock.stop()

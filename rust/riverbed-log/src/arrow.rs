@@ -102,28 +102,48 @@ impl ArrowRecordSink {
     }
 }
 
-impl RecordSink for ArrowRecordSink {
-    fn push(&mut self, partition: u32, r: &RecordView<'_>) {
+impl ArrowRecordSink {
+    /// Append one record given by its parts (a Kafka client's message, say).
+    pub fn push_parts<'h>(
+        &mut self,
+        partition: u32,
+        offset: i64,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: impl Iterator<Item = (&'h [u8], Option<&'h [u8]>)>,
+    ) {
         self.topics.append_value(&*self.topic);
         self.partitions.append_value(partition as i32);
-        self.offsets.append_value(r.offset);
-        self.timestamps.append_value(r.timestamp);
-        self.keys.append_option(r.key);
-        self.values.append_option(r.value);
-        if r.header_count() > 0 {
-            let s = self.headers.values();
-            for (k, v) in r.headers() {
-                if let Some(b) = s.field_builder::<StringBuilder>(0) {
-                    b.append_value(String::from_utf8_lossy(k));
-                }
-                if let Some(b) = s.field_builder::<BinaryBuilder>(1) {
-                    b.append_option(v);
-                }
-                s.append(true);
+        self.offsets.append_value(offset);
+        self.timestamps.append_value(timestamp);
+        self.keys.append_option(key);
+        self.values.append_option(value);
+        let s = self.headers.values();
+        for (k, v) in headers {
+            if let Some(b) = s.field_builder::<StringBuilder>(0) {
+                b.append_value(String::from_utf8_lossy(k));
             }
+            if let Some(b) = s.field_builder::<BinaryBuilder>(1) {
+                b.append_option(v);
+            }
+            s.append(true);
         }
         self.headers.append(true);
         self.len += 1;
+    }
+}
+
+impl RecordSink for ArrowRecordSink {
+    fn push(&mut self, partition: u32, r: &RecordView<'_>) {
+        self.push_parts(
+            partition,
+            r.offset,
+            r.timestamp,
+            r.key,
+            r.value,
+            r.headers(),
+        );
     }
 
     fn len(&self) -> usize {
@@ -314,6 +334,63 @@ fn timestamps_ms(array: &ArrayRef, name: &str) -> Result<Vec<i64>> {
     }
 }
 
+/// The rows of a batch as records: key and value bytes and timestamps (ms). `key`, `value` and
+/// `timestamp` name columns; without a value column each row is a JSON object of all its
+/// columns; without a timestamp column every record is stamped now.
+pub struct EncodedRows {
+    keys: Option<BytesColumn>,
+    values: BytesColumn,
+    timestamps: Vec<i64>,
+}
+
+impl EncodedRows {
+    pub fn new(
+        batch: &RecordBatch,
+        key: Option<&str>,
+        value: Option<&str>,
+        timestamp: Option<&str>,
+    ) -> Result<EncodedRows> {
+        let keys = key
+            .map(|k| column(batch, k, "key").and_then(|a| BytesColumn::new(a, k)))
+            .transpose()?;
+        let values = match value {
+            Some(v) => BytesColumn::new(column(batch, v, "value")?, v)?,
+            None => {
+                let (data, ends) = json_lines(batch)?;
+                BytesColumn::Encoded {
+                    data,
+                    valid: vec![true; ends.len()],
+                    ends,
+                }
+            }
+        };
+        let timestamps = match timestamp {
+            Some(t) => timestamps_ms(column(batch, t, "timestamp")?, t)?,
+            None => vec![crate::fsutil::now_ms(); batch.num_rows()],
+        };
+        Ok(EncodedRows {
+            keys,
+            values,
+            timestamps,
+        })
+    }
+    pub fn len(&self) -> usize {
+        self.timestamps.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.timestamps.is_empty()
+    }
+    pub fn key(&self, i: usize) -> Option<&[u8]> {
+        self.keys.as_ref().and_then(|k| k.get(i))
+    }
+    pub fn value(&self, i: usize) -> Option<&[u8]> {
+        self.values.get(i)
+    }
+    pub fn timestamp(&self, i: usize) -> i64 {
+        self.timestamps[i]
+    }
+}
+
 /// Append every row of `batch` to `topic`. `key`, `value` and `timestamp` name columns; without a
 /// value column each row is written as a JSON object of all its columns. Returns each row's
 /// partition and offset.
@@ -338,30 +415,14 @@ pub fn produce_arrow(
             .map_err(|e| LogError::Schema(e.to_string()))?;
         &joined
     };
-    let n = batch.num_rows();
-    let keys = key
-        .map(|k| column(batch, k, "key").and_then(|a| BytesColumn::new(a, k)))
-        .transpose()?;
-    let values = match value {
-        Some(v) => BytesColumn::new(column(batch, v, "value")?, v)?,
-        None => {
-            let (data, ends) = json_lines(batch)?;
-            BytesColumn::Encoded {
-                data,
-                valid: vec![true; ends.len()],
-                ends,
-            }
-        }
-    };
-    let ts = match timestamp {
-        Some(t) => timestamps_ms(column(batch, t, "timestamp")?, t)?,
-        None => vec![crate::fsutil::now_ms(); n],
-    };
+    let rows = EncodedRows::new(batch, key, value, timestamp)?;
+    let n = rows.len();
+    let (keys, values, ts) = (rows.keys.as_ref(), &rows.values, &rows.timestamps);
     let parts = topic.num_partitions() as usize;
     let mut row_partition = Vec::with_capacity(n);
     let mut counts = vec![0usize; parts];
     for i in 0..n {
-        let k = keys.as_ref().and_then(|k| k.get(i));
+        let k = keys.and_then(|k| k.get(i));
         topic.check_key(k).map_err(|e| match e {
             LogError::InvalidArgument(m) => LogError::InvalidArgument(format!("row {i}: {m}")),
             e => e,
@@ -378,13 +439,13 @@ pub fn produce_arrow(
         index_in_partition.push(routed[p].len() as i64);
         routed[p].push(NewRecord {
             timestamp: ts[i],
-            key: keys.as_ref().and_then(|k| k.get(i)),
+            key: keys.and_then(|k| k.get(i)),
             value: values.get(i),
             headers: &[],
         });
     }
     let firsts = topic.produce_routed(&routed)?;
-    if keys.is_none() || (0..n).any(|i| keys.as_ref().and_then(|k| k.get(i)).is_none()) {
+    if keys.is_none() || (0..n).any(|i| keys.and_then(|k| k.get(i)).is_none()) {
         topic.next_sticky();
     }
     let offsets: Int64Array = (0..n)

@@ -97,6 +97,9 @@ pub fn stream_to_py(e: riverbed_stream::StreamError) -> PyErr {
         S::Schema(_) | S::Arrow { .. } => SchemaError::new_err(msg),
         S::Decode { .. } => DecodeError::new_err(msg),
         S::Log(l) => to_py(l),
+        S::Connector {
+            system: "Kafka", ..
+        } => KafkaError::new_err(msg),
         _ => RiverbedError::new_err(msg),
     }
 }

@@ -10,6 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod consumer;
 mod error;
+mod kafka;
 mod log;
 mod stream;
 
@@ -23,6 +24,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream::PySource>()?;
     m.add_class::<stream::PyPipeline>()?;
     m.add_class::<stream::PyRunHandle>()?;
+    m.add_class::<kafka::PyKafka>()?;
+    m.add_class::<kafka::PyKafkaConsumer>()?;
+    m.add_class::<kafka::PyMockKafka>()?;
     m.add_function(wrap_pyfunction!(log::murmur2, m)?)?;
     Ok(())
 }

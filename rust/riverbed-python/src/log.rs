@@ -129,7 +129,7 @@ pub struct PyTopic {
     pub inner: Arc<riverbed_log::Topic>,
 }
 
-fn batches_from(data: &Bound<'_, PyAny>) -> PyResult<Vec<RecordBatch>> {
+pub(crate) fn batches_from(data: &Bound<'_, PyAny>) -> PyResult<Vec<RecordBatch>> {
     let reader = RecordBatchStreamReader::from_pyarrow_bound(data)?;
     reader
         .collect::<Result<Vec<_>, _>>()

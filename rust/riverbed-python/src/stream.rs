@@ -40,6 +40,12 @@ fn read_all(data: &Bound<'_, PyAny>) -> PyResult<(Arc<Schema>, Vec<RecordBatch>)
     Ok((schema, batches))
 }
 
+impl PySource {
+    pub(crate) fn from_spec(spec: SourceSpec) -> PySource {
+        PySource { spec }
+    }
+}
+
 #[pymethods]
 impl PySource {
     /// An in-memory Arrow table (anything with `__arrow_c_stream__`), re-chunked to `batch_size`.
@@ -258,6 +264,7 @@ impl PyPipeline {
         name: Option<&str>,
         interval_ms: u64,
         reset: bool,
+        state_dir: Option<std::path::PathBuf>,
     ) -> PyResult<Option<CheckpointConfig>> {
         let Some(name) = name else {
             return Ok(None);
@@ -272,9 +279,9 @@ impl PyPipeline {
         } else {
             None
         };
-        let Some(base) = from_sink.or_else(|| self.inner.log_dir()) else {
+        let Some(base) = state_dir.or(from_sink).or_else(|| self.inner.log_dir()) else {
             return Err(pyo3::exceptions::PyValueError::new_err(
-                "name=: checkpoints live in a log; this pipeline reads and writes no topic",
+                "name=: checkpoints live in a log (or a Kafka cluster's state_dir); this pipeline reads and writes no log topic",
             ));
         };
         let dir = checkpoint_dir(&base, name)
@@ -307,6 +314,23 @@ impl PyPipeline {
                     key,
                     timestamp: self.inner.event_time_column().map(str::to_string),
                 })
+            }
+            "kafka" => {
+                let kafka = sink.get_item(1)?;
+                let kafka = kafka
+                    .cast::<crate::kafka::PyKafka>()
+                    .map_err(|_| type_error("sink cluster must be a riverbed Kafka"))?;
+                let topic: String = sink.get_item(2)?.extract()?;
+                let key: Option<String> = sink.get_item(3)?.extract()?;
+                let key = key.or_else(|| match self.inner.key_columns() {
+                    [one] => Some(one.clone()),
+                    _ => None,
+                });
+                Box::new(kafka.get().sink(
+                    &topic,
+                    key,
+                    self.inner.event_time_column().map(str::to_string),
+                )?)
             }
             "callback" => Box::new(CallbackSink {
                 func: sink.get_item(1)?.unbind(),
@@ -432,7 +456,7 @@ impl PyPipeline {
 
     /// Run to the end of the inputs (or, with `follow`, until Ctrl-C); returns
     /// {"output": [batches], "late": [batches], "metrics": [dicts]}.
-    #[pyo3(signature = (sink, follow=false, end_watermark=None, on_error=None, dead_letter=None, name=None, checkpoint_interval_ms=10_000, reset=false))]
+    #[pyo3(signature = (sink, follow=false, end_watermark=None, on_error=None, dead_letter=None, name=None, checkpoint_interval_ms=10_000, reset=false, state_dir=None))]
     #[allow(clippy::too_many_arguments)]
     fn run<'py>(
         &self,
@@ -445,9 +469,10 @@ impl PyPipeline {
         name: Option<&str>,
         checkpoint_interval_ms: u64,
         reset: bool,
+        state_dir: Option<std::path::PathBuf>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let handler = error_handler(on_error, dead_letter)?;
-        let ckpt = self.checkpoint_config(sink, name, checkpoint_interval_ms, reset)?;
+        let ckpt = self.checkpoint_config(sink, name, checkpoint_interval_ms, reset, state_dir)?;
         let (s, collected) = self.make_sink(sink)?;
         let (control, mut rx) = self.spawn(s, collected, follow, end_watermark, handler, ckpt);
         loop {
@@ -474,7 +499,7 @@ impl PyPipeline {
     }
 
     /// Start a run on a background thread; returns a handle to watch and stop it.
-    #[pyo3(signature = (sink, follow=true, on_error=None, dead_letter=None, name=None, checkpoint_interval_ms=10_000, reset=false))]
+    #[pyo3(signature = (sink, follow=true, on_error=None, dead_letter=None, name=None, checkpoint_interval_ms=10_000, reset=false, state_dir=None))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
@@ -485,9 +510,10 @@ impl PyPipeline {
         name: Option<&str>,
         checkpoint_interval_ms: u64,
         reset: bool,
+        state_dir: Option<std::path::PathBuf>,
     ) -> PyResult<PyRunHandle> {
         let handler = error_handler(on_error, dead_letter)?;
-        let ckpt = self.checkpoint_config(sink, name, checkpoint_interval_ms, reset)?;
+        let ckpt = self.checkpoint_config(sink, name, checkpoint_interval_ms, reset, state_dir)?;
         let (s, collected) = self.make_sink(sink)?;
         let (control, rx) = self.spawn(s, collected, follow, None, handler, ckpt);
         Ok(PyRunHandle {

@@ -36,6 +36,12 @@ pub enum StreamError {
     },
     #[error("the run was stopped")]
     Stopped,
+    /// An external system (Kafka) failed: unreachable, unknown topic, refused, timed out.
+    #[error("{system}: {message}")]
+    Connector {
+        system: &'static str,
+        message: String,
+    },
 }
 
 impl StreamError {

@@ -19,7 +19,35 @@ pub enum ErrorPolicy {
     #[default]
     Raise,
     Skip,
-    DeadLetter(Arc<Topic>),
+    DeadLetter(Arc<dyn DeadLetterTopic>),
+}
+
+/// Where dead letters go: a log topic, or a topic of another system (Kafka).
+pub trait DeadLetterTopic: Send + Sync {
+    fn name(&self) -> String;
+    fn write(
+        &self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+        headers: &[(&[u8], Option<&[u8]>)],
+    ) -> Result<()>;
+}
+
+impl DeadLetterTopic for Topic {
+    fn name(&self) -> String {
+        self.name.to_string()
+    }
+    fn write(
+        &self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+        headers: &[(&[u8], Option<&[u8]>)],
+    ) -> Result<()> {
+        self.produce(key, value, timestamp, headers, None)?;
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for ErrorPolicy {
@@ -27,7 +55,7 @@ impl std::fmt::Debug for ErrorPolicy {
         match self {
             ErrorPolicy::Raise => write!(f, "raise"),
             ErrorPolicy::Skip => write!(f, "skip"),
-            ErrorPolicy::DeadLetter(t) => write!(f, "dead_letter({})", t.name),
+            ErrorPolicy::DeadLetter(t) => write!(f, "dead_letter({})", t.name()),
         }
     }
 }
@@ -99,17 +127,16 @@ impl ErrorHandler {
                     .collect();
                 headers.extend(extra.iter().map(|(k, v)| (*k, Some(v.as_slice()))));
                 topic
-                    .produce(
+                    .write(
                         bad.key.as_deref(),
                         bad.value.as_deref(),
                         bad.timestamp,
                         &headers,
-                        None,
                     )
                     .map_err(|e| {
                         StreamError::Schema(format!(
                             "cannot write to the dead-letter topic '{}': {e}",
-                            topic.name
+                            topic.name()
                         ))
                     })?;
                 self.count.fetch_add(1, Ordering::Relaxed);

@@ -21,6 +21,7 @@ pub mod sink;
 pub mod source;
 pub mod state;
 pub mod stateful;
+pub mod tasks;
 pub mod watermark;
 pub mod window;
 
@@ -30,4 +31,4 @@ pub use operator::{BatchUdf, OpMetrics};
 pub use plan::{Emit, Node, WindowSpec};
 pub use runtime::{Pipeline, RunControl, RunOutput};
 pub use sink::{CollectSink, Sink, TopicSink};
-pub use source::{Format, SourceSpec};
+pub use source::{Decoder, ExternalSource, Format, RawRecords, Rebalance, Source, SourceSpec};

@@ -394,20 +394,20 @@ struct GNode {
 
 /// Per source (by index): its leaf node and event-time settings.
 #[derive(Clone)]
-struct SourceUse {
-    leaf: usize,
-    ts: Option<String>,
-    lateness: i64,
-    idle_timeout: i64,
+pub(crate) struct SourceUse {
+    pub(crate) leaf: usize,
+    pub(crate) ts: Option<String>,
+    pub(crate) lateness: i64,
+    pub(crate) idle_timeout: i64,
 }
 
-struct Graph {
+pub(crate) struct Graph {
     nodes: Vec<GNode>,
     /// Post-order: children before parents.
     order: Vec<usize>,
     root: usize,
-    sources: Vec<Option<SourceUse>>,
-    horizon: i64,
+    pub(crate) sources: Vec<Option<SourceUse>>,
+    pub(crate) horizon: i64,
     out_schema: Option<SchemaRef>,
     out_ts: Option<String>,
     out_key: Vec<String>,
@@ -786,7 +786,7 @@ impl Operator for Named {
 }
 
 impl Graph {
-    fn compile(
+    pub(crate) fn compile(
         plan: &Node,
         specs: &[SourceSpec],
         udfs: &[Arc<dyn BatchUdf>],
@@ -817,7 +817,7 @@ impl Graph {
         })
     }
 
-    fn push(
+    pub(crate) fn push(
         &mut self,
         idx: usize,
         side: usize,
@@ -854,7 +854,11 @@ impl Graph {
 
     /// Advance every node's watermark: a leaf gets its source's (`leaf_wm`), any other node the
     /// minimum of its inputs' (each input's is handed to it first, for joins).
-    fn advance(&mut self, leaf_wm: &FastMap<usize, i64>, sink: &mut dyn Sink) -> Result<()> {
+    pub(crate) fn advance(
+        &mut self,
+        leaf_wm: &FastMap<usize, i64>,
+        sink: &mut dyn Sink,
+    ) -> Result<()> {
         for k in 0..self.order.len() {
             let idx = self.order[k];
             let input_wm = if self.nodes[idx].children.is_empty() {
@@ -881,7 +885,7 @@ impl Graph {
         Ok(())
     }
 
-    fn take_late(&mut self) -> Vec<RecordBatch> {
+    pub(crate) fn take_late(&mut self) -> Vec<RecordBatch> {
         self.nodes
             .iter_mut()
             .flat_map(|n| n.op.take_late())
@@ -889,7 +893,7 @@ impl Graph {
     }
 
     /// Every operator's name and state, in graph order.
-    fn snapshot(&self) -> Result<Vec<(String, Vec<u8>)>> {
+    pub(crate) fn snapshot(&self) -> Result<Vec<(String, Vec<u8>)>> {
         self.order
             .iter()
             .map(|&i| {
@@ -900,7 +904,7 @@ impl Graph {
     }
 
     /// Load a snapshot of a graph compiled from the same plan.
-    fn restore(&mut self, states: &[(String, Vec<u8>)]) -> Result<()> {
+    pub(crate) fn restore(&mut self, states: &[(String, Vec<u8>)]) -> Result<()> {
         if states.len() != self.order.len() {
             return Err(StreamError::plan(
                 "checkpoint",
@@ -925,7 +929,7 @@ impl Graph {
         Ok(())
     }
 
-    fn metrics(&self) -> Vec<OpMetrics> {
+    pub(crate) fn metrics(&self) -> Vec<OpMetrics> {
         self.order
             .iter()
             .map(|&i| self.nodes[i].op.metrics())
@@ -969,9 +973,9 @@ pub struct RunOutput {
 
 /// A validated plan with its sources and UDFs.
 pub struct Pipeline {
-    plan: Node,
-    sources: Vec<SourceSpec>,
-    udfs: Vec<Arc<dyn BatchUdf>>,
+    pub(crate) plan: Node,
+    pub(crate) sources: Vec<SourceSpec>,
+    pub(crate) udfs: Vec<Arc<dyn BatchUdf>>,
     schema: Option<SchemaRef>,
     ts: Option<String>,
     key: Vec<String>,
@@ -1040,6 +1044,18 @@ impl Pipeline {
         follow: bool,
         control: &RunControl,
     ) -> Result<RunOutput> {
+        if let Some(group) = self.sources.iter().find_map(|s| match s {
+            SourceSpec::External(e) => e.group(),
+            _ => None,
+        }) {
+            if self.sources.len() != 1 {
+                return Err(StreamError::plan(
+                    "read",
+                    format!("group '{group}': a pipeline reading a topic with a consumer group reads only that topic (joins and unions of several sources are not supported there yet)"),
+                ));
+            }
+            return crate::tasks::run_group(self, sink, follow, control);
+        }
         let on_error = control
             .on_error
             .clone()
@@ -1279,7 +1295,7 @@ impl Pipeline {
 
 /// A source batch without its records whose event time is null: those are bad records (under
 /// `raise`, the error names the first one's topic/partition/offset).
-fn without_null_times(
+pub(crate) fn without_null_times(
     b: RecordBatch,
     col: &str,
     spec: &SourceSpec,
@@ -1297,6 +1313,10 @@ fn without_null_times(
                 .clone()
                 .unwrap_or_else(|| pipeline_policy.clone()),
             Some(l.topic.clone()),
+        ),
+        SourceSpec::External(e) => (
+            e.on_error().unwrap_or_else(|| pipeline_policy.clone()),
+            None,
         ),
         _ => (pipeline_policy.clone(), None),
     };
@@ -1326,7 +1346,7 @@ fn without_null_times(
 }
 
 /// The graph's metrics, with each source's bad-record count on its leaf.
-fn metrics_with_sources(
+pub(crate) fn metrics_with_sources(
     g: &Graph,
     srcs: &[(usize, Box<dyn crate::source::Source>)],
     uses: &[SourceUse],

@@ -49,6 +49,54 @@ pub trait Source: Send {
     fn errors(&self) -> u64 {
         0
     }
+    /// Consumer groups: the partitions assigned to and revoked from this process since the last
+    /// call (the run keeps one task per assigned partition).
+    fn rebalance(&mut self) -> Option<Rebalance> {
+        None
+    }
+    /// Consumer groups: continue partition `partition` at `offset` (a restored checkpoint's).
+    fn seek(&mut self, partition: usize, _offset: i64) -> Result<()> {
+        Err(StreamError::Schema(format!(
+            "{} cannot seek partition {partition}",
+            self.describe()
+        )))
+    }
+    /// Consumer groups: record the next offset to process per partition (with a checkpoint,
+    /// after its results were written).
+    fn commit(&mut self, _offsets: &[(usize, i64)]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Partitions that moved to or from this process in a consumer group's rebalance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rebalance {
+    pub assigned: Vec<usize>,
+    pub revoked: Vec<usize>,
+}
+
+/// A source from another crate (Kafka): it makes its own readers.
+pub trait ExternalSource: Send + Sync {
+    fn schema(&self) -> SchemaRef;
+    fn partitions(&self) -> usize;
+    /// Whether the records' own timestamp serves as event time (`timestamp=None`).
+    fn default_event_time(&self) -> Option<&'static str>;
+    /// `on_error`: the policy for records that do not decode; `start`: checkpointed positions.
+    fn open(
+        &self,
+        follow: bool,
+        on_error: Arc<ErrorHandler>,
+        start: Option<&[i64]>,
+    ) -> Result<Box<dyn Source>>;
+    fn describe(&self) -> String;
+    /// This source's own policy for bad records, if it has one.
+    fn on_error(&self) -> Option<Arc<ErrorHandler>> {
+        None
+    }
+    /// The consumer group whose members split this source's partitions, if any.
+    fn group(&self) -> Option<String> {
+        None
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,14 +118,13 @@ pub enum SourceSpec {
         reader: Arc<Mutex<Option<Box<dyn RecordBatchReader + Send>>>>,
     },
     Log(LogSpec),
+    External(Arc<dyn ExternalSource>),
 }
 
 #[derive(Clone)]
 pub struct LogSpec {
     pub topic: Arc<Topic>,
-    pub format: Format,
-    pub value_schema: SchemaRef,
-    pub schema: SchemaRef,
+    pub decoder: Decoder,
     pub batch_size: usize,
     /// This source's policy for records that do not decode; the pipeline's when `None`.
     pub on_error: Option<Arc<ErrorHandler>>,
@@ -142,35 +189,12 @@ impl SourceSpec {
         batch_size: usize,
     ) -> Result<SourceSpec> {
         let value_schema = match (format, value_schema) {
-            (Format::Raw, _) => Arc::new(Schema::new(vec![Field::new(
-                "value",
-                DataType::Binary,
-                true,
-            )])),
-            (Format::Json, Some(s)) => s,
-            (Format::Json, None) => infer_schema(&topic)?,
+            (Format::Json, None) => Some(infer_schema(&topic)?),
+            (_, s) => s,
         };
-        let mut fields: Vec<Field> = value_schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        for f in metadata_fields() {
-            if value_schema.index_of(f.name()).is_err() {
-                fields.push(f);
-            }
-        }
-        // Batches name their topic, so a bad record found downstream (in a Python function, after
-        // a union) can be traced to it.
-        let meta = std::collections::HashMap::from([(
-            crate::errors::TOPIC_METADATA.to_string(),
-            topic.name.to_string(),
-        )]);
         Ok(SourceSpec::Log(LogSpec {
+            decoder: Decoder::new(&topic.name, format, value_schema),
             topic,
-            format,
-            value_schema,
-            schema: Arc::new(Schema::new(fields).with_metadata(meta)),
             batch_size: batch_size.max(1),
             on_error: None,
         }))
@@ -187,13 +211,15 @@ impl SourceSpec {
     pub fn schema(&self) -> SchemaRef {
         match self {
             SourceSpec::Table { schema, .. } | SourceSpec::Stream { schema, .. } => schema.clone(),
-            SourceSpec::Log(l) => l.schema.clone(),
+            SourceSpec::Log(l) => l.decoder.schema.clone(),
+            SourceSpec::External(e) => e.schema(),
         }
     }
 
     pub fn partitions(&self) -> usize {
         match self {
             SourceSpec::Log(l) => l.topic.num_partitions() as usize,
+            SourceSpec::External(e) => e.partitions(),
             _ => 1,
         }
     }
@@ -201,9 +227,10 @@ impl SourceSpec {
     /// Whether the source's own record timestamp can serve as event time (`timestamp=None`).
     pub fn default_event_time(&self) -> Option<&'static str> {
         match self {
-            SourceSpec::Log(l) if l.value_schema.index_of("timestamp").is_err() => {
+            SourceSpec::Log(l) if l.decoder.value_schema.index_of("timestamp").is_err() => {
                 Some("timestamp")
             }
+            SourceSpec::External(e) => e.default_event_time(),
             _ => None,
         }
     }
@@ -237,6 +264,10 @@ impl SourceSpec {
                 let handler = l.on_error.clone().unwrap_or_else(|| on_error.clone());
                 Box::new(LogSource::new(l.clone(), follow, handler, start))
             }
+            SourceSpec::External(e) => {
+                let handler = e.on_error().unwrap_or_else(|| on_error.clone());
+                e.open(follow, handler, start)?
+            }
         })
     }
 }
@@ -255,37 +286,42 @@ fn metadata_fields() -> Vec<Field> {
 }
 
 fn infer_schema(topic: &Topic) -> Result<SchemaRef> {
-    let mut values: Vec<serde_json::Value> = Vec::new();
+    let mut values: Vec<Vec<u8>> = Vec::new();
     for p in topic.partitions() {
         let (earliest, _) = p.offsets();
         p.read(earliest, 1000, usize::MAX, |r| {
-            if let Some(v) = r
-                .value
-                .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
-            {
-                if v.is_object() {
-                    values.push(v);
-                }
-            }
+            values.extend(r.value.map(<[u8]>::to_vec));
             true
         })?;
     }
-    if values.is_empty() {
+    infer_json_schema(&topic.name, values.iter().map(Vec::as_slice))
+}
+
+/// The schema of a topic's JSON objects, inferred from a sample of its values (`topic` names it
+/// in errors).
+pub fn infer_json_schema<'a>(
+    topic: &str,
+    values: impl Iterator<Item = &'a [u8]>,
+) -> Result<SchemaRef> {
+    let objects: Vec<serde_json::Value> = values
+        .filter_map(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
+        .filter(serde_json::Value::is_object)
+        .collect();
+    if objects.is_empty() {
         return Err(StreamError::plan(
             "read",
             format!(
-                "schema: topic '{}' has no JSON records to infer a schema from; pass schema=",
-                topic.name
+                "schema: topic '{topic}' has no JSON records to infer a schema from; pass schema="
             ),
         ));
     }
-    let schema = arrow_json::reader::infer_json_schema_from_iterator(values.into_iter().map(Ok))
+    let schema = arrow_json::reader::infer_json_schema_from_iterator(objects.into_iter().map(Ok))
         .map_err(|e| {
-            StreamError::plan(
-                "read",
-                format!("schema: cannot infer from topic '{}': {e}", topic.name),
-            )
-        })?;
+        StreamError::plan(
+            "read",
+            format!("schema: cannot infer from topic '{topic}': {e}"),
+        )
+    })?;
     Ok(Arc::new(schema))
 }
 
@@ -356,7 +392,7 @@ impl Source for StreamSource {
 
 /// Raw records of one read, before decoding.
 #[derive(Default)]
-struct RawRecords {
+pub struct RawRecords {
     offsets: Vec<i64>,
     timestamps: Vec<i64>,
     keys: Vec<Option<Vec<u8>>>,
@@ -367,11 +403,21 @@ struct RawRecords {
 
 impl RawRecords {
     fn push(&mut self, r: &RecordView<'_>) {
-        self.offsets.push(r.offset);
-        self.timestamps.push(r.timestamp);
-        self.keys.push(r.key.map(<[u8]>::to_vec));
-        self.value_null.push(r.value.is_none());
-        self.values.extend_from_slice(r.value.unwrap_or(b""));
+        self.push_parts(r.offset, r.timestamp, r.key, r.value);
+    }
+    /// Append one record given by its parts (a Kafka client's message, say).
+    pub fn push_parts(
+        &mut self,
+        offset: i64,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) {
+        self.offsets.push(offset);
+        self.timestamps.push(timestamp);
+        self.keys.push(key.map(<[u8]>::to_vec));
+        self.value_null.push(value.is_none());
+        self.values.extend_from_slice(value.unwrap_or(b""));
         self.value_ends.push(self.values.len());
     }
     /// Copy record `i` of `other`.
@@ -388,8 +434,15 @@ impl RawRecords {
         let start = if i == 0 { 0 } else { self.value_ends[i - 1] };
         (!self.value_null[i]).then(|| &self.values[start..self.value_ends[i]])
     }
-    fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.offsets.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+    /// The offset after the last record, if any.
+    pub fn next_offset(&self) -> Option<i64> {
+        self.offsets.last().map(|o| o + 1)
     }
 }
 
@@ -444,46 +497,12 @@ impl LogReader {
         }
     }
 
-    /// Decode one read; records that do not decode go to the error policy (under `raise`, the
-    /// first one fails the read, naming its topic/partition/offset).
     fn decode(&self, partition: usize, raw: &RawRecords) -> Result<RecordBatch> {
-        match self.decode_all(partition, raw) {
-            Err(e @ StreamError::Decode { .. }) if !self.on_error.raises() => {
-                let _ = e;
-                let mut good = RawRecords::default();
-                for i in 0..raw.len() {
-                    let mut one = raw.value(i).unwrap_or(b"{}").to_vec();
-                    one.push(b'\n');
-                    let err = match decode_json_rows(&self.spec.value_schema, &one, 1) {
-                        Ok(b) if b.num_rows() == 1 => {
-                            good.push_from(raw, i);
-                            continue;
-                        }
-                        Ok(b) => format!("expected one JSON object, found {} rows", b.num_rows()),
-                        Err(e) => e,
-                    };
-                    let error = StreamError::Decode {
-                        topic: self.spec.topic.name.to_string(),
-                        partition: partition as u32,
-                        offset: raw.offsets[i],
-                        message: err,
-                    };
-                    let bad = BadRecord {
-                        key: raw.keys[i].clone(),
-                        value: raw.value(i).map(<[u8]>::to_vec),
-                        headers: self.headers_of(partition, raw.offsets[i]),
-                        timestamp: raw.timestamps[i],
-                        topic: Some(self.spec.topic.name.to_string()),
-                        partition: Some(partition as i64),
-                        offset: Some(raw.offsets[i]),
-                    };
-                    self.on_error.handle(bad, "read", error)?;
-                    self.errors.fetch_add(1, Ordering::Relaxed);
-                }
-                self.decode_all(partition, &good)
-            }
-            other => other,
-        }
+        self.spec
+            .decoder
+            .decode(partition, raw, &self.on_error, &self.errors, &|o| {
+                self.headers_of(partition, o)
+            })
     }
 
     /// The headers of the record at `offset` (read again: only bad records need them).
@@ -502,10 +521,112 @@ impl LogReader {
         }
         out
     }
+}
+
+/// Turns raw records of one topic into the source's Arrow batches: the values decoded from JSON
+/// with the value schema (or kept raw), then `key`, `timestamp`, `partition` and `offset`
+/// columns (those the values do not have themselves).
+#[derive(Clone)]
+pub struct Decoder {
+    pub topic: String,
+    pub format: Format,
+    pub value_schema: SchemaRef,
+    /// The batches' schema (value columns, then the record's metadata columns).
+    pub schema: SchemaRef,
+}
+
+/// A record's headers, to dead-letter it with them.
+pub type Headers = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+impl Decoder {
+    /// `value_schema`: the JSON objects' schema (required for JSON; raw values are one binary
+    /// `value` column).
+    pub fn new(topic: &str, format: Format, value_schema: Option<SchemaRef>) -> Decoder {
+        let value_schema = match (format, value_schema) {
+            (Format::Json, Some(s)) => s,
+            (Format::Json, None) => Arc::new(Schema::empty()),
+            (Format::Raw, _) => Arc::new(Schema::new(vec![Field::new(
+                "value",
+                DataType::Binary,
+                true,
+            )])),
+        };
+        let mut fields: Vec<Field> = value_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        for f in metadata_fields() {
+            if value_schema.index_of(f.name()).is_err() {
+                fields.push(f);
+            }
+        }
+        // Batches name their topic, so a bad record found downstream (in a Python function, after
+        // a union) can be traced to it.
+        let meta = std::collections::HashMap::from([(
+            crate::errors::TOPIC_METADATA.to_string(),
+            topic.to_string(),
+        )]);
+        Decoder {
+            topic: topic.to_string(),
+            format,
+            value_schema,
+            schema: Arc::new(Schema::new(fields).with_metadata(meta)),
+        }
+    }
+
+    /// Decode one read; records that do not decode go to `on_error` (under `raise`, the first
+    /// one fails the read, naming its topic/partition/offset) and are counted in `errors`.
+    pub fn decode(
+        &self,
+        partition: usize,
+        raw: &RawRecords,
+        on_error: &ErrorHandler,
+        errors: &AtomicU64,
+        headers_of: &dyn Fn(i64) -> Headers,
+    ) -> Result<RecordBatch> {
+        match self.decode_all(partition, raw) {
+            Err(e @ StreamError::Decode { .. }) if !on_error.raises() => {
+                let _ = e;
+                let mut good = RawRecords::default();
+                for i in 0..raw.len() {
+                    let mut one = raw.value(i).unwrap_or(b"{}").to_vec();
+                    one.push(b'\n');
+                    let err = match decode_json_rows(&self.value_schema, &one, 1) {
+                        Ok(b) if b.num_rows() == 1 => {
+                            good.push_from(raw, i);
+                            continue;
+                        }
+                        Ok(b) => format!("expected one JSON object, found {} rows", b.num_rows()),
+                        Err(e) => e,
+                    };
+                    let error = StreamError::Decode {
+                        topic: self.topic.clone(),
+                        partition: partition as u32,
+                        offset: raw.offsets[i],
+                        message: err,
+                    };
+                    let bad = BadRecord {
+                        key: raw.keys[i].clone(),
+                        value: raw.value(i).map(<[u8]>::to_vec),
+                        headers: headers_of(raw.offsets[i]),
+                        timestamp: raw.timestamps[i],
+                        topic: Some(self.topic.clone()),
+                        partition: Some(partition as i64),
+                        offset: Some(raw.offsets[i]),
+                    };
+                    on_error.handle(bad, "read", error)?;
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                self.decode_all(partition, &good)
+            }
+            other => other,
+        }
+    }
 
     fn decode_all(&self, partition: usize, raw: &RawRecords) -> Result<RecordBatch> {
         let n = raw.len();
-        let mut cols: Vec<ArrayRef> = match self.spec.format {
+        let mut cols: Vec<ArrayRef> = match self.format {
             Format::Raw => {
                 let mut b = BinaryBuilder::with_capacity(n, raw.values.len());
                 for i in 0..n {
@@ -515,7 +636,7 @@ impl LogReader {
             }
             Format::Json => self.decode_json(partition, raw)?.columns().to_vec(),
         };
-        let vs = &self.spec.value_schema;
+        let vs = &self.value_schema;
         if vs.index_of("key").is_err() {
             let mut b = BinaryBuilder::with_capacity(n, 16 * n);
             for k in &raw.keys {
@@ -534,7 +655,7 @@ impl LogReader {
         if vs.index_of("offset").is_err() {
             cols.push(Arc::new(Int64Array::from(raw.offsets.clone())));
         }
-        RecordBatch::try_new(self.spec.schema.clone(), cols).ctx("log source")
+        RecordBatch::try_new(self.schema.clone(), cols).ctx("source")
     }
 
     fn decode_json(&self, partition: usize, raw: &RawRecords) -> Result<RecordBatch> {
@@ -546,7 +667,7 @@ impl LogReader {
             }
             buf.push(b'\n');
         }
-        let whole = decode_json_rows(&self.spec.value_schema, &buf, raw.len());
+        let whole = decode_json_rows(&self.value_schema, &buf, raw.len());
         match whole {
             Ok(b) if b.num_rows() == raw.len() => Ok(b),
             _ => {
@@ -554,20 +675,20 @@ impl LogReader {
                 for i in 0..raw.len() {
                     let mut one = raw.value(i).unwrap_or(b"{}").to_vec();
                     one.push(b'\n');
-                    let err = match decode_json_rows(&self.spec.value_schema, &one, 1) {
+                    let err = match decode_json_rows(&self.value_schema, &one, 1) {
                         Ok(b) if b.num_rows() == 1 => continue,
                         Ok(b) => format!("expected one JSON object, found {} rows", b.num_rows()),
                         Err(e) => e,
                     };
                     return Err(StreamError::Decode {
-                        topic: self.spec.topic.name.to_string(),
+                        topic: self.topic.clone(),
                         partition: partition as u32,
                         offset: raw.offsets[i],
                         message: err,
                     });
                 }
                 Err(StreamError::Decode {
-                    topic: self.spec.topic.name.to_string(),
+                    topic: self.topic.clone(),
                     partition: partition as u32,
                     offset: raw.offsets.first().copied().unwrap_or(-1),
                     message: "batch does not decode".into(),
@@ -620,7 +741,7 @@ impl LogReader {
             raw.push(r);
             true
         })?;
-        Ok((raw.len() > 0).then_some(raw))
+        Ok((!raw.is_empty()).then_some(raw))
     }
 
     /// One round over every partition: read each one's next batch, decode them in parallel
@@ -787,7 +908,7 @@ impl Drop for LogSource {
 
 impl Source for LogSource {
     fn schema(&self) -> SchemaRef {
-        self.spec.schema.clone()
+        self.spec.decoder.schema.clone()
     }
     fn partitions(&self) -> usize {
         self.spec.topic.num_partitions() as usize
@@ -840,7 +961,7 @@ impl Source for LogSource {
             "topic '{}' ({} partitions, {:?})",
             self.spec.topic.name,
             self.spec.topic.num_partitions(),
-            self.spec.format
+            self.spec.decoder.format
         )
     }
 }

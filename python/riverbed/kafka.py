@@ -1,0 +1,268 @@
+"""Kafka: the same topics, pipelines and consumers as the embedded log, on a Kafka cluster.
+
+``rb.Kafka(bootstrap_servers, **config)`` connects (lazily) to a cluster; ``kafka.topic(name)``
+is usable wherever a log topic is: ``Pipeline.read(kafka.topic("t"), group="g")``,
+``.write(kafka.topic("out"))``, ``topic.produce``, ``topic.produce_batch`` and
+``topic.consumer(group=...).poll()``, which returns the embedded log's columns
+(``topic, partition, offset, timestamp, key, value, headers``).
+
+librdkafka does the protocol work (built from source into riverbed's extension); any of its
+properties can be passed as keyword arguments, with ``_`` for ``.``
+(``security_protocol="SASL_SSL"``) or in ``config={"sasl.mechanism": ...}``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from riverbed import _core
+from riverbed._units import duration_ms, timestamp_ms
+
+__all__ = ["Kafka", "KafkaConsumer", "KafkaTopic"]
+
+
+def _bytes(v: object, what: str) -> bytes | None:
+    if v is None or isinstance(v, bytes):
+        return v
+    if isinstance(v, (bytearray, memoryview)):
+        return bytes(v)
+    if isinstance(v, str):
+        return v.encode()
+    try:
+        return json.dumps(v).encode()
+    except TypeError:
+        raise TypeError(f"{what} must be bytes, str or JSON-serialisable, got {type(v).__name__}") from None
+
+
+def _headers(headers: Mapping[str, object] | list[tuple[str, object]] | None) -> list[tuple[str, bytes | None]]:
+    if headers is None:
+        return []
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    out = []
+    for k, v in items:
+        if not isinstance(k, str):
+            raise TypeError(f"header keys must be str, got {type(k).__name__}")
+        out.append((k, _bytes(v, f"header {k!r}")))
+    return out
+
+
+def _table(data: object) -> object:
+    """pandas/polars frames as Arrow; anything with ``__arrow_c_stream__`` as it is."""
+    mod = type(data).__module__
+    if mod.startswith("pandas"):
+        return pa.Table.from_pandas(data, preserve_index=False)  # type: ignore[arg-type]
+    if mod.startswith("polars"):
+        return data.to_arrow()  # type: ignore[attr-defined]
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    return data
+
+
+class Kafka:
+    """A Kafka cluster.
+
+    ``timeout``: how long any call (metadata, produce acknowledgement, admin) may take before it
+    fails with ``KafkaError`` (seconds or a duration string). ``state_dir``: where named pipelines
+    reading or writing this cluster keep their checkpoints (default ``~/.riverbed/state``);
+    the processes of one consumer group must share it (one machine, or a shared filesystem).
+    ``config`` and keyword arguments: librdkafka properties.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        timeout: object = 10.0,
+        state_dir: str | os.PathLike[str] | None = None,
+        config: Mapping[str, object] | None = None,
+        **properties: object,
+    ) -> None:
+        if not isinstance(bootstrap_servers, str) or not bootstrap_servers.strip():
+            raise ValueError(f"bootstrap_servers must be 'host:port[,host:port...]', got {bootstrap_servers!r}")
+        ms = duration_ms(timeout, "timeout") if not isinstance(timeout, (int, float)) else int(timeout * 1000)
+        if ms <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout!r}")
+        props: dict[str, str] = {}
+        for k, v in {**dict(config or {}), **{k.replace("_", "."): v for k, v in properties.items()}}.items():
+            props[str(k)] = str(v).lower() if isinstance(v, bool) else str(v)
+        self._inner = _core.Kafka(bootstrap_servers, sorted(props.items()), ms)
+        self.bootstrap_servers = bootstrap_servers
+        self.state_dir = Path(state_dir) if state_dir is not None else Path.home() / ".riverbed" / "state"
+        self._mock: Any = None  # a MockKafka creates topics itself (the mock has no admin API)
+
+    def __repr__(self) -> str:
+        return f"Kafka({self.bootstrap_servers!r})"
+
+    def topics(self) -> dict[str, int]:
+        """Every topic with its partition count."""
+        return dict(self._inner.topics())
+
+    def topic(self, name: str) -> KafkaTopic:
+        """The topic ``name`` (checked when first used)."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"topic name must be a non-empty str, got {name!r}")
+        return KafkaTopic(self, name)
+
+    def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        replication: int = 1,
+        config: Mapping[str, object] | None = None,
+    ) -> KafkaTopic:
+        """Create a topic through the admin API (``config``: topic configs such as
+        ``{"cleanup.policy": "compact"}``); ``KafkaError`` if it exists."""
+        if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
+            raise ValueError(f"partitions must be a positive int, got {partitions!r}")
+        if isinstance(replication, bool) or not isinstance(replication, int) or replication < 1:
+            raise ValueError(f"replication must be a positive int, got {replication!r}")
+        if self._mock is not None:
+            self._mock._create_topic(name, partitions, replication)
+            deadline = time.monotonic() + self._inner.timeout_ms / 1000
+            while name not in self.topics() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        else:
+            self._inner.create_topic(name, partitions, replication, [(k, str(v)) for k, v in (config or {}).items()])
+        return KafkaTopic(self, name)
+
+
+class KafkaTopic:
+    """A topic of a Kafka cluster: produce to it, consume it, read it in a pipeline, write to it."""
+
+    def __init__(self, kafka: Kafka, name: str) -> None:
+        self.kafka = kafka
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"KafkaTopic({self.name!r} at {self.kafka.bootstrap_servers!r})"
+
+    @property
+    def partitions(self) -> int:
+        return self.kafka._inner.partitions(self.name)
+
+    def produce(
+        self,
+        value: object,
+        key: object = None,
+        timestamp: int | _dt.datetime | None = None,
+        headers: Mapping[str, object] | list[tuple[str, object]] | None = None,
+        partition: int | None = None,
+        *,
+        flush: bool = True,
+    ) -> None:
+        """Write one record (idempotent producer; a keyed record goes to Kafka's murmur2
+        partition). ``flush=False`` only queues it: call ``flush()`` to wait for delivery."""
+        if partition is not None and (isinstance(partition, bool) or not isinstance(partition, int) or partition < 0):
+            raise ValueError(f"partition must be a non-negative int, got {partition!r}")
+        ts = None if timestamp is None else timestamp_ms(timestamp)
+        self.kafka._inner.produce(self.name, _bytes(key, "key"), _bytes(value, "value"), ts, _headers(headers), partition)
+        if flush:
+            self.flush()
+
+    def produce_batch(
+        self,
+        data: object,
+        key: str | None = None,
+        value: str | None = None,
+        timestamp: str | None = None,
+    ) -> int:
+        """Write every row of a pyarrow Table/RecordBatch or pandas/polars DataFrame, as the
+        embedded log's ``produce_batch`` does (``value=None``: each row as a JSON object), and
+        wait until all are acknowledged. Returns the number of records."""
+        n = self.kafka._inner.produce_arrow(self.name, _table(data), key, value, timestamp)
+        self.flush()
+        return int(n)
+
+    def flush(self) -> None:
+        """Wait until every queued record is acknowledged; ``KafkaError`` names what was not."""
+        self.kafka._inner.flush(self.name)
+
+    def consumer(self, group: str | None = None, start: str = "earliest", auto_commit: bool = True) -> KafkaConsumer:
+        """A consumer of every partition, or of this member's share when ``group`` is given
+        (``start`` applies where the group has no committed offset)."""
+        if group is not None and not isinstance(group, str):
+            raise TypeError(f"group must be str, got {type(group).__name__}")
+        return KafkaConsumer(self.kafka._inner.consumer(self.name, group, start, bool(auto_commit)))
+
+    def read(self, timeout: float = 5.0) -> pa.Table:
+        """Every record now in the topic, as a Table (stops when a poll finds nothing for
+        ``timeout`` seconds)."""
+        c = self.consumer(start="earliest", auto_commit=False)
+        batches = []
+        try:
+            while True:
+                b = c.poll(100_000, timeout)
+                if b.num_rows == 0:
+                    break
+                batches.append(b)
+        finally:
+            c.close()
+        if not batches:
+            return c._empty
+        return pa.Table.from_batches(batches)
+
+    def _source(
+        self,
+        group: str | None,
+        start: str,
+        fmt: str,
+        schema: pa.Schema | None,
+        batch_size: int | None,
+        on_error: str | None,
+        dead_letter: object,
+    ) -> _core.Source:
+        dlq: str | None = None
+        if on_error == "dead_letter":
+            if dead_letter is None:
+                dlq = f"{self.name}.dlq"
+            elif isinstance(dead_letter, KafkaTopic):
+                dlq = dead_letter.name
+            else:
+                raise TypeError(f"read: dead_letter of a Kafka source must be a KafkaTopic, got {type(dead_letter).__name__}")
+        return self.kafka._inner.source(self.name, group, start, fmt, schema, batch_size or 65_536, on_error, dlq)
+
+
+class KafkaConsumer:
+    """Polls a Kafka topic into Arrow batches with the embedded log's columns."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._empty: pa.Table | None = None
+
+    def poll(self, max_records: int = 10_000, timeout: float = 1.0) -> pa.RecordBatch:
+        """Up to ``max_records`` records, waiting up to ``timeout`` seconds for the first.
+
+        Columns: ``topic, partition, offset, timestamp, key, value, headers``.
+        """
+        if isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1:
+            raise ValueError(f"max_records must be a positive int, got {max_records!r}")
+        b = self._inner.poll(max_records, int(float(timeout) * 1000))
+        if self._empty is None:
+            self._empty = b.schema.empty_table()
+        return b
+
+    def commit(self) -> None:
+        """Commit what was polled so far (a group consumer)."""
+        self._inner.commit()
+
+    def assignment(self) -> list[int]:
+        """The partitions assigned to this consumer now."""
+        return sorted(self._inner.assignment())
+
+    def close(self) -> None:
+        """Commit (a group consumer with auto-commit) and leave."""
+        self._inner.close()
+
+    def __enter__(self) -> KafkaConsumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,71 @@
+//! Errors of the Kafka connector: each names the cluster, topic or setting concerned.
+
+use std::time::Duration;
+
+pub type Result<T, E = KafkaError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    /// A configuration librdkafka refuses (unknown property, bad value).
+    #[error("invalid Kafka configuration: {0}")]
+    Config(String),
+    /// No broker answered in time.
+    #[error("cannot reach Kafka at '{bootstrap}' within {timeout:?}: {message}")]
+    Unreachable {
+        bootstrap: String,
+        timeout: Duration,
+        message: String,
+    },
+    #[error("topic '{topic}' does not exist on Kafka at '{bootstrap}'")]
+    UnknownTopic { topic: String, bootstrap: String },
+    #[error("Kafka at '{bootstrap}' refused the credentials: {message}")]
+    Authentication { bootstrap: String, message: String },
+    /// A call that did not complete in time.
+    #[error("{what} timed out after {timeout:?}")]
+    Timeout { what: String, timeout: Duration },
+    /// Records that could not be delivered.
+    #[error("cannot write to Kafka topic '{topic}': {message}")]
+    Produce { topic: String, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<KafkaError> for riverbed_stream::StreamError {
+    fn from(e: KafkaError) -> Self {
+        riverbed_stream::StreamError::Connector {
+            system: "Kafka",
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Whether librdkafka's error means the brokers could not be reached or authenticated.
+pub(crate) fn classify(
+    e: &rdkafka::error::KafkaError,
+    bootstrap: &str,
+    timeout: Duration,
+    what: &str,
+) -> KafkaError {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    let code = e.rdkafka_error_code();
+    match code {
+        Some(C::Authentication | C::SaslAuthenticationFailed | C::TopicAuthorizationFailed) => {
+            KafkaError::Authentication {
+                bootstrap: bootstrap.into(),
+                message: e.to_string(),
+            }
+        }
+        Some(
+            C::OperationTimedOut
+            | C::AllBrokersDown
+            | C::BrokerTransportFailure
+            | C::Resolve
+            | C::RequestTimedOut,
+        ) => KafkaError::Unreachable {
+            bootstrap: bootstrap.into(),
+            timeout,
+            message: format!("{what}: {e}"),
+        },
+        _ => KafkaError::Other(format!("{what}: {e}")),
+    }
+}

@@ -1,0 +1,278 @@
+//! Writing to Kafka: single records and Arrow batches. The producer is idempotent (no
+//! duplicates from its own retries) and places keyed records with Kafka's murmur2 partitioner
+//! (`murmur2_random`), as Java clients and riverbed's embedded log do; delivery failures are
+//! collected and raised by the next `flush`.
+
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use parking_lot::Mutex;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
+use rdkafka::ClientContext;
+use riverbed_log::arrow::EncodedRows;
+
+use crate::client::{ErrorLog, KafkaConfig};
+use crate::error::{KafkaError, Result};
+
+/// Collects failed deliveries for the next flush to raise.
+#[derive(Default)]
+pub struct Deliveries {
+    log: ErrorLog,
+    failed: Mutex<Vec<String>>,
+    delivered: std::sync::atomic::AtomicU64,
+}
+
+impl ClientContext for Deliveries {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.log.error(error, reason)
+    }
+    fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, _fac: &str, _message: &str) {}
+}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.delivered
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err((e, m)) => {
+                use rdkafka::Message;
+                let mut f = self.failed.lock();
+                if f.len() < 16 {
+                    f.push(format!("{}/{}: {e}", m.topic(), m.partition()));
+                }
+            }
+        }
+    }
+}
+
+pub struct KafkaProducer {
+    config: KafkaConfig,
+    inner: ThreadedProducer<Deliveries>,
+    /// Topics known to exist (checked before the first record to each).
+    known: Mutex<std::collections::HashSet<String>>,
+}
+
+/// One record to write.
+pub struct OutRecord<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub timestamp: Option<i64>,
+    pub partition: Option<i32>,
+    pub headers: &'a [(String, Option<Vec<u8>>)],
+}
+
+impl KafkaProducer {
+    pub fn new(config: &KafkaConfig) -> Result<KafkaProducer> {
+        let inner = config
+            .client(&[
+                ("enable.idempotence", "true"),
+                ("partitioner", "murmur2_random"),
+                ("linger.ms", "5"),
+                ("batch.num.messages", "100000"),
+                ("queue.buffering.max.messages", "1000000"),
+                // Writing to a missing topic is an error, not a way to create it.
+                ("allow.auto.create.topics", "false"),
+            ])
+            .create_with_context(Deliveries::default())
+            .map_err(|e| KafkaError::Config(e.to_string()))?;
+        Ok(KafkaProducer {
+            config: config.clone(),
+            inner,
+            known: Mutex::new(Default::default()),
+        })
+    }
+
+    /// Fail with `UnknownTopic` unless `topic` exists (asked once per topic).
+    fn check_topic(&self, topic: &str) -> Result<()> {
+        if self.known.lock().contains(topic) {
+            return Ok(());
+        }
+        let md = self
+            .inner
+            .client()
+            .fetch_metadata(Some(topic), self.config.timeout)
+            .map_err(|e| {
+                self.config.error(
+                    &e,
+                    &self.inner.context().log,
+                    &format!("reading metadata of topic '{topic}'"),
+                )
+            })?;
+        let exists = md
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+        if !exists {
+            return Err(KafkaError::UnknownTopic {
+                topic: topic.into(),
+                bootstrap: self.config.bootstrap.clone(),
+            });
+        }
+        self.known.lock().insert(topic.to_string());
+        Ok(())
+    }
+
+    /// Queue one record (sent in the background; `flush` waits for delivery).
+    pub fn send(&self, topic: &str, r: &OutRecord<'_>) -> Result<()> {
+        self.check_topic(topic)?;
+        self.send_checked(topic, r)
+    }
+
+    fn send_checked(&self, topic: &str, r: &OutRecord<'_>) -> Result<()> {
+        let mut rec: BaseRecord<'_, [u8], [u8], ()> = BaseRecord::to(topic);
+        if let Some(k) = r.key {
+            rec = rec.key(k);
+        }
+        if let Some(v) = r.value {
+            rec = rec.payload(v);
+        }
+        if let Some(t) = r.timestamp {
+            rec = rec.timestamp(t);
+        }
+        if let Some(p) = r.partition {
+            rec = rec.partition(p);
+        }
+        if !r.headers.is_empty() {
+            let mut h = OwnedHeaders::new_with_capacity(r.headers.len());
+            for (k, v) in r.headers {
+                h = h.insert(Header {
+                    key: k,
+                    value: v.as_deref(),
+                });
+            }
+            rec = rec.headers(h);
+        }
+        let deadline = Instant::now() + self.config.timeout;
+        loop {
+            match self.inner.send(rec) {
+                Ok(()) => return Ok(()),
+                Err((e, back)) => {
+                    use rdkafka::types::RDKafkaErrorCode as C;
+                    if e.rdkafka_error_code() == Some(C::QueueFull) && Instant::now() < deadline {
+                        // The local queue is full: let the background thread send some.
+                        self.inner.poll(Duration::from_millis(5));
+                        rec = back;
+                        continue;
+                    }
+                    return Err(KafkaError::Produce {
+                        topic: topic.into(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Queue every row of `batch` (`key`/`value`/`timestamp` name columns; without a value
+    /// column each row is written as a JSON object of all its columns). Returns the count.
+    pub fn send_batch(
+        &self,
+        topic: &str,
+        batch: &RecordBatch,
+        key: Option<&str>,
+        value: Option<&str>,
+        timestamp: Option<&str>,
+    ) -> Result<usize> {
+        let rows =
+            EncodedRows::new(batch, key, value, timestamp).map_err(|e| KafkaError::Produce {
+                topic: topic.into(),
+                message: e.to_string(),
+            })?;
+        self.check_topic(topic)?;
+        for i in 0..rows.len() {
+            self.send_checked(
+                topic,
+                &OutRecord {
+                    key: rows.key(i),
+                    value: rows.value(i),
+                    timestamp: Some(rows.timestamp(i)),
+                    partition: None,
+                    headers: &[],
+                },
+            )?;
+        }
+        Ok(rows.len())
+    }
+
+    /// Wait until every queued record is delivered; fails with the failed deliveries, or when
+    /// the brokers do not acknowledge within the timeout.
+    pub fn flush(&self, topic_hint: &str) -> Result<()> {
+        let r = self.inner.flush(self.config.timeout);
+        let failed = std::mem::take(&mut *self.inner.context().failed.lock());
+        if !failed.is_empty() {
+            return Err(KafkaError::Produce {
+                topic: topic_hint.into(),
+                message: format!(
+                    "{} record(s) not delivered: {}",
+                    failed.len(),
+                    failed.join("; ")
+                ),
+            });
+        }
+        r.map_err(
+            |e| match self.config.error(&e, &self.inner.context().log, "flushing") {
+                KafkaError::Other(m) => KafkaError::Produce {
+                    topic: topic_hint.into(),
+                    message: m,
+                },
+                other => other,
+            },
+        )
+    }
+
+    /// Records acknowledged by the brokers so far.
+    pub fn delivered(&self) -> u64 {
+        self.inner
+            .context()
+            .delivered
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A Kafka topic as a dead-letter topic (written at once, flushed before the error policy
+/// reports the record handled).
+pub struct KafkaDeadLetter {
+    pub producer: std::sync::Arc<KafkaProducer>,
+    pub topic: String,
+}
+
+impl riverbed_stream::errors::DeadLetterTopic for KafkaDeadLetter {
+    fn name(&self) -> String {
+        self.topic.clone()
+    }
+    fn write(
+        &self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+        headers: &[(&[u8], Option<&[u8]>)],
+    ) -> riverbed_stream::Result<()> {
+        let headers: Vec<(String, Option<Vec<u8>>)> = headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(k).into_owned(),
+                    v.map(<[u8]>::to_vec),
+                )
+            })
+            .collect();
+        self.producer.send(
+            &self.topic,
+            &OutRecord {
+                key,
+                value,
+                timestamp: Some(timestamp),
+                partition: None,
+                headers: &headers,
+            },
+        )?;
+        self.producer.flush(&self.topic)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,395 @@
+//! A Kafka topic as a pipeline source. Without a group, the source reads every partition
+//! (from the earliest offset, the latest, or a checkpoint's positions); a bounded run stops at
+//! the end offsets the partitions had when it started. With a group, the process is one
+//! member: the run keeps a task per assigned partition (see riverbed-stream's `tasks`), seeks
+//! each to its checkpoint and commits offsets with each checkpoint.
+//!
+//! Values are decoded exactly as the embedded log's (JSON with a given or inferred schema, or
+//! raw bytes), with `key`, `timestamp` (the Kafka record timestamp), `partition` and `offset`
+//! columns, and bad records go to the pipeline's `on_error` policy.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_schema::SchemaRef;
+use rdkafka::message::{Headers, Message};
+use riverbed_stream::errors::ErrorHandler;
+use riverbed_stream::source::{Headers as RecordHeaders, Polled};
+use riverbed_stream::{
+    Decoder, ExternalSource, Format, RawRecords, Rebalance, Result as StreamResult, Source,
+    StreamError,
+};
+
+use crate::client::KafkaConfig;
+use crate::consumer::{Start, TopicConsumer};
+use crate::error::{KafkaError, Result};
+
+/// How a pipeline reads a Kafka topic.
+pub struct KafkaTopicSource {
+    pub config: KafkaConfig,
+    pub topic: String,
+    pub group: Option<String>,
+    pub start: Start,
+    pub decoder: Decoder,
+    pub partitions: usize,
+    pub batch_size: usize,
+    pub on_error: Option<Arc<ErrorHandler>>,
+}
+
+impl KafkaTopicSource {
+    /// Check that the topic exists; without a schema, infer JSON values' schema from up to
+    /// 1,000 records read from the start of each partition.
+    pub fn new(
+        config: &KafkaConfig,
+        topic: &str,
+        group: Option<&str>,
+        start: Start,
+        format: Format,
+        value_schema: Option<SchemaRef>,
+        batch_size: usize,
+    ) -> Result<KafkaTopicSource> {
+        let sample = TopicConsumer::open(config, topic, None, Start::Earliest, None, false)?;
+        let value_schema = match (format, value_schema) {
+            (Format::Json, None) => Some(infer(&sample)?),
+            (_, s) => s,
+        };
+        Ok(KafkaTopicSource {
+            config: config.clone(),
+            topic: topic.to_string(),
+            group: group.map(str::to_string),
+            start,
+            decoder: Decoder::new(topic, format, value_schema),
+            partitions: sample.partitions,
+            batch_size: batch_size.max(1),
+            on_error: None,
+        })
+    }
+}
+
+/// The schema of a topic's JSON values, from up to 1,000 of its first records.
+fn infer(c: &TopicConsumer) -> Result<SchemaRef> {
+    let mut ends = 0;
+    for p in 0..c.partitions {
+        let (lo, hi) = c.watermarks(p)?;
+        ends += (hi - lo).min(1000 / c.partitions.max(1) as i64 + 1);
+    }
+    let mut values: Vec<Vec<u8>> = Vec::new();
+    let deadline = Instant::now() + c.config.timeout;
+    while (values.len() as i64) < ends.min(1000) && Instant::now() < deadline {
+        if let Some(m) = c.next(Duration::from_millis(50))? {
+            values.extend(m.payload().map(<[u8]>::to_vec));
+        }
+    }
+    riverbed_stream::source::infer_json_schema(&c.topic, values.iter().map(Vec::as_slice))
+        .map_err(|e| KafkaError::Other(e.to_string()))
+}
+
+impl ExternalSource for KafkaTopicSource {
+    fn schema(&self) -> SchemaRef {
+        self.decoder.schema.clone()
+    }
+    fn partitions(&self) -> usize {
+        self.partitions
+    }
+    fn default_event_time(&self) -> Option<&'static str> {
+        self.decoder
+            .value_schema
+            .index_of("timestamp")
+            .is_err()
+            .then_some("timestamp")
+    }
+    fn open(
+        &self,
+        follow: bool,
+        on_error: Arc<ErrorHandler>,
+        start: Option<&[i64]>,
+    ) -> StreamResult<Box<dyn Source>> {
+        Ok(Box::new(KafkaSource::open(self, follow, on_error, start)?))
+    }
+    fn describe(&self) -> String {
+        format!(
+            "Kafka topic '{}' at {} ({} partitions{})",
+            self.topic,
+            self.config.bootstrap,
+            self.partitions,
+            self.group
+                .as_ref()
+                .map_or(String::new(), |g| format!(", group '{g}'"))
+        )
+    }
+    fn on_error(&self) -> Option<Arc<ErrorHandler>> {
+        self.on_error.clone()
+    }
+    fn group(&self) -> Option<String> {
+        self.group.clone()
+    }
+}
+
+/// A running reader of a Kafka topic.
+pub struct KafkaSource {
+    consumer: TopicConsumer,
+    decoder: Decoder,
+    follow: bool,
+    start: Start,
+    batch_size: usize,
+    /// Partitions this process reads (all of them without a group).
+    assigned: BTreeSet<usize>,
+    /// Per partition: the offset after the last record handed to the run (-1: none yet).
+    positions: Vec<i64>,
+    /// Bounded runs: where each assigned partition ends.
+    ends: Vec<Option<i64>>,
+    done: Vec<bool>,
+    ready: VecDeque<(Polled, Option<(usize, i64)>)>,
+    rebalance: Option<Rebalance>,
+    finished: bool,
+    /// An error met while waiting, for the next poll to return.
+    failed: Option<StreamError>,
+    on_error: Arc<ErrorHandler>,
+    errors: AtomicU64,
+}
+
+impl KafkaSource {
+    fn open(
+        spec: &KafkaTopicSource,
+        follow: bool,
+        on_error: Arc<ErrorHandler>,
+        start: Option<&[i64]>,
+    ) -> Result<KafkaSource> {
+        let consumer = TopicConsumer::open(
+            &spec.config,
+            &spec.topic,
+            spec.group.as_deref(),
+            spec.start,
+            start,
+            false,
+        )?;
+        let n = consumer.partitions;
+        let mut s = KafkaSource {
+            decoder: spec.decoder.clone(),
+            follow,
+            start: spec.start,
+            batch_size: spec.batch_size,
+            assigned: BTreeSet::new(),
+            positions: vec![-1; n],
+            ends: vec![None; n],
+            done: vec![false; n],
+            ready: VecDeque::new(),
+            rebalance: None,
+            finished: false,
+            failed: None,
+            on_error,
+            errors: AtomicU64::new(0),
+            consumer,
+        };
+        if spec.group.is_none() {
+            for p in 0..n {
+                s.add(p, start.and_then(|s| s.get(p)).copied().filter(|&o| o >= 0))?;
+            }
+        }
+        Ok(s)
+    }
+
+    /// Start reading partition `p` (from `at`, else its committed or first/last offset).
+    fn add(&mut self, p: usize, at: Option<i64>) -> Result<()> {
+        self.assigned.insert(p);
+        self.done[p] = false;
+        let (lo, hi) = self.consumer.watermarks(p)?;
+        let at = match at {
+            Some(o) => o,
+            None => match self.consumer.committed(p)? {
+                Some(o) => o,
+                None if self.start == Start::Latest => hi,
+                None => lo,
+            },
+        };
+        self.positions[p] = at.max(lo);
+        self.ends[p] = (!self.follow).then_some(hi);
+        Ok(())
+    }
+
+    /// Take the group's assignment changes.
+    fn take_events(&mut self) -> Result<()> {
+        if self.consumer.group.is_none() {
+            return Ok(());
+        }
+        let (assigned, revoked) = self.consumer.events.take();
+        if assigned.is_empty() && revoked.is_empty() {
+            return Ok(());
+        }
+        for p in &revoked {
+            self.assigned.remove(p);
+            self.ready.retain(|(item, _)| match item {
+                Polled::Batch(q, _) | Polled::PartitionDone(q) => q != p,
+                _ => true,
+            });
+        }
+        for &p in &assigned {
+            self.add(p, None)?;
+        }
+        let rb = self.rebalance.get_or_insert_with(Rebalance::default);
+        rb.revoked.retain(|p| !assigned.contains(p));
+        rb.assigned.retain(|p| !revoked.contains(p));
+        rb.revoked.extend(revoked);
+        rb.assigned.extend(assigned);
+        Ok(())
+    }
+
+    /// Read what is there (up to a batch per partition) and decode it.
+    fn fill(&mut self, wait: Duration) -> StreamResult<()> {
+        let mut raws: BTreeMap<usize, RawRecords> = BTreeMap::new();
+        let mut headers: HashMap<(usize, i64), RecordHeaders> = HashMap::new();
+        let mut n = 0;
+        let mut first = true;
+        while n < self.batch_size {
+            // Assignment changes arrive inside a poll: take them before the next message.
+            self.take_events()?;
+            let m = self
+                .consumer
+                .next(if first { wait } else { Duration::ZERO })?;
+            first = false;
+            let Some(m) = m else { break };
+            let p = m.partition() as usize;
+            if !self.assigned.contains(&p) {
+                continue;
+            }
+            let ts = m
+                .timestamp()
+                .to_millis()
+                .unwrap_or_else(riverbed_log::fsutil::now_ms);
+            raws.entry(p)
+                .or_default()
+                .push_parts(m.offset(), ts, m.key(), m.payload());
+            if let Some(h) = m.headers() {
+                headers.insert(
+                    (p, m.offset()),
+                    h.iter()
+                        .map(|h| (h.key.as_bytes().to_vec(), h.value.map(<[u8]>::to_vec)))
+                        .collect(),
+                );
+            }
+            n += 1;
+        }
+        self.take_events()?;
+        for (p, raw) in raws {
+            if !self.assigned.contains(&p) {
+                continue;
+            }
+            let next = raw.next_offset();
+            let b = self
+                .decoder
+                .decode(p, &raw, &self.on_error, &self.errors, &|o| {
+                    headers.get(&(p, o)).cloned().unwrap_or_default()
+                })?;
+            self.ready
+                .push_back((Polled::Batch(p, b), next.map(|o| (p, o))));
+        }
+        Ok(())
+    }
+
+    /// Bounded runs: partitions that reached their end.
+    fn check_ends(&mut self) {
+        let mut reached = Vec::new();
+        for &p in &self.assigned {
+            if self.done[p] {
+                continue;
+            }
+            let pending = self
+                .ready
+                .iter()
+                .any(|(_, n)| n.is_some_and(|(q, _)| q == p));
+            if let Some(end) = self.ends[p] {
+                if !pending && self.positions[p] >= end {
+                    reached.push(p);
+                }
+            }
+        }
+        for p in reached {
+            self.done[p] = true;
+            self.ready.push_back((Polled::PartitionDone(p), None));
+        }
+        if !self.follow
+            && !self.finished
+            && !self.assigned.is_empty()
+            && self.assigned.iter().all(|&p| self.done[p])
+        {
+            self.finished = true;
+            self.ready.push_back((Polled::Done, None));
+        }
+    }
+}
+
+fn stream_err(e: KafkaError) -> StreamError {
+    e.into()
+}
+
+impl Source for KafkaSource {
+    fn schema(&self) -> SchemaRef {
+        self.decoder.schema.clone()
+    }
+    fn partitions(&self) -> usize {
+        self.consumer.partitions
+    }
+    fn poll(&mut self) -> StreamResult<Polled> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        if self.ready.is_empty() && !self.finished {
+            self.fill(Duration::ZERO)?;
+            if !self.follow {
+                self.check_ends();
+            }
+        }
+        match self.ready.pop_front() {
+            Some((item, next)) => {
+                if let Some((p, o)) = next {
+                    self.positions[p] = o;
+                }
+                Ok(item)
+            }
+            None => Ok(Polled::Idle),
+        }
+    }
+    fn wait(&mut self, timeout: Duration) {
+        if self.ready.is_empty() && !self.finished {
+            if let Err(e) = self.fill(timeout) {
+                self.failed = Some(e);
+            }
+        }
+    }
+    fn describe(&self) -> String {
+        format!("Kafka topic '{}'", self.consumer.topic)
+    }
+    fn positions(&self) -> Option<Vec<i64>> {
+        Some(self.positions.clone())
+    }
+    fn errors(&self) -> u64 {
+        self.errors.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn rebalance(&mut self) -> Option<Rebalance> {
+        if let Err(e) = self.take_events() {
+            self.failed = Some(e.into());
+        }
+        self.rebalance.take()
+    }
+    fn seek(&mut self, partition: usize, offset: i64) -> StreamResult<()> {
+        self.consumer.seek(partition, offset).map_err(stream_err)?;
+        self.positions[partition] = offset;
+        Ok(())
+    }
+    fn commit(&mut self, offsets: &[(usize, i64)]) -> StreamResult<()> {
+        // Offsets of partitions revoked meanwhile cannot be committed by this member any more;
+        // their checkpoint (written before) is what the next owner continues from.
+        let mine: Vec<(usize, i64)> = offsets
+            .iter()
+            .copied()
+            .filter(|(p, _)| self.assigned.contains(p))
+            .collect();
+        match self.consumer.commit(&mine) {
+            Ok(()) => Ok(()),
+            Err(KafkaError::Other(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! `Kafka`, `KafkaConsumer` and `MockKafka` wrappers of riverbed-kafka: conversions and
+//! delegation only. Every call that talks to the brokers releases the GIL.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use arrow::pyarrow::{PyArrowType, ToPyArrow};
+use arrow_schema::Schema;
+use pyo3::prelude::*;
+
+use riverbed_kafka::consumer::{Start, TopicConsumer};
+use riverbed_kafka::mock::Mock;
+use riverbed_kafka::producer::{KafkaDeadLetter, KafkaProducer, OutRecord};
+use riverbed_kafka::sink::KafkaSink;
+use riverbed_kafka::source::KafkaTopicSource;
+use riverbed_kafka::{Kafka, KafkaConfig};
+use riverbed_stream::errors::{ErrorHandler, ErrorPolicy};
+use riverbed_stream::{Format, SourceSpec};
+
+use crate::error::KafkaError;
+use crate::log::batches_from;
+use crate::stream::PySource;
+
+pub fn kafka_to_py(e: riverbed_kafka::KafkaError) -> PyErr {
+    match e {
+        riverbed_kafka::KafkaError::Config(m) => {
+            pyo3::exceptions::PyValueError::new_err(format!("invalid Kafka configuration: {m}"))
+        }
+        other => KafkaError::new_err(other.to_string()),
+    }
+}
+
+fn parse_start(start: &str) -> PyResult<Start> {
+    match start {
+        "earliest" => Ok(Start::Earliest),
+        "latest" => Ok(Start::Latest),
+        other => Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "start must be 'earliest' or 'latest', got {other:?}"
+        ))),
+    }
+}
+
+#[pyclass(module = "riverbed._core", name = "Kafka", frozen)]
+pub struct PyKafka {
+    pub(crate) inner: Arc<Kafka>,
+    producer: OnceLock<Arc<KafkaProducer>>,
+}
+
+impl PyKafka {
+    pub(crate) fn producer(&self) -> PyResult<Arc<KafkaProducer>> {
+        if let Some(p) = self.producer.get() {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(KafkaProducer::new(&self.inner.config).map_err(kafka_to_py)?);
+        Ok(self.producer.get_or_init(|| p).clone())
+    }
+
+    /// A pipeline sink writing to `topic`, keyed by `key`, stamped with `timestamp`.
+    pub(crate) fn sink(
+        &self,
+        topic: &str,
+        key: Option<String>,
+        timestamp: Option<String>,
+    ) -> PyResult<KafkaSink> {
+        Ok(KafkaSink {
+            producer: self.producer()?,
+            topic: topic.to_string(),
+            key,
+            timestamp,
+        })
+    }
+}
+
+#[pymethods]
+impl PyKafka {
+    #[new]
+    #[pyo3(signature = (bootstrap_servers, config=Vec::new(), timeout_ms=10_000))]
+    fn new(
+        bootstrap_servers: &str,
+        config: Vec<(String, String)>,
+        timeout_ms: u64,
+    ) -> PyResult<PyKafka> {
+        let kafka = Kafka::new(KafkaConfig {
+            bootstrap: bootstrap_servers.to_string(),
+            options: config,
+            timeout: Duration::from_millis(timeout_ms.max(1)),
+        })
+        .map_err(kafka_to_py)?;
+        Ok(PyKafka {
+            inner: Arc::new(kafka),
+            producer: OnceLock::new(),
+        })
+    }
+
+    #[getter]
+    fn bootstrap_servers(&self) -> String {
+        self.inner.config.bootstrap.clone()
+    }
+
+    #[getter]
+    fn timeout_ms(&self) -> u64 {
+        self.inner.config.timeout.as_millis() as u64
+    }
+
+    /// [(name, partitions)] of every topic.
+    fn topics(&self, py: Python<'_>) -> PyResult<Vec<(String, usize)>> {
+        py.detach(|| self.inner.topics()).map_err(kafka_to_py)
+    }
+
+    fn partitions(&self, py: Python<'_>, topic: &str) -> PyResult<usize> {
+        py.detach(|| self.inner.partitions(topic))
+            .map_err(kafka_to_py)
+    }
+
+    #[pyo3(signature = (name, partitions=1, replication=1, config=Vec::new()))]
+    fn create_topic(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        partitions: usize,
+        replication: usize,
+        config: Vec<(String, String)>,
+    ) -> PyResult<()> {
+        py.detach(|| {
+            self.inner
+                .create_topic(name, partitions, replication, &config)
+        })
+        .map_err(kafka_to_py)
+    }
+
+    /// Queue one record; `flush` waits for every queued record to be acknowledged.
+    #[pyo3(signature = (topic, key, value, timestamp=None, headers=Vec::new(), partition=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn produce(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        timestamp: Option<i64>,
+        headers: Vec<(String, Option<Vec<u8>>)>,
+        partition: Option<i32>,
+    ) -> PyResult<()> {
+        let producer = self.producer()?;
+        py.detach(|| {
+            producer.send(
+                topic,
+                &OutRecord {
+                    key: key.as_deref(),
+                    value: value.as_deref(),
+                    timestamp,
+                    partition,
+                    headers: &headers,
+                },
+            )
+        })
+        .map_err(kafka_to_py)
+    }
+
+    /// Queue every row of an Arrow stream; returns the number of records.
+    #[pyo3(signature = (topic, data, key=None, value=None, timestamp=None))]
+    fn produce_arrow(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        data: &Bound<'_, PyAny>,
+        key: Option<&str>,
+        value: Option<&str>,
+        timestamp: Option<&str>,
+    ) -> PyResult<usize> {
+        let batches = batches_from(data)?;
+        let producer = self.producer()?;
+        py.detach(|| {
+            let mut n = 0;
+            for b in &batches {
+                n += producer.send_batch(topic, b, key, value, timestamp)?;
+            }
+            Ok(n)
+        })
+        .map_err(kafka_to_py)
+    }
+
+    /// Wait until every queued record is acknowledged (or fail naming what was not).
+    fn flush(&self, py: Python<'_>, topic: &str) -> PyResult<()> {
+        let producer = self.producer()?;
+        py.detach(|| producer.flush(topic)).map_err(kafka_to_py)
+    }
+
+    #[pyo3(signature = (topic, group=None, start="earliest", auto_commit=true))]
+    fn consumer(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        group: Option<&str>,
+        start: &str,
+        auto_commit: bool,
+    ) -> PyResult<PyKafkaConsumer> {
+        let start = parse_start(start)?;
+        let c = py
+            .detach(|| {
+                TopicConsumer::open(&self.inner.config, topic, group, start, None, auto_commit)
+            })
+            .map_err(kafka_to_py)?;
+        Ok(PyKafkaConsumer {
+            inner: parking_lot::Mutex::new(Some(c)),
+        })
+    }
+
+    /// A pipeline source reading `topic` (with `group`: as one member of a consumer group).
+    #[pyo3(signature = (topic, group=None, start="earliest", format="json", schema=None, batch_size=65536, on_error=None, dead_letter=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn source(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        group: Option<&str>,
+        start: &str,
+        format: &str,
+        schema: Option<PyArrowType<Schema>>,
+        batch_size: usize,
+        on_error: Option<&str>,
+        dead_letter: Option<&str>,
+    ) -> PyResult<PySource> {
+        let start = parse_start(start)?;
+        let format = match format {
+            "json" => Format::Json,
+            "raw" => Format::Raw,
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "format must be 'json' or 'raw', got {other:?}"
+                )))
+            }
+        };
+        let mut spec = py
+            .detach(|| {
+                KafkaTopicSource::new(
+                    &self.inner.config,
+                    topic,
+                    group,
+                    start,
+                    format,
+                    schema.map(|s| Arc::new(s.0)),
+                    batch_size,
+                )
+            })
+            .map_err(kafka_to_py)?;
+        spec.on_error = self.error_handler(on_error, dead_letter)?;
+        Ok(PySource::from_spec(SourceSpec::External(Arc::new(spec))))
+    }
+}
+
+impl PyKafka {
+    /// A bad-record policy whose dead letters go to a topic of this cluster.
+    pub(crate) fn error_handler(
+        &self,
+        on_error: Option<&str>,
+        dead_letter: Option<&str>,
+    ) -> PyResult<Option<Arc<ErrorHandler>>> {
+        let policy = match (on_error, dead_letter) {
+            (None, _) => return Ok(None),
+            (Some("raise"), _) => ErrorPolicy::Raise,
+            (Some("skip"), _) => ErrorPolicy::Skip,
+            (Some("dead_letter"), Some(t)) => ErrorPolicy::DeadLetter(Arc::new(KafkaDeadLetter {
+                producer: self.producer()?,
+                topic: t.to_string(),
+            })),
+            (Some("dead_letter"), None) => {
+                return Err(pyo3::exceptions::PyValueError::new_err(
+                    "on_error='dead_letter' needs a dead-letter topic",
+                ))
+            }
+            (Some(other), _) => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "on_error must be 'raise', 'skip' or 'dead_letter', got {other:?}"
+                )))
+            }
+        };
+        Ok(Some(ErrorHandler::new(policy)))
+    }
+}
+
+#[pyclass(module = "riverbed._core", name = "KafkaConsumer", frozen)]
+pub struct PyKafkaConsumer {
+    inner: parking_lot::Mutex<Option<TopicConsumer>>,
+}
+
+#[pymethods]
+impl PyKafkaConsumer {
+    /// Up to `max_records` records as a pyarrow RecordBatch, waiting up to `timeout_ms` for
+    /// the first.
+    #[pyo3(signature = (max_records=10_000, timeout_ms=1000))]
+    fn poll<'py>(
+        &self,
+        py: Python<'py>,
+        max_records: usize,
+        timeout_ms: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let batch = py
+            .detach(|| {
+                let g = self.inner.lock();
+                let c = g.as_ref().ok_or_else(|| {
+                    riverbed_kafka::KafkaError::Other("the consumer is closed".into())
+                })?;
+                c.poll_arrow(max_records, Duration::from_millis(timeout_ms))
+            })
+            .map_err(kafka_to_py)?;
+        batch.to_pyarrow(py)
+    }
+
+    /// Commit what was polled so far (a group consumer).
+    fn commit(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| match self.inner.lock().as_ref() {
+            Some(c) => c.commit_consumed(),
+            None => Ok(()),
+        })
+        .map_err(kafka_to_py)
+    }
+
+    /// [partition] currently assigned to this consumer.
+    fn assignment(&self) -> Vec<usize> {
+        self.inner
+            .lock()
+            .as_ref()
+            .map(TopicConsumer::assignment)
+            .unwrap_or_default()
+    }
+
+    /// Leave the group and close (librdkafka commits what was polled when auto-commit is on,
+    /// as Kafka's clients do).
+    fn close(&self, py: Python<'_>) {
+        let c = self.inner.lock().take();
+        py.detach(|| drop(c));
+    }
+}
+
+#[pyclass(module = "riverbed._core", name = "MockKafka", frozen)]
+pub struct PyMockKafka {
+    inner: parking_lot::Mutex<Option<Mock>>,
+    bootstrap: String,
+}
+
+#[pymethods]
+impl PyMockKafka {
+    #[new]
+    #[pyo3(signature = (brokers=1))]
+    fn new(brokers: usize) -> PyResult<PyMockKafka> {
+        let m = Mock::start(brokers).map_err(kafka_to_py)?;
+        Ok(PyMockKafka {
+            bootstrap: m.bootstrap_servers(),
+            inner: parking_lot::Mutex::new(Some(m)),
+        })
+    }
+
+    #[getter]
+    fn bootstrap_servers(&self) -> String {
+        self.bootstrap.clone()
+    }
+
+    #[pyo3(signature = (name, partitions=1, replication=1))]
+    fn create_topic(&self, name: &str, partitions: usize, replication: usize) -> PyResult<()> {
+        match self.inner.lock().as_ref() {
+            Some(m) => m
+                .create_topic(name, partitions, replication)
+                .map_err(kafka_to_py),
+            None => Err(KafkaError::new_err("the mock cluster is stopped")),
+        }
+    }
+
+    /// Take broker `broker` (1-based) down (`up=False`) or up.
+    #[pyo3(signature = (broker, up))]
+    fn set_broker_up(&self, broker: i32, up: bool) -> PyResult<()> {
+        match self.inner.lock().as_ref() {
+            Some(m) => m.set_broker_up(broker, up).map_err(kafka_to_py),
+            None => Err(KafkaError::new_err("the mock cluster is stopped")),
+        }
+    }
+
+    fn stop(&self, py: Python<'_>) {
+        let m = self.inner.lock().take();
+        py.detach(|| drop(m));
+    }
+}

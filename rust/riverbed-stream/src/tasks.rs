@@ -1,0 +1,316 @@
+//! Consumer-group runs. The partitions of a source read with a consumer group (Kafka) are split
+//! between the processes of the group, so a process runs one *task* per partition assigned to
+//! it, as Kafka Streams does: each task has its own operators, watermark and checkpoints, so
+//! its state can move with its partition.
+//!
+//! On a rebalance, a revoked partition's task is checkpointed — after the output it produced so
+//! far is flushed — its offset committed, and the task dropped; an assigned partition's task
+//! restores the partition's newest checkpoint and continues at the checkpoint's own offset
+//! (state and offset always come from the same checkpoint, so a crash anywhere means
+//! re-processing, never a gap: at-least-once). Offsets are committed with every checkpoint,
+//! after the results are written. Checkpoints live in `<dir>/p<partition>/`, a directory every
+//! process of the group must share (one machine, or a shared filesystem).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::checkpoint::{Checkpoint, CheckpointStore, SourceState};
+use crate::error::{Result, StreamError};
+use crate::errors::{ErrorHandler, ErrorPolicy};
+use crate::keys::{event_times, FastMap};
+use crate::operator::OpMetrics;
+use crate::runtime::{without_null_times, Graph, Pipeline, RunControl, RunOutput};
+use crate::sink::Sink;
+use crate::source::{Polled, Source};
+use crate::watermark::WatermarkTracker;
+
+/// One assigned partition's share of the pipeline.
+struct Task {
+    g: Graph,
+    tracker: WatermarkTracker,
+    last_wm: Option<i64>,
+    store: Option<CheckpointStore>,
+    seq: u64,
+    /// Its input is all in (bounded runs) and it was checkpointed before the final flush.
+    ended: bool,
+}
+
+/// The group's view of one run: the pipeline, its source and its tasks.
+struct GroupRun<'a> {
+    pipeline: &'a Pipeline,
+    control: &'a RunControl,
+    on_error: std::sync::Arc<ErrorHandler>,
+    src: Box<dyn Source>,
+    tasks: BTreeMap<usize, Task>,
+    plan_text: String,
+    leaf: usize,
+    ts: Option<String>,
+    lateness: i64,
+    idle_timeout: Duration,
+    follow: bool,
+    null_times: u64,
+}
+
+pub(crate) fn run_group(
+    pipeline: &Pipeline,
+    sink: &mut dyn Sink,
+    follow: bool,
+    control: &RunControl,
+) -> Result<RunOutput> {
+    let on_error = control
+        .on_error
+        .clone()
+        .unwrap_or_else(|| ErrorHandler::new(ErrorPolicy::Raise));
+    let probe = Graph::compile(
+        &pipeline.plan,
+        &pipeline.sources,
+        &pipeline.udfs,
+        on_error.clone(),
+    )?;
+    let Some(Some(u)) = probe.sources.first() else {
+        return Err(StreamError::plan(
+            "read",
+            "the plan does not read its source",
+        ));
+    };
+    if let Some(cfg) = &control.checkpoint {
+        if cfg.reset && cfg.dir.exists() {
+            std::fs::remove_dir_all(&cfg.dir).map_err(|e| {
+                StreamError::Schema(format!("cannot clear {}: {e}", cfg.dir.display()))
+            })?;
+        }
+    }
+    let src = pipeline.sources[0].open(follow, &on_error, None)?;
+    let mut run = GroupRun {
+        pipeline,
+        control,
+        on_error,
+        src,
+        tasks: BTreeMap::new(),
+        plan_text: pipeline.explain(),
+        leaf: u.leaf,
+        ts: u.ts.clone(),
+        lateness: u.lateness,
+        idle_timeout: Duration::from_millis(u.idle_timeout.max(0) as u64),
+        follow,
+        null_times: 0,
+    };
+    let result = run.run(sink);
+    if result.is_ok() {
+        // On stop: checkpoint every task and hand its partition back.
+        let all: Vec<usize> = run.tasks.keys().copied().collect();
+        run.checkpoint(&all, sink)?;
+    }
+    result?;
+    let metrics = run.metrics();
+    *control.metrics.lock() = metrics.clone();
+    let notes = std::mem::take(&mut *control.notes.lock());
+    Ok(RunOutput {
+        notes,
+        late: Vec::new(),
+        metrics,
+    })
+}
+
+impl GroupRun<'_> {
+    fn run(&mut self, sink: &mut dyn Sink) -> Result<()> {
+        let interval = self.control.checkpoint.as_ref().map(|c| c.interval);
+        let mut last_checkpoint = Instant::now();
+        let mut late = Vec::new();
+        let mut done = false;
+        loop {
+            if self.control.stop.load(std::sync::atomic::Ordering::Acquire) {
+                return Ok(());
+            }
+            if let Some(rb) = self.src.rebalance() {
+                self.checkpoint(&rb.revoked, sink)?;
+                for p in &rb.revoked {
+                    self.tasks.remove(p);
+                }
+                for p in rb.assigned {
+                    let t = self.new_task(p)?;
+                    self.tasks.insert(p, t);
+                }
+            }
+            let mut progressed = false;
+            match self.src.poll()? {
+                Polled::Batch(p, b) => {
+                    progressed = true;
+                    let b = match &self.ts {
+                        Some(c) => {
+                            let n = b.num_rows();
+                            let b = without_null_times(
+                                b,
+                                c,
+                                &self.pipeline.sources[0],
+                                &self.on_error,
+                            )?;
+                            self.null_times += (n - b.num_rows()) as u64;
+                            b
+                        }
+                        None => b,
+                    };
+                    let max_ts = match &self.ts {
+                        Some(c) => event_times(&b, c)?.into_iter().max(),
+                        None => None,
+                    };
+                    // A batch of a partition no longer ours (revoked meanwhile) is dropped: its
+                    // new owner reads it again from the checkpoint.
+                    if let Some(t) = self.tasks.get_mut(&p) {
+                        t.tracker.observe(0, 0, max_ts);
+                        t.g.push(self.leaf, 0, b, sink)?;
+                    }
+                }
+                Polled::PartitionDone(p) => {
+                    progressed = true;
+                    // Checkpoint before the end-of-input flush (as a bounded log run does), so
+                    // a later run continues the stream instead of after a provisional flush.
+                    if self.tasks.get(&p).is_some_and(|t| !t.ended) {
+                        self.checkpoint(&[p], sink)?;
+                    }
+                    if let Some(t) = self.tasks.get_mut(&p) {
+                        t.ended = true;
+                        t.tracker.finish_partition(0, 0);
+                    }
+                }
+                Polled::Idle => {}
+                Polled::Done => done = true,
+            }
+            for t in self.tasks.values_mut() {
+                let wm = t.tracker.watermarks(self.follow, t.g.horizon)[0];
+                if t.last_wm != Some(wm) {
+                    let leaf_wm: FastMap<usize, i64> = [(self.leaf, wm)].into_iter().collect();
+                    t.g.advance(&leaf_wm, sink)?;
+                    t.last_wm = Some(wm);
+                }
+                late.extend(t.g.take_late());
+            }
+            *self.control.metrics.lock() = self.metrics();
+            if interval.is_some_and(|i| last_checkpoint.elapsed() >= i) {
+                let all: Vec<usize> = self.tasks.keys().copied().collect();
+                self.checkpoint(&all, sink)?;
+                last_checkpoint = Instant::now();
+            }
+            if done {
+                return Ok(());
+            }
+            if !progressed {
+                self.src.wait(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// A task for partition `p`, from the partition's newest checkpoint if it has one (the
+    /// source then continues at the checkpoint's offset).
+    fn new_task(&mut self, p: usize) -> Result<Task> {
+        let mut g = Graph::compile(
+            &self.pipeline.plan,
+            &self.pipeline.sources,
+            &self.pipeline.udfs,
+            self.on_error.clone(),
+        )?;
+        let mut tracker = WatermarkTracker::new();
+        tracker.add_source(1, self.lateness, self.idle_timeout);
+        let task = |g, tracker, store, seq| Task {
+            g,
+            tracker,
+            last_wm: None,
+            store,
+            seq,
+            ended: false,
+        };
+        let Some(cfg) = &self.control.checkpoint else {
+            return Ok(task(g, tracker, None, 0));
+        };
+        let store = CheckpointStore::open(cfg.dir.join(format!("p{p}")))?;
+        let (latest, notes) = store.latest()?;
+        self.control.notes.lock().extend(notes);
+        if let Some(c) = latest {
+            if c.plan != self.plan_text {
+                return Err(StreamError::plan(
+                    "checkpoint",
+                    format!(
+                        "the plan changed since checkpoint {} of partition {p} in {}; its state does not fit.\n\
+                         checkpointed plan:\n{}\nthis plan:\n{}\npass reset=True to start over",
+                        c.seq,
+                        cfg.dir.display(),
+                        c.plan,
+                        self.plan_text
+                    ),
+                ));
+            }
+            g.restore(&c.operators)?;
+            if let Some(s) = c.sources.first() {
+                if let Some(t) = s.max_ts.first() {
+                    tracker.observe(0, 0, *t);
+                }
+                if let Some(&pos) = s.positions.first().filter(|&&o| o >= 0) {
+                    self.src.seek(p, pos)?;
+                }
+            }
+            return Ok(task(g, tracker, Some(store), c.seq));
+        }
+        Ok(task(g, tracker, Some(store), 0))
+    }
+
+    /// Checkpoint the tasks of `partitions`: flush the output first (the sink's checkpoint),
+    /// then write each task's state with its source offset, then commit those offsets.
+    fn checkpoint(&mut self, partitions: &[usize], sink: &mut dyn Sink) -> Result<()> {
+        if partitions.is_empty() || self.control.checkpoint.is_none() {
+            return Ok(());
+        }
+        sink.checkpoint()?;
+        let positions = self.src.positions().unwrap_or_default();
+        let mut commits = Vec::new();
+        for p in partitions {
+            let Some(t) = self.tasks.get_mut(p) else {
+                continue;
+            };
+            let pos = positions.get(*p).copied().unwrap_or(-1);
+            if let Some(store) = &t.store {
+                t.seq += 1;
+                store.write(&Checkpoint {
+                    seq: t.seq,
+                    plan: self.plan_text.clone(),
+                    sources: vec![SourceState {
+                        positions: vec![pos],
+                        max_ts: t.tracker.max_ts(0),
+                    }],
+                    sinks: Vec::new(),
+                    operators: t.g.snapshot()?,
+                })?;
+            }
+            if pos >= 0 {
+                commits.push((*p, pos));
+            }
+        }
+        self.src.commit(&commits)
+    }
+
+    /// Each operator's metrics summed over the tasks (watermark: the lowest).
+    fn metrics(&self) -> Vec<OpMetrics> {
+        let mut out: Vec<OpMetrics> = Vec::new();
+        for t in self.tasks.values() {
+            let m = t.g.metrics();
+            if out.is_empty() {
+                out = m;
+                continue;
+            }
+            for (o, m) in out.iter_mut().zip(m) {
+                o.records_in += m.records_in;
+                o.records_out += m.records_out;
+                o.late_records += m.late_records;
+                o.errors += m.errors;
+                o.state_entries += m.state_entries;
+                o.watermark = match (o.watermark, m.watermark) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        if let Some(first) = out.first_mut() {
+            first.errors += self.src.errors() + self.null_times;
+        }
+        out
+    }
+}
