@@ -476,6 +476,9 @@ def test_two_processes_split_a_group_and_survive_a_kill(kafka, cluster, tmp_path
 
     out = kafka.create_topic(fresh("so-out"), partitions=2)
     group = fresh("so-group")
+    # windows by sym over a topic partitioned by its record key repartition through an internal
+    # topic; the members' rb.Kafka would create it through the admin API, which the mock lacks
+    kafka.create_topic(f"group-{group}-repartition-1", partitions=4)
     reports = [tmp_path / f"member{i}.json" for i in range(2)]
     members = [
         subprocess.Popen(
@@ -520,3 +523,64 @@ def test_two_processes_split_a_group_and_survive_a_kill(kafka, cluster, tmp_path
                 m.wait(30)
             except subprocess.TimeoutExpired:
                 m.kill()
+
+
+def test_a_key_other_than_the_partitioning_repartitions_through_an_internal_topic(kafka):
+    tin = kafka.create_topic(fresh("pay"), partitions=4)
+    tout = kafka.create_topic(fresh("by-merchant"), partitions=2)
+    n = 12_000
+    data = pa.table(
+        {
+            "acct": [f"a{i % 31}" for i in range(n)],
+            "sym": [f"m{(i * 7) % 11}" for i in range(n)],
+            "px": [float(i % 97) for i in range(n)],
+            "ts": [T0 + i * 3 for i in range(n)],
+        }
+    )
+    # keyed (so partitioned) by account, aggregated by merchant: every merchant is in every partition
+    tin.produce_batch(data, key="acct", timestamp="ts")
+    group = fresh("rp")
+    res = (
+        rb.Pipeline.read(tin, timestamp="ts", group=group)
+        .filter(rb.col("px") >= 0)
+        .window(rb.tumbling("1s"), by="sym")
+        .agg(n=rb.count(), s=rb.sum("px"))
+        .write(tout)
+        .run(progress=False)
+    )
+    assert f"group-{group}-repartition-1" in kafka.topics()
+    assert [m["records_in"] for m in res.metrics if m["operator"].startswith("window")] == [n]
+    rows = _read_windows(tout)
+    assert len(rows) == len(dict(rows))
+    assert_same_windows(dict(rows), reference_windows(data, 1000))
+
+    # declared partitioning by the aggregation key: no repartition
+    tin2 = kafka.create_topic(fresh("pay-by-sym"), partitions=4)
+    tin2.produce_batch(data, key="sym", timestamp="ts")
+    group2 = fresh("np")
+    out2: list[pa.RecordBatch] = []
+    (
+        rb.Pipeline.read(tin2, timestamp="ts", group=group2, partitioned_by="sym")
+        .window(rb.tumbling("1s"), by="sym")
+        .agg(n=rb.count(), s=rb.sum("px"))
+        .write(out2.append)
+        .run(progress=False)
+    )
+    assert not any(t.startswith(f"group-{group2}") for t in kafka.topics())
+    got = pa.Table.from_batches(out2).to_pylist()
+    assert_same_windows(
+        {(r["sym"], int(r["window_start"])): (r["n"], r["s"]) for r in got}, reference_windows(data, 1000)
+    )
+
+
+def test_group_runs_refuse_what_processes_cannot_split(kafka):
+    tin = kafka.create_topic(fresh("refuse"), partitions=2)
+    tin.produce_batch(trades(10), key="sym", timestamp="ts")
+    with pytest.raises(rb.exceptions.PlanError, match="without a key"):
+        rb.Pipeline.read(tin, timestamp="ts", group=fresh("g")).window(rb.tumbling("1s")).agg(n=rb.count()).run(
+            progress=False
+        )
+    with pytest.raises(rb.exceptions.PlanError, match="several columns"):
+        rb.Pipeline.read(tin, timestamp="ts", group=fresh("g")).window(rb.tumbling("1s"), by=["sym", "px"]).agg(
+            n=rb.count()
+        ).run(progress=False)

@@ -524,6 +524,8 @@ class Pipeline:
         # Kafka: where named runs keep checkpoints, and the consumer group read with.
         self._state_dir: str | None = None
         self._group: str | None = None
+        self._kafka_topic: Any = None
+        self._partitioned_by: list[str] = ["key"]
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -542,6 +544,7 @@ class Pipeline:
         dead_letter: object = None,
         group: str | None = None,
         start: str = "earliest",
+        partitioned_by: str | Iterable[str] | None = None,
     ) -> Pipeline:
         """A pipeline reading ``source``.
 
@@ -570,7 +573,10 @@ class Pipeline:
         (at-least-once). A group run is named after its group unless ``name=`` is given to
         ``run``/``start``. ``start``: ``"earliest"`` or ``"latest"``, where a partition without
         a committed offset or checkpoint begins. Event time defaults to the Kafka record
-        timestamp; watermarks are per Kafka partition.
+        timestamp; watermarks are per Kafka partition. A keyed operator (window, group_by, series,
+        stateful_map) whose key is not what the topic is partitioned by — its record ``key``, or
+        the columns named by ``partitioned_by`` — repartitions through an internal topic, as
+        Kafka Streams does (see ``riverbed.repartition``), so N processes give one's results.
         """
         if group is not None and not isinstance(group, str):
             raise TypeError(f"group must be str or None, got {type(group).__name__}")
@@ -595,6 +601,10 @@ class Pipeline:
         if isinstance(source, KafkaTopic):
             p._state_dir = str(source.kafka.state_dir)
             p._group = group
+            p._kafka_topic = source
+            p._partitioned_by = ["key"] if partitioned_by is None else _names((partitioned_by,), "partitioned_by")
+        elif partitioned_by is not None:
+            raise TypeError("read: partitioned_by= applies to Kafka topics read with a group")
         return p
 
     def _derive(self, node: dict[str, Any], sources: list | None = None, udfs: list | None = None) -> Pipeline:
@@ -602,6 +612,8 @@ class Pipeline:
         p._on_error = self._on_error
         p._state_dir = self._state_dir
         p._group = self._group
+        p._kafka_topic = self._kafka_topic
+        p._partitioned_by = self._partitioned_by
         return p
 
     def on_error(self, mode: str, dead_letter: object = None) -> Pipeline:
@@ -1000,6 +1012,48 @@ class Pipeline:
             name = f"group-{self._group}"
         return _checkpoint_args(name, interval, reset, self._state_dir)
 
+    def _staged(self, ckpt: tuple) -> bool:
+        """Whether this is a group run that repartitions (runs in several stages)."""
+        from riverbed import repartition
+
+        if self._group is None:
+            return False
+        return len(repartition.stages(self._node, self._group, "", self._partitioned_by)) > 1
+
+    def _start(self, sink: tuple, follow: bool, ckpt: tuple) -> Any:
+        """Start the run: the native handle, or for a repartitioning group run one handle over
+        its stages (each its own native pipeline, checkpointed as ``<name>.stage<k>``)."""
+        native = self._fresh()
+        if not self._staged(ckpt):
+            return native.start(sink, follow, *self._on_error, *ckpt)
+        from riverbed import repartition
+
+        name, ms, reset, state_dir = ckpt
+        base = name or f"group-{self._group}"  # names the internal topics
+        kafka = self._kafka_topic.kafka
+        partitions = self._kafka_topic.partitions
+        runs = []
+        schema = None
+        ts: str | None = None
+        for k, st in enumerate(repartition.stages(self._node, self._group, base, self._partitioned_by)):
+            if st.topic is None:
+                src = self._sources[0]
+                node = st.node
+            else:
+                src = kafka._inner.source(st.topic, st.group, "earliest", "json", schema, 65_536, None, None, partitions)
+                node = repartition.with_event_time(st.node, ts)
+            node = repartition.resolve_drops(node, lambda n, s=src: _core.Pipeline(n, [s], self._udfs).schema)
+            stage = _core.Pipeline(node, [src], self._udfs)
+            if st.writes is not None:
+                repartition.ensure_topic(kafka, st.writes, partitions)
+                stage_sink: tuple = ("kafka", kafka._inner, st.writes, st.key, partitions)
+                schema, ts = stage.schema, stage.event_time_column
+            else:
+                stage_sink = sink
+            stage_name = None if name is None else f"{name}.stage{k}"
+            runs.append((stage, stage_sink, (*self._on_error, stage_name, ms, reset, state_dir)))
+        return repartition.StagedHandle(runs, follow)
+
     def _fresh(self) -> Any:
         """The native pipeline, with the state of Python functions reset for a new run."""
         for udf in self._udfs:
@@ -1013,8 +1067,12 @@ class Pipeline:
         """A bounded run; past a second it shows a progress bar with records/s (tqdm.auto: a
         terminal bar or a notebook widget) unless ``progress`` is False."""
         if not progress:
+            if self._staged(ckpt):
+                handle = self._start(sink, False, ckpt)
+                handle.wait(None)
+                return self._result(handle.stop(3600.0))
             return self._result(self._fresh().run(sink, False, None, *self._on_error, *ckpt))
-        handle = self._fresh().start(sink, False, *self._on_error, *ckpt)
+        handle = self._start(sink, False, ckpt)
         bar = None
         try:
             t0 = time.monotonic()
@@ -1066,6 +1124,14 @@ class Pipeline:
         raises ``PlanError`` unless ``reset=True`` (start over; the output topic is kept).
         """
         ckpt = self._checkpoint(name, checkpoint_interval, reset)
+        if follow and self._staged(ckpt):
+            handle = self._start(self._sink or ("collect",), True, ckpt)
+            try:
+                while not handle.wait(0.2):
+                    pass
+            finally:
+                raw = handle.stop(10.0)
+            return self._result(raw)
         if follow:
             return self._result(self._fresh().run(self._sink or ("collect",), True, None, *self._on_error, *ckpt))
         return self._bounded(self._sink or ("collect",), progress, ckpt)
@@ -1101,7 +1167,7 @@ class Pipeline:
         if self.running:
             raise RuntimeError("this pipeline is already running; stop() it first")
         ckpt = self._checkpoint(name, checkpoint_interval, reset)
-        self._handle = self._fresh().start(self._sink or ("collect",), bool(follow), *self._on_error, *ckpt)
+        self._handle = self._start(self._sink or ("collect",), bool(follow), ckpt)
         _RUNNING.add(self)
         return self
 

@@ -9,14 +9,24 @@ use arrow_array::RecordBatch;
 use riverbed_stream::sink::SinkEnds;
 use riverbed_stream::{Result as StreamResult, Sink};
 
-use crate::producer::KafkaProducer;
+use crate::producer::{KafkaProducer, OutRecord};
 
 pub struct KafkaSink {
     pub producer: Arc<KafkaProducer>,
     pub topic: String,
     pub key: Option<String>,
     pub timestamp: Option<String>,
+    /// A repartition topic with this many partitions: the writing tasks' watermarks go to every
+    /// partition as marker records, so its readers know how far every writer has got.
+    pub repartition: Option<usize>,
 }
+
+/// Headers of a watermark marker record: the watermark, and the input partition of the task
+/// that wrote it.
+pub const WATERMARK_HEADER: &str = "riverbed.watermark";
+pub const WRITER_HEADER: &str = "riverbed.writer";
+/// "1" when the writing task's input is idle (its watermark is a flush past all it has read).
+pub const IDLE_HEADER: &str = "riverbed.idle";
 
 impl Sink for KafkaSink {
     fn write(&mut self, batch: RecordBatch) -> StreamResult<()> {
@@ -32,5 +42,42 @@ impl Sink for KafkaSink {
     fn checkpoint(&mut self) -> StreamResult<SinkEnds> {
         self.producer.flush(&self.topic)?;
         Ok((Vec::new(), Vec::new()))
+    }
+
+    fn watermark(&mut self, partition: usize, wm: i64, idle: bool) -> StreamResult<()> {
+        let Some(n) = self.repartition else {
+            return Ok(());
+        };
+        let headers = [
+            (
+                WATERMARK_HEADER.to_string(),
+                Some(wm.to_string().into_bytes()),
+            ),
+            (
+                WRITER_HEADER.to_string(),
+                Some(partition.to_string().into_bytes()),
+            ),
+            (
+                IDLE_HEADER.to_string(),
+                Some(vec![if idle { b'1' } else { b'0' }]),
+            ),
+        ];
+        for q in 0..n {
+            self.producer.send(
+                &self.topic,
+                &OutRecord {
+                    key: None,
+                    value: None,
+                    timestamp: None,
+                    partition: Some(q as i32),
+                    headers: &headers,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> StreamResult<()> {
+        Ok(self.producer.flush(&self.topic)?)
     }
 }

@@ -36,6 +36,9 @@ pub struct KafkaTopicSource {
     pub partitions: usize,
     pub batch_size: usize,
     pub on_error: Option<Arc<ErrorHandler>>,
+    /// A repartition topic written by this many tasks: its watermark marker records give each
+    /// partition's watermark (the lowest of its writers').
+    pub writers: Option<usize>,
 }
 
 impl KafkaTopicSource {
@@ -64,6 +67,7 @@ impl KafkaTopicSource {
             partitions: sample.partitions,
             batch_size: batch_size.max(1),
             on_error: None,
+            writers: None,
         })
     }
 }
@@ -144,6 +148,8 @@ pub struct KafkaSource {
     ready: VecDeque<(Polled, Option<(usize, i64)>)>,
     rebalance: Option<Rebalance>,
     finished: bool,
+    /// A repartition topic: per partition, each writer's latest watermark and idleness.
+    marks: Option<Vec<Vec<(i64, bool)>>>,
     /// An error met while waiting, for the next poll to return.
     failed: Option<StreamError>,
     on_error: Arc<ErrorHandler>,
@@ -178,6 +184,7 @@ impl KafkaSource {
             ready: VecDeque::new(),
             rebalance: None,
             finished: false,
+            marks: spec.writers.map(|w| vec![vec![(i64::MIN, false); w]; n]),
             failed: None,
             on_error,
             errors: AtomicU64::new(0),
@@ -242,6 +249,8 @@ impl KafkaSource {
         let mut headers: HashMap<(usize, i64), RecordHeaders> = HashMap::new();
         let mut n = 0;
         let mut first = true;
+        // Partitions whose watermark markers were read, with the offset after the last one.
+        let mut marked: BTreeMap<usize, i64> = BTreeMap::new();
         while n < self.batch_size {
             // Assignment changes arrive inside a poll: take them before the next message.
             self.take_events()?;
@@ -253,6 +262,15 @@ impl KafkaSource {
             let p = m.partition() as usize;
             if !self.assigned.contains(&p) {
                 continue;
+            }
+            if let Some(marks) = self.marks.as_mut() {
+                if let Some((writer, wm, idle)) = marker(&m) {
+                    if let Some(w) = marks[p].get_mut(writer) {
+                        *w = (w.0.max(wm), idle);
+                    }
+                    marked.insert(p, m.offset() + 1);
+                    continue;
+                }
             }
             let ts = m
                 .timestamp()
@@ -284,6 +302,15 @@ impl KafkaSource {
                 })?;
             self.ready
                 .push_back((Polled::Batch(p, b), next.map(|o| (p, o))));
+        }
+        // After the data read with them (records after a marker are not behind it).
+        for (p, next) in marked {
+            if let (true, Some(marks)) = (self.assigned.contains(&p), self.marks.as_ref()) {
+                let wm = marks[p].iter().map(|m| m.0).min().unwrap_or(i64::MIN);
+                let idle = marks[p].iter().all(|m| m.1);
+                self.ready
+                    .push_back((Polled::Watermark(p, wm, idle), Some((p, next))));
+            }
         }
         Ok(())
     }
@@ -318,6 +345,24 @@ impl KafkaSource {
             self.ready.push_back((Polled::Done, None));
         }
     }
+}
+
+/// A watermark marker's (writer, watermark, idle), if the message is one.
+fn marker(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<(usize, i64, bool)> {
+    let h = m.headers()?;
+    let mut wm = None;
+    let mut writer = None;
+    let mut idle = false;
+    for x in h.iter() {
+        let v = x.value.and_then(|v| std::str::from_utf8(v).ok());
+        match x.key {
+            crate::sink::WATERMARK_HEADER => wm = v.and_then(|v| v.parse::<i64>().ok()),
+            crate::sink::WRITER_HEADER => writer = v.and_then(|v| v.parse::<usize>().ok()),
+            crate::sink::IDLE_HEADER => idle = v == Some("1"),
+            _ => {}
+        }
+    }
+    Some((writer?, wm?, idle))
 }
 
 fn stream_err(e: KafkaError) -> StreamError {

@@ -61,12 +61,14 @@ impl PyKafka {
         topic: &str,
         key: Option<String>,
         timestamp: Option<String>,
+        repartition: Option<usize>,
     ) -> PyResult<KafkaSink> {
         Ok(KafkaSink {
             producer: self.producer()?,
             topic: topic.to_string(),
             key,
             timestamp,
+            repartition,
         })
     }
 }
@@ -207,7 +209,7 @@ impl PyKafka {
     }
 
     /// A pipeline source reading `topic` (with `group`: as one member of a consumer group).
-    #[pyo3(signature = (topic, group=None, start="earliest", format="json", schema=None, batch_size=65536, on_error=None, dead_letter=None))]
+    #[pyo3(signature = (topic, group=None, start="earliest", format="json", schema=None, batch_size=65536, on_error=None, dead_letter=None, writers=None))]
     #[allow(clippy::too_many_arguments)]
     fn source(
         &self,
@@ -220,6 +222,7 @@ impl PyKafka {
         batch_size: usize,
         on_error: Option<&str>,
         dead_letter: Option<&str>,
+        writers: Option<usize>,
     ) -> PyResult<PySource> {
         let start = parse_start(start)?;
         let format = match format {
@@ -245,6 +248,7 @@ impl PyKafka {
             })
             .map_err(kafka_to_py)?;
         spec.on_error = self.error_handler(on_error, dead_letter)?;
+        spec.writers = writers;
         Ok(PySource::from_spec(SourceSpec::External(Arc::new(spec))))
     }
 }

@@ -326,10 +326,16 @@ impl PyPipeline {
                     [one] => Some(one.clone()),
                     _ => None,
                 });
+                // A fifth item: the partition count of a repartition topic.
+                let repartition: Option<usize> = match sink.len() {
+                    n if n > 4 => sink.get_item(4)?.extract()?,
+                    _ => None,
+                };
                 Box::new(kafka.get().sink(
                     &topic,
                     key,
                     self.inner.event_time_column().map(str::to_string),
+                    repartition,
                 )?)
             }
             "callback" => Box::new(CallbackSink {
@@ -440,6 +446,12 @@ impl PyPipeline {
             inner: Arc::new(inner),
             udf_error,
         })
+    }
+
+    /// The output's event-time column, if it has one.
+    #[getter]
+    fn event_time_column(&self) -> Option<String> {
+        self.inner.event_time_column().map(str::to_string)
     }
 
     #[getter]

@@ -885,6 +885,11 @@ impl Graph {
         Ok(())
     }
 
+    /// The watermark of the output (the root's), for a sink that passes it on.
+    pub(crate) fn output_watermark(&self) -> i64 {
+        self.nodes[self.root].out_wm
+    }
+
     pub(crate) fn take_late(&mut self) -> Vec<RecordBatch> {
         self.nodes
             .iter_mut()
@@ -1226,6 +1231,10 @@ impl Pipeline {
                         tracker.finish_partition(k, p);
                         progressed = true;
                     }
+                    Polled::Watermark(p, wm, idle) => {
+                        tracker.report(k, p, wm, idle);
+                        progressed = true;
+                    }
                     Polled::Idle => {}
                     Polled::Done => {
                         done[k] = true;
@@ -1282,6 +1291,7 @@ impl Pipeline {
         if !ended {
             checkpoint(&g, sink, &srcs, &tracker, true)?;
         }
+        sink.close()?;
         let metrics = metrics_with_sources(&g, &srcs, &uses, &null_times);
         *control.metrics.lock() = metrics.clone();
         let notes = std::mem::take(&mut *control.notes.lock());

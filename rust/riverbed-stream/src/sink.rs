@@ -26,6 +26,16 @@ pub trait Sink: Send {
     fn rollback(&mut self, _ends: &[(String, Vec<i64>)]) -> Result<()> {
         Ok(())
     }
+    /// The output watermark of the task reading input partition `partition` (group runs), and
+    /// whether its input is idle: a repartition sink passes them on to its topic's readers.
+    fn watermark(&mut self, _partition: usize, _wm: i64, _idle: bool) -> Result<()> {
+        Ok(())
+    }
+    /// At the end of a run: make what was written visible (an external sink waits until every
+    /// record is acknowledged).
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[derive(Default)]

@@ -25,6 +25,9 @@ pub enum Polled {
     Batch(usize, RecordBatch),
     /// This partition has no more data (bounded runs).
     PartitionDone(usize),
+    /// The watermark of a partition as its writers reported it (a repartition topic), and
+    /// whether all their inputs are idle.
+    Watermark(usize, i64, bool),
     /// Nothing available right now (follow mode).
     Idle,
     /// Every partition is done.

@@ -24,6 +24,9 @@ use crate::sink::Sink;
 use crate::source::{Polled, Source};
 use crate::watermark::WatermarkTracker;
 
+/// How often output watermarks are passed on even when they did not move.
+const MARK_INTERVAL: Duration = Duration::from_millis(200);
+
 /// One assigned partition's share of the pipeline.
 struct Task {
     g: Graph,
@@ -102,6 +105,7 @@ pub(crate) fn run_group(
         run.checkpoint(&all, sink)?;
     }
     result?;
+    sink.close()?;
     let metrics = run.metrics();
     *control.metrics.lock() = metrics.clone();
     let notes = std::mem::take(&mut *control.notes.lock());
@@ -116,6 +120,7 @@ impl GroupRun<'_> {
     fn run(&mut self, sink: &mut dyn Sink) -> Result<()> {
         let interval = self.control.checkpoint.as_ref().map(|c| c.interval);
         let mut last_checkpoint = Instant::now();
+        let mut last_marks = Instant::now();
         let mut late = Vec::new();
         let mut done = false;
         loop {
@@ -173,15 +178,31 @@ impl GroupRun<'_> {
                         t.tracker.finish_partition(0, 0);
                     }
                 }
+                Polled::Watermark(p, wm, idle) => {
+                    progressed = true;
+                    if let Some(t) = self.tasks.get_mut(&p) {
+                        t.tracker.report(0, 0, wm, idle);
+                    }
+                }
                 Polled::Idle => {}
                 Polled::Done => done = true,
             }
-            for t in self.tasks.values_mut() {
+            // Pass output watermarks on (a repartition sink) when they move, and again now and
+            // then: a reader restarting from a checkpoint needs to hear them again.
+            let resend = last_marks.elapsed() >= MARK_INTERVAL;
+            if resend {
+                last_marks = Instant::now();
+            }
+            for (&p, t) in self.tasks.iter_mut() {
                 let wm = t.tracker.watermarks(self.follow, t.g.horizon)[0];
-                if t.last_wm != Some(wm) {
+                let moved = t.last_wm != Some(wm);
+                if moved {
                     let leaf_wm: FastMap<usize, i64> = [(self.leaf, wm)].into_iter().collect();
                     t.g.advance(&leaf_wm, sink)?;
                     t.last_wm = Some(wm);
+                }
+                if moved || resend {
+                    sink.watermark(p, t.g.output_watermark(), t.tracker.idle(self.follow))?;
                 }
                 late.extend(t.g.take_late());
             }

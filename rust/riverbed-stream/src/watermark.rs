@@ -9,6 +9,11 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 struct Part {
     max_ts: Option<i64>,
+    /// A watermark the source reports itself (a repartition topic carries its writers'), used
+    /// instead of `max_ts - lateness`.
+    reported: Option<i64>,
+    /// Every writer of the partition reported its input idle: the partition is idle too.
+    writers_idle: bool,
     last_active: Instant,
     done: bool,
     lateness: i64,
@@ -46,6 +51,8 @@ impl WatermarkTracker {
             (0..partitions.max(1))
                 .map(|_| Part {
                     max_ts: None,
+                    reported: None,
+                    writers_idle: false,
                     last_active: now,
                     done: false,
                     lateness,
@@ -67,6 +74,41 @@ impl WatermarkTracker {
                 p.max_ts = Some(p.max_ts.map_or(t, |m| m.max(t)));
             }
         }
+    }
+
+    /// The source's own watermark for a partition (it never moves back), and whether all its
+    /// writers' inputs are idle.
+    pub fn report(&mut self, source: usize, partition: usize, wm: i64, idle: bool) {
+        if let Some(p) = self
+            .parts
+            .get_mut(source)
+            .and_then(|s| s.get_mut(partition))
+        {
+            p.reported = Some(p.reported.map_or(wm, |r| r.max(wm)));
+            p.writers_idle = idle;
+        }
+    }
+
+    fn active(p: &Part, now: Instant, follow: bool, keep_done: bool) -> bool {
+        // A partition whose source reports its watermark is idle when its writers say so.
+        (!p.done || keep_done)
+            && (!follow
+                || match p.reported {
+                    Some(_) => !p.writers_idle,
+                    None => now.duration_since(p.last_active) < p.idle_timeout,
+                })
+    }
+
+    /// Whether every partition is idle now (follow mode): the watermark is a flush past every
+    /// record seen, which a repartition sink tells its readers.
+    pub fn idle(&self, follow: bool) -> bool {
+        let now = Instant::now();
+        let parts: Vec<&Part> = self.parts.iter().flatten().collect();
+        follow
+            && !parts.is_empty()
+            && parts
+                .iter()
+                .all(|p| !p.done && !Self::active(p, now, follow, false))
     }
 
     pub fn finish_partition(&mut self, source: usize, partition: usize) {
@@ -108,11 +150,11 @@ impl WatermarkTracker {
         // With an end watermark (a test driver's), a finished partition keeps holding the
         // watermark at its data until every partition is done: the end replaces +inf only.
         let keep_done = self.end.is_some();
-        let active = |p: &Part| {
-            (!p.done || keep_done)
-                && (!follow || now.duration_since(p.last_active) < p.idle_timeout)
+        let active = |p: &Part| Self::active(p, now, follow, keep_done);
+        let part_wm = |p: &Part| match p.reported {
+            Some(r) => r,
+            None => p.max_ts.map_or(i64::MIN, |t| t.saturating_sub(p.lateness)),
         };
-        let part_wm = |p: &Part| p.max_ts.map_or(i64::MIN, |t| t.saturating_sub(p.lateness));
         let any_active = self.parts.iter().flatten().any(active);
         let others = self
             .parts
@@ -153,5 +195,34 @@ impl WatermarkTracker {
             self.current[s] = self.current[s].max(wm);
         }
         self.current.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reported_watermark_replaces_max_ts_minus_lateness_and_waits_for_idle_writers() {
+        let mut t = WatermarkTracker::new();
+        t.add_source(2, 100, Duration::from_millis(0));
+        t.observe(0, 0, Some(5_000));
+        t.observe(0, 1, Some(9_000));
+        // Partition 0's writers say 1_000, whatever its records' times: it holds the watermark.
+        t.report(0, 0, 1_000, false);
+        t.report(0, 1, 8_000, false);
+        // Reported partitions are not idle by the clock (idle_timeout 0 here).
+        assert_eq!(t.watermarks(true, 10), vec![1_000]);
+        // Never backwards.
+        t.report(0, 0, 500, false);
+        assert_eq!(t.watermarks(true, 10), vec![1_000]);
+        t.report(0, 0, 4_000, false);
+        assert_eq!(t.watermarks(true, 10), vec![4_000]);
+        assert!(!t.idle(true));
+        // Every writer idle: the flush passes every record seen plus the horizon.
+        t.report(0, 0, 4_000, true);
+        t.report(0, 1, 8_000, true);
+        assert!(t.idle(true));
+        assert_eq!(t.watermarks(true, 10), vec![9_010]);
     }
 }
