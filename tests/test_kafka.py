@@ -402,12 +402,19 @@ def test_bad_configuration_is_a_value_error():
 MEMBER = textwrap.dedent(
     """
     import json, signal, sys, time
+    import pyarrow as pa
     import riverbed as rb
 
     bootstrap, state, group, tin, tout, report = sys.argv[1:7]
     k = rb.Kafka(bootstrap, timeout=10, state_dir=state)
     p = (
-        rb.Pipeline.read(k.topic(tin), timestamp="ts", group=group, idle_timeout="1s")
+        rb.Pipeline.read(
+            k.topic(tin),
+            timestamp="ts",
+            group=group,
+            idle_timeout="1s",
+            schema=pa.schema([("sym", pa.string()), ("px", pa.float64()), ("ts", pa.int64())]),
+        )
         .window(rb.tumbling("1s"), by="sym")
         .agg(n=rb.count(), s=rb.sum("px"))
         .write(k.topic(tout))
@@ -445,12 +452,36 @@ def _wait_windows(topic, want: set, limit: float) -> list:
     return rows
 
 
-def _members_read(report: Path) -> int:
+def _report(report: Path) -> list[dict]:
     try:
-        metrics = json.loads(report.read_text())
+        return json.loads(report.read_text())
     except (OSError, ValueError):
-        return 0
+        return []
+
+
+def _members_read(report: Path) -> int:
+    metrics = _report(report)
     return int(metrics[0]["records_out"]) if metrics else 0
+
+
+def _wait_for_split(reports: list[Path], partitions: int, limit: float) -> None:
+    """Wait until the members hold disjoint, non-empty shares of every stage's partitions (the
+    ``partitions`` the source operator of each stage reports)."""
+    deadline = time.monotonic() + limit
+    shares: list = []
+    while time.monotonic() < deadline:
+        shares = [[m["partitions"] for m in _report(r) if "partitions" in m] for r in reports]
+        stages = {len(s) for s in shares}
+        if len(stages) == 1 and stages != {0}:
+            ok = True
+            for j in range(len(shares[0])):
+                held = [s[j] for s in shares]
+                flat = [p for h in held for p in h]
+                ok &= all(held) and sorted(flat) == list(range(partitions))
+            if ok:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"the group did not settle: {shares}")
 
 
 @pytest.mark.skipif(REAL is not None, reason="topic creation through the mock cluster's direct API")
@@ -459,12 +490,12 @@ def test_two_processes_split_a_group_and_survive_a_kill(kafka, cluster, tmp_path
     tin = kafka.create_topic(fresh("so-in"), partitions=4)
     data = trades(16_000, symbols=17, step_ms=5)
     half = 8000
-    tin.produce_batch(data.slice(0, half), key="sym", timestamp="ts")
-
     # one process alone: the reference the group must match
+    solo_in = kafka.create_topic(fresh("so-solo-in"), partitions=4)
+    solo_in.produce_batch(data.slice(0, half), key="sym", timestamp="ts")
     solo_out = kafka.create_topic(fresh("so-solo"), partitions=2)
     solo = (
-        rb.Pipeline.read(tin, timestamp="ts")
+        rb.Pipeline.read(solo_in, timestamp="ts")
         .window(rb.tumbling("1s"), by="sym")
         .agg(n=rb.count(), s=rb.sum("px"))
         .write(solo_out)
@@ -487,6 +518,11 @@ def test_two_processes_split_a_group_and_survive_a_kill(kafka, cluster, tmp_path
         for r in reports
     ]
     try:
+        # the group settles (both members hold partitions of both stages), then the input comes:
+        # a rebalance while records flow may repeat output (at-least-once), which this part of
+        # the test does not allow
+        _wait_for_split(reports, 4, 60)
+        tin.produce_batch(data.slice(0, half), key="sym", timestamp="ts")
         first = dict(_wait_windows(out, set(solo_rows), 90))
         # together the two members produce exactly what one process did ...
         assert_same_windows(first, solo_rows)
@@ -584,3 +620,38 @@ def test_group_runs_refuse_what_processes_cannot_split(kafka):
         rb.Pipeline.read(tin, timestamp="ts", group=fresh("g")).window(rb.tumbling("1s"), by=["sym", "px"]).agg(
             n=rb.count()
         ).run(progress=False)
+
+
+def test_a_bounded_run_reads_to_the_end_even_when_the_client_pauses_fetching(cluster, tmp_path):
+    """librdkafka stops prefetching when its local queue is full and waits fetch.queue.backoff.ms
+    before fetching again: a bounded run must wait through such pauses, not take them for the end."""
+    bootstrap, mock = cluster
+    opts = {"queued.max.messages.kbytes": 64, "fetch.queue.backoff.ms": 700}
+    k = mock.kafka(timeout=10, config=opts) if mock is not None else rb.Kafka(bootstrap, timeout=10, config=opts)
+    t = k.create_topic(fresh("pauses"), partitions=2)
+    n = 30_000
+    data = trades(n)
+    t.produce_batch(data, key="sym", timestamp="ts")
+    res = (
+        rb.Pipeline.read(t, timestamp="ts", batch_size=2_000)
+        .window(rb.tumbling("1s"), by="sym")
+        .agg(n=rb.count(), s=rb.sum("px"))
+        .run(progress=False)
+    )
+    assert res.metrics[0]["records_out"] == n
+    got = {(r["sym"], int(r["window_start"])): (r["n"], r["s"]) for r in res.output.to_pylist()}
+    assert_same_windows(got, reference_windows(data, 1000))
+
+
+@pytest.mark.skipif(REAL is not None, reason="the mock cluster's listener is plaintext")
+def test_authentication_and_tls_mismatches_are_named(cluster):
+    bootstrap = cluster[0]
+    sasl = rb.Kafka(bootstrap, timeout=2, security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+                    sasl_username="u", sasl_password="p")
+    t0 = time.monotonic()
+    with pytest.raises(KafkaError, match=r"rejected the security handshake or the credentials: .*SASL"):
+        sasl.topics()
+    assert time.monotonic() - t0 < 6
+    tls = rb.Kafka(bootstrap, timeout=2, security_protocol="SSL")
+    with pytest.raises(KafkaError, match=r"rejected the security handshake or the credentials: .*SSL handshake failed"):
+        tls.topic("t").partitions

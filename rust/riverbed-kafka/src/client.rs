@@ -27,8 +27,8 @@ impl KafkaConfig {
     pub(crate) fn client(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap);
-        // Errors are reported through the client context, not logged to stderr.
-        c.set("log_level", "0");
+        // Warnings and errors reach the client context (kept to explain failures, not printed).
+        c.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
         // librdkafka's lower bounds: 10 ms and 1 s.
         let ms = self.timeout.as_millis().max(10).to_string();
         let setup_ms = self.timeout.as_millis().max(1000).to_string();
@@ -96,15 +96,27 @@ impl ErrorLog {
     }
 }
 
-impl ClientContext for ErrorLog {
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+impl ErrorLog {
+    fn push(&self, message: String) {
         let mut e = self.errors.lock();
         if e.len() >= 8 {
             e.remove(0);
         }
-        e.push(format!("{error}: {reason}"));
+        e.push(message);
     }
-    fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, _fac: &str, _message: &str) {}
+}
+
+/// librdkafka's warnings and errors are kept (not printed) to explain a failed call; they come
+/// as log lines (served by librdkafka's own threads) more often than as error events.
+impl ClientContext for ErrorLog {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.push(format!("{error}: {reason}"));
+    }
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, _fac: &str, message: &str) {
+        if (level as i32) <= rdkafka::config::RDKafkaLogLevel::Warning as i32 {
+            self.push(message.to_string());
+        }
+    }
 }
 
 impl rdkafka::consumer::ConsumerContext for ErrorLog {}
@@ -136,7 +148,10 @@ impl Kafka {
         let md = self
             .meta
             .fetch_metadata(None, self.config.timeout)
-            .map_err(|e| self.config.error(&e, &self.meta_log, "listing topics"))?;
+            .map_err(|e| {
+                serve_events(&self.meta);
+                self.config.error(&e, &self.meta_log, "listing topics")
+            })?;
         let mut out: Vec<(String, usize)> = md
             .topics()
             .iter()
@@ -209,16 +224,29 @@ impl Kafka {
     }
 }
 
+/// Serve a client's queued events (its log lines and errors reach its context only when it is
+/// polled), so a failed call can say what went wrong.
+pub(crate) fn serve_events<C: rdkafka::consumer::ConsumerContext>(client: &BaseConsumer<C>) {
+    for _ in 0..64 {
+        if client.poll(Duration::ZERO).is_none() {
+            break;
+        }
+    }
+}
+
 /// The partition count of `topic` as `client` sees it.
 pub(crate) fn partitions<C: rdkafka::consumer::ConsumerContext>(
-    client: &impl Consumer<C>,
+    client: &BaseConsumer<C>,
     log: &ErrorLog,
     config: &KafkaConfig,
     topic: &str,
 ) -> Result<usize> {
     let md = client
         .fetch_metadata(Some(topic), config.timeout)
-        .map_err(|e| config.error(&e, log, &format!("reading metadata of topic '{topic}'")))?;
+        .map_err(|e| {
+            serve_events(client);
+            config.error(&e, log, &format!("reading metadata of topic '{topic}'"))
+        })?;
     match md.topics().iter().find(|t| t.name() == topic) {
         Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len()),
         Some(t) if t.error().is_some() => {

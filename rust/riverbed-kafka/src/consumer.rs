@@ -41,7 +41,9 @@ impl ClientContext for GroupEvents {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         self.log.error(error, reason)
     }
-    fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, _fac: &str, _message: &str) {}
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.log.log(level, fac, message)
+    }
 }
 
 impl ConsumerContext for GroupEvents {
@@ -103,6 +105,8 @@ impl TopicConsumer {
             ("heartbeat.interval.ms", "500"),
             ("fetch.wait.max.ms", "50"),
             ("queued.min.messages", "200000"),
+            // Fetch again soon after the local queue drains (librdkafka waits 1 s by default).
+            ("fetch.queue.backoff.ms", "10"),
             ("allow.auto.create.topics", "false"),
         ];
         if let Some(g) = group {

@@ -18,7 +18,9 @@ pub enum KafkaError {
     },
     #[error("topic '{topic}' does not exist on Kafka at '{bootstrap}'")]
     UnknownTopic { topic: String, bootstrap: String },
-    #[error("Kafka at '{bootstrap}' refused the credentials: {message}")]
+    #[error(
+        "Kafka at '{bootstrap}' rejected the security handshake or the credentials: {message}"
+    )]
     Authentication { bootstrap: String, message: String },
     /// A call that did not complete in time.
     #[error("{what} timed out after {timeout:?}")]

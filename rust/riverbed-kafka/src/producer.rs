@@ -29,7 +29,9 @@ impl ClientContext for Deliveries {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         self.log.error(error, reason)
     }
-    fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, _fac: &str, _message: &str) {}
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.log.log(level, fac, message)
+    }
 }
 
 impl ProducerContext for Deliveries {
@@ -54,8 +56,8 @@ impl ProducerContext for Deliveries {
 pub struct KafkaProducer {
     config: KafkaConfig,
     inner: ThreadedProducer<Deliveries>,
-    /// Topics known to exist (checked before the first record to each).
-    known: Mutex<std::collections::HashSet<String>>,
+    /// Topics known to exist, with their partition counts (asked before the first record).
+    known: Mutex<std::collections::HashMap<String, usize>>,
 }
 
 /// One record to write.
@@ -88,10 +90,10 @@ impl KafkaProducer {
         })
     }
 
-    /// Fail with `UnknownTopic` unless `topic` exists (asked once per topic).
-    fn check_topic(&self, topic: &str) -> Result<()> {
-        if self.known.lock().contains(topic) {
-            return Ok(());
+    /// The partition count of `topic`; `UnknownTopic` unless it exists (asked once per topic).
+    fn check_topic(&self, topic: &str) -> Result<usize> {
+        if let Some(&n) = self.known.lock().get(topic) {
+            return Ok(n);
         }
         let md = self
             .inner
@@ -104,27 +106,33 @@ impl KafkaProducer {
                     &format!("reading metadata of topic '{topic}'"),
                 )
             })?;
-        let exists = md
+        let partitions = md
             .topics()
             .iter()
-            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-        if !exists {
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map_or(0, |t| t.partitions().len());
+        if partitions == 0 {
             return Err(KafkaError::UnknownTopic {
                 topic: topic.into(),
                 bootstrap: self.config.bootstrap.clone(),
             });
         }
-        self.known.lock().insert(topic.to_string());
-        Ok(())
+        self.known.lock().insert(topic.to_string(), partitions);
+        Ok(partitions)
     }
 
     /// Queue one record (sent in the background; `flush` waits for delivery).
     pub fn send(&self, topic: &str, r: &OutRecord<'_>) -> Result<()> {
-        self.check_topic(topic)?;
-        self.send_checked(topic, r)
+        let n = self.check_topic(topic)?;
+        self.send_checked(topic, n, r)
     }
 
-    fn send_checked(&self, topic: &str, r: &OutRecord<'_>) -> Result<()> {
+    /// Send to a topic of `partitions` partitions. A keyed record's partition is chosen here,
+    /// as Kafka's partitioner does (murmur2): left to librdkafka, a record sent before the
+    /// client has the topic's metadata waits in an unassigned queue and can end up behind
+    /// records sent after it to an explicit partition (the watermark markers of a repartition
+    /// topic).
+    fn send_checked(&self, topic: &str, partitions: usize, r: &OutRecord<'_>) -> Result<()> {
         let mut rec: BaseRecord<'_, [u8], [u8], ()> = BaseRecord::to(topic);
         if let Some(k) = r.key {
             rec = rec.key(k);
@@ -135,8 +143,15 @@ impl KafkaProducer {
         if let Some(t) = r.timestamp {
             rec = rec.timestamp(t);
         }
-        if let Some(p) = r.partition {
-            rec = rec.partition(p);
+        match (r.partition, r.key) {
+            (Some(p), _) => rec = rec.partition(p),
+            (None, Some(k)) => {
+                rec = rec
+                    .partition(
+                        riverbed_log::partitioner::partition_for_key(k, partitions as u32) as i32,
+                    )
+            }
+            (None, None) => {}
         }
         if !r.headers.is_empty() {
             let mut h = OwnedHeaders::new_with_capacity(r.headers.len());
@@ -184,10 +199,11 @@ impl KafkaProducer {
                 topic: topic.into(),
                 message: e.to_string(),
             })?;
-        self.check_topic(topic)?;
+        let partitions = self.check_topic(topic)?;
         for i in 0..rows.len() {
             self.send_checked(
                 topic,
+                partitions,
                 &OutRecord {
                     key: rows.key(i),
                     value: rows.value(i),

@@ -380,10 +380,42 @@ impl Source for KafkaSource {
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
-        if self.ready.is_empty() && !self.finished {
-            self.fill(Duration::ZERO)?;
+        // A bounded read without a group waits for its records (the engine takes Idle from a
+        // bounded source as its end), but not forever: a partition that does not reach its end
+        // offset within the timeout fails the run.
+        let block = !self.follow && self.consumer.group.is_none();
+        let stalled = Instant::now();
+        while self.ready.is_empty() && !self.finished {
+            self.fill(if block {
+                Duration::from_millis(100)
+            } else {
+                Duration::ZERO
+            })?;
             if !self.follow {
                 self.check_ends();
+            }
+            if !block || !self.ready.is_empty() {
+                break;
+            }
+            if stalled.elapsed() >= self.consumer.config.timeout {
+                let behind: Vec<String> = self
+                    .assigned
+                    .iter()
+                    .filter(|&&p| !self.done[p])
+                    .map(|&p| {
+                        format!(
+                            "{}/{p} at offset {} of {}",
+                            self.consumer.topic,
+                            self.positions[p],
+                            self.ends[p].unwrap_or(-1)
+                        )
+                    })
+                    .collect();
+                return Err(KafkaError::Timeout {
+                    what: format!("reading to the end offsets ({})", behind.join(", ")),
+                    timeout: self.consumer.config.timeout,
+                }
+                .into());
             }
         }
         match self.ready.pop_front() {

@@ -22,6 +22,9 @@ pub struct OpMetrics {
     pub errors: u64,
     pub watermark: Option<i64>,
     pub state_entries: u64,
+    /// Consumer-group runs, on the source's operator: the input partitions this process reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<Vec<usize>>,
 }
 
 pub trait Operator: Send {

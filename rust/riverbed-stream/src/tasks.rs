@@ -52,6 +52,8 @@ struct GroupRun<'a> {
     idle_timeout: Duration,
     follow: bool,
     null_times: u64,
+    /// Records operators dropped as late.
+    late: Vec<arrow_array::RecordBatch>,
 }
 
 pub(crate) fn run_group(
@@ -97,6 +99,7 @@ pub(crate) fn run_group(
         idle_timeout: Duration::from_millis(u.idle_timeout.max(0) as u64),
         follow,
         null_times: 0,
+        late: Vec::new(),
     };
     let result = run.run(sink);
     if result.is_ok() {
@@ -111,7 +114,7 @@ pub(crate) fn run_group(
     let notes = std::mem::take(&mut *control.notes.lock());
     Ok(RunOutput {
         notes,
-        late: Vec::new(),
+        late: std::mem::take(&mut run.late),
         metrics,
     })
 }
@@ -121,7 +124,6 @@ impl GroupRun<'_> {
         let interval = self.control.checkpoint.as_ref().map(|c| c.interval);
         let mut last_checkpoint = Instant::now();
         let mut last_marks = Instant::now();
-        let mut late = Vec::new();
         let mut done = false;
         loop {
             if self.control.stop.load(std::sync::atomic::Ordering::Acquire) {
@@ -204,7 +206,7 @@ impl GroupRun<'_> {
                 if moved || resend {
                     sink.watermark(p, t.g.output_watermark(), t.tracker.idle(self.follow))?;
                 }
-                late.extend(t.g.take_late());
+                self.late.extend(t.g.take_late());
             }
             *self.control.metrics.lock() = self.metrics();
             if interval.is_some_and(|i| last_checkpoint.elapsed() >= i) {
@@ -329,8 +331,16 @@ impl GroupRun<'_> {
                 };
             }
         }
+        if out.is_empty() {
+            // No partition assigned: the source's operator still says so.
+            out.push(OpMetrics {
+                operator: "read".into(),
+                ..Default::default()
+            });
+        }
         if let Some(first) = out.first_mut() {
             first.errors += self.src.errors() + self.null_times;
+            first.partitions = Some(self.tasks.keys().copied().collect());
         }
         out
     }
