@@ -45,6 +45,9 @@ develop: ## rebuild the extension into the current environment, release mode
 bench: ## print the benchmark figures
 	$(PYTHON) benchmarks/log_throughput.py
 	$(PYTHON) benchmarks/window_throughput.py
+	$(PYTHON) benchmarks/features_throughput.py
+	$(PYTHON) benchmarks/checkpoint_cost.py
+	$(PYTHON) benchmarks/kafka_throughput.py
 
 lint: ## formatting and lints
 	cargo fmt --all -- --check
