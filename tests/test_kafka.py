@@ -484,7 +484,6 @@ def _wait_for_split(reports: list[Path], partitions: int, limit: float) -> None:
     raise AssertionError(f"the group did not settle: {shares}")
 
 
-@pytest.mark.skipif(REAL is not None, reason="topic creation through the mock cluster's direct API")
 def test_two_processes_split_a_group_and_survive_a_kill(kafka, cluster, tmp_path):
     bootstrap = cluster[0]
     tin = kafka.create_topic(fresh("so-in"), partitions=4)
@@ -508,7 +507,8 @@ def test_two_processes_split_a_group_and_survive_a_kill(kafka, cluster, tmp_path
     out = kafka.create_topic(fresh("so-out"), partitions=2)
     group = fresh("so-group")
     # windows by sym over a topic partitioned by its record key repartition through an internal
-    # topic; the members' rb.Kafka would create it through the admin API, which the mock lacks
+    # topic; the members' rb.Kafka would create it through the admin API, which the mock lacks,
+    # so it is made here
     kafka.create_topic(f"group-{group}-repartition-1", partitions=4)
     reports = [tmp_path / f"member{i}.json" for i in range(2)]
     members = [
