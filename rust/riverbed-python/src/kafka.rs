@@ -14,7 +14,7 @@ use riverbed_kafka::producer::{KafkaDeadLetter, KafkaProducer, OutRecord};
 use riverbed_kafka::sink::KafkaSink;
 use riverbed_kafka::source::KafkaTopicSource;
 use riverbed_kafka::{Kafka, KafkaConfig};
-use riverbed_stream::errors::{ErrorHandler, ErrorPolicy};
+use riverbed_stream::errors::{DeadLetterTopic, ErrorHandler};
 use riverbed_stream::{Format, SourceSpec};
 
 use crate::error::KafkaError;
@@ -260,26 +260,15 @@ impl PyKafka {
         on_error: Option<&str>,
         dead_letter: Option<&str>,
     ) -> PyResult<Option<Arc<ErrorHandler>>> {
-        let policy = match (on_error, dead_letter) {
-            (None, _) => return Ok(None),
-            (Some("raise"), _) => ErrorPolicy::Raise,
-            (Some("skip"), _) => ErrorPolicy::Skip,
-            (Some("dead_letter"), Some(t)) => ErrorPolicy::DeadLetter(Arc::new(KafkaDeadLetter {
-                producer: self.producer()?,
-                topic: t.to_string(),
-            })),
-            (Some("dead_letter"), None) => {
-                return Err(pyo3::exceptions::PyValueError::new_err(
-                    "on_error='dead_letter' needs a dead-letter topic",
-                ))
-            }
-            (Some(other), _) => {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "on_error must be 'raise', 'skip' or 'dead_letter', got {other:?}"
-                )))
-            }
-        };
-        Ok(Some(ErrorHandler::new(policy)))
+        crate::stream::policy_handler(on_error, || {
+            Ok(match dead_letter {
+                Some(t) => Some(Arc::new(KafkaDeadLetter {
+                    producer: self.producer()?,
+                    topic: t.to_string(),
+                }) as Arc<dyn DeadLetterTopic>),
+                None => None,
+            })
+        })
     }
 }
 

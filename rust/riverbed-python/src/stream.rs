@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use riverbed_stream::checkpoint::checkpoint_dir;
-use riverbed_stream::errors::{ErrorHandler, ErrorPolicy};
+use riverbed_stream::errors::{DeadLetterTopic, ErrorHandler, ErrorPolicy};
 use riverbed_stream::runtime::CheckpointConfig;
 use riverbed_stream::{
     BatchUdf, Format, Node, Pipeline, RunControl, RunOutput, Sink, SourceSpec, StreamError,
@@ -116,17 +116,29 @@ fn error_handler(
     on_error: Option<&str>,
     dead_letter: Option<PyRef<'_, PyTopic>>,
 ) -> PyResult<Option<Arc<ErrorHandler>>> {
-    let policy = match (on_error, dead_letter) {
-        (None, _) => return Ok(None),
-        (Some("raise"), _) => ErrorPolicy::Raise,
-        (Some("skip"), _) => ErrorPolicy::Skip,
-        (Some("dead_letter"), Some(t)) => ErrorPolicy::DeadLetter(t.inner.clone()),
-        (Some("dead_letter"), None) => {
-            return Err(pyo3::exceptions::PyValueError::new_err(
-                "on_error='dead_letter' needs a dead-letter topic",
-            ))
-        }
-        (Some(other), _) => {
+    policy_handler(on_error, || {
+        Ok(dead_letter.map(|t| t.inner.clone() as Arc<dyn DeadLetterTopic>))
+    })
+}
+
+/// The policy named by `on_error`; `dead_letter` gives the dead-letter topic when one is needed.
+pub(crate) fn policy_handler(
+    on_error: Option<&str>,
+    dead_letter: impl FnOnce() -> PyResult<Option<Arc<dyn DeadLetterTopic>>>,
+) -> PyResult<Option<Arc<ErrorHandler>>> {
+    let policy = match on_error {
+        None => return Ok(None),
+        Some("raise") => ErrorPolicy::Raise,
+        Some("skip") => ErrorPolicy::Skip,
+        Some("dead_letter") => match dead_letter()? {
+            Some(t) => ErrorPolicy::DeadLetter(t),
+            None => {
+                return Err(pyo3::exceptions::PyValueError::new_err(
+                    "on_error='dead_letter' needs a dead-letter topic",
+                ))
+            }
+        },
+        Some(other) => {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
                 "on_error must be 'raise', 'skip' or 'dead_letter', got {other:?}"
             )))
