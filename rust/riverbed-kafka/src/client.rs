@@ -58,7 +58,12 @@ impl KafkaConfig {
         let seen = ctx.last();
         if let Some(m) = seen.iter().find(|m| {
             let l = m.to_ascii_lowercase();
-            l.contains("authentication") || l.contains("sasl") || l.contains("ssl handshake")
+            // "SSL handshake failed", or a reset "in state SSL_HANDSHAKE" / "AUTH_..."
+            l.contains("authentication")
+                || l.contains("sasl")
+                || l.contains("in state auth_")
+                || l.contains("ssl handshake")
+                || l.contains("ssl_handshake")
         }) {
             return KafkaError::Authentication {
                 bootstrap: self.bootstrap.clone(),
