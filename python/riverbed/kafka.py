@@ -14,7 +14,6 @@ properties can be passed as keyword arguments, with ``_`` for ``.``
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import time
 from collections.abc import Mapping
@@ -25,45 +24,9 @@ import pyarrow as pa
 
 from riverbed import _core
 from riverbed._units import duration_ms, timestamp_ms
+from riverbed.log import _arrow_input, _headers, _to_bytes
 
 __all__ = ["Kafka", "KafkaConsumer", "KafkaTopic"]
-
-
-def _bytes(v: object, what: str) -> bytes | None:
-    if v is None or isinstance(v, bytes):
-        return v
-    if isinstance(v, (bytearray, memoryview)):
-        return bytes(v)
-    if isinstance(v, str):
-        return v.encode()
-    try:
-        return json.dumps(v).encode()
-    except TypeError:
-        raise TypeError(f"{what} must be bytes, str or JSON-serialisable, got {type(v).__name__}") from None
-
-
-def _headers(headers: Mapping[str, object] | list[tuple[str, object]] | None) -> list[tuple[str, bytes | None]]:
-    if headers is None:
-        return []
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    out = []
-    for k, v in items:
-        if not isinstance(k, str):
-            raise TypeError(f"header keys must be str, got {type(k).__name__}")
-        out.append((k, _bytes(v, f"header {k!r}")))
-    return out
-
-
-def _table(data: object) -> object:
-    """pandas/polars frames as Arrow; anything with ``__arrow_c_stream__`` as it is."""
-    mod = type(data).__module__
-    if mod.startswith("pandas"):
-        return pa.Table.from_pandas(data, preserve_index=False)  # type: ignore[arg-type]
-    if mod.startswith("polars"):
-        return data.to_arrow()  # type: ignore[attr-defined]
-    if isinstance(data, pa.RecordBatch):
-        return pa.Table.from_batches([data])
-    return data
 
 
 class Kafka:
@@ -163,7 +126,7 @@ class KafkaTopic:
         if partition is not None and (isinstance(partition, bool) or not isinstance(partition, int) or partition < 0):
             raise ValueError(f"partition must be a non-negative int, got {partition!r}")
         ts = None if timestamp is None else timestamp_ms(timestamp)
-        self.kafka._inner.produce(self.name, _bytes(key, "key"), _bytes(value, "value"), ts, _headers(headers), partition)
+        self.kafka._inner.produce(self.name, _to_bytes(key, "key"), _to_bytes(value, "value"), ts, _headers(headers), partition)
         if flush:
             self.flush()
 
@@ -177,7 +140,7 @@ class KafkaTopic:
         """Write every row of a pyarrow Table/RecordBatch or pandas/polars DataFrame, as the
         embedded log's ``produce_batch`` does (``value=None``: each row as a JSON object), and
         wait until all are acknowledged. Returns the number of records."""
-        n = self.kafka._inner.produce_arrow(self.name, _table(data), key, value, timestamp)
+        n = self.kafka._inner.produce_arrow(self.name, _arrow_input(data), key, value, timestamp)
         self.flush()
         return int(n)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from riverbed import _core
 from riverbed.exceptions import PlanError
 
 # Operators whose state is per key, and the plan field naming the key.
@@ -145,10 +144,6 @@ def resolve_drops(node: dict[str, Any], schema_of: Any) -> dict[str, Any]:
         )
     present = [c for c in node["columns"] if c in schema.names]
     return {"op": "drop", "input": inner, "columns": present} if present else inner
-
-
-def native_schema(node: dict[str, Any], source: _core.Source, udfs: list[Any]) -> Any:
-    return _core.Pipeline(node, [source], udfs).schema
 
 
 class StagedHandle:

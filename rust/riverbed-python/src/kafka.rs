@@ -15,7 +15,7 @@ use riverbed_kafka::sink::KafkaSink;
 use riverbed_kafka::source::KafkaTopicSource;
 use riverbed_kafka::{Kafka, KafkaConfig};
 use riverbed_stream::errors::{DeadLetterTopic, ErrorHandler};
-use riverbed_stream::{Format, SourceSpec};
+use riverbed_stream::SourceSpec;
 
 use crate::error::KafkaError;
 use crate::log::batches_from;
@@ -225,15 +225,7 @@ impl PyKafka {
         writers: Option<usize>,
     ) -> PyResult<PySource> {
         let start = parse_start(start)?;
-        let format = match format {
-            "json" => Format::Json,
-            "raw" => Format::Raw,
-            other => {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "format must be 'json' or 'raw', got {other:?}"
-                )))
-            }
-        };
+        let format = crate::stream::parse_format(format)?;
         let mut spec = py
             .detach(|| {
                 KafkaTopicSource::new(

@@ -79,15 +79,7 @@ impl PySource {
         dead_letter: Option<PyRef<'_, PyTopic>>,
     ) -> PyResult<PySource> {
         let handler = error_handler(on_error, dead_letter)?;
-        let format = match format {
-            "json" => Format::Json,
-            "raw" => Format::Raw,
-            other => {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "format must be 'json' or 'raw', got {other:?}"
-                )))
-            }
-        };
+        let format = parse_format(format)?;
         let t = topic.inner.clone();
         let spec = py
             .detach(|| SourceSpec::log(t, format, schema.map(|s| Arc::new(s.0)), batch_size))
@@ -107,6 +99,17 @@ impl PySource {
     #[getter]
     fn partitions(&self) -> usize {
         self.spec.partitions()
+    }
+}
+
+/// A source's value format: "json" or "raw".
+pub(crate) fn parse_format(format: &str) -> PyResult<Format> {
+    match format {
+        "json" => Ok(Format::Json),
+        "raw" => Ok(Format::Raw),
+        other => Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "format must be 'json' or 'raw', got {other:?}"
+        ))),
     }
 }
 
