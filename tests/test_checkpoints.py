@@ -644,3 +644,41 @@ def test_every_checkpoint_unusable_refuses_to_start_over(log):
     assert not [w for w in seen if "unusable" in str(w.message)]
     # reset keeps the output topic: a full new run follows the old records
     assert sum(b - a for a, b in out.offsets().values()) == 2 * sum(b - a for a, b in before.values())
+
+
+def test_checkpoint_stats_report_what_the_checkpoints_cost(log):
+    events = events_topic(log)
+    produce_rows(events, 0, 1000)
+    out = log.topic("bars", partitions=2)
+    p = bars(events).write(out)
+    assert p.checkpoint_stats() == {}, "no run yet"
+
+    # bounded: one checkpoint at start and one before the end-of-input flush, both written
+    # before the run goes on (no periodic one pauses it)
+    res = p.run(name="bars", checkpoint_interval="1h", progress=False)
+    st = p.checkpoint_stats()
+    assert st == res.checkpoints
+    newest = sorted((log.path / "~checkpoints" / "bars").glob("*.ckpt"))[-1]
+    assert st["written"] == 2 == int(newest.stem)
+    assert st["last_bytes"] == newest.stat().st_size
+    assert st["max_pause_ms"] == 0.0
+    assert 0 < st["last_write_ms"] <= st["max_write_ms"]
+
+    # following with a short interval: periodic checkpoints pause the run only to copy the state
+    produce_rows(events, 1000, 1500)
+    p.start(name="bars", checkpoint_interval="10ms")
+    try:
+        deadline = time.monotonic() + 20
+        while p.checkpoint_stats().get("max_pause_ms", 0.0) == 0.0:
+            assert time.monotonic() < deadline, f"no periodic checkpoint: {p.checkpoint_stats()}"
+            time.sleep(0.02)
+    finally:
+        p.stop()
+    st = p.checkpoint_stats()
+    newest = sorted((log.path / "~checkpoints" / "bars").glob("*.ckpt"))[-1]
+    assert int(newest.stem) == 2 + st["written"], "this run's checkpoints follow the last run's"
+    assert st["last_bytes"] == newest.stat().st_size
+    assert 0 < st["last_pause_ms"] <= st["max_pause_ms"]
+
+    # an unnamed run takes none
+    assert bars(events).write(log.topic("plain", partitions=2)).run(progress=False).checkpoints["written"] == 0

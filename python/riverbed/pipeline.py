@@ -55,6 +55,8 @@ class RunResult:
     output: pa.Table
     late: pa.Table
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    #: What a named run's checkpoints cost: see ``Pipeline.checkpoint_stats``.
+    checkpoints: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         late = sum(m.get("late_records", 0) for m in self.metrics)
@@ -1002,6 +1004,7 @@ class Pipeline:
             output=_concat(list(raw.get("output", [])), self.schema),
             late=_concat(late_batches, None if late_batches else self._late_schema()),
             metrics=list(raw.get("metrics", [])),
+            checkpoints=dict(raw.get("checkpoints", {})),
         )
         self._last = res
         return res
@@ -1209,6 +1212,17 @@ class Pipeline:
         if self._handle is not None:
             return list(self._handle.metrics())
         return list(self._last.metrics) if self._last is not None else []
+
+    def checkpoint_stats(self) -> dict[str, Any]:
+        """What the checkpoints of the running (else the last) named run have cost: ``written``
+        (checkpoints written), ``last_bytes`` (the newest file's size), ``last_pause_ms`` /
+        ``max_pause_ms`` (how long processing stopped for a periodic checkpoint: its state is
+        copied on the run's thread and written by another) and ``last_write_ms`` /
+        ``max_write_ms`` (output synced, file written, fsynced and renamed). Zeros for an unnamed
+        run; empty before any run."""
+        if self._handle is not None:
+            return dict(self._handle.checkpoint_stats())
+        return dict(self._last.checkpoints) if self._last is not None else {}
 
     # -- introspection ----------------------------------------------------------------------
     @property

@@ -202,6 +202,11 @@ class StagedHandle:
         live = [m for h in self._handles[len(self._results) :] for m in h.metrics()]
         return done + live
 
+    def checkpoint_stats(self) -> dict[str, Any]:
+        done = [r.get("checkpoints", {}) for r in self._results]
+        live = [h.checkpoint_stats() for h in self._handles[len(self._results) :]]
+        return merge_checkpoint_stats(done + live)
+
     def stop(self, timeout: float = 5.0) -> dict[str, Any]:
         self._stopping = True
         if self._thread is None:
@@ -224,8 +229,23 @@ class StagedHandle:
             "output": last.get("output", []),
             "late": [b for r in self._results for b in r.get("late", [])],
             "metrics": [m for r in self._results for m in r.get("metrics", [])],
+            "checkpoints": merge_checkpoint_stats([r.get("checkpoints", {}) for r in self._results]),
             "notes": [n for r in self._results for n in r.get("notes", [])],
         }
+
+
+def merge_checkpoint_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """The checkpoint costs of several stages as one run's: counts summed, the longest kept, the
+    newest figures of the stage that checkpointed last (the last one that wrote any)."""
+    stats = [s for s in stats if s]
+    if not stats:
+        return {}
+    newest = ([s for s in stats if s.get("written")] or stats)[-1]
+    out = dict(newest)
+    out["written"] = sum(int(s.get("written", 0)) for s in stats)
+    for k in ("max_pause_ms", "max_write_ms"):
+        out[k] = max(float(s.get(k, 0.0)) for s in stats)
+    return out
 
 
 def with_event_time(node: dict[str, Any], ts: str | None) -> dict[str, Any]:

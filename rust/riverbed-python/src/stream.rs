@@ -414,9 +414,17 @@ impl PyPipeline {
         d.set_item("output", output)?;
         d.set_item("late", late)?;
         d.set_item("metrics", metrics_list(py, &out.metrics)?)?;
+        d.set_item("checkpoints", checkpoint_stats(py, &out.checkpoints)?)?;
         d.set_item("notes", out.notes)?;
         Ok(d)
     }
+}
+
+fn checkpoint_stats<'py>(
+    py: Python<'py>,
+    s: &riverbed_stream::CheckpointStats,
+) -> PyResult<Bound<'py, PyAny>> {
+    pythonize::pythonize(py, s).map_err(|e| type_error(e.to_string()))
 }
 
 fn metrics_list<'py>(
@@ -590,6 +598,11 @@ impl PyRunHandle {
     fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let m = self.control.metrics.lock().clone();
         metrics_list(py, &m)
+    }
+
+    fn checkpoint_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let s = self.control.checkpoint_stats.lock().clone();
+        checkpoint_stats(py, &s)
     }
 
     #[getter]

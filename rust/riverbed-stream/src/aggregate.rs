@@ -439,6 +439,26 @@ impl AccStore {
         self.free.push(sid);
     }
 
+    /// About how many bytes `snapshot` writes (distinct-value sets not counted).
+    pub fn state_bytes(&self) -> usize {
+        let columns: usize = self
+            .cols
+            .iter()
+            .map(|c| match c {
+                PrimState::Count(_) => 1,
+                PrimState::Distinct(..) => 0,
+                PrimState::SumI(..)
+                | PrimState::MinI(..)
+                | PrimState::MaxI(..)
+                | PrimState::SumF(..)
+                | PrimState::Min(..)
+                | PrimState::Max(..) => 2,
+                _ => 3,
+            })
+            .sum();
+        16 + self.free.len() * 4 + self.cols.len() * 24 + columns * 8 * self.len
+    }
+
     /// Every state slot (for checkpoints).
     pub fn snapshot(&self, w: &mut crate::state::StateWriter) {
         w.len(self.len);

@@ -26,6 +26,37 @@ pub struct SourceState {
     pub max_ts: Vec<Option<i64>>,
 }
 
+/// What a named run's checkpoints have cost so far (`Pipeline.checkpoint_stats()` in Python).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct CheckpointStats {
+    /// Checkpoints written by this run.
+    pub written: u64,
+    /// Size of the newest checkpoint file.
+    pub last_bytes: u64,
+    /// How long processing stopped for the newest periodic checkpoint (its state is copied on the
+    /// run's thread, then written by another) and the longest such stop, in ms.
+    pub last_pause_ms: f64,
+    pub max_pause_ms: f64,
+    /// How long the newest checkpoint took to write (output topics synced, file written,
+    /// fsynced and renamed) and the longest, in ms.
+    pub last_write_ms: f64,
+    pub max_write_ms: f64,
+}
+
+impl CheckpointStats {
+    pub fn paused(&mut self, d: std::time::Duration) {
+        self.last_pause_ms = d.as_secs_f64() * 1e3;
+        self.max_pause_ms = self.max_pause_ms.max(self.last_pause_ms);
+    }
+
+    pub fn wrote(&mut self, d: std::time::Duration, bytes: u64) {
+        self.written += 1;
+        self.last_bytes = bytes;
+        self.last_write_ms = d.as_secs_f64() * 1e3;
+        self.max_write_ms = self.max_write_ms.max(self.last_write_ms);
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Checkpoint {
     pub seq: u64,
@@ -39,8 +70,10 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    fn encode(&self) -> Vec<u8> {
-        let mut w = StateWriter::default();
+    /// Hand the body to `out` piece by piece: operator states go out as they are (no copy of
+    /// a large state into one body), the small fields in between.
+    fn encode(&self, out: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        let mut w = StateWriter::small();
         w.u64(self.seq);
         w.bytes(self.plan.as_bytes());
         w.len(self.sources.len());
@@ -59,9 +92,13 @@ impl Checkpoint {
         w.len(self.operators.len());
         for (name, state) in &self.operators {
             w.bytes(name.as_bytes());
-            w.bytes(state);
+            // As `StateWriter::bytes`: the length, then the bytes.
+            w.len(state.len());
+            out(&w.buf)?;
+            w.buf.clear();
+            out(state)?;
         }
-        w.buf
+        out(&w.buf)
     }
 
     fn decode(body: &[u8]) -> Result<Checkpoint> {
@@ -180,25 +217,32 @@ impl CheckpointStore {
     }
 
     /// Write `c` atomically (temp file, fsync, rename, fsync the directory); keep the newest few.
-    pub fn write(&self, c: &Checkpoint) -> Result<()> {
-        let body = c.encode();
+    /// Returns the file's size.
+    pub fn write(&self, c: &Checkpoint) -> Result<u64> {
         let path = self.dir.join(format!("{:020}.ckpt", c.seq));
         let tmp = self.dir.join(format!("{:020}.ckpt.tmp", c.seq));
+        let mut size = (MAGIC.len() + 4) as u64;
         {
             let mut f = fs::File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
+            let mut crc = 0;
             f.write_all(MAGIC)
-                .and_then(|_| f.write_all(&body))
-                .and_then(|_| f.write_all(&crc32c::crc32c(&body).to_le_bytes()))
+                .and_then(|_| {
+                    c.encode(&mut |piece| {
+                        crc = crc32c::crc32c_append(crc, piece);
+                        size += piece.len() as u64;
+                        f.write_all(piece)
+                    })
+                })
+                .and_then(|_| f.write_all(&crc.to_le_bytes()))
                 .and_then(|_| f.sync_all())
                 .map_err(|e| io("write", &tmp, e))?;
         }
-        crate::state::recycle(body);
         fs::rename(&tmp, &path).map_err(|e| io("rename", &tmp, e))?;
         sync_dir(&self.dir)?;
         for (_, old) in self.files()?.into_iter().skip(KEEP) {
             let _ = fs::remove_file(old);
         }
-        Ok(())
+        Ok(size)
     }
 
     /// Forget every checkpoint (a reset).
@@ -212,39 +256,63 @@ impl CheckpointStore {
 
 /// Writes checkpoints on a thread of its own, so the run pauses only to copy its state: the
 /// output topics are made durable first, then the file is encoded, written and renamed. One
-/// checkpoint is written at a time and one more may wait; `submit` blocks beyond that.
+/// checkpoint is written at a time and one more may wait; `submit` blocks beyond that, so a
+/// run asks `busy()` first and takes its next periodic checkpoint once the last one is written.
+/// Checkpoint writers alive: the last one to finish drops the spare state buffers.
+static WRITERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 pub struct CheckpointWriter {
     tx: Option<std::sync::mpsc::SyncSender<(Checkpoint, Vec<std::sync::Arc<riverbed_log::Topic>>)>>,
     thread: Option<std::thread::JoinHandle<Result<()>>>,
+    /// Checkpoints submitted and not yet written.
+    pending: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl CheckpointWriter {
-    pub fn new(store: std::sync::Arc<CheckpointStore>) -> CheckpointWriter {
+    pub fn new(
+        store: std::sync::Arc<CheckpointStore>,
+        stats: std::sync::Arc<parking_lot::Mutex<CheckpointStats>>,
+    ) -> CheckpointWriter {
         let (tx, rx) = std::sync::mpsc::sync_channel::<(
             Checkpoint,
             Vec<std::sync::Arc<riverbed_log::Topic>>,
         )>(1);
+        let pending = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let written = pending.clone();
         let thread = std::thread::Builder::new()
             .name("riverbed-checkpoint".into())
             .spawn(move || -> Result<()> {
+                lower_priority();
                 for (c, topics) in rx {
+                    let t0 = std::time::Instant::now();
                     // The output up to the checkpoint's end offsets is durable before the
                     // checkpoint that points at them exists.
                     for t in &topics {
                         t.sync()?;
                     }
-                    store.write(&c)?;
+                    let size = store.write(&c)?;
+                    stats.lock().wrote(t0.elapsed(), size);
                     for (_, state) in c.operators {
                         crate::state::recycle(state);
                     }
+                    written.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                 }
                 Ok(())
             })
             .ok();
+        if thread.is_some() {
+            WRITERS.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
         CheckpointWriter {
             tx: Some(tx),
             thread,
+            pending,
         }
+    }
+
+    /// A checkpoint is still being written.
+    pub fn busy(&self) -> bool {
+        self.pending.load(std::sync::atomic::Ordering::Acquire) > 0
     }
 
     /// Queue a checkpoint; the error of an earlier write, if one failed.
@@ -253,6 +321,8 @@ impl CheckpointWriter {
         c: Checkpoint,
         sync: Vec<std::sync::Arc<riverbed_log::Topic>>,
     ) -> Result<()> {
+        self.pending
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let sent = self.tx.as_ref().map(|tx| tx.send((c, sync)).is_ok());
         match sent {
             Some(true) => Ok(()),
@@ -264,12 +334,16 @@ impl CheckpointWriter {
     /// Wait for every queued checkpoint to be written.
     pub fn finish(&mut self) -> Result<()> {
         self.tx = None;
-        match self.thread.take() {
-            Some(t) => t.join().unwrap_or_else(|_| {
-                Err(StreamError::Schema("the checkpoint writer panicked".into()))
-            }),
-            None => Ok(()),
+        let Some(t) = self.thread.take() else {
+            return Ok(());
+        };
+        let r = t
+            .join()
+            .unwrap_or_else(|_| Err(StreamError::Schema("the checkpoint writer panicked".into())));
+        if WRITERS.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            crate::state::release_spares();
         }
+        r
     }
 }
 
@@ -279,8 +353,88 @@ impl Drop for CheckpointWriter {
     }
 }
 
+/// Let the run's own threads go first: on a busy machine a checkpoint takes longer to write
+/// rather than stalling processing while it is written.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on this thread's own id; a failure only leaves the priority.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io("sync", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(seq: u64, state: usize) -> Checkpoint {
+        Checkpoint {
+            seq,
+            plan: "read #0\n  window".into(),
+            sources: vec![SourceState {
+                positions: vec![3, -1],
+                max_ts: vec![Some(7), None],
+            }],
+            sinks: vec![("out".into(), vec![5, 6])],
+            operators: vec![
+                ("read#0".into(), vec![]),
+                (
+                    "window#1".into(),
+                    (0..state).map(|i| (i * 7) as u8).collect(),
+                ),
+                ("rolling#2".into(), vec![1, 2, 3]),
+            ],
+        }
+    }
+
+    #[test]
+    fn written_checkpoints_read_back_whole_and_the_newest_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        for seq in 1..=5 {
+            let c = sample(seq, 100_000 + seq as usize);
+            let size = store.write(&c).unwrap();
+            let file = dir.path().join(format!("{seq:020}.ckpt"));
+            assert_eq!(size, fs::metadata(&file).unwrap().len());
+            let (got, notes) = store.latest().unwrap();
+            assert_eq!(got, Some(c));
+            assert!(notes.is_empty());
+        }
+        // only the newest few are kept
+        assert_eq!(store.files().unwrap().len(), KEEP);
+        // a flipped byte in the newest: the one before it is used, and that is said
+        let newest = dir.path().join(format!("{:020}.ckpt", 5));
+        let mut bytes = fs::read(&newest).unwrap();
+        bytes[1000] ^= 1;
+        fs::write(&newest, bytes).unwrap();
+        let (got, notes) = store.latest().unwrap();
+        assert_eq!(got, Some(sample(4, 100_004)));
+        assert!(notes[0].contains("checksum mismatch"), "{notes:?}");
+    }
+
+    #[test]
+    fn the_writer_thread_writes_in_order_and_reports_its_costs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(CheckpointStore::open(dir.path()).unwrap());
+        let stats = std::sync::Arc::new(parking_lot::Mutex::new(CheckpointStats::default()));
+        let mut w = CheckpointWriter::new(store.clone(), stats.clone());
+        for seq in 1..=3 {
+            w.submit(sample(seq, 1 << 21), Vec::new()).unwrap();
+        }
+        w.finish().unwrap();
+        assert!(!w.busy());
+        let s = stats.lock().clone();
+        assert_eq!(s.written, 3);
+        let file = dir.path().join(format!("{:020}.ckpt", 3));
+        assert_eq!(s.last_bytes, fs::metadata(&file).unwrap().len());
+        assert!(s.last_write_ms > 0.0 && s.max_write_ms >= s.last_write_ms);
+        assert_eq!(store.latest().unwrap().0, Some(sample(3, 1 << 21)));
+    }
 }

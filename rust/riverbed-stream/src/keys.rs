@@ -30,8 +30,15 @@ pub struct KeyInterner {
     ends: Vec<usize>,
     /// Raw-string mode: the id of the null key, if seen.
     null_id: Option<u32>,
-    table: HashTable<u32>,
+    /// (id, 32 bits of the key's hash): growing the table rehashes from these alone, without
+    /// reading a million keys back from the arena (that stalled a step for ~100 ms).
+    table: HashTable<(u32, u32)>,
     hasher: foldhash::fast::RandomState,
+}
+
+/// The table's hash of a key with 32-bit hash `h`: bucket bits and tag bits both come from it.
+fn spread(h: u32) -> u64 {
+    (u64::from(h) << 32) | u64::from(h)
 }
 
 fn key_slice<'a>(arena: &'a [u8], ends: &[usize], id: u32) -> &'a [u8] {
@@ -81,6 +88,11 @@ impl KeyInterner {
         })
     }
 
+    /// How many bytes `snapshot` writes.
+    pub fn state_bytes(&self) -> usize {
+        8 + self.arena.len() + 8 + self.ends.len() * 8 + 9
+    }
+
     /// Every key's bytes, in id order (for checkpoints).
     pub fn snapshot(&self, w: &mut crate::state::StateWriter) {
         w.bytes(&self.arena);
@@ -106,7 +118,7 @@ impl KeyInterner {
         }
         self.arena.clear();
         self.ends.clear();
-        self.table = HashTable::new();
+        self.table = HashTable::with_capacity(ends.len());
         let mut start = 0;
         for &e in &ends {
             let id = self.intern(&arena[start..e]);
@@ -135,20 +147,18 @@ impl KeyInterner {
     }
 
     fn intern(&mut self, bytes: &[u8]) -> u32 {
-        let h = self.hasher.hash_one(bytes);
-        let (arena, ends, hasher) = (&self.arena, &self.ends, &self.hasher);
-        if let Some(&id) = self
-            .table
-            .find(h, |&id| key_slice(arena, ends, id) == bytes)
-        {
+        let h = (self.hasher.hash_one(bytes) >> 32) as u32;
+        let (arena, ends) = (&self.arena, &self.ends);
+        if let Some(&(id, _)) = self.table.find(spread(h), |&(id, kh)| {
+            kh == h && key_slice(arena, ends, id) == bytes
+        }) {
             return id;
         }
         let id = self.ends.len() as u32;
         self.arena.extend_from_slice(bytes);
         self.ends.push(self.arena.len());
-        let (arena, ends) = (&self.arena, &self.ends);
         self.table
-            .insert_unique(h, id, |&i| hasher.hash_one(key_slice(arena, ends, i)));
+            .insert_unique(spread(h), (id, h), |&(_, kh)| spread(kh));
         id
     }
 

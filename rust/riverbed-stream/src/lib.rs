@@ -25,6 +25,7 @@ pub mod tasks;
 pub mod watermark;
 pub mod window;
 
+pub use checkpoint::CheckpointStats;
 pub use error::{Result, StreamError};
 pub use expr::Expr;
 pub use operator::{BatchUdf, OpMetrics};

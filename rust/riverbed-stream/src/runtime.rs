@@ -11,7 +11,9 @@ use arrow_schema::SchemaRef;
 use parking_lot::Mutex;
 
 use crate::buffered::{BufferedKind, BufferedWindows};
-use crate::checkpoint::{Checkpoint, CheckpointStore, CheckpointWriter, SourceState};
+use crate::checkpoint::{
+    Checkpoint, CheckpointStats, CheckpointStore, CheckpointWriter, SourceState,
+};
 use crate::error::{Result, StreamError};
 use crate::errors::{ErrorHandler, ErrorPolicy};
 use crate::keys::{event_times, FastMap};
@@ -958,6 +960,8 @@ pub struct RunControl {
     pub checkpoint: Option<CheckpointConfig>,
     /// Things the caller should hear about (a corrupt checkpoint skipped, ...).
     pub notes: Mutex<Vec<String>>,
+    /// What the checkpoints of this run have cost (a named run).
+    pub checkpoint_stats: Arc<Mutex<CheckpointStats>>,
 }
 
 /// Where and how often a named pipeline checkpoints.
@@ -974,6 +978,8 @@ pub struct RunOutput {
     pub notes: Vec<String>,
     pub late: Vec<RecordBatch>,
     pub metrics: Vec<OpMetrics>,
+    /// What the run's checkpoints cost (all zero for an unnamed run).
+    pub checkpoints: CheckpointStats,
 }
 
 /// A validated plan with its sources and UDFs.
@@ -1147,19 +1153,28 @@ impl Pipeline {
             seq = c.seq;
         }
         let store = store.map(Arc::new);
-        let mut writer = store.clone().map(CheckpointWriter::new);
+        let stats = control.checkpoint_stats.clone();
+        let mut writer = store
+            .clone()
+            .map(|s| CheckpointWriter::new(s, stats.clone()));
         // Take a checkpoint: copy the state here (the run pauses only for that); `wait`: write
-        // it before going on, else on the writer thread.
+        // it before going on, else on the writer thread, unless that is still writing the last
+        // one (one in flight at a time: a slow disk spaces checkpoints out instead of stalling
+        // the run). Whether one was taken.
         let mut checkpoint = |g: &Graph,
                               sink: &mut dyn Sink,
                               srcs: &[(usize, Box<dyn crate::source::Source>)],
                               tracker: &WatermarkTracker,
                               wait: bool|
-         -> Result<()> {
+         -> Result<bool> {
             let (Some(store), Some(w)) = (&store, writer.as_mut()) else {
-                return Ok(());
+                return Ok(false);
             };
+            if !wait && w.busy() {
+                return Ok(false);
+            }
             seq += 1;
+            let t0 = std::time::Instant::now();
             let (sinks, durable) = sink.checkpoint()?;
             let c = Checkpoint {
                 seq,
@@ -1180,12 +1195,14 @@ impl Pipeline {
                 for t in &durable {
                     t.sync()?;
                 }
-                store.write(&c)?;
-                *w = CheckpointWriter::new(store.clone());
-                Ok(())
+                let size = store.write(&c)?;
+                stats.lock().wrote(t0.elapsed(), size);
+                *w = CheckpointWriter::new(store.clone(), stats.clone());
             } else {
-                w.submit(c, durable)
+                w.submit(c, durable)?;
+                stats.lock().paused(t0.elapsed());
             }
+            Ok(true)
         };
         // The first checkpoint records where the sinks ended before this run wrote anything.
         if resume.is_none() {
@@ -1262,8 +1279,10 @@ impl Pipeline {
             }
             late.extend(g.take_late());
             *control.metrics.lock() = metrics_with_sources(&g, &srcs, &uses, &null_times);
-            if !ended && interval.is_some_and(|i| last_checkpoint.elapsed() >= i) {
-                checkpoint(&g, sink, &srcs, &tracker, false)?;
+            if !ended
+                && interval.is_some_and(|i| last_checkpoint.elapsed() >= i)
+                && checkpoint(&g, sink, &srcs, &tracker, false)?
+            {
                 last_checkpoint = std::time::Instant::now();
             }
             if tracker.all_done() && done.iter().all(|&d| d) {
@@ -1299,6 +1318,7 @@ impl Pipeline {
             notes,
             late,
             metrics,
+            checkpoints: control.checkpoint_stats.lock().clone(),
         })
     }
 }

@@ -21,13 +21,26 @@ pub struct StateWriter {
 /// more in page faults than encoding it does.
 static SPARE: parking_lot::Mutex<Vec<Vec<u8>>> = parking_lot::Mutex::new(Vec::new());
 
-/// Hand a state buffer back once its checkpoint is written.
+/// Hand a state buffer back once its checkpoint is written (on the writer thread). A large one
+/// is given room to grow by a quarter, its pages touched here: the next checkpoint's copy, on
+/// the run's thread, then lands in memory that is already mapped.
 pub fn recycle(mut buf: Vec<u8>) {
+    let room = buf.len() + buf.len() / 4;
+    if buf.len() >= 1 << 20 && buf.capacity() < room {
+        buf = Vec::with_capacity(room);
+        // Written (not `vec![0; room]`: a zeroed allocation maps its pages only when first used).
+        buf.resize(room, 0xff);
+    }
     buf.clear();
     let mut spare = SPARE.lock();
     if spare.len() < 8 && buf.capacity() > 0 {
         spare.push(buf);
     }
+}
+
+/// Drop the spare buffers (no checkpoint writer is left to use them).
+pub fn release_spares() {
+    SPARE.lock().clear();
 }
 
 impl Default for StateWriter {
@@ -41,6 +54,25 @@ impl Default for StateWriter {
 }
 
 impl StateWriter {
+    /// A writer for a few fields (no spare buffer taken).
+    pub fn small() -> StateWriter {
+        StateWriter { buf: Vec::new() }
+    }
+
+    /// A writer for about `n` bytes: a spare buffer if one is that large, else a new one of that
+    /// size (growing a large state by doubling would copy it several times).
+    pub fn with_capacity(n: usize) -> StateWriter {
+        let mut spare = SPARE.lock();
+        match (0..spare.len()).find(|&i| spare[i].capacity() >= n) {
+            Some(i) => StateWriter {
+                buf: spare.swap_remove(i),
+            },
+            None => StateWriter {
+                buf: Vec::with_capacity(n),
+            },
+        }
+    }
+
     pub fn u8(&mut self, v: u8) {
         self.buf.push(v);
     }

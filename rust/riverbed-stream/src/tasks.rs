@@ -116,6 +116,7 @@ pub(crate) fn run_group(
         notes,
         late: std::mem::take(&mut run.late),
         metrics,
+        checkpoints: control.checkpoint_stats.lock().clone(),
     })
 }
 
@@ -282,6 +283,7 @@ impl GroupRun<'_> {
         if partitions.is_empty() || self.control.checkpoint.is_none() {
             return Ok(());
         }
+        let t0 = Instant::now();
         sink.checkpoint()?;
         let positions = self.src.positions().unwrap_or_default();
         let mut commits = Vec::new();
@@ -292,7 +294,8 @@ impl GroupRun<'_> {
             let pos = positions.get(*p).copied().unwrap_or(-1);
             if let Some(store) = &t.store {
                 t.seq += 1;
-                store.write(&Checkpoint {
+                let t1 = Instant::now();
+                let size = store.write(&Checkpoint {
                     seq: t.seq,
                     plan: self.plan_text.clone(),
                     sources: vec![SourceState {
@@ -302,11 +305,17 @@ impl GroupRun<'_> {
                     sinks: Vec::new(),
                     operators: t.g.snapshot()?,
                 })?;
+                self.control
+                    .checkpoint_stats
+                    .lock()
+                    .wrote(t1.elapsed(), size);
             }
             if pos >= 0 {
                 commits.push((*p, pos));
             }
         }
+        // Written on this thread: processing waits for all of it.
+        self.control.checkpoint_stats.lock().paused(t0.elapsed());
         self.src.commit(&commits)
     }
 

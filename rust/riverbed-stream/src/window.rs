@@ -297,7 +297,15 @@ impl Operator for TimeWindows {
     }
 
     fn snapshot(&self) -> Result<Vec<u8>> {
-        let mut w = StateWriter::default();
+        let listed: usize = self.by_end.values().map(|l| 16 + l.len() * 8).sum();
+        let mut w = StateWriter::with_capacity(
+            self.core.keys.state_bytes()
+                + self.core.store.state_bytes()
+                + 24
+                + self.others.len() * 16
+                + listed
+                + self.recent.len() * 12,
+        );
         self.core.keys.snapshot(&mut w);
         self.core.store.snapshot(&mut w);
         w.i64(self.core.wm);
@@ -590,7 +598,9 @@ impl Operator for GroupBy {
     }
 
     fn snapshot(&self) -> Result<Vec<u8>> {
-        let mut w = StateWriter::default();
+        let mut w = StateWriter::with_capacity(
+            self.keys.state_bytes() + self.store.state_bytes() + 8 + self.sids.len() * 4,
+        );
         self.keys.snapshot(&mut w);
         self.store.snapshot(&mut w);
         w.u32s(&self.sids);
