@@ -682,3 +682,85 @@ def test_checkpoint_stats_report_what_the_checkpoints_cost(log):
 
     # an unnamed run takes none
     assert bars(events).write(log.topic("plain", partitions=2)).run(progress=False).checkpoints["written"] == 0
+
+
+def named_bars(events: rb.Topic, *, extra: bool = False, size: str = "10s", name: str | None = "bars-w") -> rb.Pipeline:
+    """``bars`` with its window named ``name``; ``extra``: a step added before the window (it
+    keeps every record and changes no value the window reads)."""
+    p = rb.Pipeline.read(events, timestamp="ts", lateness="1s", schema=SCHEMA, batch_size=50)
+    if extra:
+        p = p.filter(rb.col("v") >= 0).with_columns(v2=rb.col("v") * 2)
+    p = p.window(rb.tumbling(size), by="k").agg(n=rb.count(), total=rb.sum("v"))
+    return p.named(name) if name else p
+
+
+def test_changed_plan_keeps_the_state_of_named_operators(log):
+    """Run a named pipeline on half the input, add steps before its named window, run it again on
+    the rest: the window's state carries over by name, so the output equals one run of the old
+    plan over all the input (and the change is reported)."""
+    events = events_topic(log)
+    produce_rows(events, 0, 550)
+    out = log.topic("bars", partitions=2)
+    first = named_bars(events).write(out)
+    first.run(name="bars", checkpoint_interval="10ms", progress=False)
+    assert [m["operator"] for m in first.metrics()] == ["read#0", "bars-w"]
+
+    produce_rows(events, 550, 1200)
+    changed = named_bars(events, extra=True).write(out)
+    with pytest.warns(RuntimeWarning, match=r"plan changed .*carries over by name \(bars-w\)"):
+        changed.run(name="bars", checkpoint_interval="10ms", progress=False)
+
+    ref = log.topic("ref", partitions=2)
+    named_bars(events).write(ref).run(name="ref", progress=False)
+    assert per_key(out) == per_key(ref)
+    # the restored window counted the first half: every record once
+    total = sum(json.loads(v)["n"] for vs in per_key(out).values() for v in vs)
+    rolled_back = sum(json.loads(v)["n"] for vs in per_key(ref).values() for v in vs)
+    assert total == rolled_back == 1200
+
+
+def test_changed_plan_that_no_longer_fits_names_the_operator(log):
+    events = events_topic(log)
+    produce_rows(events, 0, 550)
+    out = log.topic("bars", partitions=2)
+    named_bars(events).write(out).run(name="bars", progress=False)
+    offsets = out.offsets()
+
+    # the named window itself changed
+    with pytest.raises(rb.exceptions.PlanError, match=r"operator 'bars-w' changed \(was `window tumbling .*size_ms: 10000.*`, is `.*size_ms: 20000.*reset=True"):
+        named_bars(events, size="20s").write(out).run(name="bars", progress=False)
+    # the window is gone (renamed)
+    with pytest.raises(rb.exceptions.PlanError, match=r"operator 'bars-w' .* holds state in it, and this plan has no operator of that name; pass reset=True"):
+        named_bars(events, name="other").write(out).run(name="bars", progress=False)
+    # the sources changed
+    other = log.topic("other", partitions=2)
+    with pytest.raises(rb.exceptions.PlanError, match=r"its sources changed"):
+        named_bars(other).write(out).run(name="bars", progress=False)
+    assert out.offsets() == offsets, "a refused restart must not touch the output topic"
+
+    # unnamed, the window is known by its place, which a step added before it moves
+    unnamed = log.topic("unnamed", partitions=2)
+    named_bars(events, name=None).write(unnamed).run(name="unnamed", progress=False)
+    with pytest.raises(rb.exceptions.PlanError, match=r"operator 'window#1' .*no operator of that name \(an operator not given a name with \.named\(\.\.\.\)"):
+        named_bars(events, name=None, extra=True).write(unnamed).run(name="unnamed", progress=False)
+    # a step added after it keeps its place: the state carries over
+    with pytest.warns(RuntimeWarning, match=r"carries over by name \(window#1\)"):
+        named_bars(events, name=None).filter(rb.col("n") > 0).write(unnamed).run(name="unnamed", progress=False)
+
+
+def test_new_stateful_operator_starts_empty_and_names_are_checked(log):
+    events = events_topic(log)
+    produce_rows(events, 0, 300)
+    out = log.topic("bars", partitions=2)
+    named_bars(events).write(out).run(name="bars", progress=False)
+    grown = named_bars(events).window(rb.tumbling("1m"), by="k").agg(windows=rb.count()).named("per-minute")
+    with pytest.warns(RuntimeWarning, match=r"operator 'per-minute' .* is new since .*: it starts with empty state"):
+        grown.write(log.topic("minutes", partitions=2)).run(name="bars", progress=False)
+
+    with pytest.raises(rb.exceptions.PlanError, match=r'"w" names two operators'):
+        named_bars(events, name="w").filter(rb.col("n") > 0).named("w").collect(progress=False)
+    with pytest.raises(rb.exceptions.PlanError, match=r"named again"):
+        named_bars(events, name="a").named("b").collect(progress=False)
+    for bad in ("", "w#1", 3):
+        with pytest.raises(TypeError, match="named: name must be a non-empty str"):
+            named_bars(events, name=None).named(bad)  # type: ignore[arg-type]

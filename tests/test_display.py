@@ -498,3 +498,16 @@ def test_table_html_of_a_topic_decodes_binary_keys(log):
     keys = rows[0].index("key")
     assert sorted(r[keys] for r in rows[1:]) == ["A", "B"]
     assert "2 rows" in text_of(doc)
+
+
+def test_named_operator_is_its_input_box_with_the_name():
+    rows = pa.table({"k": ["a", "b", "a"], "ts": [0, 1, 70_000]})
+    p = rb.Pipeline.read(rows, timestamp="ts").window(rb.tumbling("1m"), by="k").agg(n=rb.count()).named("per-minute")
+    p.run(progress=False)
+    metrics = p.metrics()
+    assert [m["operator"] for m in metrics] == ["read#0", "per-minute"]
+    root = parse_svg(plan_svg(p.to_plan(), metrics))
+    assert [g.get("data-op") for g in nodes(root)] == ["source", "window"]  # no box of its own
+    win = box_text(by_op(root, "window")[0])
+    assert win[0] == 'window "per-minute"' and win[1] == "tumbling 1m by k"
+    assert [t.text for t in by_op(root, "window")[0].iter(SVG + "text") if t.get("class") == "rb-metrics"] == ["in 3 → out 3 · late 0"]

@@ -388,6 +388,10 @@ def _boxes(plan: dict[str, Any]) -> list[_Box]:
     boxes: list[_Box] = []
 
     def visit(node: dict[str, Any]) -> int:
+        if node.get("op") == "named":  # a name for its input's operator, not an operator
+            k = visit(node["input"])
+            boxes[k].title += f' "{node.get("name")}"'
+            return k
         kids = [(role, visit(child)) for role, child in _inputs(node)]
         title, lines = _describe(node)
         box = _Box(len(boxes), str(node.get("op", "?")), title, [s for s in lines if s][:_DETAIL_LINES])

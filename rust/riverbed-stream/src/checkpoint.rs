@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use crate::error::{Result, StreamError};
 use crate::state::{StateReader, StateWriter};
 
-const MAGIC: &[u8; 8] = b"RBCKPT01";
+/// Version 2 keeps each operator's signature (version 1, read still, did not).
+const MAGIC: &[u8; 8] = b"RBCKPT02";
+const MAGIC_V1: &[u8; 8] = b"RBCKPT01";
 const KEEP: usize = 3;
 
 /// One source's progress: the next offset to process per partition (a table source: batches
@@ -65,8 +67,19 @@ pub struct Checkpoint {
     pub sources: Vec<SourceState>,
     /// Log sinks: topic name and end offset per partition.
     pub sinks: Vec<(String, Vec<i64>)>,
-    /// Each operator's name and state, in graph order.
-    pub operators: Vec<(String, Vec<u8>)>,
+    /// Each operator's state, in graph order.
+    pub operators: Vec<OperatorState>,
+}
+
+/// One operator's part of a checkpoint.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OperatorState {
+    /// Given with `named`, else derived from its place in the plan (`window#3`).
+    pub name: String,
+    /// What it does (its line of `explain()`): a changed plan restores the state of an operator
+    /// with the same name only if this is unchanged. Empty in a version-1 checkpoint.
+    pub signature: String,
+    pub state: Vec<u8>,
 }
 
 impl Checkpoint {
@@ -90,18 +103,19 @@ impl Checkpoint {
             w.i64s(ends);
         }
         w.len(self.operators.len());
-        for (name, state) in &self.operators {
-            w.bytes(name.as_bytes());
+        for op in &self.operators {
+            w.bytes(op.name.as_bytes());
+            w.bytes(op.signature.as_bytes());
             // As `StateWriter::bytes`: the length, then the bytes.
-            w.len(state.len());
+            w.len(op.state.len());
             out(&w.buf)?;
             w.buf.clear();
-            out(state)?;
+            out(&op.state)?;
         }
         out(&w.buf)
     }
 
-    fn decode(body: &[u8]) -> Result<Checkpoint> {
+    fn decode(body: &[u8], v1: bool) -> Result<Checkpoint> {
         let mut r = StateReader::new(body, "a checkpoint");
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let seq = r.u64()?;
@@ -118,7 +132,13 @@ impl Checkpoint {
             .map(|_| Ok((text(r.bytes()?), r.i64s()?)))
             .collect::<Result<_>>()?;
         let operators = (0..r.len()?)
-            .map(|_| Ok((text(r.bytes()?), r.bytes()?.to_vec())))
+            .map(|_| {
+                Ok(OperatorState {
+                    name: text(r.bytes()?),
+                    signature: if v1 { String::new() } else { text(r.bytes()?) },
+                    state: r.bytes()?.to_vec(),
+                })
+            })
             .collect::<Result<_>>()?;
         r.done()?;
         Ok(Checkpoint {
@@ -205,7 +225,8 @@ impl CheckpointStore {
     }
 
     fn parse(bytes: &[u8]) -> std::result::Result<Checkpoint, String> {
-        if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
+        let head = bytes.get(..MAGIC.len());
+        if bytes.len() < MAGIC.len() + 4 || (head != Some(MAGIC) && head != Some(MAGIC_V1)) {
             return Err("not a riverbed checkpoint, or truncated".into());
         }
         let (body, crc) = bytes[MAGIC.len()..].split_at(bytes.len() - MAGIC.len() - 4);
@@ -213,7 +234,7 @@ impl CheckpointStore {
         if crc32c::crc32c(body) != want {
             return Err("checksum mismatch".into());
         }
-        Checkpoint::decode(body).map_err(|e| e.to_string())
+        Checkpoint::decode(body, head == Some(MAGIC_V1)).map_err(|e| e.to_string())
     }
 
     /// Write `c` atomically (temp file, fsync, rename, fsync the directory); keep the newest few.
@@ -292,8 +313,8 @@ impl CheckpointWriter {
                     }
                     let size = store.write(&c)?;
                     stats.lock().wrote(t0.elapsed(), size);
-                    for (_, state) in c.operators {
-                        crate::state::recycle(state);
+                    for op in c.operators {
+                        crate::state::recycle(op.state);
                     }
                     written.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                 }
@@ -383,14 +404,18 @@ mod tests {
                 max_ts: vec![Some(7), None],
             }],
             sinks: vec![("out".into(), vec![5, 6])],
-            operators: vec![
-                ("read#0".into(), vec![]),
-                (
-                    "window#1".into(),
-                    (0..state).map(|i| (i * 7) as u8).collect(),
-                ),
-                ("rolling#2".into(), vec![1, 2, 3]),
-            ],
+            operators: [
+                ("read#0", vec![]),
+                ("window#1", (0..state).map(|i| (i * 7) as u8).collect()),
+                ("bars", vec![1, 2, 3]),
+            ]
+            .into_iter()
+            .map(|(name, state)| OperatorState {
+                name: name.into(),
+                signature: format!("{name} does this"),
+                state,
+            })
+            .collect(),
         }
     }
 

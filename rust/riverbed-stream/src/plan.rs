@@ -144,6 +144,12 @@ pub enum Node {
         by: Vec<String>,
         aggs: Vec<(String, Expr)>,
     },
+    /// A name given by the user to the operator `input` ends in (Flink's `uid`): its name in
+    /// metrics and in checkpoints, where a changed plan finds its state by it. Not an operator.
+    Named {
+        input: Box<Node>,
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -227,6 +233,7 @@ impl Node {
             Node::Series { .. } => "series",
             Node::Join { kind, .. } => kind.name(),
             Node::StatefulMap { .. } => "stateful_map",
+            Node::Named { .. } => "named",
         }
     }
 
@@ -245,7 +252,8 @@ impl Node {
             | Node::Window { input, .. }
             | Node::GroupBy { input, .. }
             | Node::Series { input, .. }
-            | Node::StatefulMap { input, .. } => vec![input],
+            | Node::StatefulMap { input, .. }
+            | Node::Named { input, .. } => vec![input],
         }
     }
 }

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 
 use crate::buffered::{BufferedKind, BufferedWindows};
 use crate::checkpoint::{
-    Checkpoint, CheckpointStats, CheckpointStore, CheckpointWriter, SourceState,
+    Checkpoint, CheckpointStats, CheckpointStore, CheckpointWriter, OperatorState, SourceState,
 };
 use crate::error::{Result, StreamError};
 use crate::errors::{ErrorHandler, ErrorPolicy};
@@ -368,7 +368,7 @@ fn build_single(
             };
             (w, Some(schema), Some("window_start".to_string()))
         }
-        Node::Source { .. } | Node::Union { .. } | Node::Join { .. } => {
+        Node::Source { .. } | Node::Union { .. } | Node::Join { .. } | Node::Named { .. } => {
             unreachable!("sources, unions and joins are built by the graph")
         }
     })
@@ -389,6 +389,11 @@ fn project(p: Projection, input: &SchemaRef, ts: Option<String>, op: &str) -> Re
 
 struct GNode {
     op: Box<dyn Operator>,
+    /// Its name (given with `named`, else `<op>#<index>`; a source: its topic) and its line of
+    /// `explain()`: checkpoints keep both, so that a changed plan finds the state by name and
+    /// knows whether it still fits.
+    name: String,
+    signature: String,
     parent: Option<usize>,
     children: Vec<usize>,
     out_wm: i64,
@@ -429,6 +434,8 @@ struct Builder<'a> {
     keys_of: std::collections::HashMap<usize, (Vec<String>, bool)>,
     /// The log topics each node's records come from.
     origins: std::collections::HashMap<usize, Vec<Arc<riverbed_log::Topic>>>,
+    /// Names given with `named`, to refuse one given twice.
+    given: std::collections::HashSet<String>,
 }
 
 /// `node` with `by` filled in from the input's key when it names none.
@@ -446,13 +453,22 @@ fn with_key(node: &Node, key: &[String]) -> Option<Node> {
 }
 
 impl Builder<'_> {
-    fn add(&mut self, op: Box<dyn Operator>, children: Vec<usize>) -> usize {
+    /// Add the operator of plan node `node`, named `name`.
+    fn add(
+        &mut self,
+        op: Box<dyn Operator>,
+        node: &Node,
+        name: String,
+        children: Vec<usize>,
+    ) -> usize {
         let idx = self.nodes.len();
         for &c in &children {
             self.nodes[c].parent = Some(idx);
         }
         self.nodes.push(GNode {
             op,
+            name,
+            signature: describe(node, self.specs),
             parent: None,
             children,
             out_wm: i64::MIN,
@@ -461,13 +477,43 @@ impl Builder<'_> {
         idx
     }
 
-    fn name(&self, op: &str) -> String {
-        format!("{op}#{}", self.nodes.len())
+    /// The name of the next operator: the one given, else `<op>#<index>`.
+    fn name(&self, given: Option<&str>, op: &str) -> String {
+        given.map_or_else(|| format!("{op}#{}", self.nodes.len()), str::to_string)
     }
 
-    /// Returns (node index, output schema if known, event-time column).
-    fn build(&mut self, node: &Node) -> Result<(usize, Option<SchemaRef>, Option<String>)> {
+    /// Returns (node index, output schema if known, event-time column). `given`: the name the
+    /// user gave the operator this node ends in.
+    fn build(
+        &mut self,
+        node: &Node,
+        given: Option<&str>,
+    ) -> Result<(usize, Option<SchemaRef>, Option<String>)> {
         match node {
+            Node::Named { input, name } => {
+                if name.is_empty() || name.contains('#') {
+                    return Err(StreamError::plan(
+                        "named",
+                        format!("name: {name:?} must be non-empty and without '#' (kept for the names riverbed derives)"),
+                    ));
+                }
+                if given.is_some() {
+                    return Err(StreamError::plan(
+                        "named",
+                        format!(
+                            "name: the operator named {name:?} is named again ({:?})",
+                            given.unwrap_or_default()
+                        ),
+                    ));
+                }
+                if !self.given.insert(name.clone()) {
+                    return Err(StreamError::plan(
+                        "named",
+                        format!("name: {name:?} names two operators; names must be unique in a pipeline"),
+                    ));
+                }
+                self.build(input, Some(name))
+            }
             Node::Source {
                 source,
                 timestamp,
@@ -506,14 +552,19 @@ impl Builder<'_> {
                     }
                     None => spec.default_event_time().map(str::to_string),
                 };
-                let label = name.clone().unwrap_or_else(|| self.name("read"));
+                let label = match given {
+                    Some(g) => g.to_string(),
+                    None => name.clone().unwrap_or_else(|| self.name(None, "read")),
+                };
                 let idx = self.add(
                     Box::new(Passthrough {
                         m: OpMetrics {
-                            operator: label,
+                            operator: label.clone(),
                             ..Default::default()
                         },
                     }),
+                    node,
+                    label,
                     vec![],
                 );
                 if self.sources.len() <= *source {
@@ -545,7 +596,7 @@ impl Builder<'_> {
                 let mut children = Vec::new();
                 let mut first: Option<(Option<SchemaRef>, Option<String>)> = None;
                 for input in inputs {
-                    let (c, s, t) = self.build(input)?;
+                    let (c, s, t) = self.build(input, None)?;
                     children.push(c);
                     match &first {
                         None => first = Some((s, t)),
@@ -577,15 +628,17 @@ impl Builder<'_> {
                 } else {
                     (Vec::new(), false)
                 };
-                let label = self.name("union");
+                let label = self.name(given, "union");
                 let child_ids = children.clone();
                 let idx = self.add(
                     Box::new(Passthrough {
                         m: OpMetrics {
-                            operator: label,
+                            operator: label.clone(),
                             ..Default::default()
                         },
                     }),
+                    node,
+                    label,
                     children,
                 );
                 self.keys_of.insert(idx, union_key);
@@ -612,8 +665,8 @@ impl Builder<'_> {
                 right_columns,
             } => {
                 let op = kind.name();
-                let (lc, ls, lt) = self.build(left)?;
-                let (rc, rs, rt) = self.build(right)?;
+                let (lc, ls, lt) = self.build(left, None)?;
+                let (rc, rs, rt) = self.build(right, None)?;
                 let (Some(ls), Some(rs)) = (ls, rs) else {
                     return Err(StreamError::plan(
                         op,
@@ -640,12 +693,14 @@ impl Builder<'_> {
                 };
                 let j = crate::join::TemporalJoin::new(&ls, &rs, &spec, op)?;
                 let schema = j.schema();
-                let label = self.name(op);
+                let label = self.name(given, op);
                 let idx = self.add(
                     Box::new(Named {
                         inner: Box::new(j),
-                        name: label,
+                        name: label.clone(),
                     }),
+                    node,
+                    label,
                     vec![lc, rc],
                 );
                 let key = self.keys_of.get(&lc).cloned().unwrap_or_default();
@@ -656,7 +711,7 @@ impl Builder<'_> {
             }
             _ => {
                 let input = node.inputs()[0];
-                let (child, schema, ts) = self.build(input)?;
+                let (child, schema, ts) = self.build(input, None)?;
                 let (child_key, declared) = self.keys_of.get(&child).cloned().unwrap_or_default();
                 let origin = self.origins.get(&child).cloned().unwrap_or_default();
                 let keyed = if declared {
@@ -664,12 +719,13 @@ impl Builder<'_> {
                 } else {
                     None
                 };
+                let planned = node;
                 let node = keyed.as_ref().unwrap_or(node);
                 if let Node::Window { window, .. } = node {
                     // Chained windows (and joins on a window's end) each need their own span.
                     self.horizon += horizon_of(window);
                 }
-                let label = self.name(node.op_name());
+                let label = self.name(given, node.op_name());
                 let (op, out_schema, out_ts): (Box<dyn Operator>, _, _) = match &schema {
                     Some(s) => {
                         let ctx = OpCtx {
@@ -681,7 +737,7 @@ impl Builder<'_> {
                         (
                             Box::new(Named {
                                 inner: op,
-                                name: label,
+                                name: label.clone(),
                             }),
                             os,
                             ot,
@@ -704,7 +760,7 @@ impl Builder<'_> {
                                     label: label.clone(),
                                 },
                                 inner: None,
-                                name: label,
+                                name: label.clone(),
                                 pending: Vec::new(),
                             }),
                             None,
@@ -712,7 +768,7 @@ impl Builder<'_> {
                         )
                     }
                 };
-                let idx = self.add(op, vec![child]);
+                let idx = self.add(op, planned, label, vec![child]);
                 let declared = match node {
                     Node::KeyBy { .. } => true,
                     Node::Window { .. } | Node::GroupBy { .. } => false,
@@ -804,8 +860,9 @@ impl Graph {
             horizon: 0,
             keys_of: Default::default(),
             origins: Default::default(),
+            given: Default::default(),
         };
-        let (root, out_schema, out_ts) = b.build(plan)?;
+        let (root, out_schema, out_ts) = b.build(plan, None)?;
         let out_key = b.keys_of.get(&root).cloned().unwrap_or_default().0;
         Ok(Graph {
             nodes: b.nodes,
@@ -899,39 +956,141 @@ impl Graph {
             .collect()
     }
 
-    /// Every operator's name and state, in graph order.
-    pub(crate) fn snapshot(&self) -> Result<Vec<(String, Vec<u8>)>> {
+    /// Every operator's state, in graph order.
+    pub(crate) fn snapshot(&self) -> Result<Vec<OperatorState>> {
         self.order
             .iter()
             .map(|&i| {
-                let op = &self.nodes[i].op;
-                Ok((op.metrics().operator, op.snapshot()?))
+                let n = &self.nodes[i];
+                Ok(OperatorState {
+                    name: n.name.clone(),
+                    signature: n.signature.clone(),
+                    state: n.op.snapshot()?,
+                })
             })
             .collect()
     }
 
-    /// Load a snapshot of a graph compiled from the same plan.
-    pub(crate) fn restore(&mut self, states: &[(String, Vec<u8>)]) -> Result<()> {
-        if states.len() != self.order.len() {
-            return Err(StreamError::plan(
+    /// Where each operator (in graph order) finds its state in checkpoint `c`: an index into
+    /// `c.operators`, or none (it starts empty); and notes for the caller. The same plan: place by
+    /// place. A changed plan: by name (given with `named`, else derived from the place), as long
+    /// as the sources are the same and every operator holding state in `c` is in this plan,
+    /// unchanged; else a `PlanError` saying what no longer fits. `what`: the checkpoint, for
+    /// messages ("checkpoint 7 in <dir>").
+    pub(crate) fn fit(
+        &self,
+        c: &Checkpoint,
+        plan_text: &str,
+        what: &str,
+    ) -> Result<(Vec<Option<usize>>, Vec<String>)> {
+        let refuse = |why: String| {
+            Err(StreamError::plan(
                 "checkpoint",
                 format!(
-                    "the checkpoint has {} operators, this plan {}; pass reset=True to start over",
-                    states.len(),
-                    self.order.len()
+                    "{why}; pass reset=True to start over (the output topics keep what they hold)"
                 ),
+            ))
+        };
+        let mine: Vec<&GNode> = self.order.iter().map(|&i| &self.nodes[i]).collect();
+        if c.plan == plan_text {
+            if c.operators.len() != mine.len()
+                || c.operators.iter().zip(&mine).any(|(o, n)| o.name != n.name)
+            {
+                return refuse(format!("{what} does not match its own plan"));
+            }
+            return Ok(((0..mine.len()).map(Some).collect(), Vec::new()));
+        }
+        let changed = format!("the plan changed since {what}");
+        if c.operators.iter().any(|o| o.signature.is_empty()) {
+            return refuse(format!(
+                "{changed} (taken by an older riverbed, which kept no operator signatures); its state does not fit.
+                 checkpointed plan:
+{}
+this plan:
+{plan_text}",
+                c.plan
             ));
         }
-        for (k, (name, state)) in states.iter().enumerate() {
-            let i = self.order[k];
-            let mine = self.nodes[i].op.metrics().operator;
-            if *name != mine {
-                return Err(StreamError::plan(
-                    "checkpoint",
-                    format!("operator {k} was '{name}' and is now '{mine}'; pass reset=True to start over"),
+        let is_read = |sig: &str| sig.starts_with("read ");
+        let old: Vec<(&str, &str)> = c
+            .operators
+            .iter()
+            .filter(|o| is_read(&o.signature))
+            .map(|o| (o.name.as_str(), o.signature.as_str()))
+            .collect();
+        let new: Vec<(&str, &str)> = mine
+            .iter()
+            .filter(|n| is_read(&n.signature))
+            .map(|n| (n.name.as_str(), n.signature.as_str()))
+            .collect();
+        if old != new {
+            return refuse(format!(
+                "{changed}: its sources changed (were {old:?}, are {new:?}), so their positions do not carry over"
+            ));
+        }
+        let place: FastMap<&str, usize> = mine
+            .iter()
+            .enumerate()
+            .map(|(k, n)| (n.name.as_str(), k))
+            .collect();
+        let mut fit = vec![None; mine.len()];
+        for (j, o) in c.operators.iter().enumerate() {
+            if o.state.is_empty() && !is_read(&o.signature) {
+                continue; // stateless
+            }
+            let Some(&k) = place.get(o.name.as_str()) else {
+                let hint = if o.name.contains('#') {
+                    " (an operator not given a name with .named(...) is known by its place in the plan, which moves when operators are added or removed before it)"
+                } else {
+                    ""
+                };
+                return refuse(format!(
+                    "{changed}: operator '{}' (`{}`) holds state in it, and this plan has no operator of that name{hint}",
+                    o.name, o.signature
+                ));
+            };
+            if mine[k].signature != o.signature {
+                return refuse(format!(
+                    "{changed}: operator '{}' changed (was `{}`, is `{}`), so its state does not fit",
+                    o.name, o.signature, mine[k].signature
                 ));
             }
-            self.nodes[i].op.restore(state)?;
+            fit[k] = Some(j);
+        }
+        let mut notes = vec![format!(
+            "{changed}; the state of its operators carries over by name ({})",
+            fit.iter()
+                .flatten()
+                .map(|&j| c.operators[j].name.as_str())
+                .filter(|n| !c
+                    .operators
+                    .iter()
+                    .any(|o| o.name == *n && is_read(&o.signature)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )];
+        for (k, n) in mine.iter().enumerate() {
+            let keeps_state = n.op.snapshot().map_or(true, |s| !s.is_empty());
+            if fit[k].is_none() && keeps_state {
+                notes.push(format!(
+                    "operator '{}' (`{}`) is new since {what}: it starts with empty state",
+                    n.name, n.signature
+                ));
+            }
+        }
+        Ok((fit, notes))
+    }
+
+    /// Load the states `fit` found for each operator.
+    pub(crate) fn restore(
+        &mut self,
+        states: &[OperatorState],
+        fit: &[Option<usize>],
+    ) -> Result<()> {
+        for (k, &i) in self.order.iter().enumerate() {
+            if let Some(&Some(j)) = fit.get(k) {
+                self.nodes[i].op.restore(&states[j].state)?;
+            }
         }
         Ok(())
     }
@@ -1096,22 +1255,16 @@ impl Pipeline {
                     ));
                 }
                 control.notes.lock().extend(notes);
-                if let Some(c) = &latest {
-                    if c.plan != plan_text {
-                        return Err(StreamError::plan(
-                            "checkpoint",
-                            format!(
-                                "the plan changed since checkpoint {} in {}; its state does not fit.\n\
-                                 checkpointed plan:\n{}\nthis plan:\n{}\npass reset=True to start over",
-                                c.seq,
-                                cfg.dir.display(),
-                                c.plan,
-                                plan_text
-                            ),
-                        ));
+                let fit = match &latest {
+                    Some(c) => {
+                        let what = format!("checkpoint {} in {}", c.seq, cfg.dir.display());
+                        let (fit, notes) = g.fit(c, &plan_text, &what)?;
+                        control.notes.lock().extend(notes);
+                        fit
                     }
-                }
-                (Some(store), latest)
+                    None => Vec::new(),
+                };
+                (Some(store), latest.map(|c| (c, fit)))
             }
         };
         let mut srcs = Vec::new();
@@ -1121,7 +1274,7 @@ impl Pipeline {
                 continue;
             };
             let k = srcs.len();
-            let start = resume.as_ref().and_then(|c| c.sources.get(k));
+            let start = resume.as_ref().and_then(|(c, _)| c.sources.get(k));
             srcs.push((
                 i,
                 spec.open(follow, &on_error, start.map(|s| s.positions.as_slice()))?,
@@ -1147,9 +1300,9 @@ impl Pipeline {
             }
         }
         let mut seq = 0;
-        if let Some(c) = &resume {
+        if let Some((c, fit)) = &resume {
             sink.rollback(&c.sinks)?;
-            g.restore(&c.operators)?;
+            g.restore(&c.operators, fit)?;
             seq = c.seq;
         }
         let store = store.map(Arc::new);
@@ -1392,8 +1545,17 @@ pub(crate) fn metrics_with_sources(
 }
 
 fn explain(node: &Node, specs: &[SourceSpec], depth: usize, out: &mut String) {
-    let pad = "  ".repeat(depth);
-    let line = match node {
+    out.push_str(&"  ".repeat(depth));
+    out.push_str(&describe(node, specs));
+    out.push('\n');
+    for i in node.inputs() {
+        explain(i, specs, depth + 1, out);
+    }
+}
+
+/// A plan node's line of `explain()`: what it does, without its inputs.
+fn describe(node: &Node, specs: &[SourceSpec]) -> String {
+    match node {
         Node::Source {
             source,
             timestamp,
@@ -1402,7 +1564,8 @@ fn explain(node: &Node, specs: &[SourceSpec], depth: usize, out: &mut String) {
         } => {
             let what = specs.get(*source).map_or("?".to_string(), |s| {
                 format!(
-                    "{} columns, {} partition(s)",
+                    "{}, {} columns, {} partition(s)",
+                    s.origin(),
                     s.schema().fields().len(),
                     s.partitions()
                 )
@@ -1469,11 +1632,6 @@ fn explain(node: &Node, specs: &[SourceSpec], depth: usize, out: &mut String) {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-    };
-    out.push_str(&pad);
-    out.push_str(&line);
-    out.push('\n');
-    for i in node.inputs() {
-        explain(i, specs, depth + 1, out);
+        Node::Named { name, .. } => format!("named {name:?}"),
     }
 }

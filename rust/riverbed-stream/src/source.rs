@@ -219,6 +219,17 @@ impl SourceSpec {
         }
     }
 
+    /// Where the records come from, for `explain()` (and so for checkpoints: positions in one
+    /// topic mean nothing in another).
+    pub fn origin(&self) -> String {
+        match self {
+            SourceSpec::Table { .. } => "a table".into(),
+            SourceSpec::Stream { .. } => "a stream".into(),
+            SourceSpec::Log(l) => format!("topic '{}'", l.topic.name),
+            SourceSpec::External(e) => e.describe(),
+        }
+    }
+
     pub fn partitions(&self) -> usize {
         match self {
             SourceSpec::Log(l) => l.topic.num_partitions() as usize,

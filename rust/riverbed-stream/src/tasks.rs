@@ -250,20 +250,17 @@ impl GroupRun<'_> {
         let (latest, notes) = store.latest()?;
         self.control.notes.lock().extend(notes);
         if let Some(c) = latest {
-            if c.plan != self.plan_text {
-                return Err(StreamError::plan(
-                    "checkpoint",
-                    format!(
-                        "the plan changed since checkpoint {} of partition {p} in {}; its state does not fit.\n\
-                         checkpointed plan:\n{}\nthis plan:\n{}\npass reset=True to start over",
-                        c.seq,
-                        cfg.dir.display(),
-                        c.plan,
-                        self.plan_text
-                    ),
-                ));
+            // Every partition's checkpoints are of the same plan: say what changed once.
+            let what = format!("the checkpoints in {}", cfg.dir.display());
+            let (fit, notes) = g.fit(&c, &self.plan_text, &what)?;
+            let mut said = self.control.notes.lock();
+            for n in notes {
+                if !said.contains(&n) {
+                    said.push(n);
+                }
             }
-            g.restore(&c.operators)?;
+            drop(said);
+            g.restore(&c.operators, &fit)?;
             if let Some(s) = c.sources.first() {
                 if let Some(t) = s.max_ts.first() {
                     tracker.observe(0, 0, *t);
