@@ -764,3 +764,35 @@ def test_new_stateful_operator_starts_empty_and_names_are_checked(log):
     for bad in ("", "w#1", 3):
         with pytest.raises(TypeError, match="named: name must be a non-empty str"):
             named_bars(events, name=None).named(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "window",
+    [rb.session("2s"), rb.session("250ms"), rb.sliding("5s"), rb.count_window(7), rb.hopping("10s", "5s")],
+    ids=["session-long", "session-short", "sliding", "count", "hopping"],
+)
+def test_every_window_kind_resumes_from_its_checkpoint(log, window):
+    """A named bounded run over part of the input, then again with the rest: the rerun restores
+    the window's state (open sessions, held records of sliding and count windows) and the output
+    equals one run over all the input. ``session-long``: each key's records are 600 ms apart,
+    so every key has one session across both parts."""
+    events = events_topic(log)
+
+    def plan(topic: rb.Topic) -> rb.Pipeline:
+        return (
+            rb.Pipeline.read(events, timestamp="ts", lateness="1s", schema=SCHEMA, batch_size=50)
+            .window(window, by="k")
+            .agg(n=rb.count(), total=rb.sum("v"), last=rb.last("v"))
+            .write(topic)
+        )
+
+    produce_rows(events, 0, 550)
+    out = log.topic("out", partitions=2)
+    plan(out).run(name="w", checkpoint_interval="10ms", progress=False)
+    produce_rows(events, 550, 1200)
+    plan(out).run(name="w", checkpoint_interval="10ms", progress=False)
+
+    ref = log.topic("ref", partitions=2)
+    plan(ref).run(progress=False)
+    want = per_key(ref)
+    assert want and per_key(out) == want

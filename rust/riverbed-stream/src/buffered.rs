@@ -7,10 +7,11 @@ use std::collections::BTreeSet;
 use arrow_array::{ArrayRef, RecordBatch};
 
 use crate::aggregate::AccStore;
-use crate::error::Result;
+use crate::error::{ArrowContext, Result};
 use crate::held::{Held, HeldRecords};
 use crate::keys::event_times;
 use crate::operator::{OpMetrics, Operator};
+use crate::state::{StateReader, StateWriter};
 use crate::window::{Item, WindowCore};
 
 /// What a held batch keeps: its aggregate inputs and event times.
@@ -167,10 +168,49 @@ impl Operator for BufferedWindows {
     }
 
     fn snapshot(&self) -> Result<Vec<u8>> {
-        Err(crate::error::StreamError::plan(
-            "window",
-            "checkpoints of sliding and count windows are not supported yet; run this pipeline without name=",
-        ))
+        let mut w = StateWriter::default();
+        self.core.keys.snapshot(&mut w);
+        self.core.store.snapshot(&mut w);
+        w.i64(self.core.wm);
+        w.i64(self.done_before);
+        self.held.snapshot(&mut w, |hb, w| {
+            w.i64s(&hb.ts);
+            w.len(hb.inputs.len());
+            for a in &hb.inputs {
+                match a {
+                    Some(a) => {
+                        w.u8(1);
+                        w.batch(
+                            &RecordBatch::try_from_iter([("v", a.clone())]).ctx("checkpoint")?,
+                        )?;
+                    }
+                    None => w.u8(0),
+                }
+            }
+            Ok(())
+        })?;
+        Ok(w.buf)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let mut r = StateReader::new(state, "a window");
+        self.core.keys.restore(&mut r)?;
+        self.core.store.restore(&mut r)?;
+        self.core.wm = r.i64()?;
+        self.done_before = r.i64()?;
+        self.held = HeldRecords::restore(&mut r, |r| {
+            let ts = r.i64s()?;
+            let inputs = (0..r.len()?)
+                .map(|_| {
+                    Ok(match r.u8()? {
+                        0 => None,
+                        _ => Some(r.batch()?.column(0).clone()),
+                    })
+                })
+                .collect::<Result<_>>()?;
+            Ok(HeldBatch { inputs, ts })
+        })?;
+        r.done()
     }
 
     fn metrics(&self) -> OpMetrics {

@@ -515,10 +515,53 @@ impl Operator for SessionWindows {
     }
 
     fn snapshot(&self) -> Result<Vec<u8>> {
-        Err(crate::error::StreamError::plan(
-            "window",
-            "checkpoints of session windows are not supported yet; run this pipeline without name=",
-        ))
+        let mut w = StateWriter::with_capacity(
+            self.core.keys.state_bytes() + self.core.store.state_bytes() + 24 * self.closing.len(),
+        );
+        self.core.keys.snapshot(&mut w);
+        self.core.store.snapshot(&mut w);
+        w.i64(self.core.wm);
+        // Sessions by key (`closing` follows from them).
+        let mut keys: Vec<&u32> = self.sessions.keys().collect();
+        keys.sort_unstable();
+        w.len(keys.len());
+        for k in keys {
+            let list = &self.sessions[k];
+            w.u32(*k);
+            w.len(list.len());
+            for s in list {
+                w.i64(s.start);
+                w.i64(s.end);
+                w.u32(s.sid);
+            }
+        }
+        Ok(w.buf)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let mut r = StateReader::new(state, "a session window");
+        self.core.keys.restore(&mut r)?;
+        self.core.store.restore(&mut r)?;
+        self.core.wm = r.i64()?;
+        self.sessions.clear();
+        self.closing.clear();
+        for _ in 0..r.len()? {
+            let k = r.u32()?;
+            let n = r.len()?;
+            let mut list = Vec::with_capacity(n);
+            for _ in 0..n {
+                let s = Session {
+                    start: r.i64()?,
+                    end: r.i64()?,
+                    sid: r.u32()?,
+                };
+                self.closing
+                    .insert((close_at(s.end, self.gap, self.grace), k, s.start));
+                list.push(s);
+            }
+            self.sessions.insert(k, list);
+        }
+        r.done()
     }
 
     fn metrics(&self) -> OpMetrics {
