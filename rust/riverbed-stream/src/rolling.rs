@@ -102,6 +102,7 @@ impl RollingWindow {
         self.sum = t;
     }
 
+    #[inline]
     fn push(&mut self, ts: i64, v: Option<f64>) {
         let pos = self.front + self.window.len() as u64;
         self.window.push_back((ts, v));
@@ -132,6 +133,7 @@ impl RollingWindow {
         }
     }
 
+    #[inline]
     fn pop(&mut self) {
         let Some((_, v)) = self.window.pop_front() else {
             return;
@@ -150,15 +152,18 @@ impl RollingWindow {
             self.mean -= d / self.n as f64;
             self.m2 = (self.m2 - d * (x - self.mean)).max(0.0);
         }
-        for q in [&mut self.mins, &mut self.maxs, &mut self.values] {
-            if q.front().is_some_and(|&(p, _)| p == pos) {
-                q.pop_front();
+        if self.track_extremes || self.track_values {
+            for q in [&mut self.mins, &mut self.maxs, &mut self.values] {
+                if q.front().is_some_and(|&(p, _)| p == pos) {
+                    q.pop_front();
+                }
             }
         }
     }
 
     /// Add the record at `ts` and drop what falls out: records at or before `ts - period`, or
     /// beyond the last `rows`.
+    #[inline]
     pub fn advance(&mut self, ts: i64, v: Option<f64>, period: Option<i64>, rows: Option<usize>) {
         self.push(ts, v);
         if let Some(p) = period {
@@ -174,6 +179,7 @@ impl RollingWindow {
     }
 
     /// The aggregate over the window; `need` non-null values at least (std/var: two).
+    #[inline]
     pub fn value(&self, func: AggFunc, need: usize) -> Option<f64> {
         let n = self.n;
         if func == AggFunc::Count {

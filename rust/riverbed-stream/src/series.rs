@@ -6,10 +6,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use arrow_array::builder::{Float64Builder, Int64Builder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float64Type;
-use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch};
+use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
@@ -192,15 +191,62 @@ fn series_inputs(ops: &[SeriesOp], batch: &RecordBatch) -> Result<Vec<Option<Flo
         .collect()
 }
 
-/// Steps with fewer records than this run their shards on the operator's thread.
+/// The null buffer of a column whose row `o` is `valid[order[o]]` (none when all are valid).
+fn nulls(order: &[u32], valid: &[bool]) -> Option<arrow_buffer::NullBuffer> {
+    let bits = arrow_buffer::BooleanBuffer::collect_bool(order.len(), |o| valid[order[o] as usize]);
+    Some(arrow_buffer::NullBuffer::new(bits)).filter(|n| n.null_count() > 0)
+}
+
+/// Steps with fewer records than this run on the operator's thread.
 const PARALLEL_MIN: usize = 16_384;
 
-/// What a shard computed for its records of a step, in the step's order: each op's value and
-/// the time since the key's previous record.
+/// One watermark step's records in `ready` order (grouped by key, each key's in (ts, arrival)
+/// order): each op's value and whether it is non-null, and the time since the key's previous
+/// record.
 #[derive(Default)]
-struct ShardOut {
-    values: Vec<Vec<Option<f64>>>,
-    gaps: Vec<Option<i64>>,
+struct StepOut {
+    values: Vec<Vec<f64>>,
+    valid: Vec<Vec<bool>>,
+    gaps: Vec<i64>,
+    gap_valid: Vec<bool>,
+}
+
+impl StepOut {
+    fn reset(&mut self, n_ops: usize, n: usize) {
+        self.values.resize_with(n_ops, Vec::new);
+        self.valid.resize_with(n_ops, Vec::new);
+        for v in &mut self.values {
+            v.clear();
+            v.resize(n, 0.0);
+        }
+        for v in &mut self.valid {
+            v.clear();
+            v.resize(n, false);
+        }
+        self.gaps.clear();
+        self.gaps.resize(n, 0);
+        self.gap_valid.clear();
+        self.gap_valid.resize(n, false);
+    }
+}
+
+/// A thread's part of a `StepOut`: the rows of its key runs.
+struct OutPart<'a> {
+    values: Vec<&'a mut [f64]>,
+    valid: Vec<&'a mut [bool]>,
+    gaps: &'a mut [i64],
+    gap_valid: &'a mut [bool],
+}
+
+/// Split `s` into consecutive parts of the given lengths.
+fn split_parts<'a, T>(mut s: &'a mut [T], lens: &[usize]) -> Vec<&'a mut [T]> {
+    let mut out = Vec::with_capacity(lens.len());
+    for &n in lens {
+        let (a, b) = std::mem::take(&mut s).split_at_mut(n);
+        out.push(a);
+        s = b;
+    }
+    out
 }
 
 /// Buffers kept from one watermark step to the next (a fresh allocation per step costs more in
@@ -208,15 +254,21 @@ struct ShardOut {
 #[derive(Default)]
 struct Scratch {
     ready: Vec<(u32, Held)>,
-    sorted: Vec<(u32, Held)>,
     items: Vec<(i64, u32, u64)>,
+    /// Per ready record: (payload slot, row); `at_out`: the same in output order.
     at: Vec<(usize, usize)>,
+    at_out: Vec<(usize, usize)>,
+    /// The states of the step's keys while it runs.
+    taken: Vec<KeyState>,
     inputs: Vec<Vec<Option<f64>>>,
-    outs: Vec<ShardOut>,
+    /// (key, first, end) of each key's run of records in `ready`.
+    runs: Vec<(u32, usize, usize)>,
+    out: StepOut,
+    order: crate::held::OrderScratch,
 }
 
-/// One watermark step's records (in (ts, key, arrival) order) and their inputs, shared by the
-/// shards that advance the per-key states.
+/// One watermark step's records (grouped by key) and their inputs, shared by the threads that
+/// advance the per-key states.
 struct Step<'a> {
     ops: &'a [SeriesOp],
     slots: &'a [(usize, Option<i64>, Option<usize>, RollingWindow)],
@@ -225,96 +277,89 @@ struct Step<'a> {
     /// Per distinct input column, its value per record; `input_of[op]` picks an op's.
     inputs: &'a [Vec<Option<f64>>],
     input_of: &'a [Option<usize>],
-    shards: usize,
+    /// Per op: 1 / half-life in ms (time-aware EWM), else 0.
+    inv_half_life: &'a [f64],
 }
 
 impl Step<'_> {
-    /// Advance the states of shard `shard`'s keys (indexed by key id / shard count).
-    fn run(&self, shard: usize, states: &mut Vec<KeyState>, out: &mut ShardOut) {
-        let n_ops = self.ops.len();
-        out.values.resize_with(n_ops, Vec::new);
-        for v in &mut out.values {
-            v.clear();
-        }
-        out.gaps.clear();
-        for (i, &(k, h)) in self.ready.iter().enumerate() {
-            let k = k as usize;
-            if k % self.shards != shard {
-                continue;
-            }
-            let local = k / self.shards;
-            if local >= states.len() {
-                states.resize_with(local + 1, || KeyState {
-                    history: vec![VecDeque::new(); n_ops],
-                    sums: vec![0.0; n_ops],
-                    last_ts: None,
-                    windows: self.slots.iter().map(|s| s.3.clone()).collect(),
-                    ewm: vec![(0.0, 0.0, None); n_ops],
-                });
-            }
-            let state = &mut states[local];
-            let value =
-                |j: usize| self.input_of[j].and_then(|s| self.inputs[s].get(i).copied().flatten());
-            for (s, (first, period, rows, _)) in self.slots.iter().enumerate() {
-                state.windows[s].advance(h.ts, value(*first), *period, *rows);
-            }
-            for (j, o) in self.ops.iter().enumerate() {
-                let x = value(j);
-                let v = match o {
-                    SeriesOp::Lag { n, .. }
-                    | SeriesOp::Diff { n, .. }
-                    | SeriesOp::PctChange { n, .. } => {
-                        let hist = &mut state.history[j];
-                        let prev = if hist.len() == *n {
-                            hist.front().copied().flatten()
-                        } else {
-                            None
-                        };
-                        hist.push_back(x);
-                        if hist.len() > *n {
-                            hist.pop_front();
-                        }
-                        match o {
-                            SeriesOp::Lag { .. } => prev,
-                            SeriesOp::Diff { .. } => x.zip(prev).map(|(x, p)| x - p),
-                            _ => x.zip(prev).map(|(x, p)| x / p - 1.0),
-                        }
-                    }
-                    SeriesOp::CumSum { .. } => x.map(|x| {
-                        state.sums[j] += x;
-                        state.sums[j]
-                    }),
-                    SeriesOp::TimeSincePrevious { .. } => None,
-                    SeriesOp::Rolling { func, rows, .. } => {
-                        state.windows[self.window_of[j]].value(*func, rows.unwrap_or(1))
-                    }
-                    SeriesOp::EwmMean {
-                        half_life_ms,
-                        alpha,
-                        ..
-                    } => {
-                        let (num, den, last) = &mut state.ewm[j];
-                        let decay = match (half_life_ms, alpha) {
-                            (Some(hl), _) => {
-                                last.map_or(1.0, |l| 0.5f64.powf((h.ts - l) as f64 / hl))
+    /// Advance the states of the keys of `runs` (`states[i]` is `runs[i]`'s key's) over their
+    /// records; `out` holds the rows from `base` on.
+    fn run(
+        &self,
+        runs: &[(u32, usize, usize)],
+        states: &mut [KeyState],
+        base: usize,
+        out: &mut OutPart<'_>,
+    ) {
+        for (&(_, first, end), state) in runs.iter().zip(states) {
+            for i in first..end {
+                let h = self.ready[i].1;
+                let o = i - base;
+                let value = |j: usize| self.input_of[j].and_then(|s| self.inputs[s][i]);
+                for (s, (first, period, rows, _)) in self.slots.iter().enumerate() {
+                    state.windows[s].advance(h.ts, value(*first), *period, *rows);
+                }
+                for (j, op) in self.ops.iter().enumerate() {
+                    let x = value(j);
+                    let v = match op {
+                        SeriesOp::Lag { n, .. }
+                        | SeriesOp::Diff { n, .. }
+                        | SeriesOp::PctChange { n, .. } => {
+                            let hist = &mut state.history[j];
+                            let prev = if hist.len() == *n {
+                                hist.front().copied().flatten()
+                            } else {
+                                None
+                            };
+                            hist.push_back(x);
+                            if hist.len() > *n {
+                                hist.pop_front();
                             }
-                            (None, Some(a)) if last.is_some() => 1.0 - a,
-                            _ => 1.0,
-                        };
-                        *num *= decay;
-                        *den *= decay;
-                        if let Some(x) = x {
-                            *num += x;
-                            *den += 1.0;
+                            match op {
+                                SeriesOp::Lag { .. } => prev,
+                                SeriesOp::Diff { .. } => x.zip(prev).map(|(x, p)| x - p),
+                                _ => x.zip(prev).map(|(x, p)| x / p - 1.0),
+                            }
                         }
-                        *last = Some(h.ts);
-                        (*den > 0.0).then(|| *num / *den)
+                        SeriesOp::CumSum { .. } => x.map(|x| {
+                            state.sums[j] += x;
+                            state.sums[j]
+                        }),
+                        SeriesOp::TimeSincePrevious { .. } => None,
+                        SeriesOp::Rolling { func, rows, .. } => {
+                            state.windows[self.window_of[j]].value(*func, rows.unwrap_or(1))
+                        }
+                        SeriesOp::EwmMean { alpha, .. } => {
+                            let (num, den, last) = &mut state.ewm[j];
+                            let decay = match (*last, alpha) {
+                                (None, _) => 1.0,
+                                // 0.5 ** (dt / half_life)
+                                (Some(l), None) => {
+                                    (-((h.ts - l) as f64) * self.inv_half_life[j]).exp2()
+                                }
+                                (Some(_), Some(a)) => 1.0 - a,
+                            };
+                            *num *= decay;
+                            *den *= decay;
+                            if let Some(x) = x {
+                                *num += x;
+                                *den += 1.0;
+                            }
+                            *last = Some(h.ts);
+                            (*den > 0.0).then(|| *num / *den)
+                        }
+                    };
+                    if let Some(v) = v {
+                        out.values[j][o] = v;
+                        out.valid[j][o] = true;
                     }
-                };
-                out.values[j].push(v);
+                }
+                if let Some(p) = state.last_ts {
+                    out.gaps[o] = h.ts - p;
+                    out.gap_valid[o] = true;
+                }
+                state.last_ts = Some(h.ts);
             }
-            out.gaps.push(state.last_ts.map(|p| h.ts - p));
-            state.last_ts = Some(h.ts);
         }
     }
 }
@@ -330,8 +375,12 @@ pub struct SeriesOperator {
     /// per slot the op whose input it reads, its period and rows, and the window template.
     window_of: Vec<usize>,
     slots: Vec<(usize, Option<i64>, Option<usize>, RollingWindow)>,
-    /// Per shard, per key id / shard count: the key's state.
-    states: Vec<Vec<KeyState>>,
+    /// Per key id: the key's state.
+    states: Vec<KeyState>,
+    /// Threads a large step's keys are spread over.
+    threads: usize,
+    /// Per op: 1 / half-life in ms (time-aware EWM), else 0.
+    inv_half_life: Vec<f64>,
     /// Per op: which distinct input column it reads (ops on the same column share it).
     input_of: Vec<Option<usize>>,
     scratch: Scratch,
@@ -461,7 +510,18 @@ impl SeriesOperator {
                 })
             })
             .collect();
+        let inv_half_life = ops
+            .iter()
+            .map(|o| match o {
+                SeriesOp::EwmMean {
+                    half_life_ms: Some(h),
+                    ..
+                } => 1.0 / h,
+                _ => 0.0,
+            })
+            .collect();
         Ok(SeriesOperator {
+            inv_half_life,
             input_of,
             scratch: Scratch::default(),
             window_of,
@@ -471,9 +531,8 @@ impl SeriesOperator {
             keys,
             schema: Arc::new(Schema::new(fields)),
             held: HeldRecords::default(),
-            states: (0..std::thread::available_parallelism().map_or(1, |n| n.get().min(8)))
-                .map(|_| Vec::new())
-                .collect(),
+            states: Vec::new(),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
             wm: i64::MIN,
             late: Vec::new(),
             m: OpMetrics::default(),
@@ -486,7 +545,8 @@ impl SeriesOperator {
 
     /// Process the records the watermark `wm` passed.
     fn step(&mut self, wm: i64, sc: &mut Scratch, out: &mut Vec<RecordBatch>) -> Result<()> {
-        // Ready records (the watermark passed them), per key in (ts, arrival) order.
+        // Ready records (the watermark passed them), grouped by key, each key's in (ts,
+        // arrival) order: the order the states advance in.
         sc.ready.clear();
         self.held.drain_sorted_into(&mut sc.ready, |_, list, _| {
             Ok(list.partition_point(|h| h.ts < wm))
@@ -494,25 +554,26 @@ impl SeriesOperator {
         if sc.ready.is_empty() {
             return Ok(());
         }
-        // The output order, (ts, key, arrival), keeps each key's records in (ts, arrival) order.
-        sc.items.clear();
-        sc.items
-            .extend(sc.ready.iter().map(|&(k, h)| (h.ts, k, h.seq)));
-        let keys = &self.keys;
-        let order = crate::held::time_key_order(&sc.items, |k| keys.bytes(k));
-        sc.sorted.clear();
-        sc.sorted
-            .extend(order.iter().map(|&i| sc.ready[i as usize]));
-        let ready = &sc.sorted;
-        // Where each held batch's data is, and each input column's value per record, gathered
-        // up front in tight loops (independent loads) before the per-key state updates.
+        let n = sc.ready.len();
+        // Where each record's data is (payload slot, row), and each input column's value per
+        // record, gathered up front in tight loops before the per-key state updates.
         let mut payloads: Vec<&(RecordBatch, Vec<Option<Float64Array>>)> = Vec::new();
         let slot = self
             .held
-            .payload_slots(ready.iter().map(|(_, h)| h.batch), &mut payloads);
+            .payload_slots(sc.ready.iter().map(|(_, h)| h.batch), &mut payloads);
         sc.at.clear();
-        sc.at
-            .extend(ready.iter().map(|(_, h)| (slot[&h.batch], h.row as usize)));
+        sc.runs.clear();
+        let mut last_batch = (u32::MAX, 0);
+        for (i, &(k, h)) in sc.ready.iter().enumerate() {
+            if h.batch != last_batch.0 {
+                last_batch = (h.batch, slot[&h.batch]);
+            }
+            sc.at.push((last_batch.1, h.row as usize));
+            match sc.runs.last_mut() {
+                Some(r) if r.0 == k => r.2 = i + 1,
+                _ => sc.runs.push((k, i, i + 1)),
+            }
+        }
         let n_ops = self.ops.len();
         let n_inputs = self.input_of.iter().flatten().max().map_or(0, |m| m + 1);
         sc.inputs.resize_with(n_inputs, Vec::new);
@@ -529,61 +590,145 @@ impl SeriesOperator {
                     .and_then(|a| a.is_valid(r).then(|| a.value(r)))
             }));
         }
-        // Keys are sharded over threads (key id modulo the shard count); each shard advances its
-        // keys' states over the step's records in order, and the results are merged back.
-        let shards = self.states.len();
-        sc.outs.resize_with(shards, ShardOut::default);
-        let step = Step {
-            ops: &self.ops,
-            slots: &self.slots,
-            window_of: &self.window_of,
-            ready,
-            inputs: &sc.inputs,
-            input_of: &self.input_of,
-            shards,
-        };
-        if ready.len() < PARALLEL_MIN || shards == 1 {
-            for (s, (st, o)) in self.states.iter_mut().zip(sc.outs.iter_mut()).enumerate() {
-                step.run(s, st, o);
-            }
-        } else {
-            std::thread::scope(|scope| {
-                for (s, (st, o)) in self.states.iter_mut().zip(sc.outs.iter_mut()).enumerate() {
-                    let step = &step;
-                    scope.spawn(move || step.run(s, st, o));
-                }
-            });
+        // The keys' runs are spread over threads in contiguous parts of about equal size; each
+        // thread advances its keys' states and writes its rows of the output columns.
+        let top = sc.runs.iter().map(|r| r.0 as usize + 1).max().unwrap_or(0);
+        if self.states.len() < top {
+            let fresh = self.fresh_state();
+            self.states.resize(top, fresh);
         }
-        let mut values: Vec<Float64Builder> = (0..n_ops)
-            .map(|_| Float64Builder::with_capacity(ready.len()))
+        let parts = if n < PARALLEL_MIN { 1 } else { self.threads };
+        let mut cuts = vec![0usize]; // run indexes where parts start
+        for (r, run) in sc.runs.iter().enumerate() {
+            if run.1 >= n * cuts.len() / parts && cuts.len() < parts && r > 0 {
+                cuts.push(r);
+            }
+        }
+        cuts.push(sc.runs.len());
+        let row_of = |r: usize| sc.runs.get(r).map_or(n, |run| run.1);
+        let lens: Vec<usize> = cuts
+            .windows(2)
+            .map(|w| row_of(w[1]) - row_of(w[0]))
             .collect();
-        let mut gaps = Int64Builder::with_capacity(ready.len());
-        let mut cursor = vec![0usize; shards];
-        for &(k, _) in ready {
-            let s = k as usize % shards;
-            let c = cursor[s];
-            cursor[s] += 1;
-            for (j, v) in values.iter_mut().enumerate() {
-                v.append_option(sc.outs[s].values[j].get(c).copied().flatten());
-            }
-            gaps.append_option(sc.outs[s].gaps.get(c).copied().flatten());
-        }
-        // Gather the original rows (across held batches) in output order.
-        let refs: Vec<&RecordBatch> = payloads.iter().map(|p| &p.0).collect();
-        let base = arrow_select::interleave::interleave_record_batch(&refs, &sc.at)
-            .ctx("series output")?;
-        let mut cols: Vec<ArrayRef> = base.columns().to_vec();
-        for (j, o) in self.ops.iter().enumerate() {
-            let col: ArrayRef = match o {
-                SeriesOp::TimeSincePrevious { .. } => Arc::new(gaps.finish()),
-                _ => Arc::new(values[j].finish()),
+        sc.out.reset(n_ops, n);
+        let mut taken = std::mem::take(&mut sc.taken);
+        taken.clear();
+        taken.extend(
+            sc.runs
+                .iter()
+                .map(|r| std::mem::take(&mut self.states[r.0 as usize])),
+        );
+        {
+            let step = Step {
+                ops: &self.ops,
+                slots: &self.slots,
+                window_of: &self.window_of,
+                ready: &sc.ready,
+                inputs: &sc.inputs,
+                input_of: &self.input_of,
+                inv_half_life: &self.inv_half_life,
             };
-            cols.push(col);
+            let mut values: Vec<std::vec::IntoIter<&mut [f64]>> = sc
+                .out
+                .values
+                .iter_mut()
+                .map(|c| split_parts(c, &lens).into_iter())
+                .collect();
+            let mut valid: Vec<std::vec::IntoIter<&mut [bool]>> = sc
+                .out
+                .valid
+                .iter_mut()
+                .map(|c| split_parts(c, &lens).into_iter())
+                .collect();
+            let gaps = split_parts(&mut sc.out.gaps, &lens);
+            let gap_valid = split_parts(&mut sc.out.gap_valid, &lens);
+            let states = split_parts(
+                &mut taken,
+                &cuts.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>(),
+            );
+            let mut work = Vec::new();
+            for (p, ((g, gv), st)) in gaps.into_iter().zip(gap_valid).zip(states).enumerate() {
+                let part = OutPart {
+                    values: values.iter_mut().filter_map(Iterator::next).collect(),
+                    valid: valid.iter_mut().filter_map(Iterator::next).collect(),
+                    gaps: g,
+                    gap_valid: gv,
+                };
+                work.push((&sc.runs[cuts[p]..cuts[p + 1]], st, row_of(cuts[p]), part));
+            }
+            if work.len() == 1 {
+                for (runs, st, base, mut part) in work {
+                    step.run(runs, st, base, &mut part);
+                }
+            } else {
+                std::thread::scope(|scope| {
+                    for (runs, st, base, mut part) in work {
+                        let step = &step;
+                        scope.spawn(move || step.run(runs, st, base, &mut part));
+                    }
+                });
+            }
         }
-        let b = RecordBatch::try_new(self.schema.clone(), cols).ctx("series output")?;
-        self.m.records_out += b.num_rows() as u64;
-        out.push(b);
-        self.held.release(sc.sorted.iter().map(|(_, h)| h));
+        for (r, st) in sc.runs.iter().zip(taken.drain(..)) {
+            self.states[r.0 as usize] = st;
+        }
+        sc.taken = taken;
+        // The output order, (ts, key, arrival), keeps each key's records in (ts, arrival) order.
+        sc.items.clear();
+        sc.items
+            .extend(sc.ready.iter().map(|&(k, h)| (h.ts, k, h.seq)));
+        let keys = &self.keys;
+        crate::held::time_key_order_runs(&sc.items, &sc.runs, |k| keys.bytes(k), &mut sc.order);
+        let order = &sc.order.order;
+        // Gather the original rows (across held batches) and the new columns in output order,
+        // a large step in one batch per thread.
+        let refs: Vec<&RecordBatch> = payloads.iter().map(|p| &p.0).collect();
+        sc.at_out.clear();
+        sc.at_out.extend(order.iter().map(|&i| sc.at[i as usize]));
+        let build = |first: usize, rows: &[u32]| -> Result<RecordBatch> {
+            let at = &sc.at_out[first..first + rows.len()];
+            let base = arrow_select::interleave::interleave_record_batch(&refs, at)
+                .ctx("series output")?;
+            let mut cols: Vec<ArrayRef> = base.columns().to_vec();
+            for (j, o) in self.ops.iter().enumerate() {
+                let col: ArrayRef = match o {
+                    SeriesOp::TimeSincePrevious { .. } => Arc::new(Int64Array::new(
+                        rows.iter().map(|&i| sc.out.gaps[i as usize]).collect(),
+                        nulls(rows, &sc.out.gap_valid),
+                    )),
+                    _ => Arc::new(Float64Array::new(
+                        rows.iter().map(|&i| sc.out.values[j][i as usize]).collect(),
+                        nulls(rows, &sc.out.valid[j]),
+                    )),
+                };
+                cols.push(col);
+            }
+            RecordBatch::try_new(self.schema.clone(), cols).ctx("series output")
+        };
+        let chunk = if n < PARALLEL_MIN {
+            n
+        } else {
+            n.div_ceil(self.threads)
+        };
+        let mut parts = order.chunks(chunk).enumerate();
+        let first = parts.next().map_or(&[][..], |(_, rows)| rows);
+        let batches: Vec<Result<RecordBatch>> = std::thread::scope(|scope| {
+            let rest: Vec<_> = parts
+                .map(|(p, rows)| scope.spawn(move || build(p * chunk, rows)))
+                .collect();
+            let mut all = vec![build(0, first)];
+            all.extend(rest.into_iter().map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(StreamError::Schema("a series thread panicked".into())))
+            }));
+            all
+        });
+        for b in batches {
+            let b = b?;
+            self.m.records_out += b.num_rows() as u64;
+            out.push(b);
+        }
+        self.held.release(sc.ready.iter().map(|(_, h)| h));
         Ok(())
     }
 
@@ -627,27 +772,14 @@ impl Operator for SeriesOperator {
         self.keys.snapshot(&mut w);
         w.i64(self.wm);
         self.held.snapshot(&mut w, |(b, _), w| w.batch(b))?;
-        // States by key id (the shard layout depends on the machine's cores).
-        let shards = self.states.len();
-        let top = (0..shards)
-            .map(|s| {
-                let n = self.states[s].len();
-                if n == 0 {
-                    0
-                } else {
-                    (n - 1) * shards + s + 1
-                }
-            })
-            .max()
-            .unwrap_or(0);
-        w.len(top);
-        for k in 0..top {
-            match self.states[k % shards].get(k / shards) {
-                Some(st) => {
-                    w.u8(1);
-                    st.snapshot(&mut w);
-                }
-                None => w.u8(0),
+        // States by key id; a key with no record yet has none.
+        w.len(self.states.len());
+        for st in &self.states {
+            if st.last_ts.is_some() {
+                w.u8(1);
+                st.snapshot(&mut w);
+            } else {
+                w.u8(0);
             }
         }
         Ok(w.buf)
@@ -663,21 +795,12 @@ impl Operator for SeriesOperator {
             let inputs = series_inputs(&ops, &b)?;
             Ok((b, inputs))
         })?;
-        let shards = self.states.len();
-        for s in &mut self.states {
-            s.clear();
-        }
         let top = r.len()?;
-        for k in 0..top {
-            let present = r.u8()? == 1;
-            let (shard, local) = (k % shards, k / shards);
-            let fresh = self.fresh_state();
-            let v = &mut self.states[shard];
-            while v.len() <= local {
-                v.push(fresh.clone());
-            }
-            if present {
-                v[local].restore(&mut r)?;
+        let fresh = self.fresh_state();
+        self.states = vec![fresh; top];
+        for st in &mut self.states {
+            if r.u8()? == 1 {
+                st.restore(&mut r)?;
             }
         }
         r.done()
@@ -695,8 +818,8 @@ impl Operator for SeriesOperator {
     fn metrics(&self) -> OpMetrics {
         let mut m = self.m.clone();
         m.watermark = (self.wm != i64::MIN).then_some(self.wm);
-        m.state_entries =
-            self.held.len() as u64 + self.states.iter().map(Vec::len).sum::<usize>() as u64;
+        m.state_entries = self.held.len() as u64
+            + self.states.iter().filter(|s| s.last_ts.is_some()).count() as u64;
         m
     }
 }
