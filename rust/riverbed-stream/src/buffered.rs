@@ -17,7 +17,7 @@ use crate::window::{Item, WindowCore};
 /// What a held batch keeps: its aggregate inputs and event times.
 struct HeldBatch {
     inputs: Vec<Option<ArrayRef>>,
-    ts: Vec<i64>,
+    ts: arrow_buffer::ScalarBuffer<i64>,
 }
 
 pub enum BufferedKind {
@@ -199,7 +199,7 @@ impl Operator for BufferedWindows {
         self.core.wm = r.i64()?;
         self.done_before = r.i64()?;
         self.held = HeldRecords::restore(&mut r, |r| {
-            let ts = r.i64s()?;
+            let ts = r.i64s()?.into();
             let inputs = (0..r.len()?)
                 .map(|_| {
                     Ok(match r.u8()? {

@@ -269,8 +269,9 @@ impl KeyInterner {
     }
 }
 
-/// Event times in ms of `column` (int64 or a timestamp of any unit); nulls are an error.
-pub fn event_times(batch: &RecordBatch, column: &str) -> Result<Vec<i64>> {
+/// Event times in ms of `column` (int64 or a timestamp of any unit); nulls are an error. An int64
+/// or ms-timestamp column is shared, not copied.
+pub fn event_times(batch: &RecordBatch, column: &str) -> Result<arrow_buffer::ScalarBuffer<i64>> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::Int64Type;
     use arrow_array::Array;
@@ -307,10 +308,10 @@ pub fn event_times(batch: &RecordBatch, column: &str) -> Result<Vec<i64>> {
             "event-time column '{column}' is null at row {i}"
         )));
     }
-    Ok(ms.as_primitive::<Int64Type>().values().to_vec())
+    Ok(ms.as_primitive::<Int64Type>().values().clone())
 }
 
-fn event_times_scaled(a: &ArrayRef, factor: i64) -> Result<Vec<i64>> {
+fn event_times_scaled(a: &ArrayRef, factor: i64) -> Result<arrow_buffer::ScalarBuffer<i64>> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::Int64Type;
     use arrow_array::Array;
@@ -325,7 +326,8 @@ fn event_times_scaled(a: &ArrayRef, factor: i64) -> Result<Vec<i64>> {
         .values()
         .iter()
         .map(|x| x.saturating_mul(factor))
-        .collect())
+        .collect::<Vec<_>>()
+        .into())
 }
 
 /// The Arrow type window bounds are reported in: the event-time column's kind, in ms.

@@ -1390,7 +1390,7 @@ impl Pipeline {
                             None => b,
                         };
                         let max_ts = match &uses[k].ts {
-                            Some(c) => event_times(&b, c)?.into_iter().max(),
+                            Some(c) => event_times(&b, c)?.iter().max().copied(),
                             None => None,
                         };
                         tracker.observe(k, p, max_ts);

@@ -272,18 +272,20 @@ struct Scratch {
 struct Step<'a> {
     ops: &'a [SeriesOp],
     slots: &'a [(usize, Option<i64>, Option<usize>, RollingWindow)],
-    window_of: &'a [usize],
     ready: &'a [(u32, Held)],
     /// Per distinct input column, its value per record; `input_of[op]` picks an op's.
     inputs: &'a [Vec<Option<f64>>],
     input_of: &'a [Option<usize>],
     /// Per op: 1 / half-life in ms (time-aware EWM), else 0.
     inv_half_life: &'a [f64],
+    /// Per rolling window slot: the ops reading it (op, aggregate, values needed).
+    readers: &'a [Vec<(usize, crate::expr::AggFunc, usize)>],
 }
 
 impl Step<'_> {
     /// Advance the states of the keys of `runs` (`states[i]` is `runs[i]`'s key's) over their
-    /// records; `out` holds the rows from `base` on.
+    /// records; `out` holds the rows from `base` on. Within a key's run each op (each rolling
+    /// window with the ops reading it) goes over the records in a loop of its own.
     fn run(
         &self,
         runs: &[(u32, usize, usize)],
@@ -291,21 +293,41 @@ impl Step<'_> {
         base: usize,
         out: &mut OutPart<'_>,
     ) {
+        let input = |j: usize| -> &[Option<f64>] {
+            self.input_of[j].map_or(&[], |s| self.inputs[s].as_slice())
+        };
         for (&(_, first, end), state) in runs.iter().zip(states) {
-            for i in first..end {
-                let h = self.ready[i].1;
-                let o = i - base;
-                let value = |j: usize| self.input_of[j].and_then(|s| self.inputs[s][i]);
-                for (s, (first, period, rows, _)) in self.slots.iter().enumerate() {
-                    state.windows[s].advance(h.ts, value(*first), *period, *rows);
+            let recs = &self.ready[first..end];
+            let o = first - base;
+            for (s, (reads, period, rows, _)) in self.slots.iter().enumerate() {
+                let xs = &input(*reads)[first..end];
+                let w = &mut state.windows[s];
+                for (i, (&(_, h), &x)) in recs.iter().zip(xs).enumerate() {
+                    w.advance(h.ts, x, *period, *rows);
+                    for &(j, func, need) in &self.readers[s] {
+                        if let Some(v) = w.value(func, need) {
+                            out.values[j][o + i] = v;
+                            out.valid[j][o + i] = true;
+                        }
+                    }
                 }
-                for (j, op) in self.ops.iter().enumerate() {
-                    let x = value(j);
-                    let v = match op {
-                        SeriesOp::Lag { n, .. }
-                        | SeriesOp::Diff { n, .. }
-                        | SeriesOp::PctChange { n, .. } => {
-                            let hist = &mut state.history[j];
+            }
+            for (j, op) in self.ops.iter().enumerate() {
+                let xs = input(j);
+                let xs = if xs.is_empty() { xs } else { &xs[first..end] };
+                let (values, valid) = (&mut out.values[j][o..], &mut out.valid[j][o..]);
+                let mut put = |i: usize, v: Option<f64>| {
+                    if let Some(v) = v {
+                        values[i] = v;
+                        valid[i] = true;
+                    }
+                };
+                match op {
+                    SeriesOp::Lag { n, .. }
+                    | SeriesOp::Diff { n, .. }
+                    | SeriesOp::PctChange { n, .. } => {
+                        let hist = &mut state.history[j];
+                        for (i, &x) in xs.iter().enumerate() {
                             let prev = if hist.len() == *n {
                                 hist.front().copied().flatten()
                             } else {
@@ -315,28 +337,35 @@ impl Step<'_> {
                             if hist.len() > *n {
                                 hist.pop_front();
                             }
-                            match op {
-                                SeriesOp::Lag { .. } => prev,
-                                SeriesOp::Diff { .. } => x.zip(prev).map(|(x, p)| x - p),
-                                _ => x.zip(prev).map(|(x, p)| x / p - 1.0),
-                            }
+                            put(
+                                i,
+                                match op {
+                                    SeriesOp::Lag { .. } => prev,
+                                    SeriesOp::Diff { .. } => x.zip(prev).map(|(x, p)| x - p),
+                                    _ => x.zip(prev).map(|(x, p)| x / p - 1.0),
+                                },
+                            );
                         }
-                        SeriesOp::CumSum { .. } => x.map(|x| {
-                            state.sums[j] += x;
-                            state.sums[j]
-                        }),
-                        SeriesOp::TimeSincePrevious { .. } => None,
-                        SeriesOp::Rolling { func, rows, .. } => {
-                            state.windows[self.window_of[j]].value(*func, rows.unwrap_or(1))
+                    }
+                    SeriesOp::CumSum { .. } => {
+                        for (i, &x) in xs.iter().enumerate() {
+                            put(
+                                i,
+                                x.map(|x| {
+                                    state.sums[j] += x;
+                                    state.sums[j]
+                                }),
+                            );
                         }
-                        SeriesOp::EwmMean { alpha, .. } => {
-                            let (num, den, last) = &mut state.ewm[j];
+                    }
+                    SeriesOp::EwmMean { alpha, .. } => {
+                        let (num, den, last) = &mut state.ewm[j];
+                        let inv = self.inv_half_life[j];
+                        for (i, (&(_, h), &x)) in recs.iter().zip(xs).enumerate() {
                             let decay = match (*last, alpha) {
                                 (None, _) => 1.0,
                                 // 0.5 ** (dt / half_life)
-                                (Some(l), None) => {
-                                    (-((h.ts - l) as f64) * self.inv_half_life[j]).exp2()
-                                }
+                                (Some(l), None) => (-((h.ts - l) as f64) * inv).exp2(),
                                 (Some(_), Some(a)) => 1.0 - a,
                             };
                             *num *= decay;
@@ -346,17 +375,17 @@ impl Step<'_> {
                                 *den += 1.0;
                             }
                             *last = Some(h.ts);
-                            (*den > 0.0).then(|| *num / *den)
+                            put(i, (*den > 0.0).then(|| *num / *den));
                         }
-                    };
-                    if let Some(v) = v {
-                        out.values[j][o] = v;
-                        out.valid[j][o] = true;
                     }
+                    SeriesOp::Rolling { .. } | SeriesOp::TimeSincePrevious { .. } => {}
                 }
+            }
+            let (gaps, gap_valid) = (&mut out.gaps[o..], &mut out.gap_valid[o..]);
+            for (i, &(_, h)) in recs.iter().enumerate() {
                 if let Some(p) = state.last_ts {
-                    out.gaps[o] = h.ts - p;
-                    out.gap_valid[o] = true;
+                    gaps[i] = h.ts - p;
+                    gap_valid[i] = true;
                 }
                 state.last_ts = Some(h.ts);
             }
@@ -373,7 +402,6 @@ pub struct SeriesOperator {
     held: HeldRecords<(RecordBatch, Vec<Option<Float64Array>>)>,
     /// Rolling ops over the same column and window share one window: per op its window slot;
     /// per slot the op whose input it reads, its period and rows, and the window template.
-    window_of: Vec<usize>,
     slots: Vec<(usize, Option<i64>, Option<usize>, RollingWindow)>,
     /// Per key id: the key's state.
     states: Vec<KeyState>,
@@ -381,6 +409,8 @@ pub struct SeriesOperator {
     threads: usize,
     /// Per op: 1 / half-life in ms (time-aware EWM), else 0.
     inv_half_life: Vec<f64>,
+    /// Per rolling window slot: the ops reading it (op, aggregate, values needed).
+    readers: Vec<Vec<(usize, crate::expr::AggFunc, usize)>>,
     /// Per op: which distinct input column it reads (ops on the same column share it).
     input_of: Vec<Option<usize>>,
     scratch: Scratch,
@@ -520,11 +550,23 @@ impl SeriesOperator {
                 _ => 0.0,
             })
             .collect();
+        let readers = (0..slots.len())
+            .map(|s| {
+                ops.iter()
+                    .enumerate()
+                    .filter(|&(j, _)| window_of[j] == s)
+                    .filter_map(|(j, op)| match op {
+                        SeriesOp::Rolling { func, rows, .. } => Some((j, *func, rows.unwrap_or(1))),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .collect();
         Ok(SeriesOperator {
+            readers,
             inv_half_life,
             input_of,
             scratch: Scratch::default(),
-            window_of,
             slots,
             ops,
             ts_col: ts_col.to_string(),
@@ -622,11 +664,11 @@ impl SeriesOperator {
             let step = Step {
                 ops: &self.ops,
                 slots: &self.slots,
-                window_of: &self.window_of,
                 ready: &sc.ready,
                 inputs: &sc.inputs,
                 input_of: &self.input_of,
                 inv_half_life: &self.inv_half_life,
+                readers: &self.readers,
             };
             let mut values: Vec<std::vec::IntoIter<&mut [f64]>> = sc
                 .out

@@ -159,7 +159,7 @@ impl GroupRun<'_> {
                         None => b,
                     };
                     let max_ts = match &self.ts {
-                        Some(c) => event_times(&b, c)?.into_iter().max(),
+                        Some(c) => event_times(&b, c)?.iter().max().copied(),
                         None => None,
                     };
                     // A batch of a partition no longer ours (revoked meanwhile) is dropped: its
