@@ -30,9 +30,10 @@ pub struct KeyInterner {
     ends: Vec<usize>,
     /// Raw-string mode: the id of the null key, if seen.
     null_id: Option<u32>,
-    /// (id, 32 bits of the key's hash): growing the table rehashes from these alone, without
-    /// reading a million keys back from the arena (that stalled a step for ~100 ms).
-    table: HashTable<(u32, u32)>,
+    /// Key ids, and 32 bits of each key's hash by id: growing the table rehashes from these,
+    /// without reading a million keys back from the arena (that stalled a step for ~100 ms).
+    table: HashTable<u32>,
+    hashes: Vec<u32>,
     hasher: foldhash::fast::RandomState,
 }
 
@@ -84,6 +85,7 @@ impl KeyInterner {
             ends: Vec::new(),
             null_id: None,
             table: HashTable::new(),
+            hashes: Vec::new(),
             hasher: foldhash::fast::RandomState::default(),
         })
     }
@@ -119,10 +121,17 @@ impl KeyInterner {
         self.arena.clear();
         self.ends.clear();
         self.table = HashTable::with_capacity(ends.len());
+        self.hashes.clear();
         let mut start = 0;
-        for &e in &ends {
-            let id = self.intern(&arena[start..e]);
-            debug_assert_eq!(id as usize + 1, self.ends.len());
+        for (i, &e) in ends.iter().enumerate() {
+            if null_id == Some(i as u32) {
+                // Null's empty slot: not in the table, or "" would find it.
+                self.ends.push(self.arena.len());
+                self.hashes.push(0);
+            } else {
+                let id = self.intern(&arena[start..e]);
+                debug_assert_eq!(id as usize + 1, self.ends.len());
+            }
             start = e;
         }
         self.null_id = null_id;
@@ -148,17 +157,19 @@ impl KeyInterner {
 
     fn intern(&mut self, bytes: &[u8]) -> u32 {
         let h = (self.hasher.hash_one(bytes) >> 32) as u32;
-        let (arena, ends) = (&self.arena, &self.ends);
-        if let Some(&(id, _)) = self.table.find(spread(h), |&(id, kh)| {
-            kh == h && key_slice(arena, ends, id) == bytes
+        let (arena, ends, hashes) = (&self.arena, &self.ends, &self.hashes);
+        if let Some(&id) = self.table.find(spread(h), |&id| {
+            hashes[id as usize] == h && key_slice(arena, ends, id) == bytes
         }) {
             return id;
         }
         let id = self.ends.len() as u32;
         self.arena.extend_from_slice(bytes);
         self.ends.push(self.arena.len());
+        self.hashes.push(h);
+        let hashes = &self.hashes;
         self.table
-            .insert_unique(spread(h), (id, h), |&(_, kh)| spread(kh));
+            .insert_unique(spread(h), id, |&i| spread(hashes[i as usize]));
         id
     }
 
@@ -190,6 +201,7 @@ impl KeyInterner {
                             // Null gets an empty arena slot; `null_id` tells it from "".
                             let id = self.ends.len() as u32;
                             self.ends.push(self.arena.len());
+                            self.hashes.push(0); // never looked up: null is not in the table
                             self.null_id = Some(id);
                             id
                         }
@@ -349,5 +361,50 @@ pub fn bounds_array(values: Vec<i64>, t: &arrow_schema::DataType) -> Result<Arra
         Ok(a)
     } else {
         arrow_cast::cast(&a, t).ctx("window bounds")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::StringArray;
+    use arrow_schema::{DataType, Schema};
+
+    fn batch(keys: Vec<Option<String>>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, true)]));
+        RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(keys)) as ArrayRef]).unwrap()
+    }
+
+    #[test]
+    fn ids_are_dense_stable_across_growth_and_restore_and_null_is_not_empty() {
+        let b0 = batch(vec![None, Some(String::new())]);
+        let mut k = KeyInterner::new(&b0.schema(), &["k".into()], "test").unwrap();
+        assert_eq!(
+            k.ids(&b0).unwrap(),
+            vec![0, 1],
+            "null and \"\" are two keys"
+        );
+        // enough keys to grow the table many times
+        let many: Vec<Option<String>> = (0..50_000)
+            .map(|i| Some(format!("key-{}", i % 20_000)))
+            .collect();
+        let ids = k.ids(&batch(many.clone())).unwrap();
+        let want: Vec<u32> = (0..50_000).map(|i| 2 + (i % 20_000) as u32).collect();
+        assert_eq!(ids, want);
+        assert_eq!(k.len(), 20_002);
+
+        let mut w = crate::state::StateWriter::small();
+        k.snapshot(&mut w);
+        let mut back = KeyInterner::new(&b0.schema(), &["k".into()], "test").unwrap();
+        back.restore(&mut crate::state::StateReader::new(&w.buf, "keys"))
+            .unwrap();
+        assert_eq!(back.ids(&batch(many)).unwrap(), want);
+        assert_eq!(back.ids(&b0).unwrap(), vec![0, 1]);
+        assert_eq!(
+            back.ids(&batch(vec![Some("new".into())])).unwrap(),
+            vec![20_002]
+        );
+        assert_eq!(back.bytes(1), b"");
+        assert_eq!(back.bytes(7), b"key-5");
     }
 }
