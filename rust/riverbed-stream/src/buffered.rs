@@ -169,9 +169,7 @@ impl Operator for BufferedWindows {
 
     fn snapshot(&self) -> Result<Vec<u8>> {
         let mut w = StateWriter::default();
-        self.core.keys.snapshot(&mut w);
-        self.core.store.snapshot(&mut w);
-        w.i64(self.core.wm);
+        self.core.snapshot(&mut w);
         w.i64(self.done_before);
         self.held.snapshot(&mut w, |hb, w| {
             w.i64s(&hb.ts);
@@ -194,9 +192,7 @@ impl Operator for BufferedWindows {
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         let mut r = StateReader::new(state, "a window");
-        self.core.keys.restore(&mut r)?;
-        self.core.store.restore(&mut r)?;
-        self.core.wm = r.i64()?;
+        self.core.restore(&mut r)?;
         self.done_before = r.i64()?;
         self.held = HeldRecords::restore(&mut r, |r| {
             let ts = r.i64s()?.into();

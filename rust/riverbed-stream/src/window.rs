@@ -102,6 +102,20 @@ impl WindowCore {
         Ok(())
     }
 
+    /// Keys, aggregate states and watermark, the part of a checkpoint every window kind has.
+    pub fn snapshot(&self, w: &mut StateWriter) {
+        self.keys.snapshot(w);
+        self.store.snapshot(w);
+        w.i64(self.wm);
+    }
+
+    pub fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()> {
+        self.keys.restore(r)?;
+        self.store.restore(r)?;
+        self.wm = r.i64()?;
+        Ok(())
+    }
+
     pub fn keep_late(&mut self, batch: &RecordBatch, rows: Vec<u32>) -> Result<()> {
         crate::operator::keep_late(batch, rows, &mut self.m, &mut self.late)
     }
@@ -306,9 +320,7 @@ impl Operator for TimeWindows {
                 + listed
                 + self.recent.len() * 12,
         );
-        self.core.keys.snapshot(&mut w);
-        self.core.store.snapshot(&mut w);
-        w.i64(self.core.wm);
+        self.core.snapshot(&mut w);
         w.len(self.others.len());
         let mut others: Vec<(&(u32, i64), &u32)> = self.others.iter().collect();
         others.sort_unstable();
@@ -336,9 +348,7 @@ impl Operator for TimeWindows {
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         let mut r = StateReader::new(state, "a window");
-        self.core.keys.restore(&mut r)?;
-        self.core.store.restore(&mut r)?;
-        self.core.wm = r.i64()?;
+        self.core.restore(&mut r)?;
         self.others.clear();
         for _ in 0..r.len()? {
             let (k, s, sid) = (r.u32()?, r.i64()?, r.u32()?);
@@ -518,9 +528,7 @@ impl Operator for SessionWindows {
         let mut w = StateWriter::with_capacity(
             self.core.keys.state_bytes() + self.core.store.state_bytes() + 24 * self.closing.len(),
         );
-        self.core.keys.snapshot(&mut w);
-        self.core.store.snapshot(&mut w);
-        w.i64(self.core.wm);
+        self.core.snapshot(&mut w);
         // Sessions by key (`closing` follows from them).
         let mut keys: Vec<&u32> = self.sessions.keys().collect();
         keys.sort_unstable();
@@ -540,9 +548,7 @@ impl Operator for SessionWindows {
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         let mut r = StateReader::new(state, "a session window");
-        self.core.keys.restore(&mut r)?;
-        self.core.store.restore(&mut r)?;
-        self.core.wm = r.i64()?;
+        self.core.restore(&mut r)?;
         self.sessions.clear();
         self.closing.clear();
         for _ in 0..r.len()? {
