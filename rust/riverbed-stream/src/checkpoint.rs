@@ -462,4 +462,47 @@ mod tests {
         assert!(s.last_write_ms > 0.0 && s.max_write_ms >= s.last_write_ms);
         assert_eq!(store.latest().unwrap().0, Some(sample(3, 1 << 21)));
     }
+
+    #[test]
+    fn a_version_1_checkpoint_reads_back_without_signatures() {
+        let c = sample(9, 1000);
+        // Version 1: as version 2 without each operator's signature.
+        let mut w = StateWriter::small();
+        w.u64(c.seq);
+        w.bytes(c.plan.as_bytes());
+        w.len(1);
+        w.i64s(&c.sources[0].positions);
+        w.len(2);
+        w.opt_i64(Some(7));
+        w.opt_i64(None);
+        w.len(1);
+        w.bytes(b"out");
+        w.i64s(&[5, 6]);
+        w.len(c.operators.len());
+        for op in &c.operators {
+            w.bytes(op.name.as_bytes());
+            w.bytes(&op.state);
+        }
+        let mut file = MAGIC_V1.to_vec();
+        file.extend_from_slice(&w.buf);
+        file.extend_from_slice(&crc32c::crc32c(&w.buf).to_le_bytes());
+        let got = CheckpointStore::parse(&file).unwrap();
+        let mut want = c;
+        for op in &mut want.operators {
+            op.signature.clear();
+        }
+        assert_eq!(got, want);
+        // and a version-2 body under the version-1 magic does not parse as one
+        let mut v2 = MAGIC_V1.to_vec();
+        let mut body = Vec::new();
+        sample(9, 1000)
+            .encode(&mut |p| {
+                body.extend_from_slice(p);
+                Ok(())
+            })
+            .unwrap();
+        v2.extend_from_slice(&body);
+        v2.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        assert!(CheckpointStore::parse(&v2).is_err());
+    }
 }
