@@ -202,6 +202,13 @@ impl KafkaSource {
     fn add(&mut self, p: usize, at: Option<i64>) -> Result<()> {
         self.assigned.insert(p);
         self.done[p] = false;
+        // Writers' watermarks are learnt again from the markers after the new position: ones
+        // read before (by an earlier assignment) may be ahead of records read again now.
+        if let Some(marks) = self.marks.as_mut() {
+            for m in &mut marks[p] {
+                *m = (i64::MIN, false);
+            }
+        }
         let (lo, hi) = self.consumer.watermarks(p)?;
         let at = match at {
             Some(o) => o,
@@ -227,8 +234,10 @@ impl KafkaSource {
         }
         for p in &revoked {
             self.assigned.remove(p);
+            // Nothing read for it is handed on, its watermark included: a later owner (maybe
+            // this member again, from a checkpoint) reads on from its own position.
             self.ready.retain(|(item, _)| match item {
-                Polled::Batch(q, _) | Polled::PartitionDone(q) => q != p,
+                Polled::Batch(q, _) | Polled::PartitionDone(q) | Polled::Watermark(q, ..) => q != p,
                 _ => true,
             });
         }
