@@ -228,6 +228,30 @@ impl StepOut {
         self.gap_valid.clear();
         self.gap_valid.resize(n, false);
     }
+
+    /// Consecutive parts of `lens` rows each, one per thread.
+    fn parts(&mut self, lens: &[usize]) -> Vec<OutPart<'_>> {
+        let mut values: Vec<_> = self
+            .values
+            .iter_mut()
+            .map(|c| split_parts(c, lens).into_iter())
+            .collect();
+        let mut valid: Vec<_> = self
+            .valid
+            .iter_mut()
+            .map(|c| split_parts(c, lens).into_iter())
+            .collect();
+        split_parts(&mut self.gaps, lens)
+            .into_iter()
+            .zip(split_parts(&mut self.gap_valid, lens))
+            .map(|(gaps, gap_valid)| OutPart {
+                values: values.iter_mut().filter_map(Iterator::next).collect(),
+                valid: valid.iter_mut().filter_map(Iterator::next).collect(),
+                gaps,
+                gap_valid,
+            })
+            .collect()
+    }
 }
 
 /// A thread's part of a `StepOut`: the rows of its key runs.
@@ -670,34 +694,18 @@ impl SeriesOperator {
                 inv_half_life: &self.inv_half_life,
                 readers: &self.readers,
             };
-            let mut values: Vec<std::vec::IntoIter<&mut [f64]>> = sc
-                .out
-                .values
-                .iter_mut()
-                .map(|c| split_parts(c, &lens).into_iter())
-                .collect();
-            let mut valid: Vec<std::vec::IntoIter<&mut [bool]>> = sc
-                .out
-                .valid
-                .iter_mut()
-                .map(|c| split_parts(c, &lens).into_iter())
-                .collect();
-            let gaps = split_parts(&mut sc.out.gaps, &lens);
-            let gap_valid = split_parts(&mut sc.out.gap_valid, &lens);
             let states = split_parts(
                 &mut taken,
                 &cuts.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>(),
             );
-            let mut work = Vec::new();
-            for (p, ((g, gv), st)) in gaps.into_iter().zip(gap_valid).zip(states).enumerate() {
-                let part = OutPart {
-                    values: values.iter_mut().filter_map(Iterator::next).collect(),
-                    valid: valid.iter_mut().filter_map(Iterator::next).collect(),
-                    gaps: g,
-                    gap_valid: gv,
-                };
-                work.push((&sc.runs[cuts[p]..cuts[p + 1]], st, row_of(cuts[p]), part));
-            }
+            let work: Vec<_> = sc
+                .out
+                .parts(&lens)
+                .into_iter()
+                .zip(states)
+                .enumerate()
+                .map(|(p, (part, st))| (&sc.runs[cuts[p]..cuts[p + 1]], st, row_of(cuts[p]), part))
+                .collect();
             if work.len() == 1 {
                 for (runs, st, base, mut part) in work {
                     step.run(runs, st, base, &mut part);
