@@ -222,6 +222,26 @@ impl TopicConsumer {
         }
     }
 
+    /// The end (next) offset of partition `p` as librdkafka last heard it from the broker (each
+    /// fetch response carries it), without a request; `None` when it has not heard yet.
+    pub fn cached_end(&self, p: usize) -> Option<i64> {
+        let topic = std::ffi::CString::new(self.topic.as_str()).ok()?;
+        let (mut lo, mut hi) = (-1i64, -1i64);
+        // SAFETY: the client pointer is valid while `self.inner` lives; librdkafka only reads
+        // the topic name and writes the two offsets.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                self.inner.client().native_ptr(),
+                topic.as_ptr(),
+                p as i32,
+                &mut lo,
+                &mut hi,
+            )
+        };
+        (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && hi >= 0)
+            .then_some(hi)
+    }
+
     /// (earliest, next) offsets of partition `p`.
     pub fn watermarks(&self, p: usize) -> Result<(i64, i64)> {
         self.inner

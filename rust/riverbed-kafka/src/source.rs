@@ -450,6 +450,20 @@ impl Source for KafkaSource {
     fn positions(&self) -> Option<Vec<i64>> {
         Some(self.positions.clone())
     }
+    fn caught_up(&self, partition: usize) -> bool {
+        let pending = self
+            .ready
+            .iter()
+            .any(|(_, n)| n.is_some_and(|(q, _)| q == partition));
+        // Nothing handed out yet, or no fetch answered yet: it cannot tell.
+        let pos = self.positions.get(partition).copied().unwrap_or(-1);
+        !pending
+            && (pos < 0
+                || self
+                    .consumer
+                    .cached_end(partition)
+                    .is_none_or(|end| pos >= end))
+    }
     fn errors(&self) -> u64 {
         self.errors.load(std::sync::atomic::Ordering::Relaxed)
     }

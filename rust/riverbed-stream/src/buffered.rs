@@ -12,6 +12,7 @@ use crate::held::{Held, HeldRecords};
 use crate::keys::event_times;
 use crate::operator::{OpMetrics, Operator};
 use crate::state::{StateReader, StateWriter};
+use crate::watermark::Judge;
 use crate::window::{Item, WindowCore};
 
 /// What a held batch keeps: its aggregate inputs and event times.
@@ -66,21 +67,35 @@ fn aggregate(store: &mut AccStore, held: &HeldRecords<HeldBatch>, members: &[Hel
 }
 
 impl Operator for BufferedWindows {
-    fn on_batch(&mut self, batch: RecordBatch, _out: &mut Vec<RecordBatch>) -> Result<()> {
+    fn on_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.on_input_timed(0, batch, None, out)
+    }
+
+    fn on_input_timed(
+        &mut self,
+        _side: usize,
+        batch: RecordBatch,
+        stream: Option<&[i64]>,
+        _out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
         let n = batch.num_rows();
         self.core.m.records_in += n as u64;
         let ts = event_times(&batch, &self.core.ts_col)?;
         let kids = self.core.keys.ids(&batch)?;
         let inputs = self.core.aggs.inputs(&batch)?;
-        // A record whose own window was already emitted (sliding) or that the watermark had
-        // passed (count) is late.
-        let limit = match self.kind {
-            BufferedKind::Sliding { .. } => self.done_before,
-            BufferedKind::Count { .. } => self.core.wm,
+        // A record whose own window was already emitted (sliding: the watermark it meets passed
+        // its time + grace) or that the watermark had passed (count) is late.
+        let (wm, grace) = match self.kind {
+            BufferedKind::Sliding { grace, .. } => (self.done_before.saturating_add(grace), grace),
+            BufferedKind::Count { .. } => (self.core.wm, 0),
         };
-        let late = self
-            .held
-            .hold(&kids, &ts.clone(), |t| t < limit, HeldBatch { inputs, ts });
+        let judge = Judge::new(wm, stream);
+        let late = self.held.hold(
+            &kids,
+            &ts.clone(),
+            |i, t| t < judge.at(i).saturating_sub(grace),
+            HeldBatch { inputs, ts },
+        );
         self.core.keep_late(&batch, late)
     }
 

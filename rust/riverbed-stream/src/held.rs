@@ -50,7 +50,7 @@ impl<P> HeldRecords<P> {
         &mut self,
         keys: &[u32],
         ts: &[i64],
-        late: impl Fn(i64) -> bool,
+        late: impl Fn(usize, i64) -> bool,
         payload: P,
     ) -> Vec<u32> {
         let b = self.next_batch;
@@ -58,7 +58,7 @@ impl<P> HeldRecords<P> {
         let mut live = 0;
         let mut late_rows = Vec::new();
         for (i, (&k, &t)) in keys.iter().zip(ts).enumerate() {
-            if late(t) {
+            if late(i, t) {
                 late_rows.push(i as u32);
                 continue;
             }
@@ -480,7 +480,7 @@ mod tests {
             for part in [a, b] {
                 let keys: Vec<u32> = part.iter().map(|r| r.0).collect();
                 let ts: Vec<i64> = part.iter().map(|r| r.1 * scale).collect();
-                h.hold(&keys, &ts, |_| false, ());
+                h.hold(&keys, &ts, |_, _| false, ());
             }
             let mut ready = Vec::new();
             h.drain_sorted_into(&mut ready, |_, list, _| Ok(list.len())).unwrap();

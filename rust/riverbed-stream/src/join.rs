@@ -24,6 +24,7 @@ use crate::error::{ArrowContext, Result, StreamError};
 use crate::held::{Held, HeldRecords};
 use crate::keys::{event_times, KeyInterner};
 use crate::operator::{OpMetrics, Operator};
+use crate::watermark::Judge;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -336,15 +337,17 @@ impl TemporalJoin {
         self.schema.clone()
     }
 
-    fn on_left(&mut self, batch: RecordBatch) -> Result<()> {
+    fn on_left(&mut self, batch: RecordBatch, stream: Option<&[i64]>) -> Result<()> {
         let ts = event_times(&batch, &self.left_ts)?;
         let kids = self.keys.ids(&batch)?;
-        let lw = self.wms[0];
-        let late = self.left.hold(&kids, &ts, |t| t < lw, batch.clone());
+        let judge = Judge::new(self.wms[0], stream);
+        let late = self
+            .left
+            .hold(&kids, &ts, |i, t| t < judge.at(i), batch.clone());
         crate::operator::keep_late(&batch, late, &mut self.m, &mut self.late)
     }
 
-    fn on_right(&mut self, batch: RecordBatch) -> Result<()> {
+    fn on_right(&mut self, batch: RecordBatch, stream: Option<&[i64]>) -> Result<()> {
         let ts = event_times(&batch, &self.right_ts)?;
         // The key columns under their left names and types, so both sides intern alike.
         let mut kf = Vec::new();
@@ -376,8 +379,8 @@ impl TemporalJoin {
             .collect::<Result<_>>()?;
         let payload =
             RecordBatch::try_new_with_options(self.null_right.schema(), kept, &opts).ctx("join")?;
-        let rw = self.wms[1];
-        let late = self.right.hold(&kids, &ts, |t| t < rw, payload);
+        let judge = Judge::new(self.wms[1], stream);
+        let late = self.right.hold(&kids, &ts, |i, t| t < judge.at(i), payload);
         self.right_late += late.len() as u64;
         Ok(())
     }
@@ -408,13 +411,23 @@ impl Operator for TemporalJoin {
         &mut self,
         side: usize,
         batch: RecordBatch,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        self.on_input_timed(side, batch, None, out)
+    }
+
+    fn on_input_timed(
+        &mut self,
+        side: usize,
+        batch: RecordBatch,
+        stream: Option<&[i64]>,
         _: &mut Vec<RecordBatch>,
     ) -> Result<()> {
         self.m.records_in += batch.num_rows() as u64;
         if side == 0 {
-            self.on_left(batch)
+            self.on_left(batch, stream)
         } else {
-            self.on_right(batch)
+            self.on_right(batch, stream)
         }
     }
 

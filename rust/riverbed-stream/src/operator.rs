@@ -38,6 +38,23 @@ pub trait Operator: Send {
     ) -> Result<()> {
         self.on_batch(batch, out)
     }
+    /// A batch with, per record, the watermark its own source partition's earlier records left
+    /// (`watermark::Judge`): operators that judge lateness override this to judge each record
+    /// against `max(their watermark, stream[i])`, so results do not depend on batching.
+    fn on_input_timed(
+        &mut self,
+        side: usize,
+        batch: RecordBatch,
+        _stream: Option<&[i64]>,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        self.on_input(side, batch, out)
+    }
+    /// Whether every output row is an input row, in order (filters, projections): the hidden
+    /// stream-time column then travels through the operator to the next.
+    fn keeps_rows(&self) -> bool {
+        false
+    }
     /// Each input's watermark, before `on_watermark` gets their minimum.
     fn input_watermarks(&mut self, _wms: &[i64]) {}
     /// The watermark reached `wm`: emit what closes.
@@ -134,6 +151,9 @@ impl Operator for Filter {
             out.push(kept);
         }
         Ok(())
+    }
+    fn keeps_rows(&self) -> bool {
+        true
     }
     fn metrics(&self) -> OpMetrics {
         self.m.clone()
@@ -270,10 +290,18 @@ impl Projection {
 impl Operator for Project {
     fn on_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
         self.m.records_in += batch.num_rows() as u64;
-        let b = self.kind.apply(&batch)?;
+        // The stream times travel past the projection (a `select` would drop them).
+        let (batch, stream) = crate::watermark::split_stream_times(batch);
+        let mut b = self.kind.apply(&batch)?;
+        if let Some(st) = stream {
+            b = crate::watermark::with_stream_times(b, st);
+        }
         self.m.records_out += b.num_rows() as u64;
         out.push(b);
         Ok(())
+    }
+    fn keeps_rows(&self) -> bool {
+        true
     }
     fn metrics(&self) -> OpMetrics {
         self.m.clone()

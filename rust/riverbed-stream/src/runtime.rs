@@ -36,6 +36,9 @@ impl Operator for Passthrough {
         out.push(batch);
         Ok(())
     }
+    fn keeps_rows(&self) -> bool {
+        true
+    }
     fn metrics(&self) -> OpMetrics {
         self.m.clone()
     }
@@ -73,6 +76,22 @@ impl Operator for Lazy {
         }
         match self.inner.as_mut() {
             Some(op) => op.on_batch(batch, out),
+            None => Ok(()),
+        }
+    }
+    fn on_input_timed(
+        &mut self,
+        side: usize,
+        batch: RecordBatch,
+        stream: Option<&[i64]>,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        if self.inner.is_none() {
+            // Builds the operator from the batch's schema.
+            return self.on_batch(batch, out);
+        }
+        match self.inner.as_mut() {
+            Some(op) => op.on_input_timed(side, batch, stream, out),
             None => Ok(()),
         }
     }
@@ -140,22 +159,6 @@ fn non_negative(op: &str, field: &str, v: i64) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// How far past the last event a window may end: the idle flush moves the watermark past the
-/// sum of these over the plan's windows.
-fn horizon_of(spec: &WindowSpec) -> i64 {
-    match *spec {
-        WindowSpec::Tumbling {
-            size_ms, grace_ms, ..
-        }
-        | WindowSpec::Hopping {
-            size_ms, grace_ms, ..
-        } => size_ms + grace_ms,
-        WindowSpec::Sliding { size_ms, grace_ms } => size_ms + grace_ms + 2,
-        WindowSpec::Session { gap_ms, grace_ms } => gap_ms + grace_ms + 1,
-        WindowSpec::Count { .. } => 1,
-    }
 }
 
 /// A built operator, its output schema (if known) and the output's event-time column.
@@ -414,7 +417,6 @@ pub(crate) struct Graph {
     order: Vec<usize>,
     root: usize,
     pub(crate) sources: Vec<Option<SourceUse>>,
-    pub(crate) horizon: i64,
     out_schema: Option<SchemaRef>,
     out_ts: Option<String>,
     out_key: Vec<String>,
@@ -427,7 +429,6 @@ struct Builder<'a> {
     nodes: Vec<GNode>,
     order: Vec<usize>,
     sources: Vec<Option<SourceUse>>,
-    horizon: i64,
     /// The record key of each node's output: its columns, and whether `key_by` declared it
     /// (only a declared key is the default `by` of windows; a window's own `by` only keys what
     /// a topic sink writes).
@@ -721,10 +722,6 @@ impl Builder<'_> {
                 };
                 let planned = node;
                 let node = keyed.as_ref().unwrap_or(node);
-                if let Node::Window { window, .. } = node {
-                    // Chained windows (and joins on a window's end) each need their own span.
-                    self.horizon += horizon_of(window);
-                }
                 let label = self.name(given, node.op_name());
                 let (op, out_schema, out_ts): (Box<dyn Operator>, _, _) = match &schema {
                     Some(s) => {
@@ -818,6 +815,18 @@ impl Operator for Named {
     ) -> Result<()> {
         self.inner.on_input(side, batch, out)
     }
+    fn on_input_timed(
+        &mut self,
+        side: usize,
+        batch: RecordBatch,
+        stream: Option<&[i64]>,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        self.inner.on_input_timed(side, batch, stream, out)
+    }
+    fn keeps_rows(&self) -> bool {
+        self.inner.keeps_rows()
+    }
     fn input_watermarks(&mut self, wms: &[i64]) {
         self.inner.input_watermarks(wms)
     }
@@ -857,7 +866,6 @@ impl Graph {
             nodes: Vec::new(),
             order: Vec::new(),
             sources: Vec::new(),
-            horizon: 0,
             keys_of: Default::default(),
             origins: Default::default(),
             given: Default::default(),
@@ -869,7 +877,6 @@ impl Graph {
             order: b.order,
             root,
             sources: b.sources,
-            horizon: b.horizon + 1,
             out_schema,
             out_ts,
             out_key,
@@ -884,7 +891,14 @@ impl Graph {
         sink: &mut dyn Sink,
     ) -> Result<()> {
         let mut out = Vec::new();
-        self.nodes[idx].op.on_input(side, batch, &mut out)?;
+        let op = &mut self.nodes[idx].op;
+        if op.keeps_rows() {
+            op.on_input(side, batch, &mut out)?;
+        } else {
+            let (batch, stream) = crate::watermark::split_stream_times(batch);
+            let stream = stream.as_ref().map(|a| a.values().as_ref());
+            op.on_input_timed(side, batch, stream, &mut out)?;
+        }
         self.forward(idx, out, sink)
     }
 
@@ -903,7 +917,7 @@ impl Graph {
             None => {
                 for b in out {
                     if b.num_rows() > 0 {
-                        sink.write(b)?;
+                        sink.write(crate::watermark::split_stream_times(b).0)?;
                     }
                 }
             }
@@ -1389,11 +1403,7 @@ impl Pipeline {
                             }
                             None => b,
                         };
-                        let max_ts = match &uses[k].ts {
-                            Some(c) => event_times(&b, c)?.iter().max().copied(),
-                            None => None,
-                        };
-                        tracker.observe(k, p, max_ts);
+                        let b = stamp(&mut tracker, k, p, b, uses[k].ts.as_deref())?;
                         g.push(uses[k].leaf, 0, b, sink)?;
                         progressed = true;
                     }
@@ -1420,7 +1430,9 @@ impl Pipeline {
                 checkpoint(&g, sink, &srcs, &tracker, true)?;
                 ended = true;
             }
-            let wms = tracker.watermarks(follow, g.horizon);
+            let wms = tracker.watermarks(follow, |k, p| {
+                srcs.get(k).is_none_or(|(_, s)| s.caught_up(p))
+            });
             if wms != last_wm {
                 let leaf_wm: FastMap<usize, i64> = uses
                     .iter()
@@ -1474,6 +1486,28 @@ impl Pipeline {
             checkpoints: control.checkpoint_stats.lock().clone(),
         })
     }
+}
+
+/// Observe a source batch from partition `p` of source `k`, and give it the stream time each of
+/// its records meets (the hidden column the operators judging lateness read).
+pub(crate) fn stamp(
+    tracker: &mut WatermarkTracker,
+    k: usize,
+    p: usize,
+    batch: RecordBatch,
+    ts: Option<&str>,
+) -> Result<RecordBatch> {
+    let Some(c) = ts else {
+        tracker.observe(k, p, None);
+        return Ok(batch);
+    };
+    let times = event_times(&batch, c)?;
+    let stream = tracker.stream_times(k, p, &times);
+    tracker.observe(k, p, times.iter().max().copied());
+    Ok(match stream {
+        Some(st) => crate::watermark::with_stream_times(batch, st.into()),
+        None => batch,
+    })
 }
 
 /// A source batch without its records whose event time is null: those are bad records (under

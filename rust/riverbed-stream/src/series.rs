@@ -18,6 +18,7 @@ use crate::keys::{event_times, KeyInterner};
 use crate::operator::{OpMetrics, Operator};
 use crate::rolling::RollingWindow;
 use crate::state::{StateReader, StateWriter};
+use crate::watermark::Judge;
 
 /// One per-key series computation and the column it adds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -795,17 +796,27 @@ impl SeriesOperator {
 }
 
 impl Operator for SeriesOperator {
-    fn on_batch(&mut self, batch: RecordBatch, _out: &mut Vec<RecordBatch>) -> Result<()> {
+    fn on_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.on_input_timed(0, batch, None, out)
+    }
+
+    fn on_input_timed(
+        &mut self,
+        _side: usize,
+        batch: RecordBatch,
+        stream: Option<&[i64]>,
+        _out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
         let n = batch.num_rows();
         self.m.records_in += n as u64;
         let ts = event_times(&batch, &self.ts_col)?;
         let kids = self.keys.ids(&batch)?;
         let inputs = series_inputs(&self.ops, &batch)?;
-        // The watermark already passed it: its key's later records were processed.
-        let wm = self.wm;
+        // The watermark it meets already passed it: its key's later records may be processed.
+        let judge = Judge::new(self.wm, stream);
         let late = self
             .held
-            .hold(&kids, &ts, |t| t < wm, (batch.clone(), inputs));
+            .hold(&kids, &ts, |i, t| t < judge.at(i), (batch.clone(), inputs));
         crate::operator::keep_late(&batch, late, &mut self.m, &mut self.late)
     }
 

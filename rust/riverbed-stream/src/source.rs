@@ -38,6 +38,11 @@ pub trait Source: Send {
     fn schema(&self) -> SchemaRef;
     fn partitions(&self) -> usize;
     fn poll(&mut self) -> Result<Polled>;
+    /// Whether the reader has reached the end of `partition` (nothing is waiting to be read):
+    /// only then can the partition count as idle. Sources that cannot tell say yes.
+    fn caught_up(&self, _partition: usize) -> bool {
+        true
+    }
     /// Block up to `timeout` for new data (follow mode).
     fn wait(&mut self, timeout: Duration) {
         std::thread::sleep(timeout.min(Duration::from_millis(20)));
@@ -966,6 +971,15 @@ impl Source for LogSource {
     }
     fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
+    }
+    fn caught_up(&self, partition: usize) -> bool {
+        // Batches read ahead but not handed out yet count as unread.
+        let Ok(part) = self.spec.topic.partition(partition as u32) else {
+            return true;
+        };
+        self.consumed
+            .get(partition)
+            .is_none_or(|&c| c >= part.offsets().1)
     }
     fn positions(&self) -> Option<Vec<i64>> {
         Some(self.consumed.clone())

@@ -13,6 +13,7 @@ use crate::errors::ErrorHandler;
 use crate::held::{Held, HeldRecords};
 use crate::keys::{event_times, FastMap, KeyInterner};
 use crate::operator::{BatchUdf, OpMetrics, Operator};
+use crate::watermark::Judge;
 
 pub struct StatefulMap {
     udf: Arc<dyn BatchUdf>,
@@ -54,12 +55,24 @@ impl StatefulMap {
 }
 
 impl Operator for StatefulMap {
-    fn on_batch(&mut self, batch: RecordBatch, _out: &mut Vec<RecordBatch>) -> Result<()> {
+    fn on_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.on_input_timed(0, batch, None, out)
+    }
+
+    fn on_input_timed(
+        &mut self,
+        _side: usize,
+        batch: RecordBatch,
+        stream: Option<&[i64]>,
+        _out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
         self.m.records_in += batch.num_rows() as u64;
         let ts = event_times(&batch, &self.ts_col)?;
         let kids = self.keys.ids(&batch)?;
-        let wm = self.wm;
-        let late = self.held.hold(&kids, &ts, |t| t < wm, batch.clone());
+        let judge = Judge::new(self.wm, stream);
+        let late = self
+            .held
+            .hold(&kids, &ts, |i, t| t < judge.at(i), batch.clone());
         crate::operator::keep_late(&batch, late, &mut self.m, &mut self.late)
     }
 

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use crate::checkpoint::{Checkpoint, CheckpointStore, SourceState};
 use crate::error::{Result, StreamError};
 use crate::errors::{ErrorHandler, ErrorPolicy};
-use crate::keys::{event_times, FastMap};
+use crate::keys::FastMap;
 use crate::operator::OpMetrics;
-use crate::runtime::{without_null_times, Graph, Pipeline, RunControl, RunOutput};
+use crate::runtime::{stamp, without_null_times, Graph, Pipeline, RunControl, RunOutput};
 use crate::sink::Sink;
 use crate::source::{Polled, Source};
 use crate::watermark::WatermarkTracker;
@@ -158,14 +158,10 @@ impl GroupRun<'_> {
                         }
                         None => b,
                     };
-                    let max_ts = match &self.ts {
-                        Some(c) => event_times(&b, c)?.iter().max().copied(),
-                        None => None,
-                    };
                     // A batch of a partition no longer ours (revoked meanwhile) is dropped: its
                     // new owner reads it again from the checkpoint.
                     if let Some(t) = self.tasks.get_mut(&p) {
-                        t.tracker.observe(0, 0, max_ts);
+                        let b = stamp(&mut t.tracker, 0, 0, b, self.ts.as_deref())?;
                         t.g.push(self.leaf, 0, b, sink)?;
                     }
                 }
@@ -197,7 +193,8 @@ impl GroupRun<'_> {
                 last_marks = Instant::now();
             }
             for (&p, t) in self.tasks.iter_mut() {
-                let wm = t.tracker.watermarks(self.follow, t.g.horizon)[0];
+                let src = &self.src;
+                let wm = t.tracker.watermarks(self.follow, |_, _| src.caught_up(p))[0];
                 let moved = t.last_wm != Some(wm);
                 if moved {
                     let leaf_wm: FastMap<usize, i64> = [(self.leaf, wm)].into_iter().collect();
@@ -205,7 +202,11 @@ impl GroupRun<'_> {
                     t.last_wm = Some(wm);
                 }
                 if moved || resend {
-                    sink.watermark(p, t.g.output_watermark(), t.tracker.idle(self.follow))?;
+                    sink.watermark(
+                        p,
+                        t.g.output_watermark(),
+                        t.tracker.idle(self.follow, |_, _| src.caught_up(p)),
+                    )?;
                 }
                 self.late.extend(t.g.take_late());
             }

@@ -1,10 +1,73 @@
-//! Event-time progress: watermark per source partition = max event time seen − lateness; the
-//! pipeline watermark is the minimum over active partitions. A partition idle for its source's
-//! `idle_timeout` stops holding it back; when every input is idle the watermark jumps past every
-//! window holding data (`horizon`), so windows close on a quiet stream. The end of a bounded input
-//! moves it to +∞.
+//! Event-time progress.
+//!
+//! - Per source partition, the watermark is max event time seen − lateness (or the watermark
+//!   its source reports, for a repartition topic). The pipeline watermark is the minimum over
+//!   active partitions; it never moves backwards.
+//! - Lateness is judged per record, as Kafka Streams' stream time: the watermark a record meets
+//!   is the one its own partition's earlier records left (`stream_times`), or the pipeline's if
+//!   that is later (a window the pipeline closed stays closed). So results do not depend on how
+//!   records were batched.
+//! - A partition is idle when its reader has reached the partition's end and nothing new arrived
+//!   for its source's `idle_timeout`; an idle partition stops holding the watermark back. When
+//!   every input is idle, the watermark advances from (max event time seen − lateness) with the
+//!   wall clock since the inputs went quiet, so windows close on a quiet stream without closing
+//!   the ones a live stream, continuing where it paused, still fills.
+//! - The end of a bounded input moves it to +∞.
 
 use std::time::{Duration, Instant};
+
+use arrow_array::{Array, Int64Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+
+/// The hidden column a source batch carries to the operators that judge lateness: per record,
+/// the watermark its own partition's earlier records left. Row-preserving operators (filter,
+/// projections) keep it; the graph takes it off before any other operator sees the batch.
+pub const STREAM_TIME_COLUMN: &str = "__riverbed_stream_time";
+
+/// The watermark each record of a batch meets: the operator's, or the stream time of the
+/// record's own partition when that is later.
+#[derive(Debug, Clone, Copy)]
+pub struct Judge<'a> {
+    wm: i64,
+    stream: Option<&'a [i64]>,
+}
+
+impl<'a> Judge<'a> {
+    pub fn new(wm: i64, stream: Option<&'a [i64]>) -> Self {
+        Judge { wm, stream }
+    }
+    /// The watermark record `i` meets.
+    #[inline]
+    pub fn at(&self, i: usize) -> i64 {
+        match self.stream {
+            Some(s) => s.get(i).map_or(self.wm, |&t| t.max(self.wm)),
+            None => self.wm,
+        }
+    }
+}
+
+/// Append `stream` as the hidden stream-time column.
+pub fn with_stream_times(batch: RecordBatch, stream: Int64Array) -> RecordBatch {
+    let schema = batch.schema();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(STREAM_TIME_COLUMN, DataType::Int64, false));
+    let mut cols = batch.columns().to_vec();
+    cols.push(std::sync::Arc::new(stream));
+    let schema = Schema::new(fields).with_metadata(schema.metadata().clone());
+    // Same row count and a non-null column of the right type: this cannot fail.
+    RecordBatch::try_new(std::sync::Arc::new(schema), cols).unwrap_or(batch)
+}
+
+/// Take the hidden stream-time column off a batch, if it has one.
+pub fn split_stream_times(batch: RecordBatch) -> (RecordBatch, Option<Int64Array>) {
+    let Ok(i) = batch.schema().index_of(STREAM_TIME_COLUMN) else {
+        return (batch, None);
+    };
+    let mut batch = batch;
+    let col = batch.remove_column(i);
+    let times = col.as_any().downcast_ref::<Int64Array>().cloned();
+    (batch, times)
+}
 
 #[derive(Debug, Clone)]
 struct Part {
@@ -14,10 +77,22 @@ struct Part {
     reported: Option<i64>,
     /// Every writer of the partition reported its input idle: the partition is idle too.
     writers_idle: bool,
+    /// When a record last arrived.
     last_active: Instant,
     done: bool,
     lateness: i64,
     idle_timeout: Duration,
+}
+
+impl Part {
+    fn own_watermark(&self) -> i64 {
+        match self.reported {
+            Some(r) => r,
+            None => self
+                .max_ts
+                .map_or(i64::MIN, |t| t.saturating_sub(self.lateness)),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -63,12 +138,38 @@ impl WatermarkTracker {
         self.current.push(i64::MIN);
     }
 
-    pub fn observe(&mut self, source: usize, partition: usize, max_ts: Option<i64>) {
-        if let Some(p) = self
-            .parts
+    fn part(&self, source: usize, partition: usize) -> Option<&Part> {
+        self.parts.get(source).and_then(|s| s.get(partition))
+    }
+
+    fn part_mut(&mut self, source: usize, partition: usize) -> Option<&mut Part> {
+        self.parts
             .get_mut(source)
             .and_then(|s| s.get_mut(partition))
-        {
+    }
+
+    /// Per record of a batch about to be observed from `partition`: the watermark the records
+    /// of its partition before it left (max event time so far − lateness). `None` where the
+    /// source reports the partition's watermark itself (its records come from many writers).
+    pub fn stream_times(&self, source: usize, partition: usize, ts: &[i64]) -> Option<Vec<i64>> {
+        let p = self.part(source, partition)?;
+        if p.reported.is_some() {
+            return None;
+        }
+        let mut max = p.max_ts.unwrap_or(i64::MIN);
+        Some(
+            ts.iter()
+                .map(|&t| {
+                    let before = max.saturating_sub(p.lateness);
+                    max = max.max(t);
+                    before
+                })
+                .collect(),
+        )
+    }
+
+    pub fn observe(&mut self, source: usize, partition: usize, max_ts: Option<i64>) {
+        if let Some(p) = self.part_mut(source, partition) {
             p.last_active = Instant::now();
             if let Some(t) = max_ts {
                 p.max_ts = Some(p.max_ts.map_or(t, |m| m.max(t)));
@@ -79,44 +180,45 @@ impl WatermarkTracker {
     /// The source's own watermark for a partition (it never moves back), and whether all its
     /// writers' inputs are idle.
     pub fn report(&mut self, source: usize, partition: usize, wm: i64, idle: bool) {
-        if let Some(p) = self
-            .parts
-            .get_mut(source)
-            .and_then(|s| s.get_mut(partition))
-        {
+        if let Some(p) = self.part_mut(source, partition) {
             p.reported = Some(p.reported.map_or(wm, |r| r.max(wm)));
             p.writers_idle = idle;
         }
     }
 
-    fn active(p: &Part, now: Instant, follow: bool, keep_done: bool) -> bool {
-        // A partition whose source reports its watermark is idle when its writers say so.
+    /// Whether a partition holds the watermark back. A partition whose source reports its
+    /// watermark is idle when its writers say so; any other when its reader is at its end
+    /// (`caught_up`) and nothing arrived for `idle_timeout`.
+    fn active(
+        p: &Part,
+        now: Instant,
+        follow: bool,
+        keep_done: bool,
+        caught_up: impl FnOnce() -> bool,
+    ) -> bool {
         (!p.done || keep_done)
             && (!follow
                 || match p.reported {
                     Some(_) => !p.writers_idle,
-                    None => now.duration_since(p.last_active) < p.idle_timeout,
+                    None => now.duration_since(p.last_active) < p.idle_timeout || !caught_up(),
                 })
     }
 
-    /// Whether every partition is idle now (follow mode): the watermark is a flush past every
-    /// record seen, which a repartition sink tells its readers.
-    pub fn idle(&self, follow: bool) -> bool {
+    /// Whether every partition is idle now (follow mode), which a repartition sink tells its
+    /// readers.
+    pub fn idle(&self, follow: bool, caught_up: impl Fn(usize, usize) -> bool) -> bool {
         let now = Instant::now();
-        let parts: Vec<&Part> = self.parts.iter().flatten().collect();
         follow
-            && !parts.is_empty()
-            && parts
-                .iter()
-                .all(|p| !p.done && !Self::active(p, now, follow, false))
+            && self.parts.iter().flatten().next().is_some()
+            && self.parts.iter().enumerate().all(|(s, parts)| {
+                parts.iter().enumerate().all(|(i, p)| {
+                    !p.done && !Self::active(p, now, follow, false, || caught_up(s, i))
+                })
+            })
     }
 
     pub fn finish_partition(&mut self, source: usize, partition: usize) {
-        if let Some(p) = self
-            .parts
-            .get_mut(source)
-            .and_then(|s| s.get_mut(partition))
-        {
+        if let Some(p) = self.part_mut(source, partition) {
             p.done = true;
         }
     }
@@ -141,59 +243,87 @@ impl WatermarkTracker {
         self.parts.iter().flatten().all(|p| p.done)
     }
 
+    /// Where the watermark is when every input is quiet: (max event time seen − lateness)
+    /// plus the wall-clock time since the last record arrived. A reported watermark already
+    /// advances with its writers' clocks.
+    fn quiet_watermark(&self, now: Instant) -> i64 {
+        let parts = || self.parts.iter().flatten();
+        let quiet_since = parts().map(|p| p.last_active).max().unwrap_or(now);
+        let elapsed =
+            i64::try_from(now.duration_since(quiet_since).as_millis()).unwrap_or(i64::MAX);
+        parts()
+            .map(|p| match p.reported {
+                Some(r) => r,
+                None => p.max_ts.map_or(i64::MIN, |t| {
+                    t.saturating_sub(p.lateness).saturating_add(elapsed)
+                }),
+            })
+            .max()
+            .unwrap_or(i64::MIN)
+    }
+
     /// Each source's watermark now: the minimum over its active partitions. A source whose
     /// partitions are all idle follows the active ones; when every input is idle, every
-    /// watermark jumps past what holds data; a finished source is at +inf. `follow` enables
-    /// idleness. Never moves backwards.
-    pub fn watermarks(&mut self, follow: bool, horizon: i64) -> Vec<i64> {
+    /// watermark advances with the wall clock (`quiet_watermark`); a finished source is at +inf.
+    /// `follow` enables idleness; `caught_up(source, partition)` says whether a partition's
+    /// reader is at its end. Never moves backwards.
+    pub fn watermarks(
+        &mut self,
+        follow: bool,
+        caught_up: impl Fn(usize, usize) -> bool,
+    ) -> Vec<i64> {
         let now = Instant::now();
         // With an end watermark (a test driver's), a finished partition keeps holding the
         // watermark at its data until every partition is done: the end replaces +inf only.
         let keep_done = self.end.is_some();
-        let active = |p: &Part| Self::active(p, now, follow, keep_done);
-        let part_wm = |p: &Part| match p.reported {
-            Some(r) => r,
-            None => p.max_ts.map_or(i64::MIN, |t| t.saturating_sub(p.lateness)),
-        };
-        let any_active = self.parts.iter().flatten().any(active);
-        let others = self
+        let active: Vec<Vec<bool>> = self
             .parts
             .iter()
-            .flatten()
-            .filter(|p| active(p))
-            .map(part_wm)
+            .enumerate()
+            .map(|(s, parts)| {
+                parts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| Self::active(p, now, follow, keep_done, || caught_up(s, i)))
+                    .collect()
+            })
+            .collect();
+        let min_active = |s: usize| {
+            self.parts[s]
+                .iter()
+                .zip(&active[s])
+                .filter(|(_, a)| **a)
+                .map(|(p, _)| p.own_watermark())
+                .min()
+        };
+        let any_active = active.iter().flatten().any(|a| *a);
+        let others = (0..self.parts.len())
+            .filter_map(min_active)
             .min()
             .unwrap_or(i64::MIN);
-        // Every input is quiet: nothing more is expected (not even within lateness), so the
-        // watermark passes every record seen and every window holding data.
-        let flush = || {
-            self.parts
-                .iter()
-                .flatten()
-                .filter_map(|p| p.max_ts)
-                .max()
-                .map_or(i64::MIN, |t| t.saturating_add(horizon))
-        };
+        let quiet = (!any_active).then(|| self.quiet_watermark(now));
+        let mut next = Vec::with_capacity(self.parts.len());
         for (s, parts) in self.parts.iter().enumerate() {
             let wm = if parts.iter().all(|p| p.done) {
                 match self.end {
                     None => i64::MAX,
-                    Some(e) => parts.iter().map(part_wm).min().unwrap_or(i64::MIN).max(e),
+                    Some(e) => parts
+                        .iter()
+                        .map(Part::own_watermark)
+                        .min()
+                        .unwrap_or(i64::MIN)
+                        .max(e),
                 }
-            } else if parts.iter().any(active) {
-                parts
-                    .iter()
-                    .filter(|p| active(p))
-                    .map(part_wm)
-                    .min()
-                    .unwrap_or(i64::MIN)
+            } else if let Some(w) = min_active(s) {
+                w
             } else if any_active {
                 others
             } else {
-                flush()
+                quiet.unwrap_or(i64::MIN)
             };
-            self.current[s] = self.current[s].max(wm);
+            next.push(self.current[s].max(wm));
         }
+        self.current = next;
         self.current.clone()
     }
 }
@@ -201,6 +331,8 @@ impl WatermarkTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const AT_END: fn(usize, usize) -> bool = |_, _| true;
 
     #[test]
     fn a_reported_watermark_replaces_max_ts_minus_lateness_and_waits_for_idle_writers() {
@@ -212,17 +344,74 @@ mod tests {
         t.report(0, 0, 1_000, false);
         t.report(0, 1, 8_000, false);
         // Reported partitions are not idle by the clock (idle_timeout 0 here).
-        assert_eq!(t.watermarks(true, 10), vec![1_000]);
+        assert_eq!(t.watermarks(true, AT_END), vec![1_000]);
         // Never backwards.
         t.report(0, 0, 500, false);
-        assert_eq!(t.watermarks(true, 10), vec![1_000]);
+        assert_eq!(t.watermarks(true, AT_END), vec![1_000]);
         t.report(0, 0, 4_000, false);
-        assert_eq!(t.watermarks(true, 10), vec![4_000]);
-        assert!(!t.idle(true));
-        // Every writer idle: the flush passes every record seen plus the horizon.
+        assert_eq!(t.watermarks(true, AT_END), vec![4_000]);
+        assert!(!t.idle(true, AT_END));
+        // Every writer idle: the writers' own watermarks (which advance with their clocks) lead.
         t.report(0, 0, 4_000, true);
         t.report(0, 1, 8_000, true);
-        assert!(t.idle(true));
-        assert_eq!(t.watermarks(true, 10), vec![9_010]);
+        assert!(t.idle(true, AT_END));
+        assert_eq!(t.watermarks(true, AT_END), vec![8_000]);
+    }
+
+    #[test]
+    fn stream_times_are_the_running_max_before_each_record_minus_lateness() {
+        let mut t = WatermarkTracker::new();
+        t.add_source(2, 10, Duration::from_secs(60));
+        assert_eq!(
+            t.stream_times(0, 0, &[100, 50, 130, 120]),
+            Some(vec![i64::MIN, 90, 90, 120])
+        );
+        t.observe(0, 0, Some(130));
+        // The next batch of the same partition goes on from there; the other starts afresh.
+        assert_eq!(t.stream_times(0, 0, &[10, 200]), Some(vec![120, 120]));
+        assert_eq!(t.stream_times(0, 1, &[10]), Some(vec![i64::MIN]));
+        t.report(0, 1, 5, false);
+        assert_eq!(t.stream_times(0, 1, &[10]), None);
+    }
+
+    #[test]
+    fn a_partition_whose_reader_is_behind_is_never_idle() {
+        let mut t = WatermarkTracker::new();
+        t.add_source(2, 0, Duration::from_millis(0));
+        t.observe(0, 0, Some(1_000));
+        t.observe(0, 1, Some(5_000));
+        // Partition 0 has unread records: it holds the watermark however long it was quiet.
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(t.watermarks(true, |_, p| p != 0), vec![1_000]);
+        assert!(!t.idle(true, |_, p| p != 0));
+    }
+
+    #[test]
+    fn when_every_input_is_quiet_the_watermark_advances_with_the_wall_clock() {
+        let mut t = WatermarkTracker::new();
+        t.add_source(1, 200, Duration::from_millis(0));
+        let quiet = Instant::now();
+        t.observe(0, 0, Some(10_000));
+        std::thread::sleep(Duration::from_millis(60));
+        let wm = t.watermarks(true, AT_END)[0];
+        let elapsed = quiet.elapsed().as_millis() as i64;
+        // From 10_000 - 200 by the time elapsed since the last record, not past every window.
+        assert!((9_800 + 60..=9_800 + elapsed).contains(&wm), "{wm}");
+        std::thread::sleep(Duration::from_millis(40));
+        let later = t.watermarks(true, AT_END)[0];
+        assert!(later >= wm + 40, "{later} after {wm}");
+        // A record whose event time moved on by the pause (minus lateness) meets a watermark
+        // at or before it: it is not late.
+        let pause = quiet.elapsed().as_millis() as i64;
+        let next = 10_000 + pause;
+        assert!(later < next, "{later} vs {next}");
+        t.observe(0, 0, Some(next));
+        assert_eq!(t.stream_times(0, 0, &[next + 1]), Some(vec![next - 200]));
+        // Not idle any more (idle_timeout 0 means idle at once, so use a long one to check).
+        let mut t2 = WatermarkTracker::new();
+        t2.add_source(1, 0, Duration::from_secs(60));
+        t2.observe(0, 0, Some(10_000));
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(t2.watermarks(true, AT_END), vec![10_000]);
     }
 }

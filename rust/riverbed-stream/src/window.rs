@@ -15,6 +15,7 @@ use crate::keys::{bound_type, bounds_array, event_times, FastMap, KeyInterner};
 use crate::operator::{OpMetrics, Operator};
 use crate::plan::Emit;
 use crate::state::{StateReader, StateWriter};
+use crate::watermark::Judge;
 
 /// What every windowed operator shares: keys, aggregates, and the output layout
 /// (`by` columns, `window_start`, `window_end`, aggregates).
@@ -199,6 +200,16 @@ impl TimeWindows {
 
 impl Operator for TimeWindows {
     fn on_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.on_input_timed(0, batch, None, out)
+    }
+
+    fn on_input_timed(
+        &mut self,
+        _side: usize,
+        batch: RecordBatch,
+        stream: Option<&[i64]>,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
         let n = batch.num_rows();
         self.core.m.records_in += n as u64;
         let ts = event_times(&batch, &self.core.ts_col)?;
@@ -207,8 +218,8 @@ impl Operator for TimeWindows {
         let mut rows = Vec::with_capacity(n);
         let mut sids = Vec::with_capacity(n);
         let mut late = Vec::new();
-        let (size, every, offset, grace, wm) =
-            (self.size, self.every, self.offset, self.grace, self.core.wm);
+        let (size, every, offset, grace) = (self.size, self.every, self.offset, self.grace);
+        let judge = Judge::new(self.core.wm, stream);
         let mut touched: Vec<Item> = Vec::new();
         if self.recent.len() < self.core.keys.len() {
             self.recent.resize(self.core.keys.len(), (i64::MIN, FREE));
@@ -216,6 +227,7 @@ impl Operator for TimeWindows {
         for i in 0..n {
             let t = ts[i];
             let k = kids[i];
+            let wm = judge.at(i);
             let mut s = floor_div(t - offset, every) * every + offset;
             // A hopping record late for some of its windows (closed already) counts as late, as
             // Kafka Streams counts it, and still goes to its open ones.
@@ -414,6 +426,16 @@ impl SessionWindows {
 
 impl Operator for SessionWindows {
     fn on_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.on_input_timed(0, batch, None, out)
+    }
+
+    fn on_input_timed(
+        &mut self,
+        _side: usize,
+        batch: RecordBatch,
+        stream: Option<&[i64]>,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
         let n = batch.num_rows();
         self.core.m.records_in += n as u64;
         let ts = event_times(&batch, &self.core.ts_col)?;
@@ -421,6 +443,7 @@ impl Operator for SessionWindows {
         let inputs = self.core.aggs.inputs(&batch)?;
         let mut late = Vec::new();
         let mut touched: Vec<(u32, u32)> = Vec::new();
+        let judge = Judge::new(self.core.wm, stream);
         for i in 0..n {
             let (t, k) = (ts[i], kids[i]);
             let list = self.sessions.entry(k).or_default();
@@ -433,7 +456,7 @@ impl Operator for SessionWindows {
                 end = end.max(s.end);
             }
             // A record at the watermark is on time and may still join (the gap is inclusive).
-            if close_at(end, self.gap, self.grace) < self.core.wm {
+            if close_at(end, self.gap, self.grace) < judge.at(i) {
                 late.push(i as u32);
                 continue;
             }
