@@ -559,8 +559,10 @@ class Pipeline:
         ``timestamp`` names the event-time column (int64 ms or a timestamp type); None means the
         record timestamp of a topic. ``lateness``: how far behind the largest event time seen a
         record may arrive without being late (the watermark is that time minus ``lateness``).
-        ``idle_timeout``: a partition without records for that long stops holding the watermark
-        back. ``batch_size``: rows per batch.
+        ``idle_timeout`` (follow mode): a partition whose reader is at its end and got nothing new
+        for that long stops holding the watermark back; when every input is idle, the watermark
+        advances with the wall clock from (max event time - ``lateness``), so windows close on a
+        quiet stream. ``batch_size``: rows per batch (results do not depend on it).
 
         ``on_error`` (topics): what to do with a value that does not decode or does not fit the
         schema — ``"raise"`` (stop, naming topic/partition/offset), ``"skip"`` (drop and count in
@@ -1172,7 +1174,9 @@ class Pipeline:
 
     def late(self) -> pa.Table:
         """Run to the end of the input (without writing to a sink) and return the records window
-        operators dropped as late. Lateness is judged against the watermark of the batches before."""
+        operators dropped as late. Lateness is judged per record: against the watermark its own
+        partition's earlier records left (max event time before it - ``lateness``), or the
+        pipeline's if later, so it does not depend on batching."""
         return self._bounded(("collect",), False).late
 
     def start(

@@ -56,8 +56,9 @@ struct Lazy {
     pending: Vec<u8>,
 }
 
-impl Operator for Lazy {
-    fn on_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+impl Lazy {
+    /// Build the operator from the first batch's schema.
+    fn build(&mut self, batch: &RecordBatch) -> Result<()> {
         if self.inner.is_none() {
             let (op, _, _) = build_single(
                 &self.node,
@@ -74,10 +75,13 @@ impl Operator for Lazy {
                 }
             }
         }
-        match self.inner.as_mut() {
-            Some(op) => op.on_batch(batch, out),
-            None => Ok(()),
-        }
+        Ok(())
+    }
+}
+
+impl Operator for Lazy {
+    fn on_batch(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.on_input_timed(0, batch, None, out)
     }
     fn on_input_timed(
         &mut self,
@@ -86,10 +90,7 @@ impl Operator for Lazy {
         stream: Option<&[i64]>,
         out: &mut Vec<RecordBatch>,
     ) -> Result<()> {
-        if self.inner.is_none() {
-            // Builds the operator from the batch's schema.
-            return self.on_batch(batch, out);
-        }
+        self.build(&batch)?;
         match self.inner.as_mut() {
             Some(op) => op.on_input_timed(side, batch, stream, out),
             None => Ok(()),

@@ -247,6 +247,10 @@ impl<'a> StateReader<'a> {
             ))),
         }
     }
+    /// Whether everything was read (a section added in a later version may follow).
+    pub fn at_end(&self) -> bool {
+        self.pos == self.buf.len()
+    }
     pub fn done(&self) -> Result<()> {
         if self.pos != self.buf.len() {
             return Err(StreamError::Schema(format!(

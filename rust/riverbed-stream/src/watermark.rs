@@ -10,8 +10,10 @@
 //! - A partition is idle when its reader has reached the partition's end and nothing new arrived
 //!   for its source's `idle_timeout`; an idle partition stops holding the watermark back. When
 //!   every input is idle, the watermark advances from (max event time seen − lateness) with the
-//!   wall clock since the inputs went quiet, so windows close on a quiet stream without closing
-//!   the ones a live stream, continuing where it paused, still fills.
+//!   wall clock since the inputs went idle, so windows close on a quiet stream without closing
+//!   the ones a live stream, continuing where it paused, still fills: a record after a pause is
+//!   late only if the pause exceeded `idle_timeout` + lateness + the time from its event time to
+//!   its window's end.
 //! - The end of a bounded input moves it to +∞.
 
 use std::time::{Duration, Instant};
@@ -244,11 +246,15 @@ impl WatermarkTracker {
     }
 
     /// Where the watermark is when every input is quiet: (max event time seen − lateness)
-    /// plus the wall-clock time since the last record arrived. A reported watermark already
-    /// advances with its writers' clocks.
+    /// plus the wall-clock time since the inputs went idle (the last partition's `idle_timeout`
+    /// after its last record). A reported watermark already advances with its writers' clocks.
     fn quiet_watermark(&self, now: Instant) -> i64 {
         let parts = || self.parts.iter().flatten();
-        let quiet_since = parts().map(|p| p.last_active).max().unwrap_or(now);
+        let quiet_since = parts()
+            .map(|p| p.last_active + p.idle_timeout)
+            .max()
+            .unwrap_or(now)
+            .min(now);
         let elapsed =
             i64::try_from(now.duration_since(quiet_since).as_millis()).unwrap_or(i64::MAX);
         parts()
@@ -389,6 +395,7 @@ mod tests {
     #[test]
     fn when_every_input_is_quiet_the_watermark_advances_with_the_wall_clock() {
         let mut t = WatermarkTracker::new();
+        // Idle at once (idle_timeout 0), so the quiet starts with the last record.
         t.add_source(1, 200, Duration::from_millis(0));
         let quiet = Instant::now();
         t.observe(0, 0, Some(10_000));
@@ -413,5 +420,21 @@ mod tests {
         t2.observe(0, 0, Some(10_000));
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(t2.watermarks(true, AT_END), vec![10_000]);
+    }
+
+    #[test]
+    fn the_quiet_is_counted_from_when_the_inputs_went_idle() {
+        let mut t = WatermarkTracker::new();
+        t.add_source(1, 0, Duration::from_millis(80));
+        let t0 = Instant::now();
+        t.observe(0, 0, Some(5_000));
+        std::thread::sleep(Duration::from_millis(50));
+        // Not idle yet: the partition's own watermark.
+        assert_eq!(t.watermarks(true, AT_END), vec![5_000]);
+        std::thread::sleep(Duration::from_millis(60));
+        // Idle since 80 ms after the record: advanced by the ~30 ms since, not by 110.
+        let wm = t.watermarks(true, AT_END)[0];
+        let upper = 5_000 + t0.elapsed().as_millis() as i64 - 80;
+        assert!((5_030..=upper).contains(&wm), "{wm} not in 5030..={upper}");
     }
 }

@@ -409,6 +409,10 @@ pub struct SessionWindows {
     sessions: FastMap<u32, Vec<Session>>,
     /// (close time = end + gap + grace, key, start)
     closing: BTreeSet<(i64, u32, i64)>,
+    /// Per key: the end of its last emitted session. A record within `gap` of it would have
+    /// merged into a closed session: it is late, whether that session was emitted before the
+    /// record arrived or is still open in the same batch (so batching does not matter).
+    closed_end: FastMap<u32, i64>,
 }
 
 impl SessionWindows {
@@ -420,6 +424,7 @@ impl SessionWindows {
             emit,
             sessions: FastMap::default(),
             closing: BTreeSet::new(),
+            closed_end: FastMap::default(),
         }
     }
 }
@@ -451,12 +456,21 @@ impl Operator for SessionWindows {
             let lo = list.partition_point(|s| s.end.saturating_add(self.gap) < t);
             let hi = list.partition_point(|s| s.start.saturating_sub(self.gap) <= t);
             let (mut start, mut end) = (t, t);
+            let wm = judge.at(i);
+            // Late: its own session would be closed, or it would merge into a closed one (the
+            // watermark it meets passed that session's close). A record at the watermark is on
+            // time and may still join (the gap is inclusive).
+            let mut closed = close_at(t, self.gap, self.grace) < wm
+                || self
+                    .closed_end
+                    .get(&k)
+                    .is_some_and(|&e| t.saturating_sub(self.gap) <= e);
             for s in &list[lo..hi.max(lo)] {
                 start = start.min(s.start);
                 end = end.max(s.end);
+                closed |= close_at(s.end, self.gap, self.grace) < wm;
             }
-            // A record at the watermark is on time and may still join (the gap is inclusive).
-            if close_at(end, self.gap, self.grace) < judge.at(i) {
+            if closed {
                 late.push(i as u32);
                 continue;
             }
@@ -512,6 +526,8 @@ impl Operator for SessionWindows {
             if let Some(list) = self.sessions.get_mut(&k) {
                 if let Some(pos) = list.iter().position(|s| s.start == start) {
                     let s = list.remove(pos);
+                    let e = self.closed_end.entry(k).or_insert(s.end);
+                    *e = (*e).max(s.end);
                     closed.push(Item {
                         key: k,
                         start: s.start,
@@ -549,7 +565,10 @@ impl Operator for SessionWindows {
 
     fn snapshot(&self) -> Result<Vec<u8>> {
         let mut w = StateWriter::with_capacity(
-            self.core.keys.state_bytes() + self.core.store.state_bytes() + 24 * self.closing.len(),
+            self.core.keys.state_bytes()
+                + self.core.store.state_bytes()
+                + 24 * self.closing.len()
+                + 12 * self.closed_end.len(),
         );
         self.core.snapshot(&mut w);
         // Sessions by key (`closing` follows from them).
@@ -565,6 +584,14 @@ impl Operator for SessionWindows {
                 w.i64(s.end);
                 w.u32(s.sid);
             }
+        }
+        // The ends of emitted sessions by key (absent in checkpoints before it existed).
+        let mut closed: Vec<(&u32, &i64)> = self.closed_end.iter().collect();
+        closed.sort_unstable();
+        w.len(closed.len());
+        for (k, e) in closed {
+            w.u32(*k);
+            w.i64(*e);
         }
         Ok(w.buf)
     }
@@ -589,6 +616,13 @@ impl Operator for SessionWindows {
                 list.push(s);
             }
             self.sessions.insert(k, list);
+        }
+        self.closed_end.clear();
+        if !r.at_end() {
+            for _ in 0..r.len()? {
+                let k = r.u32()?;
+                self.closed_end.insert(k, r.i64()?);
+            }
         }
         r.done()
     }
