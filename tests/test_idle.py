@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+import pyarrow as pa
 import pytest
 
 import riverbed as rb
@@ -16,6 +17,7 @@ import riverbed as rb
 IDLE_MS = 300
 LATENESS_MS = 100
 POLL_MS = 50  # the run loop's wait for new data
+SCHEMA = pa.schema([("k", pa.string()), ("ts", pa.int64())])
 
 
 def now_ms() -> int:
@@ -47,7 +49,7 @@ def test_a_pause_longer_than_idle_timeout_mid_window_loses_nothing(tmp_path, par
     with rb.Log(tmp_path / "log", fsync="never") as log:
         topic = log.topic("live", partitions=partitions)
         p = (
-            rb.Pipeline.read(topic, timestamp="ts", lateness=f"{LATENESS_MS}ms", idle_timeout=f"{IDLE_MS}ms")
+            rb.Pipeline.read(topic, timestamp="ts", lateness=f"{LATENESS_MS}ms", idle_timeout=f"{IDLE_MS}ms", schema=SCHEMA)
             .window(rb.tumbling("1s"), by="k")
             .agg(n=rb.count())
         )
@@ -72,7 +74,7 @@ def test_the_last_window_closes_when_the_quiet_covers_what_is_missing_to_its_end
     with rb.Log(tmp_path / "log", fsync="never") as log:
         topic = log.topic("live", partitions=2)
         p = (
-            rb.Pipeline.read(topic, timestamp="ts", lateness=f"{LATENESS_MS}ms", idle_timeout=f"{IDLE_MS}ms")
+            rb.Pipeline.read(topic, timestamp="ts", lateness=f"{LATENESS_MS}ms", idle_timeout=f"{IDLE_MS}ms", schema=SCHEMA)
             .window(rb.tumbling("1s"), by="k")
             .agg(n=rb.count())
         )

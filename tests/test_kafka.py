@@ -487,8 +487,13 @@ def _wait_for_split(reports: list[Path], partitions: int, limit: float) -> None:
 def test_two_processes_split_a_group_and_survive_a_kill(kafka, cluster, tmp_path):
     bootstrap = cluster[0]
     tin = kafka.create_topic(fresh("so-in"), partitions=4)
-    data = trades(16_000, symbols=17, step_ms=5)
     half = 8000
+    data = trades(16_000, symbols=17, step_ms=5)
+    # The second half is produced after the test's pauses (the group settling, the kill, the
+    # takeover): as a live stream's would, its event times move on with the clock, here by an
+    # hour (the watermark of a quiet stream advances with the wall clock; see README).
+    ts = data.column("ts").to_pylist()
+    data = data.set_column(2, "ts", pa.array(ts[:half] + [t + 3_600_000 for t in ts[half:]], pa.int64()))
     # one process alone: the reference the group must match
     solo_in = kafka.create_topic(fresh("so-solo-in"), partitions=4)
     solo_in.produce_batch(data.slice(0, half), key="sym", timestamp="ts")

@@ -9,6 +9,7 @@ The references below are brute force: records one at a time, in partition order.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections import defaultdict
@@ -164,7 +165,8 @@ def produce(log: rb.Log, rows: list[dict], partitions: int) -> tuple[rb.Topic, l
     read = topic.read().to_pylist()
     by_partition: list[list[dict]] = [[] for _ in range(partitions)]
     for r in sorted(read, key=lambda r: (r["partition"], r["offset"])):
-        by_partition[r["partition"]].append({"k": r["k"], "ts": r["ts"], "v": r["v"]})
+        v = json.loads(r["value"])
+        by_partition[r["partition"]].append({"k": v["k"], "ts": v["ts"], "v": v["v"]})
     return topic, by_partition
 
 
