@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from riverbed import _core
-from riverbed._units import duration_ms, timestamp_ms
+from riverbed._units import duration_ms, timeout_s, timestamp_ms
 from riverbed.log import _arrow_input, _headers, _to_bytes
 
 __all__ = ["Kafka", "KafkaConsumer", "KafkaTopic"]
@@ -50,7 +50,11 @@ class Kafka:
     ) -> None:
         if not isinstance(bootstrap_servers, str) or not bootstrap_servers.strip():
             raise ValueError(f"bootstrap_servers must be 'host:port[,host:port...]', got {bootstrap_servers!r}")
-        ms = duration_ms(timeout, "timeout") if not isinstance(timeout, (int, float)) else int(timeout * 1000)
+        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+            secs = timeout_s(timeout, "timeout", no_limit=False)
+            ms = round((secs or 0.0) * 1000)
+        else:
+            ms = duration_ms(timeout, "timeout")
         if ms <= 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
         props: dict[str, str] = {}
@@ -158,6 +162,7 @@ class KafkaTopic:
     def read(self, timeout: float = 5.0) -> pa.Table:
         """Every record now in the topic, as a Table (stops when a poll finds nothing for
         ``timeout`` seconds)."""
+        timeout_s(timeout, "timeout")  # checked before the consumer is made
         c = self.consumer(start="earliest", auto_commit=False)
         batches = []
         try:
@@ -207,7 +212,7 @@ class KafkaConsumer:
         """
         if isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1:
             raise ValueError(f"max_records must be a positive int, got {max_records!r}")
-        b = self._inner.poll(max_records, int(float(timeout) * 1000))
+        b = self._inner.poll(max_records, timeout_s(timeout, "timeout"))
         if self._empty is None:
             self._empty = b.schema.empty_table()
         return b

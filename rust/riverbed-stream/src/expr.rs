@@ -663,7 +663,8 @@ impl std::fmt::Display for Expr {
                 Literal::Null => write!(f, "null"),
                 Literal::Bool(b) => write!(f, "{b}"),
                 Literal::Int(i) => write!(f, "{i}"),
-                Literal::Float(x) => write!(f, "{x}"),
+                // Debug: `1.0`, not `1`, so a float literal is told from an int one.
+                Literal::Float(x) => write!(f, "{x:?}"),
                 Literal::Str(s) => write!(f, "{s:?}"),
             },
             Expr::Binary { op, left, right } => {
@@ -676,8 +677,23 @@ impl std::fmt::Display for Expr {
             Expr::Unary { op, expr } => write!(f, "{op:?}({expr})").map(|_| ()),
             Expr::FillNull { expr, value } => write!(f, "{expr}.fill_null({value})"),
             Expr::Cast { expr, to } => write!(f, "{expr}.cast({to:?})"),
-            Expr::Clip { expr, .. } => write!(f, "{expr}.clip(..)"),
-            Expr::When { .. } => write!(f, "when(..)"),
+            Expr::Clip { expr, lower, upper } => {
+                let bound =
+                    |b: &Option<Box<Expr>>| b.as_ref().map_or("None".into(), |b| b.to_string());
+                write!(f, "{expr}.clip({}, {})", bound(lower), bound(upper))
+            }
+            Expr::When {
+                branches,
+                otherwise,
+            } => {
+                for (i, (cond, then)) in branches.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(".")?;
+                    }
+                    write!(f, "when({cond}).then({then})")?;
+                }
+                write!(f, ".otherwise({otherwise})")
+            }
             Expr::Agg { func, expr } => match expr {
                 Some(e) => write!(f, "{func:?}({e})").map(|_| ()),
                 None => write!(f, "{func:?}()"),

@@ -794,9 +794,8 @@ impl LogReader {
                 handles
                     .into_iter()
                     .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(StreamError::Schema("decoder thread panicked".into()))
-                        })
+                        h.join()
+                            .unwrap_or_else(|p| Err(StreamError::panicked("a decoder thread", p)))
                     })
                     .collect()
             })
