@@ -932,6 +932,13 @@ def test_other_options_that_would_do_nothing_are_errors(log, tmp_path):
     for fsync in ("batch", "never"):
         with pytest.raises(ValueError, match=f"fsync_interval has no effect with fsync='{fsync}'"):
             rb.Log(tmp_path / "other", fsync=fsync, fsync_interval="10ms")
+    from riverbed.testing import MockKafka
+
+    with MockKafka() as mock:
+        kafka = mock.kafka(timeout=5)
+        kt = kafka.create_topic("kt", partitions=1)
+        with pytest.raises(ValueError, match="dead_letter= goes with on_error='dead_letter'"):
+            rb.Pipeline.read(kt, dead_letter=kafka.create_topic("kt.dlq", partitions=1))
     # what still works: a list of batches is re-chunked, and raw values read without a schema
     assert rb.Pipeline.read(table.to_batches(), batch_size=10).collect(progress=False).num_rows == 1
     produce_rows(events, 0, 10)
