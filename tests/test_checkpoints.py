@@ -932,6 +932,8 @@ def test_other_options_that_would_do_nothing_are_errors(log, tmp_path):
     for fsync in ("batch", "never"):
         with pytest.raises(ValueError, match=f"fsync_interval has no effect with fsync='{fsync}'"):
             rb.Log(tmp_path / "other", fsync=fsync, fsync_interval="10ms")
+    with pytest.raises(ValueError, match="progress= has no effect with follow=True"):
+        rb.Pipeline.read(events, timestamp="ts", schema=SCHEMA).run(follow=True, progress=False)
     from riverbed.testing import MockKafka
 
     with MockKafka() as mock:

@@ -1194,7 +1194,7 @@ class Pipeline:
     def run(
         self,
         follow: bool = False,
-        progress: bool = True,
+        progress: bool | None = None,
         *,
         name: str | None = None,
         checkpoint_interval: object = None,
@@ -1202,7 +1202,8 @@ class Pipeline:
     ) -> RunResult:
         """Run to the end of the input (``follow=True``: keep following topics until interrupted;
         prefer ``start()``/``stop()`` for that). Writes to the sink set by ``write()``. A bounded
-        run longer than a second shows a progress bar; ``progress=False`` turns it off.
+        run longer than a second shows a progress bar; ``progress=False`` turns it off (a
+        following run has none: ``progress=`` with ``follow=True`` is a ``ValueError``).
 
         ``name``: checkpoint the run (every ``checkpoint_interval``, by default 10 s, and at the end) under
         ``<log>/~checkpoints/<name>``: source positions, operator state and the end offsets of
@@ -1213,6 +1214,8 @@ class Pipeline:
         ``checkpoint_interval`` and ``reset`` need ``name`` (without it they are a ``ValueError``);
         a topic-to-topic run without a name warns once that a restart reprocesses its input.
         """
+        if follow and progress is not None:
+            raise ValueError("progress= has no effect with follow=True (a following run shows no progress bar); drop it")
         ckpt = self._checkpoint(name, checkpoint_interval, reset)
         if follow and self._staged(ckpt):
             handle = self._start(self._sink or ("collect",), True, ckpt)
@@ -1224,7 +1227,7 @@ class Pipeline:
             return self._result(raw)
         if follow:
             return self._result(self._fresh().run(self._sink or ("collect",), True, None, *self._on_error, *ckpt))
-        return self._bounded(self._sink or ("collect",), progress, ckpt)
+        return self._bounded(self._sink or ("collect",), progress is not False, ckpt)
 
     def collect(self, progress: bool = True) -> pa.Table:
         """Run to the end of the input and return the output as one Table (a sink set by
