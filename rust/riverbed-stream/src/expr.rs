@@ -50,7 +50,7 @@ pub enum Expr {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum Literal {
     Null,
@@ -58,6 +58,27 @@ pub enum Literal {
     Int(i64),
     Float(f64),
     Str(String),
+}
+
+/// As the derive would, except a float that JSON cannot hold (NaN, ±inf) is written
+/// `{"float": "NaN"}`: serde_json would write it `null`, the same as a null literal, and a
+/// checkpoint signature (`signature.rs`) could not tell the two apart.
+impl Serialize for Literal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Literal::Null => s.serialize_unit(),
+            Literal::Bool(b) => s.serialize_bool(*b),
+            Literal::Int(i) => s.serialize_i64(*i),
+            Literal::Float(x) if x.is_finite() => s.serialize_f64(*x),
+            Literal::Float(x) => {
+                use serde::ser::SerializeMap;
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("float", &format!("{x:?}"))?;
+                m.end()
+            }
+            Literal::Str(t) => s.serialize_str(t),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

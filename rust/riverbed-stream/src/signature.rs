@@ -145,6 +145,26 @@ mod tests {
             assert_ne!(v.as_str(), base, "the variant must change the expression");
             assert_ne!(sig(v), b, "{v}");
         }
+        // NaN and infinite literals are not null ones (JSON has no NaN).
+        let lits: Vec<String> = ["null", "NaN", "inf", "-inf"]
+            .iter()
+            .map(|l| {
+                let lit = match *l {
+                    "null" => crate::expr::Literal::Null,
+                    other => crate::expr::Literal::Float(other.parse().unwrap()),
+                };
+                let n = Node::Filter {
+                    input: Box::new(node(r#"{"op": "source", "source": 0}"#)),
+                    predicate: crate::expr::Expr::Lit(lit),
+                };
+                signature(&n, &[])
+            })
+            .collect();
+        assert_eq!(
+            lits.iter().collect::<std::collections::HashSet<_>>().len(),
+            4,
+            "{lits:?}"
+        );
         // The same definition spelt with its keys in another order: the same signature.
         let reordered = base.replace(
             r#"{"op": ">", "left": {"col": "x"}, "right": {"lit": 1}}"#,
