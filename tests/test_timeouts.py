@@ -139,7 +139,9 @@ def test_kafka_timeouts():
         t.produce(b"x", timestamp=1)
         for v in BAD_TIMEOUTS:
             refused(lambda s: t.read(timeout=s), v, "timeout")
-        c = t.consumer(start="earliest", auto_commit=False)
+        with pytest.raises(ValueError, match="auto_commit= has no effect without group="):
+            t.consumer(auto_commit=False)
+        c = t.consumer(start="earliest")
         try:
             for v in BAD_TIMEOUTS:
                 refused(lambda s: c.poll(timeout=s), v, "timeout")

@@ -152,18 +152,22 @@ class KafkaTopic:
         """Wait until every queued record is acknowledged; ``KafkaError`` names what was not."""
         self.kafka._inner.flush(self.name)
 
-    def consumer(self, group: str | None = None, start: str = "earliest", auto_commit: bool = True) -> KafkaConsumer:
+    def consumer(self, group: str | None = None, start: str = "earliest", auto_commit: bool | None = None) -> KafkaConsumer:
         """A consumer of every partition, or of this member's share when ``group`` is given
-        (``start`` applies where the group has no committed offset)."""
+        (``start`` applies where the group has no committed offset). ``auto_commit`` (a group's
+        consumer only; default True): commit what was polled in the background."""
         if group is not None and not isinstance(group, str):
             raise TypeError(f"group must be str, got {type(group).__name__}")
-        return KafkaConsumer(self.kafka._inner.consumer(self.name, group, start, bool(auto_commit)))
+        if group is None and auto_commit is not None:
+            raise ValueError("auto_commit= has no effect without group=: a consumer outside a group commits nothing")
+        commit = group is not None and auto_commit is not False  # no group: nothing to commit to
+        return KafkaConsumer(self.kafka._inner.consumer(self.name, group, start, commit))
 
     def read(self, timeout: float = 5.0) -> pa.Table:
         """Every record now in the topic, as a Table (stops when a poll finds nothing for
         ``timeout`` seconds)."""
         timeout_s(timeout, "timeout")  # checked before the consumer is made
-        c = self.consumer(start="earliest", auto_commit=False)
+        c = self.consumer(start="earliest")
         batches = []
         try:
             while True:
