@@ -1265,8 +1265,10 @@ class Pipeline:
         return self
 
     def stop(self, timeout: float = 10.0) -> RunResult:
-        """Stop a ``start()``-ed run (waiting up to ``timeout`` seconds); returns what it
-        collected, the late records and the metrics. An error of the run is raised here."""
+        """Stop a ``start()``-ed run (waiting up to ``timeout`` seconds; ``None`` or ``inf``: as
+        long as it takes); returns what it collected, the late records and the metrics. An error
+        of the run is raised here; a bad ``timeout`` (NaN, negative, absurdly long) is a
+        ``ValueError`` that leaves the run as it was."""
         if self._handle is None:
             raise RuntimeError("this pipeline was not started")
         limit = timeout_s(timeout, "timeout")  # a bad timeout leaves the run as it is
@@ -1281,8 +1283,9 @@ class Pipeline:
         return self._result(raw)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait for a ``start()``-ed run to end by itself (a bounded run, ``start(follow=False)``);
-        True when it has ended (``stop()`` then returns its result at once)."""
+        """Wait for a ``start()``-ed run to end by itself (a bounded run, ``start(follow=False)``),
+        up to ``timeout`` seconds (``None`` or ``inf``: no limit); True when it has ended
+        (``stop()`` then returns its result at once)."""
         if self._handle is None:
             raise RuntimeError("this pipeline was not started")
         return bool(self._handle.wait(timeout_s(timeout, "timeout")))

@@ -42,7 +42,7 @@ pub fn seconds(arg: &str, secs: Option<f64>, no_limit: bool) -> PyResult<Option<
             ""
         };
         return refuse(format!(
-            "{s} seconds is too long (at most {MAX_SECONDS:e}, about 31 years){hint}"
+            "{s:e} seconds is too long (at most {MAX_SECONDS:e}, about 31 years){hint}"
         ));
     }
     Ok(Some(Duration::from_secs_f64(s)))
