@@ -8,6 +8,7 @@ names the argument, or, where ``inf`` means "no limit", works. Never pyo3's ``Pa
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pyarrow as pa
 import pytest
@@ -45,6 +46,7 @@ def events(log):
 
 def test_durations_of_plans_and_windows(events, log, tmp_path):
     p = rb.Pipeline.read(events, timestamp="ts", schema=SCHEMA)
+    table = pa.table({"k": ["a"], "ts": [1], "v": [1.0]}, schema=SCHEMA)
     cases = [
         ("lateness", lambda v: rb.Pipeline.read(events, lateness=v)),
         ("idle_timeout", lambda v: rb.Pipeline.read(events, idle_timeout=v)),
@@ -61,6 +63,8 @@ def test_durations_of_plans_and_windows(events, log, tmp_path):
         ("period", lambda v: p.rolling(by="k", period=v, m=rb.mean("v"))),
         ("half_life", lambda v: p.ewm_mean("v", by="k", half_life=v)),
         ("tolerance", lambda v: p.join_asof(p, on="k", tolerance=v)),
+        ("tolerance", lambda v: rb.training_set(p, p.select("k", "ts"), on="ts", by="k", tolerance=v)),
+        ("lateness", lambda v: rb.training_set(table, p.select("k", "ts"), on="ts", by="k", lateness=v)),
         ("checkpoint_interval", lambda v: p.write(log.topic("o1")).run(name="x", checkpoint_interval=v, progress=False)),
         ("checkpoint_interval", lambda v: p.write(log.topic("o2")).start(name="y", checkpoint_interval=v)),
         ("fsync_interval", lambda v: rb.Log(tmp_path / "l2", fsync="interval", fsync_interval=v)),
@@ -103,6 +107,17 @@ def test_pipeline_stop_and_wait(events):
     assert p.stop(INF).output.num_rows == 10
     with pytest.raises(RuntimeError, match="not started"):
         p.stop()
+    # a table maintained in the background stops the same way
+    table = rb.Pipeline.read(events, timestamp="ts", schema=SCHEMA).to_table("k").start()
+    deadline = time.monotonic() + 30
+    while table.to_arrow().num_rows < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for v in BAD_TIMEOUTS:
+        refused(table.stop, v, "timeout")
+    assert table.running
+    table.stop(INF)
+    assert not table.running
+    assert sorted(table.to_arrow().column("k").to_pylist()) == ["a", "b"]
 
 
 def test_log_consumer_poll_and_records(events):
