@@ -727,7 +727,7 @@ def test_changed_plan_that_no_longer_fits_names_the_operator(log):
     offsets = out.offsets()
 
     # the named window itself changed
-    with pytest.raises(rb.exceptions.PlanError, match=r"operator 'bars-w' changed \(was `window tumbling .*size_ms: 10000.*`, is `.*size_ms: 20000.*reset=True"):
+    with pytest.raises(rb.exceptions.PlanError, match=r"operator 'bars-w' changed \(was `window \{.*\"tumbling\":.*\"size_ms\":10000.*`, is `window \{.*\"size_ms\":20000.*reset=True"):
         named_bars(events, size="20s").write(out).run(name="bars", progress=False)
     # the window is gone (renamed)
     with pytest.raises(rb.exceptions.PlanError, match=r"operator 'bars-w' .* holds state in it, and this plan has no operator of that name; pass reset=True"):
@@ -796,3 +796,152 @@ def test_every_window_kind_resumes_from_its_checkpoint(log, window):
     plan(ref).run(progress=False)
     want = per_key(ref)
     assert want and per_key(out) == want
+
+
+# -- checkpoint identity: the whole definition of an operator (issue 13, part 3) -----------------
+
+V = rb.col("v")
+
+
+def _base_agg() -> rb.Expr:
+    return rb.sum(rb.when(V > 5).then(V.clip(0, 10)).otherwise(0))
+
+
+# Each changes one part of the named window's aggregate; `explain()` once printed all but the
+# first few alike (`when(..)`, `.clip(..)`), and a restart took the old state for the new one.
+EXPR_CHANGES = {
+    "when condition": lambda: rb.sum(rb.when(V > 6).then(V.clip(0, 10)).otherwise(0)),
+    "when then": lambda: rb.sum(rb.when(V > 5).then(V.clip(0, 10) + 1).otherwise(0)),
+    "when otherwise": lambda: rb.sum(rb.when(V > 5).then(V.clip(0, 10)).otherwise(-1)),
+    "when branch added": lambda: rb.sum(rb.when(V > 5).then(V.clip(0, 10)).when(V < 2).then(1).otherwise(0)),
+    "clip upper": lambda: rb.sum(rb.when(V > 5).then(V.clip(0, 11)).otherwise(0)),
+    "clip lower": lambda: rb.sum(rb.when(V > 5).then(V.clip(1, 10)).otherwise(0)),
+    "clip one-sided": lambda: rb.sum(rb.when(V > 5).then(V.clip(0)).otherwise(0)),
+    "int to float literal": lambda: rb.sum(rb.when(V > 5).then(V.clip(0, 10)).otherwise(0.0)),
+    "comparison": lambda: rb.sum(rb.when(V >= 5).then(V.clip(0, 10)).otherwise(0)),
+    "column": lambda: rb.sum(rb.when(rb.col("ts") > 5).then(V.clip(0, 10)).otherwise(0)),
+    "boolean logic": lambda: rb.sum(rb.when((V > 5) & (V < 1000)).then(V.clip(0, 10)).otherwise(0)),
+    "negation": lambda: rb.sum(rb.when(~(V <= 5)).then(V.clip(0, 10)).otherwise(0)),
+    "unary": lambda: rb.sum(rb.when(V > 5).then(V.clip(0, 10).abs()).otherwise(0)),
+    "is_null": lambda: rb.sum(rb.when((V > 5) & V.is_not_null()).then(V.clip(0, 10)).otherwise(0)),
+    "fill_null": lambda: rb.sum(rb.when(V > 5).then(V.clip(0, 10).fill_null(0)).otherwise(0)),
+    "cast": lambda: rb.sum(rb.when(V > 5).then(V.clip(0, 10).cast("float64")).otherwise(0)),
+    "aggregate function": lambda: rb.mean(rb.when(V > 5).then(V.clip(0, 10)).otherwise(0)),
+    "expression over aggregates": lambda: _base_agg() / rb.count(),
+}
+
+
+def identity_bars(events: rb.Topic, agg: rb.Expr, *, extra: bool = False) -> rb.Pipeline:
+    p = rb.Pipeline.read(events, timestamp="ts", lateness="1s", schema=SCHEMA, batch_size=50)
+    if extra:
+        p = p.filter(rb.col("v") >= 0)
+    return p.window(rb.tumbling("10s"), by="k").agg(n=rb.count(), x=agg).named("bars-w")
+
+
+def test_every_expression_kind_changed_in_a_named_window_is_refused(log):
+    events = events_topic(log)
+    produce_rows(events, 0, 550)
+    out = log.topic("bars", partitions=2)
+    identity_bars(events, _base_agg()).write(out).run(name="bars", progress=False)
+    offsets = out.offsets()
+    texts = {str(_base_agg())}
+    for what, changed in EXPR_CHANGES.items():
+        texts.add(str(changed()))
+        with pytest.raises(rb.exceptions.PlanError, match=r"operator 'bars-w' changed \(was `window .*`, is `window .*`\).*reset=True") as e:
+            identity_bars(events, changed()).write(out).run(name="bars", progress=False)
+        assert "bars-w" in str(e.value), what
+    assert len(texts) == len(EXPR_CHANGES) + 1, "every change must show in the expression's text too"
+    assert out.offsets() == offsets, "a refused restart must not touch the output topic"
+
+
+def test_an_unchanged_definition_restores_its_state(log):
+    """Half the input, then the rest with a step added before the named window (so the plan
+    changed and the window is matched by its full definition): one run's output."""
+    events = events_topic(log)
+    produce_rows(events, 0, 550)
+    out = log.topic("bars", partitions=2)
+    identity_bars(events, _base_agg()).write(out).run(name="bars", checkpoint_interval="10ms", progress=False)
+    produce_rows(events, 550, 1200)
+    with pytest.warns(RuntimeWarning, match=r"carries over by name \(bars-w\)"):
+        identity_bars(events, _base_agg(), extra=True).write(out).run(name="bars", progress=False)
+    ref = log.topic("ref", partitions=2)
+    identity_bars(events, _base_agg()).write(ref).run(name="ref", progress=False)
+    assert per_key(out) == per_key(ref)
+    assert sum(json.loads(v)["n"] for vs in per_key(out).values() for v in vs) == 1200
+
+
+def test_explain_prints_every_expression_in_full(log):
+    p = identity_bars(events_topic(log), _base_agg()).with_columns(
+        y=rb.when(rb.col("n") > 1).then(rb.col("x").clip(upper=2.5)).when(rb.col("n").is_null()).then(None).otherwise(rb.col("x"))
+    )
+    text = p.explain()
+    assert 'x=Sum(when((col("v") > 5)).then(col("v").clip(0, 10)).otherwise(0))' in text
+    assert 'y=when((col("n") > 1)).then(col("x").clip(None, 2.5)).when(IsNull(col("n"))).then(null).otherwise(col("x"))' in text
+    assert "(..)" not in text
+
+
+# -- options that need a name (issue 13, part 5) ------------------------------------------------
+
+
+def test_checkpoint_options_without_a_name_are_errors(log):
+    events = events_topic(log)
+    produce_rows(events, 0, 100)
+    out = log.topic("out", partitions=2)
+    p = bars(events).write(out)
+    for kwargs, what in [({"checkpoint_interval": "100ms"}, "checkpoint_interval"), ({"reset": True}, "reset=True")]:
+        with pytest.raises(ValueError, match=rf"{what} has no effect without name=.*pass name="):
+            p.run(progress=False, **kwargs)
+        with pytest.raises(ValueError, match=rf"{what} has no effect without name="):
+            p.start(**kwargs)
+        assert not p.running
+    assert out.offsets() == {0: (0, 0), 1: (0, 0)}, "a refused run writes nothing"
+    # named, the interval defaults to 10 s: a short run checkpoints at its start and end only
+    res = p.run(name="n", progress=False)
+    assert res.checkpoints["written"] >= 1
+    assert len(ckpts(log.path, "n")) >= 1
+
+
+def test_topic_to_topic_run_without_a_name_warns_once(log):
+    events = events_topic(log)
+    produce_rows(events, 0, 100)
+    out = log.topic("out", partitions=2)
+    with pytest.warns(UserWarning, match=r"writes topic 'out' without name=.*reprocesses its input from the start.*name='\.\.\.'"):
+        bars(events).write(out).run(progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bars(events).write(out).run(progress=False)  # once per output topic
+        bars(events).write(log.topic("named", partitions=2)).run(name="x", progress=False)
+        table = pa.table({"k": ["a"], "ts": [1], "v": [1]}, schema=SCHEMA)
+        rb.Pipeline.read(table, timestamp="ts").write(log.topic("from-table")).run(progress=False)
+        bars(events).collect(progress=False)
+    with pytest.warns(UserWarning, match="without name="):
+        bars(events).write(log.topic("out2", partitions=2)).start().stop()
+
+
+def test_other_options_that_would_do_nothing_are_errors(log, tmp_path):
+    events = events_topic(log)
+    table = pa.table({"k": ["a"], "ts": [1], "v": [1]}, schema=SCHEMA)
+    with pytest.raises(ValueError, match="format='raw' applies to topics"):
+        rb.Pipeline.read(table, format="raw")
+    with pytest.raises(ValueError, match="schema= has no effect with format='raw'"):
+        rb.Pipeline.read(events, format="raw", schema=SCHEMA)
+    with pytest.raises(ValueError, match="batch_size= has no effect on a RecordBatchReader"):
+        rb.Pipeline.read(pa.RecordBatchReader.from_batches(SCHEMA, table.to_batches()), batch_size=10)
+    with pytest.raises(ValueError, match="batch_size= has no effect on an iterator of RecordBatches"):
+        rb.Pipeline.read(iter(table.to_batches()), batch_size=10)
+    for fsync in ("batch", "never"):
+        with pytest.raises(ValueError, match=f"fsync_interval has no effect with fsync='{fsync}'"):
+            rb.Log(tmp_path / "other", fsync=fsync, fsync_interval="10ms")
+    with pytest.raises(ValueError, match="progress= has no effect with follow=True"):
+        rb.Pipeline.read(events, timestamp="ts", schema=SCHEMA).run(follow=True, progress=False)
+    from riverbed.testing import MockKafka
+
+    with MockKafka() as mock:
+        kafka = mock.kafka(timeout=5)
+        kt = kafka.create_topic("kt", partitions=1)
+        with pytest.raises(ValueError, match="dead_letter= goes with on_error='dead_letter'"):
+            rb.Pipeline.read(kt, dead_letter=kafka.create_topic("kt.dlq", partitions=1))
+    # what still works: a list of batches is re-chunked, and raw values read without a schema
+    assert rb.Pipeline.read(table.to_batches(), batch_size=10).collect(progress=False).num_rows == 1
+    produce_rows(events, 0, 10)
+    assert rb.Pipeline.read(events, format="raw").collect(progress=False).num_rows == 10

@@ -99,3 +99,16 @@ def test_demo_runs_and_reports_every_record(tmp_path):
         bars_topic = log["demo.bars_1m"].read()
     counts = [json.loads(v)["trades"] for v in bars_topic.column("value").to_pylist()]
     assert sum(counts) == 200_000
+
+
+def test_consume_timeout_is_checked_like_every_timeout(tmp_path):
+    d = str(tmp_path / "log")
+    run("topics", "create", "t", "--log", d)
+    for bad, why in [("nan", "must be a number of seconds"), ("-1", "must not be negative"), ("1e300", "1e300 seconds is too long")]:
+        p = run("consume", "t", "--timeout", bad, "--log", d, check=False)
+        assert p.returncode == 2 and f"argument --timeout: {why}" in p.stderr, p.stderr
+        assert "Traceback" not in p.stderr
+    run("produce", "t", "--log", d, stdin='{"n": 1}\n')
+    # inf: wait as long as it takes; --max ends it
+    out = run("consume", "t", "--timeout", "inf", "--max", "1", "--log", d).stdout.splitlines()
+    assert [json.loads(line)["value"] for line in out] == [{"n": 1}]

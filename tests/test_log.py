@@ -507,7 +507,8 @@ def test_reopen_keeps_data_and_config(log_dir):
 
 @pytest.mark.parametrize("fsync", ["never", "interval"])
 def test_other_fsync_policies_flush_and_reopen(log_dir, fsync):
-    with rb.Log(log_dir, fsync=fsync, fsync_interval="50ms", cleanup_interval=None) as lg:
+    interval = "50ms" if fsync == "interval" else None  # fsync_interval needs fsync="interval"
+    with rb.Log(log_dir, fsync=fsync, fsync_interval=interval, cleanup_interval=None) as lg:
         t = lg.topic("t", partitions=2)
         for i in range(50):
             t.produce(b"%d" % i, partition=i % 2, timestamp=i)

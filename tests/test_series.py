@@ -170,3 +170,46 @@ def test_rolling_and_ewm_bad_arguments():
         p.ewm_mean("x", by="k")
     with pytest.raises(rb.exceptions.PlanError, match="alpha in"):
         p.ewm_mean("x", by="k", alpha=1.5)
+
+
+@pytest.mark.parametrize("min_periods", [1, 3])
+def test_rolling_min_periods_matches_pandas(min_periods):
+    """``min_periods`` as pandas (and polars' ``min_samples``): an aggregate needs that many
+    non-null values in its window, else null; std needs two in any case (pandas: NaN). Row and
+    time windows, nulls among the values, shuffled arrival."""
+    df = make_events(300, keys=4, seed=13)
+    table = shuffled_within(df, 150, 5)
+    p = rb.Pipeline.read(table, timestamp="ts", lateness="150ms", batch_size=13)
+    aggs = {"s": rb.sum("x"), "m": rb.mean("x"), "lo": rb.min("x"), "hi": rb.max("x"), "sd": rb.std("x")}
+    got_r = p.rolling(by="k", rows=5, min_periods=min_periods, **aggs).collect().to_pandas().sort_values(["ts", "k"])
+    got_t = p.rolling(by="k", period="400ms", min_periods=min_periods, **aggs).collect().to_pandas().sort_values(["ts", "k"])
+
+    d = df.sort_values("ts", kind="stable").copy()
+    d["t"] = pd.to_datetime(d["ts"], unit="ms")
+    order = d.sort_values(["ts", "k"]).index
+    funcs = {"s": "sum", "m": "mean", "lo": "min", "hi": "max", "sd": "std"}
+    rows = d.groupby("k")["x"].rolling(5, min_periods=min_periods)
+    timed = d.groupby("k").rolling("400ms", on="t", min_periods=min_periods)["x"]
+    pos = {(k, t): i for i, k, t in zip(d.index, d["k"], d["t"])}  # timestamps are unique
+    for name, f in funcs.items():
+        want_r = getattr(rows, f)().reset_index(level=0, drop=True)
+        res = getattr(timed, f)()
+        want_t = pd.Series(res.to_numpy(), index=[pos[kt] for kt in res.index])
+        np.testing.assert_allclose(got_r[name].to_numpy(float), want_r.loc[order].to_numpy(float), rtol=1e-9, equal_nan=True)
+        np.testing.assert_allclose(got_t[name].to_numpy(float), want_t.loc[order].to_numpy(float), rtol=1e-9, equal_nan=True)
+    # the setting matters: fewer nulls than the default for rows (5), more than the default for time (1)
+    default_r = p.rolling(by="k", rows=5, s=rb.sum("x")).collect().column("s").null_count
+    default_t = p.rolling(by="k", period="400ms", s=rb.sum("x")).collect().column("s").null_count
+    assert got_r["s"].isna().sum() < default_r
+    assert (got_t["s"].isna().sum() > default_t) == (min_periods > 1)
+
+
+def test_rolling_min_periods_bad_values():
+    t = pa.table({"k": ["a"], "ts": pa.array([0], pa.int64()), "x": [1.0]})
+    p = rb.Pipeline.read(t, timestamp="ts")
+    with pytest.raises(ValueError, match="min_periods must be >= 1"):
+        p.rolling(by="k", rows=3, min_periods=0, s=rb.sum("x"))
+    with pytest.raises(ValueError, match=r"min_periods \(4\) must not exceed rows \(3\)"):
+        p.rolling(by="k", rows=3, min_periods=4, s=rb.sum("x"))
+    with pytest.raises(TypeError, match="min_periods must be an int"):
+        p.rolling(by="k", rows=3, min_periods=1.5, s=rb.sum("x"))

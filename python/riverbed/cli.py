@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from typing import IO, Any
 
 import riverbed as rb
+from riverbed._units import timeout_s
 from riverbed.exceptions import RiverbedError
 from riverbed.log import batch_records
 
@@ -153,13 +155,22 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--group", help="consume as a member of this group (and commit at the end)")
     co.add_argument("--from-beginning", action="store_true", help="with --group: start at the earliest offset where the group has no commit (without --group, consume always starts at the beginning)")
     co.add_argument("--max", type=int, help="stop after this many records")
-    co.add_argument("--timeout", type=float, default=1.0, help="stop after this many seconds without records")
+    co.add_argument("--timeout", type=_seconds, default=1.0, help="stop after this many seconds without records (inf: never)")
     co.set_defaults(func=_consume)
 
     de = sub.add_parser("demo", parents=[common], help="run the end-to-end demo on the embedded log")
     de.add_argument("--records", type=int, default=1_000_000)
     de.set_defaults(func=_demo)
     return p
+
+
+def _seconds(text: str) -> float:
+    """A ``--timeout`` value, checked as every timeout is (``inf``: no limit)."""
+    try:
+        secs = timeout_s(float(text), "--timeout")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--timeout: ")) from None
+    return math.inf if secs is None else secs
 
 
 def main(argv: Sequence[str] | None = None, out: IO[str] | None = None) -> int:

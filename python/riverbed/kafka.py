@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from riverbed import _core
-from riverbed._units import duration_ms, timestamp_ms
+from riverbed._units import duration_ms, timeout_s, timestamp_ms
 from riverbed.log import _arrow_input, _headers, _to_bytes
 
 __all__ = ["Kafka", "KafkaConsumer", "KafkaTopic"]
@@ -50,7 +50,11 @@ class Kafka:
     ) -> None:
         if not isinstance(bootstrap_servers, str) or not bootstrap_servers.strip():
             raise ValueError(f"bootstrap_servers must be 'host:port[,host:port...]', got {bootstrap_servers!r}")
-        ms = duration_ms(timeout, "timeout") if not isinstance(timeout, (int, float)) else int(timeout * 1000)
+        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+            secs = timeout_s(timeout, "timeout", no_limit=False)
+            ms = round((secs or 0.0) * 1000)
+        else:
+            ms = duration_ms(timeout, "timeout")
         if ms <= 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
         props: dict[str, str] = {}
@@ -148,17 +152,22 @@ class KafkaTopic:
         """Wait until every queued record is acknowledged; ``KafkaError`` names what was not."""
         self.kafka._inner.flush(self.name)
 
-    def consumer(self, group: str | None = None, start: str = "earliest", auto_commit: bool = True) -> KafkaConsumer:
+    def consumer(self, group: str | None = None, start: str = "earliest", auto_commit: bool | None = None) -> KafkaConsumer:
         """A consumer of every partition, or of this member's share when ``group`` is given
-        (``start`` applies where the group has no committed offset)."""
+        (``start`` applies where the group has no committed offset). ``auto_commit`` (a group's
+        consumer only; default True): commit what was polled in the background."""
         if group is not None and not isinstance(group, str):
             raise TypeError(f"group must be str, got {type(group).__name__}")
-        return KafkaConsumer(self.kafka._inner.consumer(self.name, group, start, bool(auto_commit)))
+        if group is None and auto_commit is not None:
+            raise ValueError("auto_commit= has no effect without group=: a consumer outside a group commits nothing")
+        commit = group is not None and auto_commit is not False  # no group: nothing to commit to
+        return KafkaConsumer(self.kafka._inner.consumer(self.name, group, start, commit))
 
     def read(self, timeout: float = 5.0) -> pa.Table:
         """Every record now in the topic, as a Table (stops when a poll finds nothing for
         ``timeout`` seconds)."""
-        c = self.consumer(start="earliest", auto_commit=False)
+        timeout_s(timeout, "timeout")  # checked before the consumer is made
+        c = self.consumer(start="earliest")
         batches = []
         try:
             while True:
@@ -207,7 +216,7 @@ class KafkaConsumer:
         """
         if isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1:
             raise ValueError(f"max_records must be a positive int, got {max_records!r}")
-        b = self._inner.poll(max_records, int(float(timeout) * 1000))
+        b = self._inner.poll(max_records, timeout_s(timeout, "timeout"))
         if self._empty is None:
             self._empty = b.schema.empty_table()
         return b

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pyarrow as pa
 
 from riverbed import _core
-from riverbed._units import duration_ms, timestamp_ms
+from riverbed._units import duration_ms, timeout_s, timestamp_ms
 
 if TYPE_CHECKING:
     from riverbed.table import Table
@@ -137,8 +137,10 @@ class Log:
     """An embedded, durable, partitioned log in a directory (Kafka's on-disk format).
 
     ``fsync`` is ``"batch"`` (every produce call is on disk when it returns; the default),
-    ``"interval"`` (fsync every ``fsync_interval``) or ``"never"`` (page cache only).
-    Only one process may open a directory; a second gets ``LogLocked``.
+    ``"interval"`` (fsync every ``fsync_interval``, default 1 s; it needs ``fsync="interval"``)
+    or ``"never"`` (page cache only). ``cleanup_interval``: how often retention and compaction
+    run (``None``: never in the background). Only one process may open a directory; a second
+    gets ``LogLocked``.
     """
 
     def __init__(
@@ -146,17 +148,19 @@ class Log:
         path: str | Path,
         fsync: str = "batch",
         *,
-        fsync_interval: object = "1s",
+        fsync_interval: object | None = None,
         cleanup_interval: object | None = "30s",
     ) -> None:
         if fsync not in ("batch", "interval", "never"):
             raise ValueError(f"fsync must be 'batch', 'interval' or 'never', got {fsync!r}")
-        self._inner = _core.Log(
-            str(path),
-            fsync,
-            duration_ms(fsync_interval, "fsync_interval"),
-            None if cleanup_interval is None else duration_ms(cleanup_interval, "cleanup_interval"),
-        )
+        if fsync_interval is not None and fsync != "interval":
+            raise ValueError(f"fsync_interval has no effect with fsync={fsync!r}; it needs fsync='interval'")
+        fsync_ms = 1_000 if fsync_interval is None else duration_ms(fsync_interval, "fsync_interval")
+        cleanup_ms = None if cleanup_interval is None else duration_ms(cleanup_interval, "cleanup_interval")
+        for ms, what, value in ((fsync_ms, "fsync_interval", fsync_interval), (cleanup_ms, "cleanup_interval", cleanup_interval)):
+            if ms is not None and ms <= 0:
+                raise ValueError(f"{what} must be positive, got {value!r}")
+        self._inner = _core.Log(str(path), fsync, fsync_ms, cleanup_ms)
 
     @property
     def path(self) -> Path:
@@ -180,7 +184,7 @@ class Log:
             opts["partitions"] = _int_in(partitions, "partitions", 1, 100_000)
         for k, v in config.items():
             if k in _DURATION_SETTINGS and v is not None:
-                v = _int_in(duration_ms(v, k), k, 0, _I64_MAX)
+                v = _int_in(duration_ms(v, k, max_ms=_I64_MAX), k, 0, _I64_MAX)
             elif k in _BYTE_SETTINGS and v is not None:
                 v = _int_in(v, k, 0, 2**64 - 1)
             elif k == "cleanup" and v not in ("delete", "compact"):
@@ -356,12 +360,11 @@ class Consumer:
         Columns: ``topic, partition, offset, timestamp, key, value, headers``.
         """
         _int_in(max_records, "max_records", 1, 2**31 - 1)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise TypeError(f"timeout must be seconds (a number), got {type(timeout).__name__}")
-        return self._inner.poll(max_records, float(timeout))
+        return self._inner.poll(max_records, timeout_s(timeout, "timeout"))
 
     def records(self, timeout: float = 1.0) -> Iterator[Record]:
         """Yield records one at a time until a poll finds nothing for ``timeout`` seconds."""
+        timeout_s(timeout, "timeout")  # checked before the first record is asked for
         while True:
             batch = self.poll(timeout=timeout)
             if batch.num_rows == 0:

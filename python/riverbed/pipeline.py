@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from riverbed import _core
-from riverbed._units import duration_ms
+from riverbed._units import duration_ms, timeout_s
 from riverbed.expr import Expr, _node
 from riverbed.windows import Window
 
@@ -315,11 +315,18 @@ def _make_source(
     from riverbed.kafka import KafkaTopic
     from riverbed.log import Topic  # late import: log.py imports nothing from here, but keep it light
 
+    is_topic = isinstance(source, (KafkaTopic, Topic, _core.Topic))
+    if not is_topic and fmt != "json":
+        raise ValueError(f"read: format={fmt!r} applies to topics (how their values decode); this source holds columns already")
+    if is_topic and fmt == "raw" and schema is not None:
+        raise ValueError("read: schema= has no effect with format='raw' (a binary value column); decode with format='json' or drop schema=")
     if isinstance(source, KafkaTopic):
         if fmt not in _FORMATS:
             raise ValueError(f"format must be 'json' or 'raw', got {fmt!r}")
         if on_error is not None and on_error not in _ON_ERROR:
             raise ValueError(f"read: on_error must be 'raise', 'skip' or 'dead_letter', got {on_error!r}")
+        if dead_letter is not None and on_error != "dead_letter":
+            raise ValueError("read: dead_letter= goes with on_error='dead_letter'")
         return source._source(group, start, fmt, schema, batch_size, on_error, dead_letter)
     if group is not None or start != "earliest":
         raise TypeError("read: group= and start= apply to Kafka topics")
@@ -341,6 +348,8 @@ def _make_source(
     if isinstance(source, pa.Table):
         return _core.Source.table(_conform(source, schema), batch_size)
     if isinstance(source, pa.RecordBatchReader):  # single-use, possibly unbounded: stream it
+        if batch_size is not None:
+            raise ValueError("read: batch_size= has no effect on a RecordBatchReader (its batches go through as they come)")
         if schema is not None and not source.schema.equals(schema):
             source = _batch_reader_from_reader(source, schema)
         return _core.Source.stream(source)
@@ -378,6 +387,11 @@ def _make_source(
         reader = _batch_reader(first, it, schema)
         if materialised:
             return _core.Source.table(reader.read_all(), batch_size)
+        if batch_size is not None:
+            raise ValueError(
+                "read: batch_size= has no effect on an iterator of RecordBatches (its batches go through as they "
+                "come); pass a list to re-chunk them"
+            )
         return _core.Source.stream(reader)
     raise TypeError(f"read: expected an iterator of dicts or RecordBatches, got one of {type(first).__name__}")
 
@@ -411,13 +425,28 @@ def _sink_of(target: object, key: str | None) -> tuple:
 
 def _checkpoint_args(
     name: str | None, interval: object, reset: bool, state_dir: str | None = None
-) -> tuple[str | None, int, bool, str | None]:
+) -> tuple[str | None, int | None, bool, str | None]:
+    """The native run's checkpoint arguments. ``checkpoint_interval`` (default: 10 s) and
+    ``reset`` only mean something for a named run: without ``name`` they are an error, not
+    ignored."""
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
-    ms = duration_ms(interval, "checkpoint_interval")
-    if ms <= 0:
+    if name is None:
+        for given, what in ((interval is not None, "checkpoint_interval"), (bool(reset), "reset=True")):
+            if given:
+                raise ValueError(
+                    f"{what} has no effect without name=: only a named run is checkpointed; "
+                    "pass name='...' to checkpoint this run (and resume it after a restart)"
+                )
+        return None, None, False, state_dir
+    ms = None if interval is None else duration_ms(interval, "checkpoint_interval")
+    if ms is not None and ms <= 0:
         raise ValueError(f"checkpoint_interval must be positive, got {interval!r}")
     return name, ms, bool(reset), state_dir
+
+
+# Output topics already warned about (once per process): a topic-to-topic run without a name.
+_WARNED_UNNAMED: set[str] = set()
 
 
 def _records_read(metrics: list[dict[str, Any]]) -> int:
@@ -528,6 +557,8 @@ class Pipeline:
         self._group: str | None = None
         self._kafka_topic: Any = None
         self._partitioned_by: list[str] = ["key"]
+        # Per source: whether it is a topic (log or Kafka), i.e. a run can resume its position.
+        self._from_topic: list[bool] = [False] * len(self._sources)
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -601,6 +632,9 @@ class Pipeline:
         src = _make_source(source, _as_schema(schema), format, _batch_size(batch_size), on_error, dead_letter, group, start)
         p = cls(node, [src], [])
         from riverbed.kafka import KafkaTopic
+        from riverbed.log import Topic
+
+        p._from_topic = [isinstance(source, (Topic, _core.Topic, KafkaTopic))]
 
         if isinstance(source, KafkaTopic):
             p._state_dir = str(source.kafka.state_dir)
@@ -618,6 +652,7 @@ class Pipeline:
         p._group = self._group
         p._kafka_topic = self._kafka_topic
         p._partitioned_by = self._partitioned_by
+        p._from_topic = list(self._from_topic) if sources is None else [False] * len(p._sources)
         return p
 
     def on_error(self, mode: str, dead_letter: object = None) -> Pipeline:
@@ -669,6 +704,7 @@ class Pipeline:
             raise TypeError("union needs at least one other pipeline")
         inputs = list(self._node["inputs"]) if self._node["op"] == "union" else [self._node]
         sources, udfs = list(self._sources), list(self._udfs)
+        from_topic = list(self._from_topic)
         for other in others:
             if not isinstance(other, Pipeline):
                 raise TypeError(f"union takes Pipelines, got {type(other).__name__}")
@@ -676,7 +712,10 @@ class Pipeline:
             inputs.extend(shifted["inputs"] if shifted["op"] == "union" else [shifted])
             sources += other._sources
             udfs += other._udfs
-        return self._derive({"op": "union", "inputs": inputs}, sources, udfs)
+            from_topic += other._from_topic
+        p = self._derive({"op": "union", "inputs": inputs}, sources, udfs)
+        p._from_topic = from_topic
+        return p
 
     def map_batches(self, fn: Callable[[pa.RecordBatch], object], name: str | None = None) -> Pipeline:
         """Apply ``fn`` to every batch: it gets a pyarrow RecordBatch and returns a RecordBatch or
@@ -775,7 +814,12 @@ class Pipeline:
         return self._series({"time_since_previous": {"alias": alias or "time_since_previous"}}, by)
 
     def rolling(
-        self, by: str | Iterable[str] | None = None, period: object = None, rows: int | None = None, **aggs: object
+        self,
+        by: str | Iterable[str] | None = None,
+        period: object = None,
+        rows: int | None = None,
+        min_periods: int | None = None,
+        **aggs: object,
     ) -> Pipeline:
         """Add trailing-window aggregates per key, one value per record (pandas
         ``groupby(by).rolling(period, on=ts)`` or ``rolling(rows)``), in event-time order.
@@ -783,7 +827,9 @@ class Pipeline:
         ``period`` (a duration): the records in ``(t - period, t]``; ``rows``: the record and the
         ``rows - 1`` before it. Each aggregate is ``rb.count/sum/mean/min/max/first/last/std/var``
         of one column, e.g. ``rolling(by="sym", period="5m", px_mean=rb.mean("px"))``. Nulls are
-        skipped; a row window needs ``rows`` values (pandas' default ``min_periods``).
+        skipped. ``min_periods``: the non-null values an aggregate needs, else it is null (std
+        and var need two in any case); by default ``rows`` for a row window and 1 for a time
+        window, as pandas and polars (``min_periods=1`` gives values from a key's first record).
         """
         if (period is None) == (rows is None):
             raise ValueError("rolling: give exactly one of period= or rows=")
@@ -791,8 +837,12 @@ class Pipeline:
             raise ValueError("rolling: name at least one aggregate, e.g. x_mean=rb.mean('x')")
         period_ms = None if period is None else duration_ms(period, "period")
         n_rows = None if rows is None else _positive(rows, "rows")
+        need = None if min_periods is None else _positive(min_periods, "min_periods")
+        if need is not None and n_rows is not None and need > n_rows:
+            raise ValueError(f"rolling: min_periods ({need}) must not exceed rows ({n_rows})")
+        extra = {} if need is None else {"min_periods": need}
         ops = [
-            {"rolling": {"col": col, "func": func, "period_ms": period_ms, "rows": n_rows, "alias": name}}
+            {"rolling": {"col": col, "func": func, "period_ms": period_ms, "rows": n_rows, **extra, "alias": name}}
             for name, (func, col) in ((name, _rolling_agg(name, e)) for name, e in aggs.items())
         ]
         return self._series(ops, by)
@@ -822,7 +872,9 @@ class Pipeline:
     def _with(self, other: Pipeline, node: dict[str, Any]) -> Pipeline:
         """A pipeline over ``node``, whose ``right`` is ``other``'s plan (sources and UDFs merged)."""
         node["right"] = _shift(other._node, len(self._sources), len(self._udfs))
-        return self._derive(node, [*self._sources, *other._sources], [*self._udfs, *other._udfs])
+        p = self._derive(node, [*self._sources, *other._sources], [*self._udfs, *other._udfs])
+        p._from_topic = [*self._from_topic, *other._from_topic]
+        return p
 
     def join_asof(
         self,
@@ -1030,10 +1082,25 @@ class Pipeline:
         return res
 
     def _checkpoint(self, name: str | None, interval: object, reset: bool) -> tuple:
-        """The native run's checkpoint arguments: a Kafka group run is named after its group."""
+        """The native run's checkpoint arguments: a Kafka group run is named after its group.
+        A topic-to-topic run without a name is warned about (once per output topic)."""
         if name is None and self._group is not None:
             name = f"group-{self._group}"
-        return _checkpoint_args(name, interval, reset, self._state_dir)
+        ckpt = _checkpoint_args(name, interval, reset, self._state_dir)
+        sink = self._sink
+        if name is None and sink is not None and sink[0] in ("topic", "kafka") and self._from_topic and all(self._from_topic):
+            out = sink[2] if sink[0] == "kafka" else sink[1].name
+            if out not in _WARNED_UNNAMED:
+                _WARNED_UNNAMED.add(out)
+                warnings.warn(
+                    f"riverbed: this run reads topics and writes topic {out!r} without name=, so it keeps no "
+                    "checkpoint: run again (after a restart or a crash), it reprocesses its input from the start "
+                    "and writes every result again. Pass name='...' to run()/start() to make it resumable "
+                    "(it then continues where it stopped, exactly once for a log topic).",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        return ckpt
 
     def _staged(self, ckpt: tuple) -> bool:
         """Whether this is a group run that repartitions (runs in several stages)."""
@@ -1086,7 +1153,7 @@ class Pipeline:
                 udf.isolate = self._on_error[0] in ("skip", "dead_letter")
         return self._inner
 
-    def _bounded(self, sink: tuple, progress: bool, ckpt: tuple = (None, 10_000, False, None)) -> RunResult:
+    def _bounded(self, sink: tuple, progress: bool, ckpt: tuple = (None, None, False, None)) -> RunResult:
         """A bounded run; past a second it shows a progress bar with records/s (tqdm.auto: a
         terminal bar or a notebook widget) unless ``progress`` is False."""
         if not progress:
@@ -1129,23 +1196,28 @@ class Pipeline:
     def run(
         self,
         follow: bool = False,
-        progress: bool = True,
+        progress: bool | None = None,
         *,
         name: str | None = None,
-        checkpoint_interval: object = "10s",
+        checkpoint_interval: object = None,
         reset: bool = False,
     ) -> RunResult:
         """Run to the end of the input (``follow=True``: keep following topics until interrupted;
         prefer ``start()``/``stop()`` for that). Writes to the sink set by ``write()``. A bounded
-        run longer than a second shows a progress bar; ``progress=False`` turns it off.
+        run longer than a second shows a progress bar; ``progress=False`` turns it off (a
+        following run has none: ``progress=`` with ``follow=True`` is a ``ValueError``).
 
-        ``name``: checkpoint the run (every ``checkpoint_interval`` and at the end) under
+        ``name``: checkpoint the run (every ``checkpoint_interval``, by default 10 s, and at the end) under
         ``<log>/~checkpoints/<name>``: source positions, operator state and the end offsets of
         an output topic. Running it again with the same name resumes from the last checkpoint,
         first truncating the output topic back to it, so a topic-to-topic pipeline is exactly
         once across crashes (``kill -9``); a callback sink is at least once. A changed plan
         raises ``PlanError`` unless ``reset=True`` (start over; the output topic is kept).
+        ``checkpoint_interval`` and ``reset`` need ``name`` (without it they are a ``ValueError``);
+        a topic-to-topic run without a name warns once that a restart reprocesses its input.
         """
+        if follow and progress is not None:
+            raise ValueError("progress= has no effect with follow=True (a following run shows no progress bar); drop it")
         ckpt = self._checkpoint(name, checkpoint_interval, reset)
         if follow and self._staged(ckpt):
             handle = self._start(self._sink or ("collect",), True, ckpt)
@@ -1157,7 +1229,7 @@ class Pipeline:
             return self._result(raw)
         if follow:
             return self._result(self._fresh().run(self._sink or ("collect",), True, None, *self._on_error, *ckpt))
-        return self._bounded(self._sink or ("collect",), progress, ckpt)
+        return self._bounded(self._sink or ("collect",), progress is not False, ckpt)
 
     def collect(self, progress: bool = True) -> pa.Table:
         """Run to the end of the input and return the output as one Table (a sink set by
@@ -1184,7 +1256,7 @@ class Pipeline:
         follow: bool = True,
         *,
         name: str | None = None,
-        checkpoint_interval: object = "10s",
+        checkpoint_interval: object = None,
         reset: bool = False,
     ) -> Pipeline:
         """Run in a background thread (following topics for new records) until ``stop()``;
@@ -1197,12 +1269,15 @@ class Pipeline:
         return self
 
     def stop(self, timeout: float = 10.0) -> RunResult:
-        """Stop a ``start()``-ed run (waiting up to ``timeout`` seconds); returns what it
-        collected, the late records and the metrics. An error of the run is raised here."""
+        """Stop a ``start()``-ed run (waiting up to ``timeout`` seconds; ``None`` or ``inf``: as
+        long as it takes); returns what it collected, the late records and the metrics. An error
+        of the run is raised here; a bad ``timeout`` (NaN, negative, absurdly long) is a
+        ``ValueError`` that leaves the run as it was."""
         if self._handle is None:
             raise RuntimeError("this pipeline was not started")
+        limit = timeout_s(timeout, "timeout")  # a bad timeout leaves the run as it is
         try:
-            raw = self._handle.stop(float(timeout))
+            raw = self._handle.stop(limit)
         except BaseException:
             if not self._handle.running:  # the run failed: it is over
                 self._handle = None
@@ -1212,11 +1287,12 @@ class Pipeline:
         return self._result(raw)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait for a ``start()``-ed run to end by itself (a bounded run, ``start(follow=False)``);
-        True when it has ended (``stop()`` then returns its result at once)."""
+        """Wait for a ``start()``-ed run to end by itself (a bounded run, ``start(follow=False)``),
+        up to ``timeout`` seconds (``None`` or ``inf``: no limit); True when it has ended
+        (``stop()`` then returns its result at once)."""
         if self._handle is None:
             raise RuntimeError("this pipeline was not started")
-        return bool(self._handle.wait(None if timeout is None else float(timeout)))
+        return bool(self._handle.wait(timeout_s(timeout, "timeout")))
 
     @property
     def running(self) -> bool:

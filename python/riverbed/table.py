@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from riverbed._units import timeout_s
+
 if TYPE_CHECKING:
     from riverbed.log import Topic
     from riverbed.pipeline import Pipeline, RunResult
@@ -118,10 +120,12 @@ class Table:
     def stop(self, timeout: float = 10.0) -> RunResult:
         if self._runner is None:
             raise RuntimeError("this table was not started")
+        timeout_s(timeout, "timeout")  # a bad timeout leaves the table running, and stoppable
         try:
             return self._runner.stop(timeout)
         finally:
-            self._runner = None
+            if not self._runner.running:
+                self._runner = None
 
     @property
     def running(self) -> bool:

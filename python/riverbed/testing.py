@@ -215,7 +215,7 @@ def _to_ms(value: object, where: str) -> int:
         return timestamp_ms(value, where)
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{where}: a timestamp must be int milliseconds or a datetime, got {type(value).__name__}")
-    return value
+    return timestamp_ms(value, where)  # in the int64 range
 
 
 def _schema_text(schema: pa.Schema) -> str:

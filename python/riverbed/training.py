@@ -33,7 +33,7 @@ def training_set(
     by: str | Iterable[str] | None = None,
     *,
     tolerance: object = None,
-    lateness: object = "0s",
+    lateness: object = None,
     collect: bool = True,
 ) -> pa.Table | Pipeline:
     """Join every label row with each feature source as of the label's time ``on``, per key ``by``.
@@ -48,7 +48,12 @@ def training_set(
     Returns the training table (``collect=False``: the pipeline, e.g. to run it in follow mode
     for live features).
     """
-    p = labels if isinstance(labels, Pipeline) else Pipeline.read(labels, timestamp=on, lateness=lateness)
+    if isinstance(labels, Pipeline):
+        if lateness is not None:
+            raise ValueError("training_set: lateness= applies to labels read here; a Pipeline of labels has its own (Pipeline.read(lateness=))")
+        p = labels
+    else:
+        p = Pipeline.read(labels, timestamp=on, lateness="0s" if lateness is None else lateness)
     sources: list[Any] = [features] if isinstance(features, (Pipeline, Table)) else list(features)
     if not sources:
         raise ValueError("training_set: give at least one feature pipeline or table")

@@ -35,6 +35,7 @@ def _positive_ms(value: object, kind: str, field: str) -> int:
         ms = duration_ms(value, f"window ({kind}): {field}")
     if ms <= 0:
         raise PlanError(f"window ({kind}): {field} must be positive, got {value!r}")
+    duration_ms(ms, f"window ({kind}): {field}")  # and not absurdly long
     return ms
 
 

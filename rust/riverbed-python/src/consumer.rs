@@ -1,7 +1,7 @@
 //! `Consumer` wrapper: polls with the GIL released, in slices, so Ctrl-C stays responsive.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::pyarrow::ToPyArrow;
 use pyo3::prelude::*;
@@ -10,6 +10,7 @@ use riverbed_log::arrow::ArrowRecordSink;
 use riverbed_log::{Consumer, StartSpec};
 
 use crate::error::{to_py, type_error};
+use crate::timeout;
 
 /// The slice of a blocking wait after which signals are checked.
 const SIGNAL_CHECK: Duration = Duration::from_millis(200);
@@ -59,33 +60,27 @@ impl PyConsumer {
 
 #[pymethods]
 impl PyConsumer {
-    /// Up to `max_records` records as a pyarrow RecordBatch, waiting up to `timeout` seconds.
+    /// Up to `max_records` records as a pyarrow RecordBatch, waiting up to `timeout` seconds
+    /// (`None` or `inf`: until records come).
     fn poll<'py>(
         &self,
         py: Python<'py>,
         max_records: usize,
-        timeout: f64,
+        timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         if max_records == 0 {
             return Err(pyo3::exceptions::PyValueError::new_err(
                 "max_records must be >= 1",
             ));
         }
-        if !timeout.is_finite() || timeout < 0.0 {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                "timeout must be >= 0 seconds, got {timeout}"
-            )));
-        }
-        let deadline = Instant::now() + Duration::from_secs_f64(timeout);
+        let deadline = timeout::deadline(timeout::seconds("timeout", timeout, true)?);
         let mut sink = ArrowRecordSink::new(self.inner.topic().name.clone(), max_records);
         loop {
-            let slice = deadline
-                .saturating_duration_since(Instant::now())
-                .min(SIGNAL_CHECK);
+            let slice = timeout::left(deadline, SIGNAL_CHECK);
             py.detach(|| self.inner.poll(max_records, slice, &mut sink))
                 .map_err(to_py)?;
             use riverbed_log::RecordSink;
-            if !sink.is_empty() || Instant::now() >= deadline {
+            if !sink.is_empty() || timeout::passed(deadline) {
                 break;
             }
             py.check_signals()?;

@@ -271,25 +271,32 @@ pub struct PyKafkaConsumer {
 
 #[pymethods]
 impl PyKafkaConsumer {
-    /// Up to `max_records` records as a pyarrow RecordBatch, waiting up to `timeout_ms` for
-    /// the first.
-    #[pyo3(signature = (max_records=10_000, timeout_ms=1000))]
+    /// Up to `max_records` records as a pyarrow RecordBatch, waiting up to `timeout` seconds
+    /// for the first (`None` or `inf`: until one comes), in slices to check for Ctrl-C between.
+    #[pyo3(signature = (max_records=10_000, timeout=Some(1.0)))]
     fn poll<'py>(
         &self,
         py: Python<'py>,
         max_records: usize,
-        timeout_ms: u64,
+        timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let batch = py
-            .detach(|| {
-                let g = self.inner.lock();
-                let c = g.as_ref().ok_or_else(|| {
-                    riverbed_kafka::KafkaError::Other("the consumer is closed".into())
-                })?;
-                c.poll_arrow(max_records, Duration::from_millis(timeout_ms))
-            })
-            .map_err(kafka_to_py)?;
-        batch.to_pyarrow(py)
+        let deadline = crate::timeout::deadline(crate::timeout::seconds("timeout", timeout, true)?);
+        loop {
+            let slice = crate::timeout::left(deadline, Duration::from_millis(200));
+            let batch = py
+                .detach(|| {
+                    let g = self.inner.lock();
+                    let c = g.as_ref().ok_or_else(|| {
+                        riverbed_kafka::KafkaError::Other("the consumer is closed".into())
+                    })?;
+                    c.poll_arrow(max_records, slice)
+                })
+                .map_err(kafka_to_py)?;
+            if batch.num_rows() > 0 || crate::timeout::passed(deadline) {
+                return batch.to_pyarrow(py);
+            }
+            py.check_signals()?;
+        }
     }
 
     /// Commit what was polled so far (a group consumer).

@@ -13,6 +13,7 @@ mod error;
 mod kafka;
 mod log;
 mod stream;
+mod timeout;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -28,5 +29,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<kafka::PyKafkaConsumer>()?;
     m.add_class::<kafka::PyMockKafka>()?;
     m.add_function(wrap_pyfunction!(log::murmur2, m)?)?;
+    m.add_function(wrap_pyfunction!(timeout::timeout_seconds, m)?)?;
     Ok(())
 }

@@ -272,18 +272,29 @@ fn recv(
 
 impl PyPipeline {
     /// The checkpoint settings of a named run: its checkpoints live in the log of its output
-    /// topic, else of its first topic source.
+    /// topic, else of its first topic source, every `interval_ms` (default 10 s). Options
+    /// that only mean something for a named run are refused without a name.
     fn checkpoint_config(
         &self,
         sink: &Bound<'_, PyTuple>,
         name: Option<&str>,
-        interval_ms: u64,
+        interval_ms: Option<u64>,
         reset: bool,
         state_dir: Option<std::path::PathBuf>,
     ) -> PyResult<Option<CheckpointConfig>> {
         let Some(name) = name else {
+            let unused = [
+                (interval_ms.is_some(), "checkpoint_interval"),
+                (reset, "reset=True"),
+            ];
+            if let Some((_, what)) = unused.iter().find(|(given, _)| *given) {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "{what} has no effect without name=: only a named run is checkpointed; pass name=\"...\" to checkpoint it"
+                )));
+            }
             return Ok(None);
         };
+        let interval_ms = interval_ms.unwrap_or(10_000);
         let kind: String = sink.get_item(0)?.extract()?;
         let from_sink = if kind == "topic" {
             let t = sink.get_item(1)?;
@@ -385,7 +396,11 @@ impl PyPipeline {
         let (p, c) = (self.inner.clone(), control.clone());
         let mut sink = sink;
         std::thread::spawn(move || {
-            let r = p.run(&mut *sink, follow, &c);
+            // A panic (a bug) ends the run with its message rather than a dead channel.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                p.run(&mut *sink, follow, &c)
+            }))
+            .unwrap_or_else(|p| Err(StreamError::panicked("the pipeline worker thread", p)));
             drop(sink);
             let _ = tx.send((r, collected));
         });
@@ -491,7 +506,7 @@ impl PyPipeline {
 
     /// Run to the end of the inputs (or, with `follow`, until Ctrl-C); returns
     /// {"output": [batches], "late": [batches], "metrics": [dicts]}.
-    #[pyo3(signature = (sink, follow=false, end_watermark=None, on_error=None, dead_letter=None, name=None, checkpoint_interval_ms=10_000, reset=false, state_dir=None))]
+    #[pyo3(signature = (sink, follow=false, end_watermark=None, on_error=None, dead_letter=None, name=None, checkpoint_interval_ms=None, reset=false, state_dir=None))]
     #[allow(clippy::too_many_arguments)]
     fn run<'py>(
         &self,
@@ -502,7 +517,7 @@ impl PyPipeline {
         on_error: Option<&str>,
         dead_letter: Option<PyRef<'_, PyTopic>>,
         name: Option<&str>,
-        checkpoint_interval_ms: u64,
+        checkpoint_interval_ms: Option<u64>,
         reset: bool,
         state_dir: Option<std::path::PathBuf>,
     ) -> PyResult<Bound<'py, PyDict>> {
@@ -534,7 +549,7 @@ impl PyPipeline {
     }
 
     /// Start a run on a background thread; returns a handle to watch and stop it.
-    #[pyo3(signature = (sink, follow=true, on_error=None, dead_letter=None, name=None, checkpoint_interval_ms=10_000, reset=false, state_dir=None))]
+    #[pyo3(signature = (sink, follow=true, on_error=None, dead_letter=None, name=None, checkpoint_interval_ms=None, reset=false, state_dir=None))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
@@ -543,7 +558,7 @@ impl PyPipeline {
         on_error: Option<&str>,
         dead_letter: Option<PyRef<'_, PyTopic>>,
         name: Option<&str>,
-        checkpoint_interval_ms: u64,
+        checkpoint_interval_ms: Option<u64>,
         reset: bool,
         state_dir: Option<std::path::PathBuf>,
     ) -> PyResult<PyRunHandle> {
@@ -573,25 +588,31 @@ pub struct PyRunHandle {
 
 #[pymethods]
 impl PyRunHandle {
-    /// Stop the run and return its result (as `Pipeline.run` does); waits up to `timeout` s.
-    #[pyo3(signature = (timeout=5.0))]
-    fn stop<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Bound<'py, PyDict>> {
+    /// Stop the run and return its result (as `Pipeline.run` does); waits up to `timeout` s
+    /// (`None` or `inf`: until it has stopped).
+    #[pyo3(signature = (timeout=Some(5.0)))]
+    fn stop<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyDict>> {
+        // Checked before the run is told to stop: a bad timeout changes nothing.
+        let limit = crate::timeout::seconds("timeout", timeout, true)?;
         self.control
             .stop
             .store(true, std::sync::atomic::Ordering::Release);
-        self.wait_inner(py, timeout)?;
+        self.wait_inner(py, limit)?;
         match self.result.lock().take() {
             Some(r) => self.pipeline.to_result(py, r),
             None => Err(crate::error::RiverbedError::new_err(format!(
-                "the pipeline did not stop within {timeout} s"
+                "the pipeline did not stop within {} s",
+                timeout.unwrap_or(f64::INFINITY)
             ))),
         }
     }
 
-    /// Wait up to `timeout` seconds for the run to end by itself; True if it has.
+    /// Wait up to `timeout` seconds (`None` or `inf`: no limit) for the run to end by itself;
+    /// True if it has.
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        self.wait_inner(py, timeout.unwrap_or(f64::MAX / 4.0))?;
+        let limit = crate::timeout::seconds("timeout", timeout, true)?;
+        self.wait_inner(py, limit)?;
         Ok(self.result.lock().is_some())
     }
 
@@ -625,28 +646,38 @@ impl PyRunHandle {
 }
 
 impl PyRunHandle {
-    fn wait_inner(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
-        let deadline = std::time::Instant::now() + Duration::from_secs_f64(timeout.clamp(0.0, 1e9));
+    /// Wait up to `timeout` (`None`: no limit) for the run's result. The receiver is put back
+    /// whenever the result has not come (timeout, Ctrl-C), so a later `stop()` still gets it.
+    fn wait_inner(&self, py: Python<'_>, timeout: Option<Duration>) -> PyResult<()> {
+        let deadline = crate::timeout::deadline(timeout);
         let Some(mut rx) = self.rx.lock().take() else {
             return Ok(());
         };
         loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let (r, back) = recv(py, rx, left.min(SIGNAL_CHECK));
+            let slice = crate::timeout::left(deadline, SIGNAL_CHECK);
+            let (r, back) = recv(py, rx, slice);
             rx = back;
             match r {
                 Ok(r) => {
                     *self.result.lock() = Some(r);
                     return Ok(());
                 }
-                Err(RecvTimeoutError::Timeout) if left.is_zero() => {
+                Err(RecvTimeoutError::Timeout) if crate::timeout::passed(deadline) => {
                     *self.rx.lock() = Some(rx);
                     return Ok(());
                 }
-                Err(RecvTimeoutError::Timeout) => py.check_signals().inspect_err(|_| {
-                    *self.rx.lock() = None;
-                })?,
-                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(e) = py.check_signals() {
+                        *self.rx.lock() = Some(rx);
+                        return Err(e);
+                    }
+                }
+                // The worker catches panics and always sends; a lost sender is a bug.
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(crate::error::RiverbedError::new_err(
+                        "the pipeline worker thread ended without a result",
+                    ))
+                }
             }
         }
     }

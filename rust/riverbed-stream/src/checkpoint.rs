@@ -15,8 +15,12 @@ use std::path::{Path, PathBuf};
 use crate::error::{Result, StreamError};
 use crate::state::{StateReader, StateWriter};
 
-/// Version 2 keeps each operator's signature (version 1, read still, did not).
-const MAGIC: &[u8; 8] = b"RBCKPT02";
+/// Version 3: each operator's signature is its canonical definition (`signature.rs`). Version 2
+/// (read still) kept its line of `explain()` in the text of that time, version 1 (read still)
+/// none. The body layout of 2 and 3 is the same; the version says how to compare signatures.
+pub const VERSION: u32 = 3;
+const MAGIC: &[u8; 8] = b"RBCKPT03";
+const MAGIC_V2: &[u8; 8] = b"RBCKPT02";
 const MAGIC_V1: &[u8; 8] = b"RBCKPT01";
 const KEEP: usize = 3;
 
@@ -61,6 +65,8 @@ impl CheckpointStats {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Checkpoint {
+    /// The format it was written in ([`VERSION`] for a new one).
+    pub version: u32,
     pub seq: u64,
     /// The plan it was taken with (`Pipeline::explain`): a restart with another plan is refused.
     pub plan: String,
@@ -76,8 +82,9 @@ pub struct Checkpoint {
 pub struct OperatorState {
     /// Given with `named`, else derived from its place in the plan (`window#3`).
     pub name: String,
-    /// What it does (its line of `explain()`): a changed plan restores the state of an operator
-    /// with the same name only if this is unchanged. Empty in a version-1 checkpoint.
+    /// What it is (`signature.rs`; in a version-2 checkpoint its line of `explain()`): a changed
+    /// plan restores the state of an operator with the same name only if this is unchanged.
+    /// Empty in a version-1 checkpoint.
     pub signature: String,
     pub state: Vec<u8>,
 }
@@ -115,7 +122,8 @@ impl Checkpoint {
         out(&w.buf)
     }
 
-    fn decode(body: &[u8], v1: bool) -> Result<Checkpoint> {
+    fn decode(body: &[u8], version: u32) -> Result<Checkpoint> {
+        let v1 = version == 1;
         let mut r = StateReader::new(body, "a checkpoint");
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let seq = r.u64()?;
@@ -142,6 +150,7 @@ impl Checkpoint {
             .collect::<Result<_>>()?;
         r.done()?;
         Ok(Checkpoint {
+            version,
             seq,
             plan,
             sources,
@@ -225,8 +234,13 @@ impl CheckpointStore {
     }
 
     fn parse(bytes: &[u8]) -> std::result::Result<Checkpoint, String> {
-        let head = bytes.get(..MAGIC.len());
-        if bytes.len() < MAGIC.len() + 4 || (head != Some(MAGIC) && head != Some(MAGIC_V1)) {
+        let version = match bytes.get(..MAGIC.len()) {
+            Some(h) if h == MAGIC => VERSION,
+            Some(h) if h == MAGIC_V2 => 2,
+            Some(h) if h == MAGIC_V1 => 1,
+            _ => return Err("not a riverbed checkpoint, or truncated".into()),
+        };
+        if bytes.len() < MAGIC.len() + 4 {
             return Err("not a riverbed checkpoint, or truncated".into());
         }
         let (body, crc) = bytes[MAGIC.len()..].split_at(bytes.len() - MAGIC.len() - 4);
@@ -234,7 +248,7 @@ impl CheckpointStore {
         if crc32c::crc32c(body) != want {
             return Err("checksum mismatch".into());
         }
-        Checkpoint::decode(body, head == Some(MAGIC_V1)).map_err(|e| e.to_string())
+        Checkpoint::decode(body, version).map_err(|e| e.to_string())
     }
 
     /// Write `c` atomically (temp file, fsync, rename, fsync the directory); keep the newest few.
@@ -360,7 +374,7 @@ impl CheckpointWriter {
         };
         let r = t
             .join()
-            .unwrap_or_else(|_| Err(StreamError::Schema("the checkpoint writer panicked".into())));
+            .unwrap_or_else(|p| Err(StreamError::panicked("the checkpoint writer", p)));
         if WRITERS.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
             crate::state::release_spares();
         }
@@ -397,6 +411,7 @@ mod tests {
 
     fn sample(seq: u64, state: usize) -> Checkpoint {
         Checkpoint {
+            version: VERSION,
             seq,
             plan: "read #0\n  window".into(),
             sources: vec![SourceState {
@@ -488,6 +503,7 @@ mod tests {
         file.extend_from_slice(&crc32c::crc32c(&w.buf).to_le_bytes());
         let got = CheckpointStore::parse(&file).unwrap();
         let mut want = c;
+        want.version = 1;
         for op in &mut want.operators {
             op.signature.clear();
         }
@@ -504,5 +520,26 @@ mod tests {
         v2.extend_from_slice(&body);
         v2.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
         assert!(CheckpointStore::parse(&v2).is_err());
+    }
+
+    #[test]
+    fn a_version_2_checkpoint_reads_back_as_version_2() {
+        let c = sample(4, 100);
+        let mut body = Vec::new();
+        c.encode(&mut |p| {
+            body.extend_from_slice(p);
+            Ok(())
+        })
+        .unwrap();
+        let mut file = MAGIC_V2.to_vec();
+        file.extend_from_slice(&body);
+        file.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        let got = CheckpointStore::parse(&file).unwrap();
+        assert_eq!(got.version, 2);
+        assert_eq!(got.operators, c.operators);
+        let mut cur = MAGIC.to_vec();
+        cur.extend_from_slice(&body);
+        cur.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        assert_eq!(CheckpointStore::parse(&cur).unwrap(), c);
     }
 }

@@ -42,6 +42,9 @@ pub enum StreamError {
         system: &'static str,
         message: String,
     },
+    /// A thread of the run panicked (a bug in riverbed): its panic message, carried to the user.
+    #[error("{thread} panicked (a bug in riverbed, please report it): {message}")]
+    Panicked { thread: String, message: String },
 }
 
 impl StreamError {
@@ -55,6 +58,20 @@ impl StreamError {
         match self {
             StreamError::Udf { message, .. } => message.clone(),
             other => other.to_string(),
+        }
+    }
+
+    /// The error for a thread that panicked with `payload` (what `JoinHandle::join` or
+    /// `catch_unwind` hands back): its message when it is text, as `panic!` makes it.
+    pub fn panicked(thread: impl Into<String>, payload: Box<dyn std::any::Any + Send>) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_string());
+        StreamError::Panicked {
+            thread: thread.into(),
+            message,
         }
     }
 
@@ -77,5 +94,26 @@ impl<T> ArrowContext<T> for std::result::Result<T, arrow_schema::ArrowError> {
             context: context.to_string(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_keeps_its_message() {
+        let p = std::thread::spawn(|| panic!("index {} out of range", 7))
+            .join()
+            .unwrap_err();
+        let e = StreamError::panicked("the worker", p);
+        assert!(e.to_string().contains("the worker panicked"), "{e}");
+        assert!(e.to_string().ends_with(": index 7 out of range"), "{e}");
+        let p = std::thread::spawn(|| std::panic::panic_any(3))
+            .join()
+            .unwrap_err();
+        assert!(StreamError::panicked("t", p)
+            .to_string()
+            .ends_with("(no message)"));
     }
 }

@@ -50,7 +50,7 @@ pub enum Expr {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum Literal {
     Null,
@@ -58,6 +58,27 @@ pub enum Literal {
     Int(i64),
     Float(f64),
     Str(String),
+}
+
+/// As the derive would, except a float that JSON cannot hold (NaN, ±inf) is written
+/// `{"float": "NaN"}`: serde_json would write it `null`, the same as a null literal, and a
+/// checkpoint signature (`signature.rs`) could not tell the two apart.
+impl Serialize for Literal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Literal::Null => s.serialize_unit(),
+            Literal::Bool(b) => s.serialize_bool(*b),
+            Literal::Int(i) => s.serialize_i64(*i),
+            Literal::Float(x) if x.is_finite() => s.serialize_f64(*x),
+            Literal::Float(x) => {
+                use serde::ser::SerializeMap;
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("float", &format!("{x:?}"))?;
+                m.end()
+            }
+            Literal::Str(t) => s.serialize_str(t),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -663,7 +684,8 @@ impl std::fmt::Display for Expr {
                 Literal::Null => write!(f, "null"),
                 Literal::Bool(b) => write!(f, "{b}"),
                 Literal::Int(i) => write!(f, "{i}"),
-                Literal::Float(x) => write!(f, "{x}"),
+                // Debug: `1.0`, not `1`, so a float literal is told from an int one.
+                Literal::Float(x) => write!(f, "{x:?}"),
                 Literal::Str(s) => write!(f, "{s:?}"),
             },
             Expr::Binary { op, left, right } => {
@@ -676,8 +698,23 @@ impl std::fmt::Display for Expr {
             Expr::Unary { op, expr } => write!(f, "{op:?}({expr})").map(|_| ()),
             Expr::FillNull { expr, value } => write!(f, "{expr}.fill_null({value})"),
             Expr::Cast { expr, to } => write!(f, "{expr}.cast({to:?})"),
-            Expr::Clip { expr, .. } => write!(f, "{expr}.clip(..)"),
-            Expr::When { .. } => write!(f, "when(..)"),
+            Expr::Clip { expr, lower, upper } => {
+                let bound =
+                    |b: &Option<Box<Expr>>| b.as_ref().map_or("None".into(), |b| b.to_string());
+                write!(f, "{expr}.clip({}, {})", bound(lower), bound(upper))
+            }
+            Expr::When {
+                branches,
+                otherwise,
+            } => {
+                for (i, (cond, then)) in branches.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(".")?;
+                    }
+                    write!(f, "when({cond}).then({then})")?;
+                }
+                write!(f, ".otherwise({otherwise})")
+            }
             Expr::Agg { func, expr } => match expr {
                 Some(e) => write!(f, "{func:?}({e})").map(|_| ()),
                 None => write!(f, "{func:?}()"),

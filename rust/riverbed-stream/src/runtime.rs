@@ -393,11 +393,13 @@ fn project(p: Projection, input: &SchemaRef, ts: Option<String>, op: &str) -> Re
 
 struct GNode {
     op: Box<dyn Operator>,
-    /// Its name (given with `named`, else `<op>#<index>`; a source: its topic) and its line of
-    /// `explain()`: checkpoints keep both, so that a changed plan finds the state by name and
-    /// knows whether it still fits.
+    /// Its name (given with `named`, else `<op>#<index>`; a source: its topic) and its
+    /// signature (`signature.rs`): checkpoints keep both, so that a changed plan finds the state
+    /// by name and knows whether it still fits. `legacy`: its signature in a version-2
+    /// checkpoint (its line of `explain()` then).
     name: String,
     signature: String,
+    legacy: String,
     parent: Option<usize>,
     children: Vec<usize>,
     out_wm: i64,
@@ -421,6 +423,8 @@ pub(crate) struct Graph {
     out_schema: Option<SchemaRef>,
     out_ts: Option<String>,
     out_key: Vec<String>,
+    /// The plan's `explain()` text as checkpoints before version 3 hold it.
+    legacy_plan: String,
 }
 
 struct Builder<'a> {
@@ -470,7 +474,8 @@ impl Builder<'_> {
         self.nodes.push(GNode {
             op,
             name,
-            signature: describe(node, self.specs),
+            signature: crate::signature::signature(node, self.specs),
+            legacy: crate::explain::describe(node, self.specs, true),
             parent: None,
             children,
             out_wm: i64::MIN,
@@ -881,6 +886,7 @@ impl Graph {
             out_schema,
             out_ts,
             out_key,
+            legacy_plan: crate::explain::explain(plan, specs, true),
         })
     }
 
@@ -1007,16 +1013,24 @@ impl Graph {
             ))
         };
         let mine: Vec<&GNode> = self.order.iter().map(|&i| &self.nodes[i]).collect();
-        if c.plan == plan_text {
-            if c.operators.len() != mine.len()
-                || c.operators.iter().zip(&mine).any(|(o, n)| o.name != n.name)
-            {
-                return refuse(format!("{what} does not match its own plan"));
-            }
+        // A checkpoint before version 3 holds the text of that time: compare with that.
+        let (plan_text, sig): (&str, fn(&GNode) -> &str) = if c.version >= 3 {
+            (plan_text, |n| n.signature.as_str())
+        } else {
+            (self.legacy_plan.as_str(), |n| n.legacy.as_str())
+        };
+        let same_ops = c.operators.len() == mine.len()
+            && c.operators.iter().zip(&mine).all(|(o, n)| {
+                o.name == n.name && (o.signature.is_empty() || o.signature == sig(n))
+            });
+        if c.plan == plan_text && same_ops {
             return Ok(((0..mine.len()).map(Some).collect(), Vec::new()));
         }
         let changed = format!("the plan changed since {what}");
         if c.operators.iter().any(|o| o.signature.is_empty()) {
+            if c.plan == plan_text {
+                return refuse(format!("{what} does not match its own plan"));
+            }
             return refuse(format!(
                 "{changed} (taken by an older riverbed, which kept no operator signatures); its state does not fit.
                  checkpointed plan:
@@ -1035,8 +1049,8 @@ this plan:
             .collect();
         let new: Vec<(&str, &str)> = mine
             .iter()
-            .filter(|n| is_read(&n.signature))
-            .map(|n| (n.name.as_str(), n.signature.as_str()))
+            .filter(|n| is_read(sig(n)))
+            .map(|n| (n.name.as_str(), sig(n)))
             .collect();
         if old != new {
             return refuse(format!(
@@ -1064,10 +1078,12 @@ this plan:
                     o.name, o.signature
                 ));
             };
-            if mine[k].signature != o.signature {
+            if sig(mine[k]) != o.signature {
                 return refuse(format!(
                     "{changed}: operator '{}' changed (was `{}`, is `{}`), so its state does not fit",
-                    o.name, o.signature, mine[k].signature
+                    o.name,
+                    o.signature,
+                    sig(mine[k])
                 ));
             }
             fit[k] = Some(j);
@@ -1217,9 +1233,7 @@ impl Pipeline {
     }
 
     pub fn explain(&self) -> String {
-        let mut s = String::new();
-        explain(&self.plan, &self.sources, 0, &mut s);
-        s
+        crate::explain::explain(&self.plan, &self.sources, false)
     }
 
     /// Run until the inputs end (bounded) or `control.stop` is set (follow).
@@ -1345,6 +1359,7 @@ impl Pipeline {
             let t0 = std::time::Instant::now();
             let (sinks, durable) = sink.checkpoint()?;
             let c = Checkpoint {
+                version: crate::checkpoint::VERSION,
                 seq,
                 plan: plan_text.clone(),
                 sources: srcs
@@ -1577,96 +1592,4 @@ pub(crate) fn metrics_with_sources(
         }
     }
     m
-}
-
-fn explain(node: &Node, specs: &[SourceSpec], depth: usize, out: &mut String) {
-    out.push_str(&"  ".repeat(depth));
-    out.push_str(&describe(node, specs));
-    out.push('\n');
-    for i in node.inputs() {
-        explain(i, specs, depth + 1, out);
-    }
-}
-
-/// A plan node's line of `explain()`: what it does, without its inputs.
-fn describe(node: &Node, specs: &[SourceSpec]) -> String {
-    match node {
-        Node::Source {
-            source,
-            timestamp,
-            lateness_ms,
-            ..
-        } => {
-            let what = specs.get(*source).map_or("?".to_string(), |s| {
-                format!(
-                    "{}, {} columns, {} partition(s)",
-                    s.origin(),
-                    s.schema().fields().len(),
-                    s.partitions()
-                )
-            });
-            format!(
-                "read #{source} [{what}] event_time={} lateness={lateness_ms}ms",
-                timestamp.as_deref().unwrap_or("record timestamp")
-            )
-        }
-        Node::Filter { predicate, .. } => format!("filter {predicate}"),
-        Node::WithColumns { columns, .. } => format!(
-            "with_columns {}",
-            columns
-                .iter()
-                .map(|(n, e)| format!("{n}={e}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        Node::Select { columns, .. } => format!("select {columns:?}"),
-        Node::Drop { columns, .. } => format!("drop {columns:?}"),
-        Node::Rename { mapping, .. } => format!("rename {mapping:?}"),
-        Node::Union { inputs } => format!("union of {}", inputs.len()),
-        Node::KeyBy { columns, .. } => format!("key_by {columns:?}"),
-        Node::Series { by, ops, .. } => format!("series by {by:?} {ops:?}"),
-        Node::MapBatches { udf, name, .. } => format!(
-            "map_batches {}",
-            name.clone().unwrap_or_else(|| format!("udf #{udf}"))
-        ),
-        Node::Window {
-            window,
-            by,
-            emit,
-            aggs,
-            ..
-        } => format!(
-            "window {} {window:?} by {by:?} emit={emit:?} aggs [{}]",
-            window.kind(),
-            aggs.iter()
-                .map(|(n, e)| format!("{n}={e}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        Node::Join {
-            kind,
-            left_by,
-            right_by,
-            right_on,
-            ..
-        } => format!(
-            "{} {kind:?} left_by {left_by:?} right_by {right_by:?}{}",
-            kind.name(),
-            right_on
-                .as_ref()
-                .map_or(String::new(), |r| format!(" right_on={r}"))
-        ),
-        Node::StatefulMap { by, udf, name, .. } => format!(
-            "stateful_map {} by {by:?}",
-            name.clone().unwrap_or_else(|| format!("udf #{udf}"))
-        ),
-        Node::GroupBy { by, aggs, .. } => format!(
-            "group_by {by:?} aggs [{}]",
-            aggs.iter()
-                .map(|(n, e)| format!("{n}={e}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        Node::Named { name, .. } => format!("named {name:?}"),
-    }
 }

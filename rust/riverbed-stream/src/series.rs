@@ -48,8 +48,8 @@ pub enum SeriesOp {
     TimeSincePrevious { alias: String },
     /// An aggregate of `col` over the key's trailing window ending at (and including) each
     /// record: the records within `period_ms` before it (`(t - period, t]`), or its last `rows`
-    /// records. Nulls are skipped; a row window needs `rows` values, a time window one
-    /// (std/var two), as pandas' default `min_periods`.
+    /// records. Nulls are skipped; an aggregate needs `min_periods` non-null values (std/var
+    /// at least two), by default `rows` for a row window and one for a time window, as pandas.
     Rolling {
         col: String,
         func: crate::expr::AggFunc,
@@ -57,6 +57,10 @@ pub enum SeriesOp {
         period_ms: Option<i64>,
         #[serde(default)]
         rows: Option<usize>,
+        /// Left out of the plan's serialisation when unset, so the checkpoint signature of a
+        /// rolling op of an older plan stays the same.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_periods: Option<usize>,
         alias: String,
     },
     /// Exponentially weighted mean (pandas `ewm(...).mean()`, adjusted): weights decay by
@@ -495,23 +499,55 @@ impl SeriesOperator {
                 ));
             }
             match o {
-                SeriesOp::Rolling { period_ms, rows, .. } => match (period_ms, rows) {
-                    (Some(p), None) if *p > 0 => {}
-                    (None, Some(r)) if *r > 0 => {}
-                    _ => {
-                        return Err(StreamError::plan(
-                            op,
-                            format!("'{}': give exactly one of a positive period or a positive number of rows", o.alias()),
-                        ))
+                SeriesOp::Rolling {
+                    period_ms,
+                    rows,
+                    min_periods,
+                    ..
+                } => {
+                    match (period_ms, rows) {
+                        (Some(p), None) if *p > 0 => {}
+                        (None, Some(r)) if *r > 0 => {}
+                        _ => {
+                            return Err(StreamError::plan(
+                                op,
+                                format!("'{}': give exactly one of a positive period or a positive number of rows", o.alias()),
+                            ))
+                        }
                     }
-                },
-                SeriesOp::EwmMean { half_life_ms, alpha, .. } => match (half_life_ms, alpha) {
+                    match (min_periods, rows) {
+                        (Some(0), _) => {
+                            return Err(StreamError::plan(
+                                op,
+                                format!("'{}': min_periods must be at least 1", o.alias()),
+                            ))
+                        }
+                        (Some(m), Some(r)) if m > r => {
+                            return Err(StreamError::plan(
+                                op,
+                                format!(
+                                    "'{}': min_periods ({m}) must not exceed rows ({r})",
+                                    o.alias()
+                                ),
+                            ))
+                        }
+                        _ => {}
+                    }
+                }
+                SeriesOp::EwmMean {
+                    half_life_ms,
+                    alpha,
+                    ..
+                } => match (half_life_ms, alpha) {
                     (Some(h), None) if *h > 0.0 => {}
                     (None, Some(a)) if *a > 0.0 && *a <= 1.0 => {}
                     _ => {
                         return Err(StreamError::plan(
                             op,
-                            format!("'{}': give exactly one of a positive half_life or an alpha in (0, 1]", o.alias()),
+                            format!(
+                            "'{}': give exactly one of a positive half_life or an alpha in (0, 1]",
+                            o.alias()
+                        ),
                         ))
                     }
                 },
@@ -581,7 +617,12 @@ impl SeriesOperator {
                     .enumerate()
                     .filter(|&(j, _)| window_of[j] == s)
                     .filter_map(|(j, op)| match op {
-                        SeriesOp::Rolling { func, rows, .. } => Some((j, *func, rows.unwrap_or(1))),
+                        SeriesOp::Rolling {
+                            func,
+                            rows,
+                            min_periods,
+                            ..
+                        } => Some((j, *func, min_periods.or(*rows).unwrap_or(1))),
                         _ => None,
                     })
                     .collect()
@@ -770,7 +811,7 @@ impl SeriesOperator {
             let mut all = vec![build(0, first)];
             all.extend(rest.into_iter().map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| Err(StreamError::Schema("a series thread panicked".into())))
+                    .unwrap_or_else(|p| Err(StreamError::panicked("a series thread", p)))
             }));
             all
         });

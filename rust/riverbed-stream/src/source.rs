@@ -799,9 +799,8 @@ impl LogReader {
                 handles
                     .into_iter()
                     .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(StreamError::Schema("decoder thread panicked".into()))
-                        })
+                        h.join()
+                            .unwrap_or_else(|p| Err(StreamError::panicked("a decoder thread", p)))
                     })
                     .collect()
             })
@@ -888,9 +887,17 @@ impl LogSource {
         let reader = LogReader::new(spec.clone(), follow, on_error, errors.clone(), start);
         let consumed = reader.positions.clone();
         let s = stop.clone();
+        let thread = format!("the reader thread of topic '{}'", spec.topic.name);
         let spawned = std::thread::Builder::new()
             .name(format!("riverbed-read-{}", spec.topic.name))
-            .spawn(move || reader.run(tx, s));
+            .spawn(move || {
+                // A panic (a bug) must not look like the end of the topic: say it instead.
+                let failed = tx.clone();
+                let run = std::panic::AssertUnwindSafe(|| reader.run(tx, s));
+                if let Err(p) = std::panic::catch_unwind(run) {
+                    let _ = failed.send(Msg::Failed(StreamError::panicked(thread, p)));
+                }
+            });
         let failed = spawned
             .err()
             .map(|e| StreamError::Schema(format!("cannot start the reader thread: {e}")));

@@ -294,6 +294,7 @@ impl GroupRun<'_> {
                 t.seq += 1;
                 let t1 = Instant::now();
                 let size = store.write(&Checkpoint {
+                    version: crate::checkpoint::VERSION,
                     seq: t.seq,
                     plan: self.plan_text.clone(),
                     sources: vec![SourceState {
