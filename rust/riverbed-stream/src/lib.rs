@@ -4,8 +4,10 @@
 //! runs it over [`source::SourceSpec`]s into a [`sink::Sink`].
 
 pub mod aggregate;
+mod bad_times;
 pub mod buffered;
 pub mod checkpoint;
+pub mod checkpoint_key;
 pub mod error;
 pub mod errors;
 pub mod expr;
@@ -14,6 +16,7 @@ pub mod join;
 pub mod keys;
 pub mod operator;
 pub mod plan;
+pub mod resume;
 pub mod rolling;
 pub mod runtime;
 pub mod series;

@@ -257,6 +257,9 @@ impl SourceSpec {
         on_error: &Arc<ErrorHandler>,
         start: Option<&[i64]>,
     ) -> Result<Box<dyn Source>> {
+        if let Some(s) = start {
+            crate::resume::check_positions(self, s)?;
+        }
         Ok(match self {
             SourceSpec::Table { schema, batches } => Box::new(TableSource {
                 schema: schema.clone(),
