@@ -12,23 +12,9 @@ use crate::error::{Result, StreamError};
 use crate::errors::ErrorHandler;
 use crate::source::SourceSpec;
 
-/// Why row `row`'s event time is unusable, if it is.
-fn why_bad(
-    col: &dyn Array,
-    ms: Option<&arrow_buffer::ScalarBuffer<i64>>,
-    row: usize,
-) -> Option<String> {
-    if col.is_null(row) {
-        return Some("is null".into());
-    }
-    let t = ms?[row];
-    (!(MIN_TIMESTAMP_MS..=MAX_TIMESTAMP_MS).contains(&t)).then(|| {
-        format!("is {t} ms, outside the years 1 to 9999 ({MIN_TIMESTAMP_MS}..={MAX_TIMESTAMP_MS} ms) riverbed takes")
-    })
-}
-
 /// `b` without the rows whose event time (column `col`) is unusable; each one goes to the
-/// source's bad-record policy (else the pipeline's), naming its topic/partition/offset.
+/// source's bad-record policy (else the pipeline's), in row order, naming its
+/// topic/partition/offset.
 pub(crate) fn without_bad_times(
     b: RecordBatch,
     col: &str,
@@ -38,19 +24,40 @@ pub(crate) fn without_bad_times(
     let Some(c) = b.column_by_name(col).cloned() else {
         return Ok(b);
     };
-    // Event times in ms where every row has one (a null makes the conversion fail: then only
-    // nulls are looked for first, and the range is checked on what is left).
-    let ms = if c.null_count() == 0 {
-        Some(crate::keys::event_times(&b, col)?)
-    } else {
-        None
+    let arrow = |e| StreamError::Arrow {
+        context: "event time".into(),
+        source: e,
     };
-    let bad: Vec<(usize, String)> = (0..b.num_rows())
-        .filter_map(|r| why_bad(c.as_ref(), ms.as_ref(), r).map(|w| (r, w)))
+    // Event times in ms of the rows that have one (in row order).
+    let (valid_rows, ms): (Vec<usize>, _) = if c.null_count() == 0 {
+        (
+            (0..b.num_rows()).collect(),
+            crate::keys::event_times(&b, col)?,
+        )
+    } else {
+        let valid = arrow_arith::boolean::is_not_null(c.as_ref()).map_err(arrow)?;
+        let some = arrow_select::filter::filter_record_batch(&b, &valid).map_err(arrow)?;
+        (
+            (0..b.num_rows()).filter(|&r| c.is_valid(r)).collect(),
+            crate::keys::event_times(&some, col)?,
+        )
+    };
+    let mut bad: Vec<(usize, String)> = (0..b.num_rows())
+        .filter(|&r| c.is_null(r))
+        .map(|r| (r, "is null".to_string()))
         .collect();
+    for (j, &t) in ms.iter().enumerate() {
+        if !(MIN_TIMESTAMP_MS..=MAX_TIMESTAMP_MS).contains(&t) {
+            bad.push((
+                valid_rows[j],
+                format!("is {t} ms, outside the years 1 to 9999 ({MIN_TIMESTAMP_MS}..={MAX_TIMESTAMP_MS} ms) riverbed takes"),
+            ));
+        }
+    }
     if bad.is_empty() {
         return Ok(b);
     }
+    bad.sort_by_key(|(r, _)| *r);
     let (handler, topic) = match spec {
         SourceSpec::Log(l) => (
             l.on_error
@@ -82,16 +89,5 @@ pub(crate) fn without_bad_times(
     for (row, _) in &bad {
         keep[*row] = false;
     }
-    let kept =
-        arrow_select::filter::filter_record_batch(&b, &BooleanArray::from(keep)).map_err(|e| {
-            StreamError::Arrow {
-                context: "event time".into(),
-                source: e,
-            }
-        })?;
-    if ms.is_none() {
-        // Nulls are gone; what is left may still be out of range.
-        return without_bad_times(kept, col, spec, pipeline_policy);
-    }
-    Ok(kept)
+    arrow_select::filter::filter_record_batch(&b, &BooleanArray::from(keep)).map_err(arrow)
 }

@@ -41,7 +41,7 @@ fn reseal(file: &[u8], body: &[u8], key: Option<&[u8]>) -> Vec<u8> {
     out.extend_from_slice(body);
     out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
     if let Some(key) = key {
-        let mut mac = <Signer as Mac>::new_from_slice(key).unwrap();
+        let mut mac = <Signer as Mac>::new_from_slice(key).expect("checkpoint test");
         mac.update(&out);
         out.extend(trailer(mac));
     }
@@ -53,17 +53,17 @@ fn body_of(file: &[u8]) -> &[u8] {
 }
 
 fn setup() -> (tempfile::TempDir, CheckpointStore, Vec<u8>, Vec<u8>) {
-    let root = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().expect("checkpoint test");
     let dir = root.path().join("~checkpoints").join("job");
-    let store = CheckpointStore::open(&dir).unwrap();
-    store.write(&sample(1)).unwrap();
-    let file = fs::read(dir.join(format!("{:020}.ckpt", 1))).unwrap();
-    let key = fs::read(key_path(&dir)).unwrap();
+    let store = CheckpointStore::open(&dir).expect("checkpoint test");
+    store.write(&sample(1)).expect("checkpoint test");
+    let file = fs::read(dir.join(format!("{:020}.ckpt", 1))).expect("checkpoint test");
+    let key = fs::read(key_path(&dir)).expect("checkpoint test");
     (root, store, file, key)
 }
 
 fn put(store: &CheckpointStore, seq: u64, bytes: &[u8]) {
-    fs::write(store.dir().join(format!("{seq:020}.ckpt")), bytes).unwrap();
+    fs::write(store.dir().join(format!("{seq:020}.ckpt")), bytes).expect("checkpoint test");
 }
 
 #[test]
@@ -76,10 +76,11 @@ fn a_checkpoint_edited_with_a_valid_crc_is_refused_and_the_signed_one_before_it_
     let mut edited = sample(2);
     edited.sinks[0].1 = vec![0, 0];
     edited.sources[0].positions = vec![1_000_000_000_000, -5];
-    let scratch = tempfile::tempdir().unwrap();
-    let other = CheckpointStore::open(scratch.path()).unwrap(); // another log's key
-    other.write(&edited).unwrap();
-    let foreign = fs::read(scratch.path().join(format!("{:020}.ckpt", 2))).unwrap();
+    let scratch = tempfile::tempdir().expect("checkpoint test");
+    let other = CheckpointStore::open(scratch.path()).expect("checkpoint test"); // another log's key
+    other.write(&edited).expect("checkpoint test");
+    let foreign =
+        fs::read(scratch.path().join(format!("{:020}.ckpt", 2))).expect("checkpoint test");
     for (why, bytes) in [
         ("signed by another log", foreign.clone()),
         ("unsigned", reseal(&foreign, body_of(&foreign), None)),
@@ -90,18 +91,18 @@ fn a_checkpoint_edited_with_a_valid_crc_is_refused_and_the_signed_one_before_it_
         }),
     ] {
         put(&store, 2, &bytes);
-        let (got, notes) = store.latest().unwrap();
+        let (got, notes) = store.latest().expect("checkpoint test");
         assert_eq!(got, Some(sample(1)), "{why}");
         assert!(notes[0].contains("refused"), "{why}: {notes:?}");
     }
     // signed with this log's key, the same bytes are accepted: the signature is what refused it
     put(&store, 2, &reseal(&foreign, body_of(&foreign), Some(&key)));
-    assert_eq!(store.latest().unwrap().0, Some(edited));
+    assert_eq!(store.latest().expect("checkpoint test").0, Some(edited));
     // damage (not an edit) is still reported as damage
     let mut damaged = file.clone();
     damaged[20] ^= 1;
     put(&store, 3, &damaged);
-    let (_, notes) = store.latest().unwrap();
+    let (_, notes) = store.latest().expect("checkpoint test");
     assert!(notes[0].contains("checksum mismatch"), "{notes:?}");
 }
 
@@ -172,9 +173,9 @@ fn apply(body: &mut Vec<u8>, m: &Mutation) {
 
 fn read_back(store: &CheckpointStore, dir: &Path, bytes: &[u8]) -> Option<Checkpoint> {
     // only this one file: the decoder's answer is not hidden behind a fallback
-    for e in fs::read_dir(dir).unwrap().flatten() {
+    for e in fs::read_dir(dir).expect("checkpoint test").flatten() {
         if e.file_name().to_string_lossy().ends_with(".ckpt") {
-            fs::remove_file(e.path()).unwrap();
+            fs::remove_file(e.path()).expect("checkpoint test");
         }
     }
     put(store, 7, bytes);
@@ -206,11 +207,11 @@ proptest! {
         let dir = store.dir().to_path_buf();
         if let Some(c) = read_back(store, &dir, &signed) {
             // what decodes is what the bytes say: writing it again gives the same body
-            store.write(&Checkpoint { seq: 8, ..c.clone() }).unwrap();
-            let again = fs::read(dir.join(format!("{:020}.ckpt", 8))).unwrap();
+            store.write(&Checkpoint { seq: 8, ..c.clone() }).expect("checkpoint test");
+            let again = fs::read(dir.join(format!("{:020}.ckpt", 8))).expect("checkpoint test");
             let mut want = c;
             want.seq = 8;
-            prop_assert_eq!(store.latest().unwrap().0, Some(want));
+            prop_assert_eq!(store.latest().expect("checkpoint test").0, Some(want));
             prop_assert_eq!(again.len() >= 8 + 4 + TRAILER_LEN, true);
         }
         // the same mutation unsigned is refused (or reported damaged), never used
@@ -227,7 +228,7 @@ proptest! {
         let dir = store.dir().to_path_buf();
         let mut b = bytes.clone();
         if sign {
-            let mut mac = <Signer as Mac>::new_from_slice(key).unwrap();
+            let mut mac = <Signer as Mac>::new_from_slice(key).expect("checkpoint test");
             mac.update(&b);
             b.extend(trailer(mac));
         }
