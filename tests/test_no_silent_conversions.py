@@ -194,3 +194,31 @@ def test_a_tombstone_stays_null_in_the_dead_letter_topic(log):
     assert sorted(by_offset) == [1, 3, 4, 6, 7]
     assert by_offset[7] is None  # the tombstone: null, not {}
     assert json.loads(by_offset[1]) == {"k": "a", "ts": 2**63 - 1, "v": 1}
+
+
+# -- float event times ------------------------------------------------------------------------
+
+
+def test_a_float_event_time_with_a_fraction_is_a_bad_record_never_truncated(log):
+    """JSON ``"ts": 1500.5`` into an int64 event-time column: a record that does not decode (it
+    was truncated to 1500); a whole number written as a float (``2000.0``, ``3e3``) is exact."""
+    t = log.topic("ev", partitions=1)
+    for ts in ["1000", "1500.5", "2000.0", "3e3", "-0.25", "4000"]:
+        t.produce('{"k": "a", "ts": %s, "n": 1}' % ts, key="a", timestamp=0)
+    schema = pa.schema([("k", pa.string()), ("ts", pa.int64()), ("n", pa.int64())])
+
+    def p():
+        return rb.Pipeline.read(t, timestamp="ts", schema=schema)
+
+    with pytest.raises(DecodeError, match=r"ev/0@1: .*field 'ts' is 1500\.5 at row 0, not a whole number"):
+        p().collect(progress=False)
+    res = p().on_error("skip").run(progress=False)
+    assert res.output.column("ts").to_pylist() == [1000, 2000, 3000, 4000]
+    read = next(m for m in res.metrics if m["operator"].startswith("read"))
+    assert read["errors"] == 2
+    # any integer field, not only the event time
+    t2 = log.topic("qty", partitions=1)
+    t2.produce('{"q": 2.7}')
+    t2.produce('{"q": 9007199254740993}')  # 2^53 + 1: exact, no float rounding on the way
+    got = rb.Pipeline.read(t2, schema=pa.schema([("q", pa.int64())])).on_error("skip").collect(progress=False)
+    assert got.column("q").to_pylist() == [9007199254740993]

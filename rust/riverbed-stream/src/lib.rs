@@ -13,6 +13,7 @@ pub mod errors;
 pub mod expr;
 pub mod held;
 pub mod join;
+mod json_ints;
 pub mod keys;
 pub mod operator;
 pub mod plan;

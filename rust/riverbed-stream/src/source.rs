@@ -720,6 +720,21 @@ fn decode_json_rows(
     buf: &[u8],
     rows: usize,
 ) -> std::result::Result<RecordBatch, String> {
+    let Some(exact) = crate::json_ints::decoding_schema(schema) else {
+        return decode_json_as(schema, buf, rows);
+    };
+    match decode_json_as(&exact, buf, rows) {
+        Ok(b) => crate::json_ints::narrow(b, schema),
+        // Said as the plain decoder says it (it names the column), when it fails too.
+        Err(e) => Err(decode_json_as(schema, buf, rows).err().unwrap_or(e)),
+    }
+}
+
+fn decode_json_as(
+    schema: &SchemaRef,
+    buf: &[u8],
+    rows: usize,
+) -> std::result::Result<RecordBatch, String> {
     let mut dec = arrow_json::ReaderBuilder::new(schema.clone())
         .with_batch_size(rows.max(1) + 1)
         .build_decoder()
