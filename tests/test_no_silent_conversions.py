@@ -204,7 +204,7 @@ def test_a_float_event_time_with_a_fraction_is_a_bad_record_never_truncated(log)
     was truncated to 1500); a whole number written as a float (``2000.0``, ``3e3``) is exact."""
     t = log.topic("ev", partitions=1)
     for ts in ["1000", "1500.5", "2000.0", "3e3", "-0.25", "4000"]:
-        t.produce('{"k": "a", "ts": %s, "n": 1}' % ts, key="a", timestamp=0)
+        t.produce('{"k": "a", "ts": ' + ts + ', "n": 1}', key="a", timestamp=0)
     schema = pa.schema([("k", pa.string()), ("ts", pa.int64()), ("n", pa.int64())])
 
     def p():
