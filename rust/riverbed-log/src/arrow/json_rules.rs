@@ -112,9 +112,11 @@ fn non_finite_rows(a: &dyn Array) -> Option<Vec<bool>> {
             let l = a.as_fixed_size_list();
             let n = *n as usize;
             let inner = non_finite_rows(l.values().as_ref())?;
-            let off = l.offset() * n;
             (0..l.len())
-                .map(|i| a.is_valid(i) && inner[off + i * n..off + (i + 1) * n].iter().any(|&b| b))
+                .map(|i| {
+                    let s = l.value_offset_at(i);
+                    a.is_valid(i) && inner.get(s..s + n).is_some_and(|r| r.iter().any(|&b| b))
+                })
                 .collect()
         }
         DataType::Dictionary(_, _) => {
@@ -263,6 +265,49 @@ pub fn check_timestamps(ts: &[i64], name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::builder::{FixedSizeListBuilder, Float64Builder, ListBuilder};
+    use arrow_array::{Float64Array, StructArray};
+
+    fn rows(a: ArrayRef) -> Vec<bool> {
+        non_finite_rows(a.as_ref()).expect("holds floats")
+    }
+
+    #[test]
+    fn non_finite_floats_are_found_in_the_row_that_holds_them_even_in_slices() {
+        let nan = f64::NAN;
+        let flat: ArrayRef = Arc::new(Float64Array::from(vec![
+            Some(1.0),
+            None,
+            Some(nan),
+            Some(f64::NEG_INFINITY),
+        ]));
+        assert_eq!(rows(flat.clone()), [false, false, true, true]);
+        assert_eq!(rows(flat.slice(1, 2)), [false, true]);
+        let mut lists = ListBuilder::new(Float64Builder::new());
+        for row in [vec![1.0], vec![2.0, nan], vec![], vec![3.0]] {
+            lists.values().append_slice(&row);
+            lists.append(true);
+        }
+        let lists: ArrayRef = Arc::new(lists.finish());
+        assert_eq!(rows(lists.clone()), [false, true, false, false]);
+        assert_eq!(rows(lists.slice(1, 3)), [true, false, false]);
+        assert_eq!(rows(lists.slice(2, 2)), [false, false]);
+        let mut fixed = FixedSizeListBuilder::new(Float64Builder::new(), 2);
+        for row in [[1.0, 2.0], [f64::INFINITY, 0.0], [3.0, 4.0]] {
+            fixed.values().append_slice(&row);
+            fixed.append(true);
+        }
+        let fixed: ArrayRef = Arc::new(fixed.finish());
+        assert_eq!(rows(fixed.clone()), [false, true, false]);
+        assert_eq!(rows(fixed.slice(1, 2)), [true, false]);
+        assert_eq!(rows(fixed.slice(2, 1)), [false]);
+        let st: ArrayRef = Arc::new(StructArray::from(vec![(
+            Arc::new(Field::new("x", DataType::Float64, true)),
+            flat.clone(),
+        )]));
+        assert_eq!(rows(st.slice(2, 2)), [true, true]);
+        assert!(non_finite_rows(&arrow_array::Int64Array::from(vec![1])).is_none());
+    }
 
     #[test]
     fn base64_is_the_standard_alphabet_with_padding() {
