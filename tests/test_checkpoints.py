@@ -282,7 +282,7 @@ def test_sigkill_windowed_log_to_log_is_exactly_once(tmp_path):
 
 
 def test_sigkill_with_python_udfs_is_exactly_once(tmp_path):
-    """The same behind a map_batches and a stateful_map (whose pickled per-key state and held
+    """The same behind a map_batches and a stateful_map (whose per-key state, kept as data, and held
     records are part of the checkpoint)."""
     crash_test(tmp_path, "udf", n=400_000, keys=50, interval="30ms", batch=200, seed=12)
 

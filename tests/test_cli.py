@@ -68,10 +68,10 @@ def test_consume_max_and_group_resume(tmp_path, tmp_path_factory):
 
 def test_errors_are_clear_and_nonzero(tmp_path):
     d = str(tmp_path / "log")
+    run("topics", "create", "t", "--log", d)
     p = run("consume", "missing", "--log", d, check=False)
     assert p.returncode == 1
     assert "TopicNotFound" in p.stderr and "missing" in p.stderr
-    run("topics", "create", "t", "--log", d)
     p = run("produce", "t", "--log", d, stdin='{"ok": 1}\nnot json\n', check=False)
     assert p.returncode != 0
     assert "line 2" in p.stderr and "1 record(s) produced before it" in p.stderr

@@ -57,7 +57,12 @@ class Topic:
         partition: int | None = None,
     ) -> tuple[int, int]: ...
     def produce_arrow(
-        self, data: object, key: str | None = None, value: str | None = None, timestamp: str | None = None
+        self,
+        data: object,
+        key: str | None = None,
+        value: str | None = None,
+        timestamp: str | None = None,
+        non_finite: str = "error",
     ) -> tuple[pa.Array, pa.Array]: ...
     def read(self, start: _Start, end: _Start) -> pa.RecordBatch: ...
     def offsets(self) -> list[tuple[int, int]]: ...

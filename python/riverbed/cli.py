@@ -1,6 +1,9 @@
 """The ``riverbed`` command: topics, produce, consume and the demo.
 
-Every command takes ``--log DIR`` (default ``./riverbed-data``).
+Every command takes ``--log DIR`` (default ``./riverbed-data``). Only the commands that write a
+new log (``topics create``, ``demo``) create the directory; the others fail if it is missing.
+A failure prints one line ``riverbed: <Error>: <message>`` and exits 1; a usage error (an unknown
+option, a missing or bad argument value) prints the usage and exits 2.
 """
 
 from __future__ import annotations
@@ -9,13 +12,14 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import IO, Any
 
 import riverbed as rb
 from riverbed._units import timeout_s
-from riverbed.exceptions import RiverbedError
-from riverbed.log import batch_records
+from riverbed.exceptions import LogError
+from riverbed.log import MAX_PARTITIONS, batch_records
 
 DEFAULT_LOG = "./riverbed-data"
 
@@ -30,8 +34,31 @@ def _parse_setting(text: str) -> tuple[str, Any]:
         return k, v
 
 
+def _int_arg(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an int in [lo, hi] (a bad value is a usage error, exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be {'>= ' + str(lo) if hi is None else f'between {lo} and {hi}'}, got {v}")
+        return v
+
+    return parse
+
+
+def _open_log(args: argparse.Namespace, create: bool = False) -> rb.Log:
+    """The log at ``--log``; only commands that write a new log may create its directory."""
+    path = Path(args.log)
+    if not create and not path.is_dir():
+        raise LogError(f"no log at {str(path)!r}: the directory does not exist")
+    return rb.Log(path)
+
+
 def _topics(args: argparse.Namespace, out: IO[str]) -> int:
-    with rb.Log(args.log) as log:
+    with _open_log(args, create=args.action == "create") as log:
         if args.action == "create":
             t = log.topic(args.name, partitions=args.partitions, **dict(args.config or []))
             print(f"topic {t.name}: {t.partitions} partition(s)", file=out)
@@ -47,10 +74,10 @@ def _topics(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 def _produce(args: argparse.Namespace, out: IO[str]) -> int:
-    src = open(args.file, encoding="utf-8") if args.file else sys.stdin
     n = 0
-    with rb.Log(args.log) as log:
+    with _open_log(args) as log:
         topic = log[args.topic]
+        src = open(args.file, encoding="utf-8") if args.file else sys.stdin
         try:
             for lineno, line in enumerate(src, 1):
                 line = line.strip()
@@ -59,11 +86,11 @@ def _produce(args: argparse.Namespace, out: IO[str]) -> int:
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise SystemExit(f"line {lineno}: not valid JSON ({e}); {n} record(s) produced before it")
+                    raise ValueError(f"line {lineno}: not valid JSON ({e}); {n} record(s) produced before it") from None
                 key = None
                 if args.key_field:
                     if not isinstance(obj, dict) or args.key_field not in obj:
-                        raise SystemExit(f"line {lineno}: no field {args.key_field!r}; {n} record(s) produced before it")
+                        raise ValueError(f"line {lineno}: no field {args.key_field!r}; {n} record(s) produced before it")
                     key = obj[args.key_field]
                     key = key if isinstance(key, str) else json.dumps(key)
                 ts = obj.get(args.timestamp_field) if args.timestamp_field and isinstance(obj, dict) else None
@@ -92,7 +119,7 @@ def _decode(b: bytes | None) -> Any:
 def _consume(args: argparse.Namespace, out: IO[str]) -> int:
     n = 0
     start = "earliest" if args.from_beginning or not args.group else "latest"
-    with rb.Log(args.log) as log, log[args.topic].consumer(group=args.group, start=start) as c:
+    with _open_log(args) as log, log[args.topic].consumer(group=args.group, start=start) as c:
         while args.max is None or n < args.max:
             batch = c.poll(max_records=min(10_000, (args.max or 10_000) - n), timeout=args.timeout)
             if batch.num_rows == 0:
@@ -133,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = t.add_subparsers(dest="action", required=True)
     c = tsub.add_parser("create", parents=[common], help="create a topic (or check an existing one)")
     c.add_argument("name")
-    c.add_argument("--partitions", type=int, default=1)
+    c.add_argument("--partitions", type=_int_arg(1, MAX_PARTITIONS), default=1, help=f"1 to {MAX_PARTITIONS}")
     c.add_argument("--config", type=_parse_setting, action="append", metavar="KEY=VALUE",
                    help="a topic setting, e.g. retention_ms=86400000 or cleanup=compact")
     tsub.add_parser("list", parents=[common], help="list topics")
@@ -154,12 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("topic")
     co.add_argument("--group", help="consume as a member of this group (and commit at the end)")
     co.add_argument("--from-beginning", action="store_true", help="with --group: start at the earliest offset where the group has no commit (without --group, consume always starts at the beginning)")
-    co.add_argument("--max", type=int, help="stop after this many records")
+    co.add_argument("--max", type=_int_arg(1), help="stop after this many records (>= 1)")
     co.add_argument("--timeout", type=_seconds, default=1.0, help="stop after this many seconds without records (inf: never)")
     co.set_defaults(func=_consume)
 
     de = sub.add_parser("demo", parents=[common], help="run the end-to-end demo on the embedded log")
-    de.add_argument("--records", type=int, default=1_000_000)
+    de.add_argument("--records", type=_int_arg(1), default=1_000_000)
     de.set_defaults(func=_demo)
     return p
 
@@ -174,14 +201,19 @@ def _seconds(text: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None, out: IO[str] | None = None) -> int:
+    """Run the command; returns its exit status (a usage error exits 2 from argparse)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args, out or sys.stdout)
-    except RiverbedError as e:
-        print(f"riverbed: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:
+        print("riverbed: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - every failure is one line, never a traceback
+        message = " ".join(str(e).split()) or repr(e)
+        print(f"riverbed: {type(e).__name__}: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

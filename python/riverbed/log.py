@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -37,6 +38,33 @@ _TOPIC_SETTINGS = {
 _DURATION_SETTINGS = {"retention_ms", "segment_ms", "delete_retention_ms"}
 _BYTE_SETTINGS = {"retention_bytes", "segment_bytes"}
 _I64_MAX = 2**63 - 1
+
+
+#: The most partitions a topic may have. Each partition keeps one file open (its active segment),
+#: so a new topic is also refused up front when its partitions would not fit the process's
+#: open-file limit (``ulimit -n``), rather than failing half-way through creating them.
+MAX_PARTITIONS = 10_000
+_FD_HEADROOM = 64
+
+
+def _check_open_files(partitions: int, name: str) -> None:
+    try:
+        import resource
+    except ImportError:  # not on Unix: no limit to check against
+        return
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return
+    try:
+        open_now = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else len(os.listdir("/dev/fd"))
+    except OSError:
+        open_now = 0
+    free = soft - open_now - _FD_HEADROOM
+    if partitions > free:
+        raise ValueError(
+            f"topic {name!r} with {partitions} partitions needs {partitions} open files (one per partition), "
+            f"but this process may open only {max(free, 0)} more (ulimit -n is {soft}); raise the limit or use fewer partitions"
+        )
 
 
 def _int_in(value: object, field: str, lo: int, hi: int) -> int:
@@ -91,14 +119,28 @@ def _start_spec(start: object, field: str = "start") -> str | tuple[str, int]:
     raise TypeError(f"{field} must be 'earliest', 'latest', an int offset or a datetime, got {type(start).__name__}")
 
 
-def _arrow_input(data: object) -> object:
-    """Anything tabular as an object with ``__arrow_c_stream__``."""
+def _arrow_input(data: object, index: bool = False) -> object:
+    """Anything tabular as an object with ``__arrow_c_stream__``. A pandas index is a column only
+    with ``index=True`` (pandas' own ``to_parquet``/``to_json`` convention), named after the index
+    (``index`` when unnamed)."""
+    if type(data).__module__.startswith("pandas"):
+        import pandas as pd
+
+        if not isinstance(data, pd.DataFrame):
+            raise TypeError(f"data must be a DataFrame, got a pandas {type(data).__name__}")
+        if index:
+            names = [n if n is not None else ("index" if data.index.nlevels == 1 else f"level_{i}") for i, n in enumerate(data.index.names)]
+            data = data.rename_axis(names).reset_index()
+        if not data.columns.is_unique:
+            dup = data.columns[data.columns.duplicated()][0]
+            raise _core.SchemaError(f"column name {dup!r} appears more than once; rename one (a JSON object cannot hold a key twice)")
+        return pa.Table.from_pandas(data, preserve_index=False)
+    if index:
+        raise ValueError("index=True applies to a pandas DataFrame only")
     if isinstance(data, pa.RecordBatch):
         return pa.Table.from_batches([data])
     if isinstance(data, (pa.Table, pa.RecordBatchReader)) or hasattr(data, "__arrow_c_stream__"):
         return data
-    if type(data).__module__.startswith("pandas"):
-        return pa.Table.from_pandas(data, preserve_index=False)
     raise TypeError(
         "data must be a pyarrow Table/RecordBatch, a pandas or polars DataFrame, "
         f"or an object with __arrow_c_stream__, got {type(data).__name__}"
@@ -156,10 +198,12 @@ class Log:
         if fsync_interval is not None and fsync != "interval":
             raise ValueError(f"fsync_interval has no effect with fsync={fsync!r}; it needs fsync='interval'")
         fsync_ms = 1_000 if fsync_interval is None else duration_ms(fsync_interval, "fsync_interval")
+        if fsync_ms <= 0:
+            raise ValueError(f"fsync_interval must be positive, got {fsync_interval!r}")
         cleanup_ms = None if cleanup_interval is None else duration_ms(cleanup_interval, "cleanup_interval")
-        for ms, what, value in ((fsync_ms, "fsync_interval", fsync_interval), (cleanup_ms, "cleanup_interval", cleanup_interval)):
-            if ms is not None and ms <= 0:
-                raise ValueError(f"{what} must be positive, got {value!r}")
+        if cleanup_ms is not None and cleanup_ms <= 0:
+            # 0 would run retention and compaction in a loop, busy on a core.
+            raise ValueError(f"cleanup_interval must be positive (or None for no background cleanup), got {cleanup_interval!r}")
         self._inner = _core.Log(str(path), fsync, fsync_ms, cleanup_ms)
 
     @property
@@ -181,7 +225,9 @@ class Log:
             raise TypeError(f"unknown topic setting(s) {sorted(unknown)}; known: {sorted(_TOPIC_SETTINGS)}")
         opts: dict[str, Any] = {}
         if partitions is not None:
-            opts["partitions"] = _int_in(partitions, "partitions", 1, 100_000)
+            opts["partitions"] = _int_in(partitions, "partitions", 1, MAX_PARTITIONS)
+            if name not in self._inner.topics():
+                _check_open_files(opts["partitions"], name)
         for k, v in config.items():
             if k in _DURATION_SETTINGS and v is not None:
                 v = _int_in(duration_ms(v, k, max_ms=_I64_MAX), k, 0, _I64_MAX)
@@ -298,17 +344,30 @@ class Topic:
         key: str | None = None,
         value: str | None = None,
         timestamp: str | None = None,
+        *,
+        index: bool = False,
+        non_finite: str = "error",
     ) -> tuple[pa.Array, pa.Array]:
         """Append every row of a pyarrow Table/RecordBatch or pandas/polars DataFrame.
 
         ``key``, ``value`` and ``timestamp`` name columns. Binary and string columns are written
         as they are, other types as JSON. With ``value=None`` each row becomes a JSON object of
         all its columns. Returns the partition and offset of every row as two Arrow arrays.
+
+        Nothing is changed silently on the way: a NaN or infinite float (which JSON cannot hold)
+        is a ``SchemaError`` naming the column and row unless ``non_finite="null"`` asks for JSON
+        null; a pandas index is written (as a column named after it) only with ``index=True``;
+        duplicate column names are an error; binary values inside JSON are base64 strings (as
+        Kafka Connect writes them); timestamps must lie in the years 1 to 9999.
         """
         for field, col in (("key", key), ("value", value), ("timestamp", timestamp)):
             if col is not None and not isinstance(col, str):
                 raise TypeError(f"{field} must name a column (str), got {type(col).__name__}")
-        return self._inner.produce_arrow(_arrow_input(data), key, value, timestamp)
+        if not isinstance(index, bool):
+            raise TypeError(f"index must be a bool, got {type(index).__name__}")
+        if non_finite not in ("error", "null"):
+            raise ValueError(f"non_finite must be 'error' or 'null', got {non_finite!r}")
+        return self._inner.produce_arrow(_arrow_input(data, index), key, value, timestamp, non_finite)
 
     def consumer(self, group: str | None = None, start: object = "earliest") -> Consumer:
         """A consumer of every partition, or of this member's share when ``group`` is given.

@@ -21,7 +21,6 @@ import atexit
 import copy
 import functools
 import itertools
-import pickle
 import time
 import warnings
 import weakref
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from riverbed import _core
+from riverbed import _core, _state_codec
 from riverbed._units import duration_ms, timeout_s
 from riverbed.expr import Expr, _node
 from riverbed.windows import Window
@@ -459,8 +458,11 @@ class _StatefulUdf:
     keys, grouped by key and in event-time order; this calls the user's function per key with
     that key's state."""
 
-    def __init__(self, fn: Callable, keys: list[str], initial: object, schema: pa.Schema | None, label: str) -> None:
+    def __init__(
+        self, fn: Callable, keys: list[str], initial: object, schema: pa.Schema | None, label: str, codec: str = "data"
+    ) -> None:
         self.fn, self.keys, self.initial, self.schema, self.__name__ = fn, keys, initial, schema, label
+        self.codec = codec
         self.states: dict[Any, Any] = {}
         # Under on_error "skip"/"dead_letter" the engine calls once per key and a key's call may
         # fail: it then gets a copy of the state, so a failure leaves the state as it was.
@@ -471,11 +473,25 @@ class _StatefulUdf:
         self.states = {}
 
     def __riverbed_snapshot__(self) -> bytes:
-        """The per-key states for a checkpoint (pickled)."""
-        return pickle.dumps(self.states, protocol=pickle.HIGHEST_PROTOCOL)
+        """The per-key states for a checkpoint, as data (``riverbed._state_codec``) unless the
+        pipeline chose ``state_codec="pickle"``."""
+        try:
+            return _state_codec.encode(self.states, self.codec)
+        except TypeError as e:
+            raise TypeError(f"stateful_map {self.__name__!r}: cannot checkpoint its state: {e}") from None
 
     def __riverbed_restore__(self, state: bytes) -> None:
-        self.states = pickle.loads(state)
+        try:
+            states = _state_codec.decode(bytes(state), self.codec)
+        except _state_codec.StateDecodeError as e:
+            from riverbed.exceptions import PlanError
+
+            raise PlanError(f"stateful_map {self.__name__!r}: {e}") from None
+        if type(states) is not dict:
+            from riverbed.exceptions import PlanError
+
+            raise PlanError(f"stateful_map {self.__name__!r}: the checkpointed state is not a dict of per-key states")
+        self.states = states
 
     def _new_state(self) -> Any:
         return self.initial() if callable(self.initial) else copy.deepcopy(self.initial)
@@ -989,6 +1005,7 @@ class Pipeline:
         initial: object = None,
         schema: object = None,
         name: str | None = None,
+        state_codec: str = "data",
     ) -> Pipeline:
         """Custom per-key logic with state (Kafka Streams' Processor API, Bytewax's
         ``stateful_map``): ``fn(state, records) -> (new_state, output_records)``.
@@ -998,12 +1015,21 @@ class Pipeline:
         ``initial`` for a new key (a deep copy; or ``initial()`` when callable); returning None as
         the state forgets the key. Output records are dicts; ``schema`` fixes their schema
         (otherwise inferred from the first output). ``by=None``: one state for all records.
+
+        Checkpoints keep the state as data, never as code (``state_codec="data"``): ``None``,
+        ``bool``, ``int``, ``float``, ``str``, ``bytes``, ``list``, ``tuple``, ``dict``, ``set``,
+        dates and times, ``Decimal``, pyarrow tables and numpy arrays, read back as the same types;
+        any other type is a ``TypeError`` naming it when a checkpoint is taken.
+        ``state_codec="pickle"`` pickles it instead; checkpoints are signed with a key kept in
+        the log (``~checkpoints/checkpoint.key``), so only checkpoints this log wrote are unpickled.
         """
+        if state_codec not in _state_codec.CODECS:
+            raise ValueError(f"stateful_map: state_codec must be 'data' or 'pickle', got {state_codec!r}")
         if not callable(fn):
             raise TypeError(f"stateful_map takes a function, got {type(fn).__name__}")
         keys = [] if by is None else _names((by,), "stateful_map by")
         label = name or getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or "stateful_map"
-        udf = _StatefulUdf(fn, keys, initial, _as_schema(schema), label)
+        udf = _StatefulUdf(fn, keys, initial, _as_schema(schema), label, state_codec)
         node = {"op": "stateful_map", "input": self._node, "by": keys, "udf": len(self._udfs), "name": label}
         return self._derive(node, udfs=[*self._udfs, udf])
 

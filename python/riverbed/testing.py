@@ -76,6 +76,8 @@ from riverbed.pipeline import Pipeline, RunResult, _concat, _frame_table, _is_pa
 __all__ = ["MockKafka", "TestDriver", "UnknownSourceError"]
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+# The event-time range the engine takes (years 1 to 9999); outside it a record is a bad record.
+_MIN_TS, _MAX_TS = -62_135_596_800_000, 253_402_300_799_999
 # Marks the driver's own rows (fillers and watermark markers) in replayed sources; a filter
 # right after each source drops them before any operator of the pipeline sees them.
 _CTL = "__riverbed_test_control__"
@@ -190,7 +192,7 @@ def _time_values(t: pa.DataType, ms: list[int | None], what: str) -> pa.Array:
         raw = []
         for v in ms:
             if v is None:
-                raw.append(_I64_MIN)
+                raw.append(_MIN_TS // 1000 if per_ms is None else max(_I64_MIN, _MIN_TS * per_ms))
             elif per_ms is None:
                 raw.append(-(-v // 1000))  # ceil: the engine reads seconds as s * 1000
             else:
@@ -200,7 +202,7 @@ def _time_values(t: pa.DataType, ms: list[int | None], what: str) -> pa.Array:
         return pa.array(raw, type=pa.int64()).cast(t)
     lo = -(2 ** (t.bit_width - 1)) if pa.types.is_signed_integer(t) else 0
     hi = 2 ** (t.bit_width - 1) - 1 if pa.types.is_signed_integer(t) else 2**t.bit_width - 1
-    raw = [lo if v is None else v for v in ms]
+    raw = [max(lo, _MIN_TS) if v is None else v for v in ms]
     if any(not lo <= r <= hi for r in raw):
         raise ValueError(f"TestDriver: {what} does not fit the event-time type {t}")
     return pa.array(raw, type=t)
@@ -594,6 +596,8 @@ class TestDriver:
         if to is None:
             raise TypeError("advance_watermark takes int milliseconds or a datetime, got None")
         ms = timestamp_ms(to, "advance_watermark")
+        if not _MIN_TS <= ms <= _MAX_TS:
+            raise ValueError(f"advance_watermark: {ms} ms is outside the years 1 to 9999 ({_MIN_TS}..={_MAX_TS} ms) event times lie in")
         if self._watermark is not None and ms <= self._watermark:
             return
         self._watermark = ms

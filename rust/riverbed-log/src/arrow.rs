@@ -23,6 +23,9 @@ use crate::error::{LogError, Result};
 use crate::partition::NewRecord;
 use crate::topic::Topic;
 
+mod json_rules;
+pub use json_rules::{JsonOptions, NonFinite, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS};
+
 /// The schema of polled records.
 pub fn record_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -169,12 +172,12 @@ enum BytesColumn {
 }
 
 impl BytesColumn {
-    fn new(array: &ArrayRef, name: &str) -> Result<BytesColumn> {
+    fn new(array: &ArrayRef, name: &str, options: &JsonOptions) -> Result<BytesColumn> {
         if let DataType::Dictionary(_, value_type) = array.data_type() {
             // pandas categoricals and polars enums: use the dictionary's values as they are.
             let plain = arrow_cast::cast(array, value_type)
                 .map_err(|e| LogError::Schema(format!("column '{name}': {e}")))?;
-            return BytesColumn::new(&plain, name);
+            return BytesColumn::new(&plain, name, options);
         }
         match array.data_type() {
             DataType::Binary
@@ -188,6 +191,8 @@ impl BytesColumn {
                     .map_err(|e| LogError::Schema(format!("column '{name}': {e}")))?,
             )),
             _ => {
+                json_rules::check_non_finite(array, name, options)?;
+                let array = json_rules::binary_as_base64(array, name)?;
                 let field = Field::new(name, array.data_type().clone(), true);
                 let batch =
                     RecordBatch::try_new(Arc::new(Schema::new(vec![field])), vec![array.clone()])
@@ -350,13 +355,25 @@ impl EncodedRows {
         value: Option<&str>,
         timestamp: Option<&str>,
     ) -> Result<EncodedRows> {
+        Self::with_options(batch, key, value, timestamp, &JsonOptions::default())
+    }
+
+    /// As `new`, with `options` for what JSON cannot hold (NaN, infinities).
+    pub fn with_options(
+        batch: &RecordBatch,
+        key: Option<&str>,
+        value: Option<&str>,
+        timestamp: Option<&str>,
+        options: &JsonOptions,
+    ) -> Result<EncodedRows> {
+        json_rules::check_unique_names(&batch.schema())?;
         let keys = key
-            .map(|k| column(batch, k, "key").and_then(|a| BytesColumn::new(a, k)))
+            .map(|k| column(batch, k, "key").and_then(|a| BytesColumn::new(a, k, options)))
             .transpose()?;
         let values = match value {
-            Some(v) => BytesColumn::new(column(batch, v, "value")?, v)?,
+            Some(v) => BytesColumn::new(column(batch, v, "value")?, v, options)?,
             None => {
-                let (data, ends) = json_lines(batch)?;
+                let (data, ends) = json_lines(&json_rules::for_json(batch, options)?)?;
                 BytesColumn::Encoded {
                     data,
                     valid: vec![true; ends.len()],
@@ -365,7 +382,11 @@ impl EncodedRows {
             }
         };
         let timestamps = match timestamp {
-            Some(t) => timestamps_ms(column(batch, t, "timestamp")?, t)?,
+            Some(t) => {
+                let ts = timestamps_ms(column(batch, t, "timestamp")?, t)?;
+                json_rules::check_timestamps(&ts, t)?;
+                ts
+            }
             None => vec![crate::fsutil::now_ms(); batch.num_rows()],
         };
         Ok(EncodedRows {
@@ -401,6 +422,25 @@ pub fn produce_arrow(
     value: Option<&str>,
     timestamp: Option<&str>,
 ) -> Result<(Int32Array, Int64Array)> {
+    produce_arrow_with(
+        topic,
+        batches,
+        key,
+        value,
+        timestamp,
+        &JsonOptions::default(),
+    )
+}
+
+/// As `produce_arrow`, with `options` for what JSON cannot hold.
+pub fn produce_arrow_with(
+    topic: &Topic,
+    batches: &[RecordBatch],
+    key: Option<&str>,
+    value: Option<&str>,
+    timestamp: Option<&str>,
+    options: &JsonOptions,
+) -> Result<(Int32Array, Int64Array)> {
     let Some(first) = batches.first() else {
         return Ok((
             Int32Array::from(Vec::<i32>::new()),
@@ -415,7 +455,7 @@ pub fn produce_arrow(
             .map_err(|e| LogError::Schema(e.to_string()))?;
         &joined
     };
-    let rows = EncodedRows::new(batch, key, value, timestamp)?;
+    let rows = EncodedRows::with_options(batch, key, value, timestamp, options)?;
     let n = rows.len();
     let (keys, values, ts) = (rows.keys.as_ref(), &rows.values, &rows.timestamps);
     let parts = topic.num_partitions() as usize;

@@ -10,7 +10,7 @@ use arrow_array::{Array, RecordBatch};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use riverbed_log::arrow::{produce_arrow, ArrowRecordSink};
+use riverbed_log::arrow::{produce_arrow_with, ArrowRecordSink, JsonOptions, NonFinite};
 use riverbed_log::{FsyncPolicy, LogOptions, StartSpec, TopicOptions};
 
 use crate::consumer::{parse_start, PyConsumer};
@@ -185,7 +185,7 @@ impl PyTopic {
     }
 
     /// Append every row of an Arrow stream; returns (partition array, offset array).
-    #[pyo3(signature = (data, key=None, value=None, timestamp=None))]
+    #[pyo3(signature = (data, key=None, value=None, timestamp=None, non_finite="error"))]
     fn produce_arrow<'py>(
         &self,
         py: Python<'py>,
@@ -193,10 +193,22 @@ impl PyTopic {
         key: Option<&str>,
         value: Option<&str>,
         timestamp: Option<&str>,
+        non_finite: &str,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let options = JsonOptions {
+            non_finite: match non_finite {
+                "error" => NonFinite::Error,
+                "null" => NonFinite::Null,
+                other => {
+                    return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                        "non_finite must be 'error' or 'null', got {other:?}"
+                    )))
+                }
+            },
+        };
         let batches = batches_from(data)?;
         let (parts, offsets) = py
-            .detach(|| produce_arrow(&self.inner, &batches, key, value, timestamp))
+            .detach(|| produce_arrow_with(&self.inner, &batches, key, value, timestamp, &options))
             .map_err(to_py)?;
         Ok((
             parts.to_data().to_pyarrow(py)?,

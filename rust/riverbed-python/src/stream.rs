@@ -190,9 +190,14 @@ impl BatchUdf for PyUdf {
             }
             f.call_method0("__riverbed_snapshot__")
                 .and_then(|b| b.extract::<Vec<u8>>())
-                .map_err(|e| StreamError::Udf {
-                    name: self.name.clone(),
-                    message: format!("cannot checkpoint its state: {e}"),
+                .map_err(|e| {
+                    let message = format!("cannot checkpoint its state: {e}");
+                    // Raised as it was (a TypeError naming the type the codec does not keep).
+                    *self.error.lock() = Some(e);
+                    StreamError::Udf {
+                        name: self.name.clone(),
+                        message,
+                    }
                 })
         })
     }
@@ -208,9 +213,13 @@ impl BatchUdf for PyUdf {
                     (pyo3::types::PyBytes::new(py, state),),
                 )
                 .map(|_| ())
-                .map_err(|e| StreamError::Udf {
-                    name: self.name.clone(),
-                    message: format!("cannot restore its state: {e}"),
+                .map_err(|e| {
+                    let message = format!("cannot restore its state: {e}");
+                    *self.error.lock() = Some(e);
+                    StreamError::Udf {
+                        name: self.name.clone(),
+                        message,
+                    }
                 })
         })
     }

@@ -3,7 +3,8 @@
 //! together between two steps of the run so they agree.
 //!
 //! Each checkpoint is one file `<dir>/<seq>.ckpt`: a magic line, the body, and the body's
-//! CRC32C. It is written to a temporary file, fsynced, renamed into place and the directory
+//! CRC32C, then a signature under the log's checkpoint key ([`crate::checkpoint_key`]: a file
+//! this log did not write is refused before any of it is used). It is written to a temporary file, fsynced, renamed into place and the directory
 //! fsynced, so a crash leaves either the old set of checkpoints or the new one. The newest
 //! three are kept; a file that is truncated or does not match its checksum is skipped (and
 //! reported) in favour of the one before it.
@@ -12,6 +13,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::checkpoint_key::CheckpointKey;
 use crate::error::{Result, StreamError};
 use crate::state::{StateReader, StateWriter};
 
@@ -178,6 +180,7 @@ pub fn checkpoint_dir(log_dir: &Path, name: &str) -> Result<PathBuf> {
 /// The checkpoints of one pipeline, in a directory of their own.
 pub struct CheckpointStore {
     dir: PathBuf,
+    key: CheckpointKey,
 }
 
 impl CheckpointStore {
@@ -193,7 +196,8 @@ impl CheckpointStore {
                 let _ = fs::remove_file(e.path());
             }
         }
-        Ok(CheckpointStore { dir })
+        let key = CheckpointKey::for_dir(&dir)?;
+        Ok(CheckpointStore { dir, key })
     }
 
     pub fn dir(&self) -> &Path {
@@ -222,7 +226,7 @@ impl CheckpointStore {
         let mut notes = Vec::new();
         for (_, path) in self.files()? {
             let bytes = fs::read(&path).map_err(|e| io("read", &path, e))?;
-            match Self::parse(&bytes) {
+            match self.parse_signed(&bytes) {
                 Ok(c) => return Ok((Some(c), notes)),
                 Err(why) => notes.push(format!(
                     "checkpoint {} is unusable ({why}); falling back to the one before it",
@@ -231,6 +235,22 @@ impl CheckpointStore {
             }
         }
         Ok((None, notes))
+    }
+
+    /// A file signed by this log's key; damage is told apart from a foreign or edited file.
+    fn parse_signed(&self, bytes: &[u8]) -> std::result::Result<Checkpoint, String> {
+        use crate::checkpoint_key::{TRAILER_LEN, TRAILER_TAG};
+        match self.key.verify(bytes) {
+            Ok(signed) => Self::parse(signed),
+            Err(why) => {
+                let unsigned = match bytes.len().checked_sub(TRAILER_LEN) {
+                    Some(n) if bytes.ends_with(TRAILER_TAG) => &bytes[..n],
+                    _ => bytes,
+                };
+                // Decoding is pure data (nothing in it is restored): only to say which it is.
+                Self::parse(unsigned).and_then(|_| Err(format!("refused: {why}")))
+            }
+        }
     }
 
     fn parse(bytes: &[u8]) -> std::result::Result<Checkpoint, String> {
@@ -256,19 +276,26 @@ impl CheckpointStore {
     pub fn write(&self, c: &Checkpoint) -> Result<u64> {
         let path = self.dir.join(format!("{:020}.ckpt", c.seq));
         let tmp = self.dir.join(format!("{:020}.ckpt.tmp", c.seq));
-        let mut size = (MAGIC.len() + 4) as u64;
+        let mut size = (MAGIC.len() + 4 + crate::checkpoint_key::TRAILER_LEN) as u64;
         {
             let mut f = fs::File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
             let mut crc = 0;
+            let mut mac = self.key.signer();
+            hmac::Mac::update(&mut mac, MAGIC);
             f.write_all(MAGIC)
                 .and_then(|_| {
                     c.encode(&mut |piece| {
                         crc = crc32c::crc32c_append(crc, piece);
+                        hmac::Mac::update(&mut mac, piece);
                         size += piece.len() as u64;
                         f.write_all(piece)
                     })
                 })
-                .and_then(|_| f.write_all(&crc.to_le_bytes()))
+                .and_then(|_| {
+                    hmac::Mac::update(&mut mac, &crc.to_le_bytes());
+                    f.write_all(&crc.to_le_bytes())
+                })
+                .and_then(|_| f.write_all(&crate::checkpoint_key::trailer(mac)))
                 .and_then(|_| f.sync_all())
                 .map_err(|e| io("write", &tmp, e))?;
         }

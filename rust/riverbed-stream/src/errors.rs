@@ -209,8 +209,10 @@ pub fn bad_row(batch: &RecordBatch, row: usize, origin: Option<&Topic>) -> BadRe
         })
         .unwrap_or(0);
     let (partition, offset) = (int("partition"), int("offset"));
-    // The record's own headers, read again from its topic (only bad records need them).
+    // The record's own headers, read again from its topic (only bad records need them); and
+    // whether it is a tombstone, whose null value stays null (it decoded as a row of nulls).
     let mut headers = Vec::new();
+    let mut tombstone = false;
     if let (Some(t), Some(p), Some(o)) = (origin, partition, offset) {
         if let Ok(part) = t.partition(p as u32) {
             let _ = part.read(o, 1, usize::MAX, |r| {
@@ -219,6 +221,7 @@ pub fn bad_row(batch: &RecordBatch, row: usize, origin: Option<&Topic>) -> BadRe
                         .headers()
                         .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
                         .collect();
+                    tombstone = r.value.is_none();
                 }
                 false
             });
@@ -226,7 +229,7 @@ pub fn bad_row(batch: &RecordBatch, row: usize, origin: Option<&Topic>) -> BadRe
     }
     BadRecord {
         key,
-        value: Some(value),
+        value: (!tombstone).then_some(value),
         headers,
         timestamp,
         topic: origin.map(|t| t.name.to_string()),

@@ -4,17 +4,21 @@
 //! runs it over [`source::SourceSpec`]s into a [`sink::Sink`].
 
 pub mod aggregate;
+mod bad_times;
 pub mod buffered;
 pub mod checkpoint;
+pub mod checkpoint_key;
 pub mod error;
 pub mod errors;
 pub mod explain;
 pub mod expr;
 pub mod held;
 pub mod join;
+mod json_ints;
 pub mod keys;
 pub mod operator;
 pub mod plan;
+pub mod resume;
 pub mod rolling;
 pub mod runtime;
 pub mod series;

@@ -1526,56 +1526,15 @@ pub(crate) fn stamp(
     })
 }
 
-/// A source batch without its records whose event time is null: those are bad records (under
-/// `raise`, the error names the first one's topic/partition/offset).
+/// A source batch without its records whose event time is null or out of range: those are bad
+/// records (under `raise`, the error names the first one's topic/partition/offset).
 pub(crate) fn without_null_times(
     b: RecordBatch,
     col: &str,
     spec: &SourceSpec,
     pipeline_policy: &Arc<ErrorHandler>,
 ) -> Result<RecordBatch> {
-    let Some(c) = b.column_by_name(col) else {
-        return Ok(b);
-    };
-    if c.null_count() == 0 {
-        return Ok(b);
-    }
-    let (handler, topic) = match spec {
-        SourceSpec::Log(l) => (
-            l.on_error
-                .clone()
-                .unwrap_or_else(|| pipeline_policy.clone()),
-            Some(l.topic.clone()),
-        ),
-        SourceSpec::External(e) => (
-            e.on_error().unwrap_or_else(|| pipeline_policy.clone()),
-            None,
-        ),
-        _ => (pipeline_policy.clone(), None),
-    };
-    let c = c.clone();
-    for row in (0..b.num_rows()).filter(|&r| c.is_null(r)) {
-        let bad = crate::errors::bad_row(&b, row, topic.as_deref());
-        let message = format!("the event-time column '{col}' is null");
-        let error = match (&topic, bad.partition, bad.offset) {
-            (Some(t), Some(p), Some(o)) => StreamError::Decode {
-                topic: t.name.to_string(),
-                partition: p as u32,
-                offset: o,
-                message,
-            },
-            _ => StreamError::Schema(format!("{message} at row {row} of a source batch")),
-        };
-        handler.handle(bad, "read", error)?;
-    }
-    let keep = arrow_arith::boolean::is_not_null(c.as_ref()).map_err(|e| StreamError::Arrow {
-        context: "event time".into(),
-        source: e,
-    })?;
-    arrow_select::filter::filter_record_batch(&b, &keep).map_err(|e| StreamError::Arrow {
-        context: "event time".into(),
-        source: e,
-    })
+    crate::bad_times::without_bad_times(b, col, spec, pipeline_policy)
 }
 
 /// The graph's metrics, with each source's bad-record count on its leaf.

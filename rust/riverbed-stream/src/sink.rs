@@ -86,6 +86,7 @@ impl Sink for TopicSink {
             if **name != *self.topic.name {
                 continue;
             }
+            crate::resume::check_sink_ends(name, self.topic.partitions().len(), offsets)?;
             let cut: Vec<(u32, i64)> = offsets
                 .iter()
                 .enumerate()

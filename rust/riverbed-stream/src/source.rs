@@ -262,6 +262,9 @@ impl SourceSpec {
         on_error: &Arc<ErrorHandler>,
         start: Option<&[i64]>,
     ) -> Result<Box<dyn Source>> {
+        if let Some(s) = start {
+            crate::resume::check_positions(self, s)?;
+        }
         Ok(match self {
             SourceSpec::Table { schema, batches } => Box::new(TableSource {
                 schema: schema.clone(),
@@ -718,6 +721,21 @@ impl Decoder {
 }
 
 fn decode_json_rows(
+    schema: &SchemaRef,
+    buf: &[u8],
+    rows: usize,
+) -> std::result::Result<RecordBatch, String> {
+    let Some(exact) = crate::json_ints::decoding_schema(schema) else {
+        return decode_json_as(schema, buf, rows);
+    };
+    match decode_json_as(&exact, buf, rows) {
+        Ok(b) => crate::json_ints::narrow(b, schema),
+        // Said as the plain decoder says it (it names the column), when it fails too.
+        Err(e) => Err(decode_json_as(schema, buf, rows).err().unwrap_or(e)),
+    }
+}
+
+fn decode_json_as(
     schema: &SchemaRef,
     buf: &[u8],
     rows: usize,
