@@ -88,6 +88,10 @@ SPECS = {
     "session": lambda p: p.window(rb.session("40ms", grace="50ms"), by="k").agg(n=rb.count(), s=rb.sum("v")),
     "count": lambda p: p.window(rb.count_window(5), by="k").agg(n=rb.count(), s=rb.sum("v")),
     "rolling": lambda p: p.rolling(by="k", period="200ms", m=rb.mean("v"), c=rb.count("v")),
+    "mapped_tumbling": lambda p: p.map_batches(lambda b: b)
+    .filter(rb.col("v") < 60)
+    .window(rb.tumbling("1s", grace="50ms"), by="k")
+    .agg(n=rb.count(), s=rb.sum("v")),
     "filtered_tumbling": lambda p: p.filter(rb.col("v") < 60)
     .select("k", "ts", "v")
     .window(rb.tumbling("1s", grace="50ms"), by="k")
@@ -212,3 +216,95 @@ def test_follow_mode_gives_what_a_bounded_run_gives(tmp_path):
         assert window_result(res.output) == window_result(bounded.output)
         assert late_rows(res.late) == late_rows(bounded.late)
         assert bounded.late.num_rows > 0
+
+
+SCHEMA = pa.schema([("k", pa.string()), ("ts", pa.int64()), ("v", pa.float64())])
+
+
+def send(topic: rb.Topic, records: list[tuple[str, int]]) -> None:
+    for k, ts in records:
+        topic.produce({"k": k, "ts": ts, "v": 1.0}, key=k, timestamp=ts)
+
+
+@pytest.mark.parametrize("udf", ["none", "map", "map_batches"])
+def test_a_python_function_keeps_each_record_s_stream_time(tmp_path, udf):
+    """A record behind its own partition's stream time is late, also after a Python function
+    that keeps the rows (the other partition's lower watermark does not rescue it)."""
+    with rb.Log(tmp_path / "log") as log:
+        src = log.topic("t", partitions=2)
+        send(src, [("d", 0), ("a", 5000), ("a", 100), ("d", 200)])
+        assert {r["partition"] for r in src.read().to_pylist()} == {0, 1}
+        got = []
+        for bs in (1, None):
+            p = rb.Pipeline.read(src, timestamp="ts", schema=SCHEMA, batch_size=bs)
+            if udf == "map":
+                p = p.map(lambda r: r)
+            elif udf == "map_batches":
+                p = p.map_batches(lambda b: b)
+            res = p.window(rb.tumbling("1s"), by="k").agg(n=rb.count()).run(progress=False)
+            got.append((sorted((r["k"], r["window_start"], r["n"]) for r in res.output.to_pylist()), res.late.column("ts").to_pylist()))
+        assert got[0] == got[1]
+        assert got[0][1] == [100]  # its partition had reached 5000
+        assert ("a", 0, 1) not in got[0][0]
+
+
+def test_a_restarted_run_keeps_the_windows_it_closed_closed(tmp_path):
+    """Closed by the pipeline's watermark (the other partition was idle) and emitted before a
+    restart: a record for that window after the restart is late, as without the restart, and
+    the window is not emitted a second time."""
+    schema = SCHEMA
+
+    def pipeline(src, out):
+        return (
+            rb.Pipeline.read(src, timestamp="ts", schema=schema, idle_timeout="200ms")
+            .window(rb.tumbling("1s"), by="k")
+            .agg(n=rb.count())
+            .write(out, key="k")
+        )
+
+    def windows(out):
+        return sorted((json.loads(v)["k"], json.loads(v)["window_start"], json.loads(v)["n"]) for v in out.read().column("value").to_pylist())
+
+    def wait_for(out, n):
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(windows(out)) < n:
+            time.sleep(0.05)
+
+    with rb.Log(tmp_path / "log") as log:
+        src, out = log.topic("t", partitions=2), log.topic("o")
+        send(src, [("a", 5000), ("d", 0)])
+        p = pipeline(src, out).start(name="y")
+        wait_for(out, 1)  # (d, 0) closes once d's partition is idle: a's watermark passed it
+        first = p.stop()
+        assert windows(out) == [("d", 0, 1)] and first.late.num_rows == 0
+        send(src, [("d", 500)])
+        p = pipeline(src, out).start(name="y")
+        time.sleep(1.0)
+        second = p.stop()
+        assert windows(out) == [("d", 0, 1)]
+        assert second.late.column("ts").to_pylist() == [500]
+
+
+def test_bounded_reruns_by_name_add_up_to_one_run_over_everything(tmp_path):
+    """A partition that ends first in a bounded run keeps holding the watermark at its data
+    until the whole input ends, so it closes no window before the end-of-input checkpoint that a
+    rerun with more input still needs open."""
+    with rb.Log(tmp_path / "log") as log:
+        src, out = log.topic("t", partitions=2), log.topic("o")
+        whole = log.topic("whole", partitions=2)
+
+        def pipeline(topic):
+            return rb.Pipeline.read(topic, timestamp="ts", schema=SCHEMA).window(rb.tumbling("1s"), by="k").agg(n=rb.count())
+
+        def windows(t):
+            return sorted((json.loads(v)["k"], json.loads(v)["window_start"], json.loads(v)["n"]) for v in t.read().column("value").to_pylist())
+
+        send(src, [("a", 5000), ("d", 0)])
+        pipeline(src).write(out, key="k").run(progress=False, name="x")
+        send(src, [("d", 500), ("a", 5500)])
+        second = pipeline(src).write(out, key="k").run(progress=False, name="x")
+        send(whole, [("a", 5000), ("d", 0), ("d", 500), ("a", 5500)])
+        once = pipeline(whole).run(progress=False)
+        assert windows(out) == sorted((r["k"], r["window_start"], r["n"]) for r in once.output.to_pylist())
+        assert windows(out) == [("a", 5000, 2), ("d", 0, 2)]
+        assert second.late.num_rows == 0

@@ -355,6 +355,31 @@ impl Operator for MapBatches {
         }
         Ok(())
     }
+    fn on_input_timed(
+        &mut self,
+        _side: usize,
+        batch: RecordBatch,
+        stream: Option<&[i64]>,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        let n = batch.num_rows();
+        let mut produced = Vec::new();
+        self.on_batch(batch, &mut produced)?;
+        for b in produced {
+            let rows = b.num_rows();
+            out.push(match stream {
+                // A function that keeps the number of rows (adds or changes columns) keeps them
+                // in order: each record keeps the stream time it met.
+                Some(st) if rows == n => crate::watermark::with_stream_times(b, st.to_vec().into()),
+                // Rows added, dropped or regrouped: judged by the stream time before the batch.
+                Some(st) if !st.is_empty() => {
+                    crate::watermark::with_stream_times(b, vec![st[0]; rows].into())
+                }
+                _ => b,
+            });
+        }
+        Ok(())
+    }
     fn metrics(&self) -> OpMetrics {
         self.m.clone()
     }

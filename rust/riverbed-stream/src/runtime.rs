@@ -92,6 +92,14 @@ impl Operator for Lazy {
     ) -> Result<()> {
         self.build(&batch)?;
         match self.inner.as_mut() {
+            // A filter or projection after the function: the stream times go through it.
+            Some(op) if op.keeps_rows() => {
+                let batch = match stream {
+                    Some(st) => crate::watermark::with_stream_times(batch, st.to_vec().into()),
+                    None => batch,
+                };
+                op.on_input(side, batch, out)
+            }
             Some(op) => op.on_input_timed(side, batch, stream, out),
             None => Ok(()),
         }

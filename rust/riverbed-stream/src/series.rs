@@ -862,6 +862,8 @@ impl Operator for SeriesOperator {
     }
 
     fn on_watermark(&mut self, wm: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
+        // Never back: a restored operator keeps the watermark it had reached.
+        let wm = self.wm.max(wm);
         self.wm = wm;
         let mut sc = std::mem::take(&mut self.scratch);
         let r = self.step(wm, &mut sc, out);

@@ -77,6 +77,8 @@ impl Operator for StatefulMap {
     }
 
     fn on_watermark(&mut self, wm: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
+        // Never back: a restored operator keeps the watermark it had reached.
+        let wm = self.wm.max(wm);
         self.wm = wm;
         let mut ready: Vec<(u32, Held)> = self
             .held

@@ -12,6 +12,7 @@ use riverbed_stream::checkpoint_key::{key_path, trailer, Signer, TRAILER_LEN};
 
 fn sample(seq: u64) -> Checkpoint {
     Checkpoint {
+        version: riverbed_stream::checkpoint::VERSION,
         seq,
         plan: "read topic 'in'\n  stateful_map".into(),
         sources: vec![SourceState {

@@ -251,7 +251,14 @@ fn downgrade_to_version_2(dir: &std::path::Path, p: &Node) -> TestResult {
     store.write(&c)?;
     let file = dir.join(format!("{:020}.ckpt", c.seq));
     let mut bytes = std::fs::read(&file)?;
-    bytes[..8].copy_from_slice(b"RBCKPT02"); // the CRC covers the body only
+    // The CRC covers the body only; the signature covers the whole file: sign it again, as
+    // the log signs what it writes.
+    let signed = bytes.len() - riverbed_stream::checkpoint_key::TRAILER_LEN;
+    bytes.truncate(signed);
+    bytes[..8].copy_from_slice(b"RBCKPT02");
+    let mut mac = riverbed_stream::checkpoint_key::CheckpointKey::for_dir(dir)?.signer();
+    hmac::Mac::update(&mut mac, &bytes);
+    bytes.extend(riverbed_stream::checkpoint_key::trailer(mac));
     std::fs::write(&file, bytes)?;
     assert_eq!(store.latest()?.0.ok_or("no checkpoint")?.version, 2);
     Ok(())
