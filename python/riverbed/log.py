@@ -12,8 +12,8 @@
 from __future__ import annotations
 
 import datetime as _dt
-import warnings
 import json
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple

@@ -442,9 +442,12 @@ impl Log {
         })
     }
 
-    /// An existing topic, or `TopicNotFound`.
+    /// An existing topic, or `TopicNotFound` (`Corrupt` for a topic whose metadata is damaged).
     pub fn get_topic(&self, name: &str) -> Result<Arc<Topic>> {
         self.check_open()?;
+        if let Some(u) = self.inner.unavailable.read().get(name) {
+            return Err(u.error(name));
+        }
         self.inner
             .topics
             .read()

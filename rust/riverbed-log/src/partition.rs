@@ -1079,7 +1079,14 @@ impl Partition {
             if seg.next_offset > seg.base_offset {
                 index.seal((seg.next_offset - 1 - seg.base_offset) as u32);
             }
-            if seg.index.offsets != index.offsets {
+            let new_bad = scan
+                .bad
+                .iter()
+                .any(|b| !seg.bad_regions.contains(&(b.position, b.len)));
+            if seg.index.offsets != index.offsets && new_bad {
+                // The index described the damaged batches too: the scan's skips them.
+                seg.index = index;
+            } else if seg.index.offsets != index.offsets {
                 seg.index = index;
                 changed = true;
                 let mut d = Damage::new(
