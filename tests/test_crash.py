@@ -194,7 +194,7 @@ def test_garbage_over_tail_is_quarantined_then_dropped(written):
     path, values, seg, batches = written
     size = seg.stat().st_size
     last_two = batches[-1]["size"] + batches[-2]["size"]
-    start = size - last_two + batches[-2]["size"] // 2
+    start = size - last_two + 61 + (batches[-2]["size"] - 61) // 2  # its 61-byte header survives
     with open(seg, "r+b") as f:
         f.seek(start)
         f.write(random.Random(9).randbytes(size - start))

@@ -65,11 +65,16 @@ fn empty_own_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn nanos() -> u128 {
-    std::time::SystemTime::now()
+/// A name for a staging or trash entry, unique in this process and across restarts (topic
+/// names can be 249 bytes long, too long to add a suffix to).
+fn unique_name() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    format!("{t}-{}-{n}", std::process::id())
 }
 
 /// A partition directory name: a canonical non-negative integer.
@@ -177,7 +182,7 @@ impl Log {
         names.sort();
         for name in names {
             let dir = root.join(&name);
-            match Self::open_topic_dir(&name, &dir, &options, &notifier) {
+            match Self::open_topic_dir(&name, &dir, &options, &notifier)? {
                 Ok((topic, damage)) => {
                     report.extend(damage);
                     topics.insert(name, Arc::new(topic));
@@ -225,17 +230,37 @@ impl Log {
         dir: &Path,
         options: &LogOptions,
         notifier: &Arc<Notifier>,
-    ) -> std::result::Result<(Topic, Vec<Damage>), Unavailable> {
+    ) -> Result<std::result::Result<(Topic, Vec<Damage>), Unavailable>> {
+        match Self::try_open_topic_dir(name, dir, options, notifier) {
+            // An I/O failure (too many open files, permissions) is not damage: fail the open.
+            Err(Err(e)) => Err(e),
+            Err(Ok(u)) => Ok(Err(u)),
+            Ok(t) => Ok(Ok(t)),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn try_open_topic_dir(
+        name: &str,
+        dir: &Path,
+        options: &LogOptions,
+        notifier: &Arc<Notifier>,
+    ) -> std::result::Result<(Topic, Vec<Damage>), std::result::Result<Unavailable, LogError>> {
         let cfg_path = dir.join("topic.json");
-        let bad = |path: &Path, reason: String| Unavailable {
-            path: path.to_path_buf(),
-            reason,
-            corrupt: true,
+        let bad = |path: &Path, reason: String| {
+            Ok(Unavailable {
+                path: path.to_path_buf(),
+                reason,
+                corrupt: true,
+            })
         };
-        let on_disk = partition_dirs(dir).map_err(|e| bad(dir, e.to_string()))?;
+        let on_disk = partition_dirs(dir).map_err(Err)?;
         let mut damages = Vec::new();
         let config = if cfg_path.exists() {
-            let config = TopicConfig::load(&cfg_path).map_err(|e| bad(&cfg_path, e.to_string()))?;
+            let config = TopicConfig::load(&cfg_path).map_err(|e| match e {
+                LogError::Corrupt { .. } => bad(&cfg_path, e.to_string()),
+                e => Err(e),
+            })?;
             config
                 .validate(name)
                 .map_err(|e| bad(&cfg_path, format!("{e}")))?;
@@ -259,10 +284,12 @@ impl Log {
             }
             config
         } else {
-            let n = on_disk.map_err(|why| Unavailable {
-                path: dir.to_path_buf(),
-                reason: why,
-                corrupt: false,
+            let n = on_disk.map_err(|why| {
+                Ok(Unavailable {
+                    path: dir.to_path_buf(),
+                    reason: why,
+                    corrupt: false,
+                })
             })?;
             let mut config = TopicConfig {
                 partitions: n,
@@ -287,8 +314,11 @@ impl Log {
             damages.push(d);
             config
         };
-        let (topic, damage) = Topic::open(name, dir, config, options.fsync, notifier)
-            .map_err(|e| bad(dir, e.to_string()))?;
+        let (topic, damage) =
+            Topic::open(name, dir, config, options.fsync, notifier).map_err(|e| match e {
+                LogError::Io { .. } => Err(e),
+                e => bad(dir, e.to_string()),
+            })?;
         damages.extend(damage);
         Ok((topic, damages))
     }
@@ -404,7 +434,7 @@ impl Log {
                 dir.display()
             )));
         }
-        self.create_topic_dir(name, &dir, &config)?;
+        self.create_topic_dir(&dir, &config)?;
         let (topic, _) = Topic::open(
             name,
             &dir,
@@ -419,9 +449,9 @@ impl Log {
 
     /// Build a topic's directory (topic.json, partition directories, first segments) in the
     /// staging directory, then rename it into place: a crash leaves either no topic or a whole one.
-    fn create_topic_dir(&self, name: &str, dir: &Path, config: &TopicConfig) -> Result<()> {
+    fn create_topic_dir(&self, dir: &Path, config: &TopicConfig) -> Result<()> {
         let staging_root = self.inner.root.join(STAGING_DIR);
-        let staging = staging_root.join(format!("{name}.{}", nanos()));
+        let staging = staging_root.join(unique_name());
         let build = || -> Result<()> {
             std::fs::create_dir_all(&staging).at(&staging)?;
             for p in 0..config.partitions {
@@ -483,7 +513,7 @@ impl Log {
         topic.mark_deleted();
         let trash_root = self.inner.root.join(TRASH_DIR);
         std::fs::create_dir_all(&trash_root).at(&trash_root)?;
-        let trash = trash_root.join(format!("{name}.{}", nanos()));
+        let trash = trash_root.join(unique_name());
         std::fs::rename(&topic.dir, &trash).at(&topic.dir)?;
         crate::fsutil::sync_dir(&self.inner.root)?;
         std::fs::remove_dir_all(&trash).at(&trash)?;

@@ -192,14 +192,20 @@ fn is_own_leftover(name: &str) -> bool {
         || name.ends_with(".idxtmp")
 }
 
-/// The base offset written in the first 8 bytes of a segment file, when it starts with
-/// something that looks like a batch (magic 2).
+/// The base offset of a segment file's first batch, when it is a whole batch with a valid CRC
+/// (damage there is recovery's business, not a sign of a stray file).
 fn first_batch_base(path: &Path) -> Option<i64> {
     let f = std::fs::File::open(path).ok()?;
     let mut head = [0u8; batch::HEADER_LEN];
     f.read_exact_at(&mut head, 0).ok()?;
-    (head[16] as i8 == batch::MAGIC)
-        .then(|| i64::from_be_bytes(head[..8].try_into().unwrap_or([0; 8])))
+    let total = 12 + usize::try_from(i32::from_be_bytes(head[8..12].try_into().ok()?)).ok()?;
+    if total > 64 << 20 {
+        return None;
+    }
+    let mut whole = vec![0u8; total];
+    f.read_exact_at(&mut whole, 0).ok()?;
+    let base = i64::from_be_bytes(head[..8].try_into().ok()?);
+    (batch::crc_ok(&whole) && base >= 0).then_some(base)
 }
 
 impl Partition {
@@ -263,6 +269,8 @@ impl Partition {
                 _ => cands.push(b),
             }
         }
+        // Offsets inside a segment are contiguous unless compaction rewrote it.
+        let contiguous = config.cleanup == crate::config::Cleanup::Delete;
         let mut segments: Vec<Segment> = Vec::with_capacity(cands.len().max(1));
         let mut findings: Vec<SegmentFindings> = Vec::new();
         let mut i = 0;
@@ -270,9 +278,9 @@ impl Partition {
             let base = cands[i];
             let last = i + 1 == cands.len();
             let (mut seg, mut f) = if last {
-                Segment::recover(&dir, base)?
+                Segment::recover(&dir, base, contiguous)?
             } else {
-                Segment::open_sealed(&dir, base, cands[i + 1])?
+                Segment::open_sealed(&dir, base, cands[i + 1], contiguous)?
             };
             let end = f.end.max(base);
             // A later file starting inside this segment's offsets would make them exist twice.
@@ -294,7 +302,7 @@ impl Partition {
             if !last && i + 1 == cands.len() {
                 // The files after it were strays: this one is the active segment after all.
                 drop(seg);
-                (seg, f) = Segment::recover(&dir, base)?;
+                (seg, f) = Segment::recover(&dir, base, contiguous)?;
             }
             segments.push(seg);
             findings.push(f);
@@ -479,7 +487,8 @@ impl Partition {
                 .collect()
         };
         for (base, file, path, size, next_offset, active, bad) in segs {
-            let scan = crate::segment::scan_upto(&file, &path, base, size)?;
+            let contiguous = self.config.cleanup == crate::config::Cleanup::Delete;
+            let scan = crate::segment::scan_upto(&file, &path, base, size, contiguous)?;
             if scan.bad.iter().any(|b| !bad.contains(&(b.position, b.len))) {
                 self.discover_damage(base, &file)?;
             }
@@ -1059,7 +1068,8 @@ impl Partition {
                 None => return Ok(true), // replaced meanwhile (compaction, truncation): retry
             }
         };
-        let scan = crate::segment::scan_upto(file, &path, base, size)?;
+        let contiguous = self.config.cleanup == crate::config::Cleanup::Delete;
+        let scan = crate::segment::scan_upto(file, &path, base, size, contiguous)?;
         let name = path
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())

@@ -162,6 +162,10 @@ pub struct Scan {
 const MAX_RESYNC_BATCH: usize = 64 << 20;
 
 /// Why the bytes at `pos` are not a valid batch following offset `next`, or its header and length.
+/// With `exact`, the batch must start exactly at `next` (a segment that compaction never
+/// rewrote holds contiguous offsets): a base offset field changed by damage (the CRC does not
+/// cover it) is then caught.
+#[allow(clippy::too_many_arguments)]
 fn check_batch_at(
     file: &File,
     path: &Path,
@@ -169,6 +173,7 @@ fn check_batch_at(
     len: u64,
     base_offset: i64,
     next: i64,
+    exact: bool,
     buf: &mut Vec<u8>,
 ) -> Result<std::result::Result<BatchHeader, String>> {
     let avail = len - pos;
@@ -201,6 +206,7 @@ fn check_batch_at(
         )));
     }
     if header.base_offset < next
+        || (exact && header.base_offset != next)
         || header.last_offset() < header.base_offset
         || header.last_offset() - base_offset > i64::from(u32::MAX)
     {
@@ -214,6 +220,10 @@ fn check_batch_at(
 }
 
 /// The first position after `from` where a valid batch following offset `next` starts.
+/// In a contiguous segment the candidate's base offset must also be within reach: the damaged
+/// bytes from `from - 1` on can't have held more offsets than bytes (a base offset field changed
+/// by damage is not covered by the CRC).
+#[allow(clippy::too_many_arguments)]
 fn resync(
     file: &File,
     path: &Path,
@@ -221,6 +231,7 @@ fn resync(
     len: u64,
     base_offset: i64,
     next: i64,
+    contiguous: bool,
     buf: &mut Vec<u8>,
 ) -> Result<Option<u64>> {
     const WINDOW: usize = 1 << 20;
@@ -239,8 +250,23 @@ fn resync(
                 continue;
             }
             let pos = start + i as u64;
-            if check_batch_at(file, path, pos, len, base_offset, next, buf)?.is_ok() {
-                return Ok(Some(pos));
+            if let Ok(h) = check_batch_at(file, path, pos, len, base_offset, next, false, buf)? {
+                let reach = (pos + 1 - from) as i64;
+                // ...and the batch after it (if any) must not contradict it: a batch whose base
+                // offset field was damaged is followed by a valid batch that does not follow it
+                let end = pos + h.total_len() as u64;
+                // (a valid batch after it that does not follow it); damage after it says nothing.
+                let confirmed = !contiguous || end >= len || {
+                    let follows = h.last_offset() + 1;
+                    let exact =
+                        check_batch_at(file, path, end, len, base_offset, follows, true, buf)?;
+                    exact.is_ok()
+                        || check_batch_at(file, path, end, len, base_offset, i64::MIN, false, buf)?
+                            .is_err()
+                };
+                if (!contiguous || h.base_offset - next <= reach) && confirmed {
+                    return Ok(Some(pos));
+                }
             }
         }
         start += (last.min(WINDOW - 1) + 1) as u64;
@@ -250,13 +276,19 @@ fn resync(
 
 /// Scan a whole segment: every batch's length, magic, CRC and offset order. A damaged region is
 /// skipped up to the next valid batch (found byte by byte), so one bad byte costs one batch.
-pub fn scan(file: &File, path: &Path, base_offset: i64) -> Result<Scan> {
+pub fn scan(file: &File, path: &Path, base_offset: i64, contiguous: bool) -> Result<Scan> {
     let len = file.metadata().at(path)?.len();
-    scan_upto(file, path, base_offset, len)
+    scan_upto(file, path, base_offset, len, contiguous)
 }
 
 /// [`scan`] of the first `len` bytes only (the published part of an active segment).
-pub fn scan_upto(file: &File, path: &Path, base_offset: i64, len: u64) -> Result<Scan> {
+pub fn scan_upto(
+    file: &File,
+    path: &Path,
+    base_offset: i64,
+    len: u64,
+    contiguous: bool,
+) -> Result<Scan> {
     let mut index = SegmentIndex::new();
     let mut pos: u64 = 0;
     let mut valid_len = 0;
@@ -264,12 +296,33 @@ pub fn scan_upto(file: &File, path: &Path, base_offset: i64, len: u64) -> Result
     let mut first_base = None;
     let mut buf = vec![0u8; 1 << 16];
     let mut bad = Vec::new();
+    // Right after a damaged region the next batch may start past `next_offset` (the region held
+    // offsets); everywhere else a contiguous segment's batches follow each other exactly.
+    let mut resynced = false;
     while pos < len {
-        let header = match check_batch_at(file, path, pos, len, base_offset, next_offset, &mut buf)?
-        {
+        let exact = contiguous && !resynced;
+        let header = match check_batch_at(
+            file,
+            path,
+            pos,
+            len,
+            base_offset,
+            next_offset,
+            exact,
+            &mut buf,
+        )? {
             Ok(h) => h,
             Err(reason) => {
-                match resync(file, path, pos + 1, len, base_offset, next_offset, &mut buf)? {
+                match resync(
+                    file,
+                    path,
+                    pos + 1,
+                    len,
+                    base_offset,
+                    next_offset,
+                    contiguous,
+                    &mut buf,
+                )? {
                     Some(q) => {
                         let mut hb = [0u8; 8];
                         read_exact_at(file, path, &mut hb, q)?;
@@ -282,6 +335,7 @@ pub fn scan_upto(file: &File, path: &Path, base_offset: i64, len: u64) -> Result
                             reason,
                         });
                         pos = q;
+                        resynced = true;
                         continue;
                     }
                     None => {
@@ -299,6 +353,7 @@ pub fn scan_upto(file: &File, path: &Path, base_offset: i64, len: u64) -> Result
                 }
             }
         };
+        resynced = false;
         let total = header.total_len() as u64;
         first_base.get_or_insert(header.base_offset);
         let first_rel = (header.base_offset - base_offset) as u32;
@@ -319,6 +374,37 @@ pub fn scan_upto(file: &File, path: &Path, base_offset: i64, len: u64) -> Result
         bad,
         file_len: len,
     })
+}
+
+/// For a damaged tail from `from` (expected to hold offset `next` on): if any whole batch with a
+/// valid CRC lies in it, one past the largest offset such a batch plausibly holds (at least
+/// `next + 1`); `None` when the tail holds no valid batch at all (a torn write).
+fn crc_valid_end(
+    file: &File,
+    path: &Path,
+    from: u64,
+    len: u64,
+    base_offset: i64,
+    next: i64,
+) -> Result<Option<i64>> {
+    let mut buf = Vec::new();
+    let mut at = from;
+    let mut end: Option<i64> = None;
+    while let Some(q) = resync(file, path, at, len, base_offset, next, false, &mut buf)? {
+        let mut hb = [0u8; batch::HEADER_LEN];
+        read_exact_at(file, path, &mut hb, q)?;
+        let base = i64::from_be_bytes(hb[..8].try_into().unwrap_or([0; 8]));
+        let delta = i32::from_be_bytes([hb[23], hb[24], hb[25], hb[26]]);
+        let plausible = base - next <= (len - from) as i64;
+        let last = if plausible {
+            base + i64::from(delta) + 1
+        } else {
+            next + 1
+        };
+        end = Some(end.map_or(last, |e| e.max(last)));
+        at = q + 1;
+    }
+    Ok(end.map(|e| e.max(next + 1)))
 }
 
 /// For a damaged tail: if it starts with a whole batch at the expected base offset (only its CRC
@@ -343,8 +429,11 @@ fn claimed_batch(
     }
     let base = i64::from_be_bytes(head[0..8].try_into().unwrap_or([0; 8]));
     let delta = i32::from_be_bytes([head[23], head[24], head[25], head[26]]);
-    Ok((base == next && (0..1 << 20).contains(&delta))
-        .then(|| (base + i64::from(delta) + 1, total as u64)))
+    let count = i32::from_be_bytes([head[57], head[58], head[59], head[60]]);
+    Ok(
+        (base == next && (0..1 << 20).contains(&delta) && delta == count - 1)
+            .then(|| (base + i64::from(delta) + 1, total as u64)),
+    )
 }
 
 fn peek_total_len(buf: &[u8]) -> Option<usize> {
@@ -363,12 +452,22 @@ fn quick_bounds(
     base_offset: i64,
     len: u64,
     index: &SegmentIndex,
+    contiguous: bool,
 ) -> Result<Option<(Option<i64>, i64)>> {
     if len == 0 {
         return Ok(Some((None, base_offset)));
     }
     let mut buf = Vec::new();
-    let first = match check_batch_at(file, path, 0, len, base_offset, base_offset, &mut buf)? {
+    let first = match check_batch_at(
+        file,
+        path,
+        0,
+        len,
+        base_offset,
+        base_offset,
+        contiguous,
+        &mut buf,
+    )? {
         Ok(h) => h.base_offset,
         Err(_) => return Ok(None),
     };
@@ -388,7 +487,16 @@ fn quick_bounds(
     let mut pos = u64::from(start);
     let mut next = base_offset + i64::from(rel);
     while pos < len {
-        match check_batch_at(file, path, pos, len, base_offset, next, &mut buf)? {
+        match check_batch_at(
+            file,
+            path,
+            pos,
+            len,
+            base_offset,
+            next,
+            contiguous,
+            &mut buf,
+        )? {
             Ok(h) => {
                 next = h.last_offset() + 1;
                 pos += h.total_len() as u64;
@@ -417,6 +525,16 @@ impl Segment {
     pub fn create(dir: &Path, base_offset: i64) -> Result<Segment> {
         let (log_path, _, _) = segment_paths(dir, base_offset);
         let file = open_rw(&log_path)?;
+        // Never write over a file that holds something (a stray segment left in place).
+        if file.metadata().at(&log_path)?.len() > 0 {
+            return Err(LogError::Corrupt {
+                path: log_path,
+                position: 0,
+                reason: "a new segment would overwrite this file, which is not part of the log; \
+                         move it away"
+                    .into(),
+            });
+        }
         Ok(Segment {
             base_offset,
             log_path,
@@ -432,34 +550,57 @@ impl Segment {
     /// Open the last segment of a partition: scan it, truncate a torn tail (an invalid region
     /// with no valid batch after it), keep damaged regions followed by valid batches in place
     /// (quarantined), rebuild its index.
-    pub fn recover(dir: &Path, base_offset: i64) -> Result<(Segment, SegmentFindings)> {
+    pub fn recover(
+        dir: &Path,
+        base_offset: i64,
+        contiguous: bool,
+    ) -> Result<(Segment, SegmentFindings)> {
         let (log_path, index_path, time_path) = segment_paths(dir, base_offset);
         // The index is rebuilt below and written when the segment is sealed; an old copy on
         // disk must not outlive further appends.
         SegmentIndex::remove_files(&index_path, &time_path)?;
         let file = open_rw(&log_path)?;
-        let mut s = scan(&file, &log_path, base_offset)?;
+        let mut s = scan(&file, &log_path, base_offset, contiguous)?;
         let mut findings = SegmentFindings {
             first_base: s.first_base,
             end: s.next_offset,
             ..Default::default()
         };
         let mut size = s.file_len;
+        let intact_in_tail = match s.bad.last().filter(|b| b.to.is_none()) {
+            Some(b) => crc_valid_end(
+                &file,
+                &log_path,
+                b.position,
+                s.file_len,
+                base_offset,
+                b.from,
+            )?,
+            None => None,
+        };
         if let Some(last) = s.bad.last_mut().filter(|b| b.to.is_none()) {
-            let keep = match last.claimed {
+            let keep = match (last.claimed, intact_in_tail) {
+                // Whole batches with a valid CRC whose offsets don't fit (their base offset field,
+                // which the CRC does not cover, was damaged, or what follows it was): not a torn
+                // write. Keep every byte, quarantined, and never give their offsets out again.
+                (_, Some(end)) => {
+                    last.to = Some(end);
+                    findings.end = end;
+                    s.file_len
+                }
                 // A whole batch whose contents are bad: keep it (quarantined) so its offsets
                 // are never given out again; only what follows it is torn.
-                Some((end, total)) => {
+                (Some((end, total)), None) => {
                     last.to = Some(end);
                     last.len = total;
                     findings.end = end;
                     last.position + total
                 }
-                None => last.position,
+                (None, None) => last.position,
             };
             if keep < s.file_len {
                 let reason = last.reason.clone();
-                if last.claimed.is_none() {
+                if last.to.is_none() {
                     s.bad.pop();
                 }
                 file.set_len(keep).at(&log_path)?;
@@ -492,6 +633,7 @@ impl Segment {
         dir: &Path,
         base_offset: i64,
         next_base: i64,
+        contiguous: bool,
     ) -> Result<(Segment, SegmentFindings)> {
         let (log_path, index_path, time_path) = segment_paths(dir, base_offset);
         let file = open_rw(&log_path)?;
@@ -500,7 +642,7 @@ impl Segment {
         let on_disk = SegmentIndex::read_files(&index_path, &time_path, len, last_rel);
         if let Some(index) = &on_disk {
             if let Some((first_base, end)) =
-                quick_bounds(&file, &log_path, base_offset, len, index)?
+                quick_bounds(&file, &log_path, base_offset, len, index, contiguous)?
             {
                 let seg = Segment {
                     base_offset,
@@ -520,7 +662,7 @@ impl Segment {
                 return Ok((seg, findings));
             }
         }
-        let s = scan(&file, &log_path, base_offset)?;
+        let s = scan(&file, &log_path, base_offset, contiguous)?;
         let why = match &on_disk {
             Some(ix) if ix.offsets == s.index.offsets => None,
             Some(_) => Some("the index does not match the batches".to_string()),
