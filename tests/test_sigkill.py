@@ -193,7 +193,7 @@ for name in sorted(lg.topics(), key=lambda n: int(n[1:])):
 def test_sigkill_during_topic_deletion(tmp_path):
     path = tmp_path / "log"
     with rb.Log(path, cleanup_interval=None) as lg:
-        for n in range(1000):
+        for n in range(2000):
             lg.topic(f"d{n}", partitions=2).produce(b"v%d" % n, timestamp=1, partition=1)
         c = lg.topic("keep")
         c.produce(b"x", timestamp=1)
@@ -208,7 +208,7 @@ def test_sigkill_during_topic_deletion(tmp_path):
             if not any(n.startswith("d") for n in lg.topics()):
                 break
         acks: list[str] = []
-        run_and_kill(DELETE_CHILD.replace("lg.topics()", "[n for n in lg.topics() if n != 'keep']"), path, rng, acks, most=0.05)
+        run_and_kill(DELETE_CHILD.replace("lg.topics()", "[n for n in lg.topics() if n != 'keep']"), path, rng, acks, most=0.03)
         kills += 1
         deleted |= {line.split()[1] for line in acks}
         with open_checked(path) as lg:
