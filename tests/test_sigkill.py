@@ -257,3 +257,48 @@ def test_disk_full(tmp_path):
             assert t.produce(b"after", timestamp=2) == (0, len(acked))
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a size-limited tmpfs needs root")
+def test_disk_full_during_a_checkpointed_pipeline(tmp_path):
+    """A log->log pipeline whose output fills the disk: the run fails saying the disk is full,
+    and after space is freed the rerun resumes from its checkpoint and the output holds every
+    input record exactly once."""
+    import pyarrow as pa
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        path = mnt / "log"
+        n = 3000
+        with rb.Log(path, cleanup_interval=None) as lg:
+            src = lg.topic("in", segment_bytes=1 << 20)
+            for k in range(0, n, 500):
+                src.produce_batch(pa.table({"i": list(range(k, k + 500)), "pad": ["p" * 200] * 500}))
+        used = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        free = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize
+        filler = mnt / "filler"
+        # leave room for about half of the output
+        filler.write_bytes(b"\0" * max(0, free - used // 2))
+
+        def run() -> None:
+            with rb.Log(path, cleanup_interval=None) as lg:
+                p = rb.Pipeline.read(lg["in"], batch_size=100).with_columns(j=rb.col("i") * 2)
+                p.write(lg.topic("out")).run(name="fill", checkpoint_interval="1ms", progress=False)
+
+        with pytest.raises(rb.exceptions.RiverbedError, match="No space left on device"):
+            run()
+        filler.unlink()
+        run()
+        with rb.Log(path, cleanup_interval=None) as lg:
+            out = lg["out"].read()
+            values = [v for v in out.column("value").to_pylist()]
+            import json
+
+            got = sorted(json.loads(v)["i"] for v in values)
+            assert got == list(range(n)), "every input exactly once"
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
