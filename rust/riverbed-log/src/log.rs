@@ -95,10 +95,12 @@ fn is_partition_file(name: &str) -> bool {
         )
 }
 
-/// How a directory of the log root looks: the partitions `0..n` it holds, or why it is no topic.
-fn partition_dirs(dir: &Path) -> Result<std::result::Result<u32, String>> {
+/// The partition directories (numbers, sorted) of a topic directory, and the first thing in it
+/// riverbed does not write, if any.
+fn partition_dirs(dir: &Path) -> Result<(Vec<u32>, usize, Option<String>)> {
     let mut parts = Vec::new();
     let mut segments = 0usize;
+    let mut foreign = None;
     for entry in std::fs::read_dir(dir).at(dir)? {
         let entry = entry.at(dir)?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -106,33 +108,33 @@ fn partition_dirs(dir: &Path) -> Result<std::result::Result<u32, String>> {
             continue;
         }
         let Some(p) = partition_number(&name).filter(|_| entry.path().is_dir()) else {
-            return Ok(Err(format!(
-                "it holds {name:?}, which riverbed does not write"
-            )));
+            foreign.get_or_insert(format!("it holds {name:?}, which riverbed does not write"));
+            continue;
         };
         for f in std::fs::read_dir(entry.path()).at(&entry.path())? {
             let f = f.at(&entry.path())?;
             let fname = f.file_name().to_string_lossy().into_owned();
-            if !is_partition_file(&fname) {
-                return Ok(Err(format!("{name}/{fname} is not a file riverbed writes")));
+            if is_partition_file(&fname) {
+                segments += usize::from(fname.ends_with(".log"));
+            } else {
+                foreign.get_or_insert(format!("{name}/{fname} is not a file riverbed writes"));
             }
-            segments += usize::from(fname.ends_with(".log"));
         }
         parts.push(p);
     }
     parts.sort_unstable();
-    if parts.is_empty() || segments == 0 {
-        return Ok(Err(
-            "no topic.json and no partition directories with segments".into(),
-        ));
-    }
+    Ok((parts, segments, foreign))
+}
+
+/// `partitions` are exactly `0..n`.
+fn contiguous_partitions(parts: &[u32]) -> std::result::Result<u32, String> {
     if parts.iter().enumerate().any(|(i, &p)| p as usize != i) {
-        return Ok(Err(format!(
+        return Err(format!(
             "partition directories {parts:?} are not 0..{}",
             parts.len()
-        )));
+        ));
     }
-    Ok(Ok(parts.len() as u32))
+    Ok(parts.len() as u32)
 }
 
 #[derive(Debug, Clone)]
@@ -264,7 +266,9 @@ impl Log {
             config
                 .validate(name)
                 .map_err(|e| bad(&cfg_path, format!("{e}")))?;
-            match on_disk {
+            // Files riverbed does not write are left alone (and don't matter); the partition
+            // directories must be exactly the ones topic.json names.
+            match contiguous_partitions(&on_disk.0) {
                 Ok(n) if n == config.partitions => {}
                 Ok(n) => {
                     return Err(bad(
@@ -275,22 +279,27 @@ impl Log {
                         ),
                     ))
                 }
-                Err(why) => {
-                    return Err(bad(
-                        &cfg_path,
-                        format!("the topic directory is not as riverbed left it: {why}"),
-                    ))
-                }
+                Err(why) => return Err(bad(&cfg_path, why)),
             }
             config
         } else {
-            let n = on_disk.map_err(|why| {
-                Ok(Unavailable {
+            // Rebuilt only from what riverbed writes: anything else and it is not a topic.
+            let (parts, segments, foreign) = on_disk;
+            let why = match (foreign, segments) {
+                (Some(f), _) => Some(f),
+                (None, 0) => {
+                    Some("no topic.json and no partition directories with segments".into())
+                }
+                (None, _) => contiguous_partitions(&parts).err(),
+            };
+            if let Some(why) = why {
+                return Err(Ok(Unavailable {
                     path: dir.to_path_buf(),
                     reason: why,
                     corrupt: false,
-                })
-            })?;
+                }));
+            }
+            let n = parts.len() as u32;
             let mut config = TopicConfig {
                 partitions: n,
                 ..TopicConfig::default()

@@ -629,3 +629,63 @@ fn crash_during_roll_after_a_reopen_keeps_time_lookups_right() -> TestResult {
     log.close()?;
     Ok(())
 }
+
+/// A file a user (or the OS) drops into a topic's directories is left alone and does not make
+/// the topic unavailable; a bad `topic.json` makes only its topic unavailable.
+#[test]
+fn foreign_files_are_harmless_and_bad_metadata_is_contained() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let pdir = make_log(dir.path(), 10, 1 << 20)?;
+    std::fs::write(pdir.join(".DS_Store"), b"x")?;
+    std::fs::write(dir.path().join("t").join("README.txt"), b"mine")?;
+    {
+        let log = open(dir.path());
+        let o = log.topic("o", &TopicOptions::default())?;
+        o.produce(None, Some(b"v"), TS, &[], None)?;
+        assert!(log.open_report().is_empty(), "{:?}", log.open_report());
+        assert_prefix(&log, 10)?;
+        log.close()?;
+    }
+    assert!(pdir.join(".DS_Store").is_file());
+    let cfg = dir.path().join("t").join("topic.json");
+    std::fs::write(&cfg, br#"{"partitions": 2}"#)?;
+    let log = open(dir.path());
+    match log.get_topic("t") {
+        Err(LogError::Corrupt { path, .. }) => assert_eq!(path, cfg),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(read_all(log.get_topic("o")?.partition(0)?)?.len(), 1);
+    assert_eq!(std::fs::read(&cfg)?, br#"{"partitions": 2}"#);
+    log.close()?;
+    Ok(())
+}
+
+/// Finding 6: internal topics are readable but can't be produced to, truncated or deleted.
+#[test]
+fn internal_topics_are_read_only() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    make_log(dir.path(), 3, 1 << 20)?;
+    let log = open(dir.path());
+    let t = log.get_topic("t")?;
+    let c = Consumer::new(&log, t, Some("g"), StartSpec::Earliest)?;
+    assert_eq!(drain(&c)?.len(), 3);
+    c.commit()?;
+    let offsets = log.get_topic("__consumer_offsets")?;
+    assert!(matches!(
+        offsets.produce(Some(b"k"), Some(b"v"), TS, &[], None),
+        Err(LogError::InternalTopic(_))
+    ));
+    assert!(matches!(
+        offsets.truncate_to(&[(0, 0)]),
+        Err(LogError::InternalTopic(_))
+    ));
+    assert!(matches!(
+        log.delete_topic("__consumer_offsets"),
+        Err(LogError::InternalTopic(_))
+    ));
+    assert_eq!(read_all(offsets.partition(0)?)?.len(), 1, "still readable");
+    assert_eq!(c.committed()?.get(&0).copied().flatten(), Some(3));
+    c.close()?;
+    log.close()?;
+    Ok(())
+}
