@@ -348,3 +348,24 @@ def test_internal_topics_are_read_only(tmp_path):
     with rb.Log(tmp_path / "log", cleanup_interval=None) as lg:
         with lg["t"].consumer(group="g") as c:
             assert c.committed() == {0: 1}, "the commits survived"
+
+
+def test_check_cli_on_an_intact_log_and_a_missing_directory(base_log, tmp_path):
+    import subprocess
+    import sys
+
+    ok = subprocess.run([sys.executable, "-m", "riverbed.cli", "check", "--log", str(base_log)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "intact" in ok.stdout
+    missing = tmp_path / "nope"
+    r = subprocess.run([sys.executable, "-m", "riverbed.cli", "check", "--log", str(missing)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "no log directory" in r.stderr
+    assert not missing.exists(), "check never creates a log directory"
+    # --topic narrows the check; a damaged other topic is not reported then
+    (base_log / "other" / "topic.json").write_text("{")
+    code, out = run_check(base_log, "--topic", "t")
+    assert code == 0, out
+    code, out = run_check(base_log)
+    assert code == 1 and "other" in out

@@ -1251,7 +1251,6 @@ impl Partition {
         visit: &mut impl FnMut(&RecordView<'_>) -> bool,
         stop: &mut bool,
     ) -> Result<Option<usize>> {
-        let _ = fresh;
         let mut want = ((end - pos) as usize).min(READ_CHUNK);
         loop {
             buf.resize(want, 0);
@@ -1263,6 +1262,19 @@ impl Partition {
             }
             got?;
             let walked = for_each_batch(buf, |h, b, at| {
+                // Located by an index entry: the batch there starts at or before the offset
+                // wanted (the entry names its first offset). Otherwise the index is wrong, and
+                // reading on would skip records.
+                if fresh && at == 0 && pos > 0 && h.base_offset > *next {
+                    return Err(LogError::Corrupt {
+                        path: path.to_path_buf(),
+                        position: pos,
+                        reason: format!(
+                            "the offset index points at the batch of offset {} for offset {}",
+                            h.base_offset, *next
+                        ),
+                    });
+                }
                 if h.last_offset() < *next {
                     return Ok(true);
                 }
