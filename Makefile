@@ -1,7 +1,7 @@
 # riverbed — the verbs a newcomer needs. `make help` lists them.
 PYTHON ?= python3
 
-.PHONY: help demo install test test-rust test-python bench lint develop system-deps
+.PHONY: help demo install test test-rust test-python fuzz bench lint develop system-deps
 
 # Debian packages the build needs: a C toolchain, and OpenSSL and zlib headers for librdkafka
 # (built from its vendored source into the extension).
@@ -35,6 +35,9 @@ test: system-deps ## install the test dependencies and the package, then run eve
 
 test-rust: ## only the Rust crates' tests
 	cargo test --workspace --exclude riverbed-python
+
+fuzz: ## the log's fuzz targets (record-batch decoder, segment recovery), 60 s each
+	RIVERBED_FUZZ_SECONDS=60 cargo test --release -p riverbed-log --test fuzz -- --ignored --test-threads=1
 
 test-python: ## only pytest (against the installed package)
 	$(PYTHON) -m pytest tests

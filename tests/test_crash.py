@@ -187,17 +187,32 @@ def _check_repaired(path: Path, seg: Path, values: list[bytes], keep: int, dropp
         assert lg["t"].offsets() == {0: (0, keep + 2)}
 
 
-def test_garbage_over_tail_is_dropped(written):
+def test_garbage_over_tail_is_quarantined_then_dropped(written):
+    """Garbage over the last two batches: the one whose header survived is a whole batch with a
+    bad CRC (damage, not a torn write): quarantined so its offset is not given out again; the
+    bytes after it are a torn tail and are truncated."""
     path, values, seg, batches = written
     size = seg.stat().st_size
-    # overwrite the second half of the last two batches' bytes with garbage
     last_two = batches[-1]["size"] + batches[-2]["size"]
-    start = size - last_two + batches[-2]["size"] // 2
+    start = size - last_two + 61 + (batches[-2]["size"] - 61) // 2  # its 61-byte header survives
     with open(seg, "r+b") as f:
         f.seek(start)
         f.write(random.Random(9).randbytes(size - start))
-    assert seg.stat().st_size == size
-    _check_repaired(path, seg, values, keep=N_RECORDS - 2, dropped=last_two)
+    with rb.Log(path, cleanup_interval=None) as lg:
+        report = {d["kind"]: d for d in lg.open_report()}
+        assert set(report) == {"quarantined", "torn_tail"}, report
+        q = report["quarantined"]
+        assert q["offsets"] == (N_RECORDS - 2, N_RECORDS - 1)
+        assert q["position"] == size - last_two
+        assert report["torn_tail"]["dropped_bytes"] == batches[-1]["size"]
+        t = lg["t"]
+        assert t.offsets() == {0: (0, N_RECORDS - 1)}
+        with pytest.raises(rb.exceptions.DataGap, match=f"offsets {N_RECORDS - 2}..{N_RECORDS - 1}"):
+            t.read()
+        with pytest.warns(RuntimeWarning, match="skipped offsets"):
+            rows = t.read(on_gap="skip")
+        assert rows.column("value").to_pylist() == values[: N_RECORDS - 2]
+        assert t.produce(b"after", timestamp=5) == (0, N_RECORDS - 1)
 
 
 def test_truncated_mid_batch_is_dropped(written):
@@ -215,16 +230,35 @@ def test_trailing_garbage_after_last_batch_is_dropped(written):
     _check_repaired(path, seg, values, keep=N_RECORDS, dropped=len(b"\x00\x01garbage-after-the-end"))
 
 
-def test_bitflip_in_middle_batch_drops_from_there(written):
-    """A CRC failure in the active segment truncates at that batch: later batches cannot be trusted."""
+def test_bitflip_in_middle_batch_is_quarantined(written):
+    """Finding 2: a CRC failure in the middle of the active segment costs only that batch; the
+    batches after it are kept, the gap is recorded, and offsets are never reused."""
     path, values, seg, batches = written
     k = 20
-    pos = sum(b["size"] for b in batches[:k]) + batches[k]["size"] - 2
+    pos = sum(b["size"] for b in batches[:k])
     data = bytearray(seg.read_bytes())
-    data[pos] ^= 0x55
+    data[pos + batches[k]["size"] - 2] ^= 0x55
     seg.write_bytes(bytes(data))
-    dropped = sum(b["size"] for b in batches[k:])
-    _check_repaired(path, seg, values, keep=k, dropped=dropped)
+    for _ in range(2):  # the same on every open, until the data is gone by retention
+        with rb.Log(path, cleanup_interval=None) as lg:
+            (d,) = lg.open_report()
+            assert (d["kind"], d["offsets"], d["position"]) == ("quarantined", (k, k + 1), pos)
+            assert str(seg) in d["message"] and f"byte {pos}" in d["message"]
+            t = lg["t"]
+            assert t.offsets() == {0: (0, N_RECORDS)}
+            assert t.gaps() == [
+                {"partition": 0, "from": k, "to": k + 1, "kind": "quarantined", "file": seg.name,
+                 "position": pos, "length": batches[k]["size"], "reason": d["reason"]}
+            ]
+            with pytest.warns(RuntimeWarning):
+                rows = t.read(on_gap="skip")
+            want = [i for i in range(N_RECORDS) if i != k]
+            assert rows.column("offset").to_pylist() == want
+            assert rows.column("value").to_pylist() == [values[i] for i in want]
+            # the segment still holds every byte
+            assert seg.stat().st_size == sum(b["size"] for b in batches)
+    with rb.Log(path, cleanup_interval=None) as lg:
+        assert lg["t"].produce(b"next", timestamp=7) == (0, N_RECORDS)
 
 
 SHIM = r"""

@@ -1,4 +1,4 @@
-"""The ``riverbed`` command: topics, produce, consume and the demo.
+"""The ``riverbed`` command: topics, produce, consume, check and the demo.
 
 Every command takes ``--log DIR`` (default ``./riverbed-data``). Only the commands that write a
 new log (``topics create``, ``demo``) create the directory; the others fail if it is missing.
@@ -141,6 +141,25 @@ def _consume(args: argparse.Namespace, out: IO[str]) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace, out: IO[str]) -> int:
+    """Verify every batch, index and metadata file; one line per damage, exit 1 if any."""
+    from pathlib import Path
+
+    if not Path(args.log).is_dir():
+        print(f"riverbed: LogError: no log directory at {args.log}", file=sys.stderr)
+        return 1
+    with rb.Log(args.log, cleanup_interval=None) as log:
+        damage = log.check(args.topic)
+        for d in damage:
+            print(f"damage: {d['message']}", file=out)
+        scope = f"topic {args.topic}" if args.topic else f"{len(log.topics())} topic(s)"
+    if damage:
+        print(f"riverbed check: {len(damage)} problem(s) in {args.log} ({scope})", file=out)
+        return 1
+    print(f"riverbed check: {args.log} is intact ({scope})", file=out)
+    return 0
+
+
 def _demo(args: argparse.Namespace, out: IO[str]) -> int:
     from riverbed.demo import run_demo
 
@@ -184,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--max", type=_int_arg(1), help="stop after this many records (>= 1)")
     co.add_argument("--timeout", type=_seconds, default=1.0, help="stop after this many seconds without records (inf: never)")
     co.set_defaults(func=_consume)
+
+    ck = sub.add_parser("check", parents=[common], help="verify every batch, index and metadata file; exit 1 if anything is damaged")
+    ck.add_argument("--topic", help="check only this topic")
+    ck.set_defaults(func=_check)
 
     de = sub.add_parser("demo", parents=[common], help="run the end-to-end demo on the embedded log")
     de.add_argument("--records", type=_int_arg(1), default=1_000_000)

@@ -6,7 +6,9 @@ Wrong argument types raise the built-in ``TypeError``; wrong values raise ``Valu
 
 from riverbed._core import (
     CorruptLog,
+    DataGap,
     DecodeError,
+    InternalTopicError,
     KafkaError,
     LogError,
     LogLocked,
@@ -20,7 +22,9 @@ from riverbed._core import (
 
 __all__ = [
     "CorruptLog",
+    "DataGap",
     "DecodeError",
+    "InternalTopicError",
     "KafkaError",
     "LogError",
     "LogLocked",

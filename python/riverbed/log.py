@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -260,6 +261,8 @@ class Log:
         return self._inner.topics()
 
     def delete_topic(self, name: str) -> None:
+        """Delete a topic and its data (atomic across crashes). Internal topics such as
+        ``__consumer_offsets`` can't be deleted (``InternalTopicError``)."""
         self._inner.delete_topic(name)
 
     def cleanup(self) -> dict[str, int]:
@@ -271,8 +274,28 @@ class Log:
         self._inner.flush()
 
     def open_report(self) -> list[dict[str, Any]]:
-        """What recovery found and repaired when the log was opened (torn or corrupt tails)."""
+        """What recovery found and repaired when the log was opened, and damage found since.
+
+        One dict per finding: ``kind`` (``torn_tail``: an incomplete last write, truncated;
+        ``quarantined``: damaged bytes kept in place, their offsets a gap; ``missing_segment``;
+        ``stray_segment``: a ``.log`` file that would make offsets exist twice, ignored and left
+        in place; ``index_rebuilt``; ``topic_rebuilt``: a lost ``topic.json`` rebuilt from the
+        partition directories; ``bad_metadata``: that topic is unavailable; ``not_a_topic``;
+        ``truncation_finished`` / ``truncation_ignored``), ``topic``, ``partition``, ``path``,
+        ``position`` (byte), ``offsets`` (``(from, to)`` that can't be read, or None),
+        ``reason`` and ``message`` (one line naming all of it).
+        """
         return self._inner.open_report()
+
+    def check(self, topic: str | None = None) -> list[dict[str, Any]]:
+        """Verify every batch (CRC), index and metadata file, of ``topic`` or of every topic.
+
+        Returns every damage known, as dicts like ``open_report()``'s; an empty list means the
+        log is intact. Damage found here is quarantined (its offsets become a gap), never deleted.
+        """
+        if topic is not None and not isinstance(topic, str):
+            raise TypeError(f"topic must be str, got {type(topic).__name__}")
+        return self._inner.check(topic)
 
     def close(self) -> None:
         """Flush, stop background work and release the directory lock. Idempotent."""
@@ -379,9 +402,30 @@ class Topic:
             raise TypeError(f"group must be str, got {type(group).__name__}")
         return Consumer(self._inner.consumer(group, _start_spec(start)))
 
-    def read(self, start: object = "earliest", end: object = "latest") -> pa.Table:
-        """Every record from ``start`` to ``end`` (exclusive), partition by partition, as a Table."""
-        return pa.Table.from_batches([self._inner.read(_start_spec(start), _start_spec(end, "end"))])
+    def read(self, start: object = "earliest", end: object = "latest", *, on_gap: str = "raise") -> pa.Table:
+        """Every record from ``start`` to ``end`` (exclusive), partition by partition, as a Table.
+
+        Offsets that can't be read (damaged bytes quarantined by recovery, or a missing segment:
+        see ``gaps()``) raise ``DataGap`` naming topic, partition, offsets, file and byte
+        position; with ``on_gap="skip"`` they are skipped, each with a ``RuntimeWarning``.
+        """
+        if on_gap not in ("raise", "skip"):
+            raise ValueError(f"on_gap must be 'raise' or 'skip', got {on_gap!r}")
+        batch, skipped = self._inner.read(_start_spec(start), _start_spec(end, "end"), on_gap == "skip")
+        for g in skipped:
+            warnings.warn(
+                f"{self.name}/{g['partition']}: skipped offsets {g['from']}..{g['to']} that can't be read "
+                f"({g['kind']}: {g['file']} at byte {g['position']}: {g['reason']})",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return pa.Table.from_batches([batch])
+
+    def gaps(self) -> list[dict[str, Any]]:
+        """Offset ranges that can't be read: ``{"partition", "from", "to", "kind", "file",
+        "position", "length", "reason"}`` each (``kind``: ``quarantined`` or ``missing_segment``).
+        A consumer meeting one raises ``DataGap``; ``seek(partition, to)`` moves past it."""
+        return self._inner.gaps()
 
     def offsets(self) -> dict[int, tuple[int, int]]:
         """``{partition: (earliest, latest)}``; latest is the next offset to be written."""

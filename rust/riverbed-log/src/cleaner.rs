@@ -37,7 +37,13 @@ pub fn clean_topic(topic: &Topic, fsync: FsyncPolicy) -> Result<CleanupStats> {
     for p in topic.partitions() {
         match topic.config().cleanup {
             Cleanup::Delete => stats += apply_retention(p)?,
-            Cleanup::Compact => stats += compact(p, fsync)?,
+            Cleanup::Compact => match compact(p, fsync) {
+                Ok(s) => stats += s,
+                // Damage not quarantined yet: this partition waits (a read or `check()` finds
+                // it); the other partitions and topics are still cleaned.
+                Err(LogError::Corrupt { .. }) => {}
+                Err(e) => return Err(e),
+            },
         }
     }
     Ok(stats)
@@ -67,10 +73,15 @@ pub fn apply_retention(p: &Partition) -> Result<CleanupStats> {
             removed.push(st.segments.remove(0));
             st.log_start_offset = st.segments[0].base_offset;
         }
+        let start = st.log_start_offset;
+        st.gaps.retain(|g| g.to > start);
     }
     for seg in &removed {
         seg.delete_files()?;
         stats.segments_deleted += 1;
+    }
+    if !removed.is_empty() {
+        p.store_gaps()?;
     }
     if !removed.is_empty() {
         crate::fsutil::sync_dir(&p.dir)?;
@@ -97,7 +108,7 @@ fn for_each_record(
                 position: pos,
                 reason: e.to_string(),
             };
-            let walked = for_each_batch(&buf, |_, b| {
+            let walked = for_each_batch(&buf, |_, b, _| {
                 for r in batch::records(b).map_err(bad)? {
                     f(&r.map_err(bad)?);
                 }
@@ -147,6 +158,8 @@ pub fn compact(p: &Partition, fsync: FsyncPolicy) -> Result<CleanupStats> {
         let n = st.segments.len().saturating_sub(1);
         st.segments[..n]
             .iter()
+            // A segment with quarantined bytes is left as it is: its damage stays inspectable.
+            .filter(|s| s.bad_regions.is_empty())
             .map(|s| SealedRef {
                 base: s.base_offset,
                 file: s.file.clone(),
@@ -161,6 +174,8 @@ pub fn compact(p: &Partition, fsync: FsyncPolicy) -> Result<CleanupStats> {
     }
     let mut latest: HashMap<Vec<u8>, i64> = HashMap::new();
     for s in &sealed {
+        // Damage not found yet (sealed segments are checked lazily) stops compaction of this
+        // partition; reads and `check()` quarantine it.
         for_each_record(&s.file, &s.path, s.size, |r| {
             if let Some(k) = r.key {
                 match latest.get_mut(k) {
@@ -275,6 +290,7 @@ pub fn compact(p: &Partition, fsync: FsyncPolicy) -> Result<CleanupStats> {
                     next_offset: s.next_offset,
                     index,
                     created_ms: seg.created_ms,
+                    bad_regions: Vec::new(),
                 };
             }
         }

@@ -37,6 +37,8 @@ pub enum LogError {
         position: u64,
         reason: String,
     },
+    #[error("{0}")]
+    Gap(Box<GapError>),
     #[error(
         "topic '{topic}' config mismatch: {field} is {stored} on disk but {given} was asked for"
     )]
@@ -50,8 +52,27 @@ pub enum LogError {
     InvalidArgument(String),
     #[error("schema error: {0}")]
     Schema(String),
+    #[error("'{0}' is an internal topic: it can be read, but not written to or deleted")]
+    InternalTopic(String),
     #[error("the log is closed")]
     Closed,
+}
+
+/// Offsets of a partition that can't be read: damaged bytes (quarantined) or a missing segment.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "{topic}/{partition}: offsets {from}..{to} can't be read ({kind}: {path} at byte {position}: \
+     {reason}); seek to offset {to} to continue past them"
+)]
+pub struct GapError {
+    pub topic: String,
+    pub partition: u32,
+    pub from: i64,
+    pub to: i64,
+    pub kind: String,
+    pub path: PathBuf,
+    pub position: u64,
+    pub reason: String,
 }
 
 impl LogError {

@@ -66,28 +66,42 @@ pub struct Assignment {
 impl GroupCoordinator {
     /// Read every committed offset back from `__consumer_offsets`.
     pub(crate) fn load(&self, log: &Log) -> Result<()> {
-        let topic = offsets_topic(log)?;
+        let topic = match offsets_topic(log) {
+            Ok(t) => t,
+            // Damaged metadata: reported in the open report; commits fail until it is repaired.
+            Err(LogError::Corrupt { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let part = topic.partition(0)?;
-        let (earliest, _) = part.offsets();
+        let (mut from, latest) = part.offsets();
         let mut committed = self.committed.lock();
-        part.read(earliest, usize::MAX, usize::MAX, |r| {
-            let key: Option<CommitKey> = r.key.and_then(|k| serde_json::from_slice(k).ok());
-            if let Some(key) = key {
-                let offset = r
-                    .value
-                    .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
-                    .and_then(|v| v.get("offset").and_then(|o| o.as_i64()));
-                match offset {
-                    Some(o) => {
-                        committed.insert(key, o);
-                    }
-                    None => {
-                        committed.remove(&key);
+        while from < latest {
+            let read = part.read(from, usize::MAX, usize::MAX, |r| {
+                let key: Option<CommitKey> = r.key.and_then(|k| serde_json::from_slice(k).ok());
+                if let Some(key) = key {
+                    let offset = r
+                        .value
+                        .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
+                        .and_then(|v| v.get("offset").and_then(|o| o.as_i64()));
+                    match offset {
+                        Some(o) => {
+                            committed.insert(key, o);
+                        }
+                        None => {
+                            committed.remove(&key);
+                        }
                     }
                 }
-            }
-            true
-        })?;
+                true
+            });
+            from = match read {
+                Ok(next) if next > from => next,
+                Ok(_) => break,
+                // A damaged range of commits (reported at open): the commits after it still count.
+                Err(LogError::Gap(g)) => g.to,
+                Err(e) => return Err(e),
+            };
+        }
         Ok(())
     }
 

@@ -23,13 +23,15 @@ pub mod log;
 pub mod notify;
 pub mod partition;
 pub mod partitioner;
+pub mod quarantine;
 pub mod segment;
 pub mod topic;
 
 pub use config::{Cleanup, FsyncPolicy, LogOptions, TopicConfig, TopicOptions};
 pub use consumer::{Consumer, RecordSink, StartSpec};
-pub use error::{LogError, Result};
+pub use error::{GapError, LogError, Result};
 pub use log::Log;
 pub use partition::{NewRecord, Partition};
+pub use quarantine::Gap;
 pub use segment::Damage;
 pub use topic::{PartitionInfo, Topic};

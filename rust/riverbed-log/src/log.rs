@@ -13,7 +13,129 @@ use crate::group::GroupCoordinator;
 use crate::lock::DirLock;
 use crate::notify::Notifier;
 use crate::segment::Damage;
-use crate::topic::{validate_topic_name, Topic};
+use crate::topic::{is_internal_topic, validate_topic_name, Topic};
+
+/// Where a topic is built before it is renamed into place (so a crash never leaves half a topic),
+/// and where a deleted topic is moved before it is removed (so a crash never leaves a topic
+/// without its `topic.json`). Names with `~` can't be topic names; both are emptied on open.
+const STAGING_DIR: &str = "~staging";
+const TRASH_DIR: &str = "~trash";
+
+/// A directory of the log root that could not be opened as a topic, and why.
+#[derive(Debug, Clone)]
+struct Unavailable {
+    path: PathBuf,
+    reason: String,
+    /// A topic whose metadata is damaged (`CorruptLog`), or a directory that is no topic at all.
+    corrupt: bool,
+}
+
+impl Unavailable {
+    fn error(&self, name: &str) -> LogError {
+        if self.corrupt {
+            LogError::Corrupt {
+                path: self.path.clone(),
+                position: 0,
+                reason: format!("topic '{name}' is unavailable: {}", self.reason),
+            }
+        } else {
+            LogError::InvalidArgument(format!(
+                "{} is not a riverbed topic ({}); move it out of the log directory or use \
+                 another topic name",
+                self.path.display(),
+                self.reason
+            ))
+        }
+    }
+}
+
+/// Remove what riverbed left in its own staging and trash directories.
+fn empty_own_dir(dir: &Path) -> Result<()> {
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let path = entry.at(dir)?.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).at(&path)?;
+        } else {
+            std::fs::remove_file(&path).at(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// A name for a staging or trash entry, unique in this process and across restarts (topic
+/// names can be 249 bytes long, too long to add a suffix to).
+fn unique_name() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{t}-{}-{n}", std::process::id())
+}
+
+/// A partition directory name: a canonical non-negative integer.
+fn partition_number(name: &str) -> Option<u32> {
+    let n: u32 = name.parse().ok()?;
+    (n.to_string() == name).then_some(n)
+}
+
+/// Files riverbed writes in a partition directory.
+fn is_partition_file(name: &str) -> bool {
+    let stem_ok = |stem: &str| stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit());
+    [".log", ".index", ".timeindex", ".log.cleaned", ".idxtmp"]
+        .iter()
+        .any(|ext| name.strip_suffix(ext).is_some_and(stem_ok))
+        || matches!(
+            name,
+            "truncation.json" | "truncation.tmp" | "quarantine.json" | "quarantine.tmp"
+        )
+}
+
+/// The partition directories (numbers, sorted) of a topic directory, and the first thing in it
+/// riverbed does not write, if any.
+fn partition_dirs(dir: &Path) -> Result<(Vec<u32>, usize, Option<String>)> {
+    let mut parts = Vec::new();
+    let mut segments = 0usize;
+    let mut foreign = None;
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "topic.json" || name == "topic.tmp" {
+            continue;
+        }
+        let Some(p) = partition_number(&name).filter(|_| entry.path().is_dir()) else {
+            foreign.get_or_insert(format!("it holds {name:?}, which riverbed does not write"));
+            continue;
+        };
+        for f in std::fs::read_dir(entry.path()).at(&entry.path())? {
+            let f = f.at(&entry.path())?;
+            let fname = f.file_name().to_string_lossy().into_owned();
+            if is_partition_file(&fname) {
+                segments += usize::from(fname.ends_with(".log"));
+            } else {
+                foreign.get_or_insert(format!("{name}/{fname} is not a file riverbed writes"));
+            }
+        }
+        parts.push(p);
+    }
+    parts.sort_unstable();
+    Ok((parts, segments, foreign))
+}
+
+/// `partitions` are exactly `0..n`.
+fn contiguous_partitions(parts: &[u32]) -> std::result::Result<u32, String> {
+    if parts.iter().enumerate().any(|(i, &p)| p as usize != i) {
+        return Err(format!(
+            "partition directories {parts:?} are not 0..{}",
+            parts.len()
+        ));
+    }
+    Ok(parts.len() as u32)
+}
 
 #[derive(Debug, Clone)]
 pub struct Log {
@@ -28,6 +150,8 @@ pub(crate) struct LogInner {
     pub notifier: Arc<Notifier>,
     lock: Mutex<Option<DirLock>>,
     report: Mutex<Vec<Damage>>,
+    /// Directories of the root that are not usable topics, by name.
+    unavailable: RwLock<BTreeMap<String, Unavailable>>,
     pub groups: GroupCoordinator,
     /// Held by whoever runs retention/compaction, so the background thread and an explicit
     /// `cleanup()` never work on the same partition at once.
@@ -43,22 +167,43 @@ impl Log {
         std::fs::create_dir_all(&root).at(&root)?;
         let lock = DirLock::acquire(&root)?;
         let notifier = Arc::new(Notifier::default());
+        empty_own_dir(&root.join(STAGING_DIR))?;
+        empty_own_dir(&root.join(TRASH_DIR))?;
         let mut topics = BTreeMap::new();
         let mut report = Vec::new();
+        let mut unavailable = BTreeMap::new();
         let mut names: Vec<String> = Vec::new();
         for entry in std::fs::read_dir(&root).at(&root)? {
             let entry = entry.at(&root)?;
-            if entry.path().join("topic.json").is_file() {
-                names.push(entry.file_name().to_string_lossy().into_owned());
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Files (the lock, keys) and riverbed's own `~` directories are not topics.
+            if entry.path().is_dir() && validate_topic_name(&name).is_ok() {
+                names.push(name);
             }
         }
         names.sort();
         for name in names {
             let dir = root.join(&name);
-            let config = TopicConfig::load(&dir.join("topic.json"))?;
-            let (topic, damage) = Topic::open(&name, &dir, config, options.fsync, &notifier)?;
-            report.extend(damage);
-            topics.insert(name, Arc::new(topic));
+            match Self::open_topic_dir(&name, &dir, &options, &notifier)? {
+                Ok((topic, damage)) => {
+                    report.extend(damage);
+                    topics.insert(name, Arc::new(topic));
+                }
+                Err(u) => {
+                    let mut d = Damage::new(
+                        &u.path,
+                        if u.corrupt {
+                            "bad_metadata"
+                        } else {
+                            "not_a_topic"
+                        },
+                        u.reason.clone(),
+                    );
+                    d.topic = Some(name.clone());
+                    report.push(d);
+                    unavailable.insert(name, u);
+                }
+            }
         }
         let inner = Arc::new(LogInner {
             root,
@@ -67,6 +212,7 @@ impl Log {
             notifier,
             lock: Mutex::new(Some(lock)),
             report: Mutex::new(report),
+            unavailable: RwLock::new(unavailable),
             groups: GroupCoordinator::default(),
             cleaner: Mutex::new(()),
             background: Mutex::new(None),
@@ -76,6 +222,114 @@ impl Log {
         log.inner.groups.load(&log)?;
         log.start_background();
         Ok(log)
+    }
+
+    /// Open one directory of the root as a topic: validate `topic.json` against the partition
+    /// directories, or rebuild a lost one from them; anything else makes just this topic
+    /// unavailable.
+    fn open_topic_dir(
+        name: &str,
+        dir: &Path,
+        options: &LogOptions,
+        notifier: &Arc<Notifier>,
+    ) -> Result<std::result::Result<(Topic, Vec<Damage>), Unavailable>> {
+        match Self::try_open_topic_dir(name, dir, options, notifier) {
+            // An I/O failure (too many open files, permissions) is not damage: fail the open.
+            Err(Err(e)) => Err(e),
+            Err(Ok(u)) => Ok(Err(u)),
+            Ok(t) => Ok(Ok(t)),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn try_open_topic_dir(
+        name: &str,
+        dir: &Path,
+        options: &LogOptions,
+        notifier: &Arc<Notifier>,
+    ) -> std::result::Result<(Topic, Vec<Damage>), std::result::Result<Unavailable, LogError>> {
+        let cfg_path = dir.join("topic.json");
+        let bad = |path: &Path, reason: String| {
+            Ok(Unavailable {
+                path: path.to_path_buf(),
+                reason,
+                corrupt: true,
+            })
+        };
+        let on_disk = partition_dirs(dir).map_err(Err)?;
+        let mut damages = Vec::new();
+        let config = if cfg_path.exists() {
+            let config = TopicConfig::load(&cfg_path).map_err(|e| match e {
+                LogError::Corrupt { .. } => bad(&cfg_path, e.to_string()),
+                e => Err(e),
+            })?;
+            config
+                .validate(name)
+                .map_err(|e| bad(&cfg_path, format!("{e}")))?;
+            // Files riverbed does not write are left alone (and don't matter); the partition
+            // directories must be exactly the ones topic.json names.
+            match contiguous_partitions(&on_disk.0) {
+                Ok(n) if n == config.partitions => {}
+                Ok(n) => {
+                    return Err(bad(
+                        &cfg_path,
+                        format!(
+                            "topic.json says {} partitions but the directory holds {n}",
+                            config.partitions
+                        ),
+                    ))
+                }
+                Err(why) => return Err(bad(&cfg_path, why)),
+            }
+            config
+        } else {
+            // Rebuilt only from what riverbed writes: anything else and it is not a topic.
+            let (parts, segments, foreign) = on_disk;
+            let why = match (foreign, segments) {
+                (Some(f), _) => Some(f),
+                (None, 0) => {
+                    Some("no topic.json and no partition directories with segments".into())
+                }
+                (None, _) => contiguous_partitions(&parts).err(),
+            };
+            if let Some(why) = why {
+                return Err(Ok(Unavailable {
+                    path: dir.to_path_buf(),
+                    reason: why,
+                    corrupt: false,
+                }));
+            }
+            let n = parts.len() as u32;
+            let mut config = TopicConfig {
+                partitions: n,
+                ..TopicConfig::default()
+            };
+            if name == crate::group::OFFSETS_TOPIC {
+                config.cleanup = crate::config::Cleanup::Compact;
+            }
+            config
+                .store(&cfg_path)
+                .map_err(|e| bad(&cfg_path, e.to_string()))?;
+            let mut d = Damage::new(
+                &cfg_path,
+                "topic_rebuilt",
+                format!(
+                    "topic.json was missing: rebuilt from the {n} partition directories with \
+                     default settings (set retention, segment size and cleanup again if they \
+                     were not the defaults)"
+                ),
+            );
+            d.topic = Some(name.to_string());
+            damages.push(d);
+            config
+        };
+        let (topic, damage) =
+            Topic::open(name, dir, config, options.fsync, notifier).map_err(|e| match e {
+                LogError::Io { .. } => Err(e),
+                e => bad(dir, e.to_string()),
+            })?;
+        damages.extend(damage);
+        Ok((topic, damages))
     }
 
     pub fn root(&self) -> &Path {
@@ -94,9 +348,63 @@ impl Log {
         &self.inner.notifier
     }
 
-    /// What recovery found and repaired when the log was opened.
+    /// What recovery found and repaired when the log was opened, and damage reads found since.
     pub fn open_report(&self) -> Vec<Damage> {
-        self.inner.report.lock().clone()
+        let mut out = self.inner.report.lock().clone();
+        for t in self.all_topics() {
+            for p in t.partitions() {
+                out.extend(p.found_damage());
+            }
+        }
+        out
+    }
+
+    /// Verify everything: every batch of every segment (CRC), every index file against the
+    /// segment, every metadata file (at open). Returns every damage known (an empty list means
+    /// the log is intact); damage found here is quarantined like damage a read finds.
+    pub fn check(&self, topic: Option<&str>) -> Result<Vec<Damage>> {
+        self.check_open()?;
+        let wanted = |name: &Option<String>| topic.is_none() || name.as_deref() == topic;
+        if let Some(t) = topic {
+            if !self.inner.topics.read().contains_key(t)
+                && !self.inner.unavailable.read().contains_key(t)
+            {
+                return Err(LogError::TopicNotFound(t.to_string()));
+            }
+        }
+        let mut out: Vec<Damage> = self
+            .inner
+            .report
+            .lock()
+            .iter()
+            .filter(|d| wanted(&d.topic))
+            .cloned()
+            .collect();
+        for t in self.all_topics() {
+            if topic.is_some_and(|n| n != &*t.name) {
+                continue;
+            }
+            for p in t.partitions() {
+                p.verify()?;
+                out.extend(p.found_damage());
+                for g in p.gaps() {
+                    let covered = out.iter().any(|d| {
+                        d.topic.as_deref() == Some(&*t.name)
+                            && d.partition == Some(p.id)
+                            && d.offsets.is_some_and(|(a, b)| a <= g.from && g.to <= b)
+                    });
+                    if !covered {
+                        let mut d = Damage::new(p.dir.join(&g.file), &g.kind, g.reason.clone());
+                        d.topic = Some(t.name.to_string());
+                        d.partition = Some(p.id);
+                        d.position = g.position;
+                        d.offsets = Some((g.from, g.to));
+                        out.push(d);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn check_open(&self) -> Result<()> {
@@ -121,32 +429,64 @@ impl Log {
             options.check_against(name, t.config())?;
             return Ok(t.clone());
         }
+        if let Some(u) = self.inner.unavailable.read().get(name) {
+            return Err(u.error(name));
+        }
         let config = options.to_config();
         config.validate(name)?;
         let dir = self.inner.root.join(name);
         if dir.exists() {
-            // A topic directory without topic.json is what a crash in delete_topic (or in an
-            // earlier create) leaves behind: its data belongs to no topic.
-            std::fs::remove_dir_all(&dir).at(&dir)?;
+            // Appeared after open: riverbed did not put it there, so it is left alone.
+            return Err(LogError::InvalidArgument(format!(
+                "{} already exists and is not a topic of this log; move it away or use another \
+                 topic name",
+                dir.display()
+            )));
         }
-        std::fs::create_dir_all(&dir).at(&dir)?;
+        self.create_topic_dir(&dir, &config)?;
         let (topic, _) = Topic::open(
             name,
             &dir,
-            config.clone(),
+            config,
             self.inner.options.fsync,
             &self.inner.notifier,
         )?;
-        config.store(&dir.join("topic.json"))?;
-        crate::fsutil::sync_dir(&self.inner.root)?;
         let topic = Arc::new(topic);
         topics.insert(name.to_string(), topic.clone());
         Ok(topic)
     }
 
-    /// An existing topic, or `TopicNotFound`.
+    /// Build a topic's directory (topic.json, partition directories, first segments) in the
+    /// staging directory, then rename it into place: a crash leaves either no topic or a whole one.
+    fn create_topic_dir(&self, dir: &Path, config: &TopicConfig) -> Result<()> {
+        let staging_root = self.inner.root.join(STAGING_DIR);
+        let staging = staging_root.join(unique_name());
+        let build = || -> Result<()> {
+            std::fs::create_dir_all(&staging).at(&staging)?;
+            for p in 0..config.partitions {
+                let pdir = staging.join(p.to_string());
+                std::fs::create_dir(&pdir).at(&pdir)?;
+                let seg = crate::segment::segment_paths(&pdir, 0).0;
+                std::fs::File::create(&seg).at(&seg)?;
+                crate::fsutil::sync_dir(&pdir)?;
+            }
+            config.store(&staging.join("topic.json"))?;
+            crate::fsutil::sync_dir(&staging_root)?;
+            std::fs::rename(&staging, dir).at(dir)?;
+            crate::fsutil::sync_dir(&self.inner.root)
+        };
+        build().inspect_err(|_| {
+            // Ours, never renamed into place: remove what was built.
+            let _ = std::fs::remove_dir_all(&staging);
+        })
+    }
+
+    /// An existing topic, or `TopicNotFound` (`Corrupt` for a topic whose metadata is damaged).
     pub fn get_topic(&self, name: &str) -> Result<Arc<Topic>> {
         self.check_open()?;
+        if let Some(u) = self.inner.unavailable.read().get(name) {
+            return Err(u.error(name));
+        }
         self.inner
             .topics
             .read()
@@ -166,8 +506,13 @@ impl Log {
             .collect()
     }
 
+    /// Delete a topic and its data. Internal topics can't be deleted. Atomic across crashes: the
+    /// directory is renamed into the trash first (a crash leaves the whole topic or none of it).
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         self.check_open()?;
+        if is_internal_topic(name) {
+            return Err(LogError::InternalTopic(name.to_string()));
+        }
         let topic = self
             .inner
             .topics
@@ -175,11 +520,12 @@ impl Log {
             .remove(name)
             .ok_or_else(|| LogError::TopicNotFound(name.to_string()))?;
         topic.mark_deleted();
-        // Remove topic.json first so a crash mid-delete never leaves a half topic that reopens.
-        let cfg = topic.dir.join("topic.json");
-        std::fs::remove_file(&cfg).at(&cfg)?;
-        std::fs::remove_dir_all(&topic.dir).at(&topic.dir)?;
+        let trash_root = self.inner.root.join(TRASH_DIR);
+        std::fs::create_dir_all(&trash_root).at(&trash_root)?;
+        let trash = trash_root.join(unique_name());
+        std::fs::rename(&topic.dir, &trash).at(&topic.dir)?;
         crate::fsutil::sync_dir(&self.inner.root)?;
+        std::fs::remove_dir_all(&trash).at(&trash)?;
         self.inner.groups.forget_topic(self, name)?;
         Ok(())
     }

@@ -15,7 +15,10 @@ use crate::config::{FsyncPolicy, TopicConfig};
 use crate::error::{IoContext, LogError, Result};
 use crate::index::SegmentIndex;
 use crate::notify::Notifier;
-use crate::segment::{for_each_batch, read_exact_at, segment_paths, Cut, Damage, Segment};
+use crate::quarantine::{self, Gap};
+use crate::segment::{
+    for_each_batch, read_exact_at, segment_paths, BadRegion, Cut, Damage, Segment, SegmentFindings,
+};
 
 /// The intent file a truncation writes (durably) before it changes anything, and removes when it is
 /// done; finding it on open means a truncation was interrupted, and it is finished then.
@@ -39,6 +42,9 @@ pub struct NewRecord<'a> {
 pub(crate) struct PartitionState {
     pub segments: Vec<Segment>,
     pub log_start_offset: i64,
+    /// Offset ranges that can't be read (damaged or missing), sorted by `from`; mirrored in
+    /// `quarantine.json`.
+    pub gaps: Vec<Gap>,
 }
 
 impl PartitionState {
@@ -78,12 +84,51 @@ pub struct Partition {
     /// appends are refused until the log is reopened (which finishes the truncation).
     broken: AtomicBool,
     broken_why: Mutex<String>,
+    /// Damage found after open (by a read's CRC check), for `check()` and the log's report.
+    found: Mutex<Vec<Damage>>,
+    /// Serialises writes of `quarantine.json`.
+    quarantine_lock: Mutex<()>,
 }
 
-/// The contents of [`TRUNCATION_MARKER`].
+/// The contents of [`TRUNCATION_MARKER`]: the truncation asked for and the state it was planned
+/// against, with a CRC over both, so a file riverbed did not write (or one left from another
+/// state of the partition) is never honoured.
 #[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TruncationIntent {
+    version: u32,
     offset: i64,
+    /// The partition's end offset when the truncation was planned.
+    end_before: i64,
+    /// Base offset of the segment that is cut, and the byte position of the cut.
+    segment: i64,
+    position: u64,
+    crc: u32,
+}
+
+/// The bytes of a valid truncation intent (for tests that rebuild a crash state by hand).
+#[doc(hidden)]
+pub fn truncation_intent_bytes(
+    offset: i64,
+    end_before: i64,
+    segment: i64,
+    position: u64,
+) -> Vec<u8> {
+    serde_json::to_vec(&TruncationIntent {
+        version: 1,
+        offset,
+        end_before,
+        segment,
+        position,
+        crc: TruncationIntent::crc_of(offset, end_before, segment, position),
+    })
+    .unwrap_or_default()
+}
+
+impl TruncationIntent {
+    fn crc_of(offset: i64, end_before: i64, segment: i64, position: u64) -> u32 {
+        crc32c::crc32c(format!("{offset}/{end_before}/{segment}/{position}").as_bytes())
+    }
 }
 
 /// What a truncation will do, worked out before anything changes.
@@ -111,13 +156,63 @@ enum Located {
         path: PathBuf,
         pos: u64,
         end: u64,
+        base: i64,
     },
     Jump(i64),
+    Gap(Gap),
     End,
 }
 
+/// What `verify` needs of a segment: base, file, path, size, next offset, whether it is the
+/// active one, its quarantined byte regions.
+type SegmentSnapshot = (
+    i64,
+    Arc<std::fs::File>,
+    PathBuf,
+    u64,
+    i64,
+    bool,
+    Vec<(u64, u64)>,
+);
+
+/// A `.log` file name of a segment: 20 digits.
+fn segment_base(name: &str) -> Option<i64> {
+    let stem = name.strip_suffix(".log")?;
+    (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| stem.parse().ok())
+        .flatten()
+}
+
+/// Files of an interrupted write that riverbed itself leaves in a partition directory.
+fn is_own_leftover(name: &str) -> bool {
+    name.strip_suffix(".log.cleaned")
+        .is_some_and(|s| segment_base(&format!("{s}.log")).is_some())
+        || name == "truncation.tmp"
+        || name == "quarantine.tmp"
+        || name.ends_with(".idxtmp")
+}
+
+/// The base offset of a segment file's first batch, when it is a whole batch with a valid CRC
+/// (damage there is recovery's business, not a sign of a stray file).
+fn first_batch_base(path: &Path) -> Option<i64> {
+    let f = std::fs::File::open(path).ok()?;
+    let mut head = [0u8; batch::HEADER_LEN];
+    f.read_exact_at(&mut head, 0).ok()?;
+    let total = 12 + usize::try_from(i32::from_be_bytes(head[8..12].try_into().ok()?)).ok()?;
+    if total > 64 << 20 {
+        return None;
+    }
+    let mut whole = vec![0u8; total];
+    f.read_exact_at(&mut whole, 0).ok()?;
+    let base = i64::from_be_bytes(head[..8].try_into().ok()?);
+    (batch::crc_ok(&whole) && base >= 0).then_some(base)
+}
+
 impl Partition {
-    /// Open (or create) the partition directory, recovering the active segment.
+    /// Open (or create) the partition directory: recover the active segment (truncate a torn
+    /// tail, quarantine damage followed by valid batches), check that the segments' offsets are
+    /// contiguous (a hole is a missing segment, recorded as a gap), ignore stray segment files
+    /// (reported, left in place), and load the recorded gaps.
     pub(crate) fn open(
         topic: Arc<str>,
         id: u32,
@@ -127,37 +222,217 @@ impl Partition {
         notifier: Arc<Notifier>,
     ) -> Result<(Partition, Vec<Damage>)> {
         std::fs::create_dir_all(&dir).at(&dir)?;
+        let mut damages = Vec::new();
+        let topic_name = topic.to_string();
+        let tag = |mut d: Damage| {
+            d.topic = Some(topic_name.clone());
+            d.partition = Some(id);
+            d
+        };
         let mut bases: Vec<i64> = Vec::new();
         for entry in std::fs::read_dir(&dir).at(&dir)? {
             let entry = entry.at(&dir)?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if let Some(stem) = name.strip_suffix(".log") {
-                if let Ok(b) = stem.parse::<i64>() {
-                    bases.push(b);
-                }
-            } else if name.ends_with(".cleaned") || name.ends_with(".tmp") {
-                // Leftovers of an interrupted compaction: the original segment is still in place.
+            if let Some(b) = segment_base(&name) {
+                bases.push(b);
+            } else if name.ends_with(".log") {
+                damages.push(tag(Damage::new(
+                    entry.path(),
+                    "stray_segment",
+                    "not a segment file name (20 digits); ignored and left in place",
+                )));
+            } else if is_own_leftover(&name) {
+                // Leftovers of an interrupted compaction or atomic write: the original is in place.
                 let _ = std::fs::remove_file(entry.path());
             }
         }
         bases.sort_unstable();
-        let mut segments = Vec::with_capacity(bases.len().max(1));
-        let mut damages = Vec::new();
-        for (i, &base) in bases.iter().enumerate() {
-            let (seg, damage) = if i + 1 == bases.len() {
-                Segment::recover(&dir, base)?
+        // A file whose first batch names an offset below the file's own name was not written
+        // there by riverbed (a copy or a renamed file): using it would make offsets exist twice.
+        let mut cands: Vec<i64> = Vec::with_capacity(bases.len());
+        for &b in &bases {
+            let path = segment_paths(&dir, b).0;
+            match first_batch_base(&path) {
+                Some(first) if first < b => {
+                    let mut d = Damage::new(
+                        &path,
+                        "stray_segment",
+                        format!(
+                            "its first batch holds offset {first}, below the {b} its name \
+                             says; ignored and left in place"
+                        ),
+                    );
+                    d.offsets = Some((first, b));
+                    damages.push(tag(d));
+                }
+                _ => cands.push(b),
+            }
+        }
+        // Offsets inside a segment are contiguous unless compaction rewrote it.
+        let contiguous = config.cleanup == crate::config::Cleanup::Delete;
+        let mut segments: Vec<Segment> = Vec::with_capacity(cands.len().max(1));
+        let mut findings: Vec<SegmentFindings> = Vec::new();
+        let mut i = 0;
+        while i < cands.len() {
+            let base = cands[i];
+            let last = i + 1 == cands.len();
+            let (mut seg, mut f) = if last {
+                Segment::recover(&dir, base, contiguous)?
             } else {
-                Segment::open_sealed(&dir, base, bases[i + 1])?
+                Segment::open_sealed(&dir, base, cands[i + 1], contiguous)?
             };
-            damages.extend(damage);
+            let end = f.end.max(base);
+            // A later file starting inside this segment's offsets would make them exist twice.
+            while i + 1 < cands.len() && cands[i + 1] < end {
+                let path = segment_paths(&dir, cands[i + 1]).0;
+                let mut d = Damage::new(
+                    &path,
+                    "stray_segment",
+                    format!(
+                        "its offsets overlap those of {} (which ends at {end}); ignored and \
+                         left in place",
+                        seg.log_path.display()
+                    ),
+                );
+                d.offsets = Some((cands[i + 1], end));
+                damages.push(tag(d));
+                cands.remove(i + 1);
+            }
+            if !last && i + 1 == cands.len() {
+                // The files after it were strays: this one is the active segment after all.
+                drop(seg);
+                (seg, f) = Segment::recover(&dir, base, contiguous)?;
+            }
             segments.push(seg);
+            findings.push(f);
+            i += 1;
         }
         if segments.is_empty() {
             segments.push(Segment::create(&dir, 0)?);
+            findings.push(SegmentFindings::default());
             crate::fsutil::sync_dir(&dir)?;
         }
+        let n = segments.len();
+        for k in 0..n - 1 {
+            segments[k].next_offset = segments[k + 1].base_offset;
+        }
+        let name_of = |seg: &Segment| {
+            seg.log_path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let mut gaps: Vec<Gap> = Vec::new();
+        for k in 0..n {
+            let f = &findings[k];
+            let seg = &segments[k];
+            if let Some((valid, dropped, reason)) = &f.truncated {
+                let mut d = Damage::new(
+                    &seg.log_path,
+                    "torn_tail",
+                    format!(
+                        "{reason}; the {dropped} bytes after the last valid batch were truncated"
+                    ),
+                );
+                d.position = *valid;
+                d.valid_bytes = *valid;
+                d.dropped_bytes = *dropped;
+                damages.push(tag(d));
+            }
+            if let Some(why) = &f.index_rebuilt {
+                damages.push(tag(Damage::new(
+                    &seg.log_path,
+                    "index_rebuilt",
+                    format!("{why}: rebuilt from the segment"),
+                )));
+            }
+            let mut tail_covered = false;
+            for b in &f.bad {
+                let to = match b.to {
+                    Some(t) => t,
+                    None => {
+                        tail_covered = true;
+                        seg.next_offset
+                    }
+                };
+                let to = to.max(b.from);
+                let mut d = Damage::new(&seg.log_path, "quarantined", b.reason.clone());
+                d.position = b.position;
+                d.valid_bytes = b.position;
+                d.dropped_bytes = b.len;
+                if to > b.from {
+                    d.offsets = Some((b.from, to));
+                    quarantine::merge(&mut gaps, gap_of(&name_of(seg), b, to));
+                }
+                damages.push(tag(d));
+            }
+            // Segments of a topic that is never compacted hold contiguous offsets: a hole
+            // between two is a missing segment file.
+            if k + 1 < n && !tail_covered && config.cleanup == crate::config::Cleanup::Delete {
+                let end = f.end.max(seg.base_offset);
+                let next = &segments[k + 1];
+                if end < next.base_offset {
+                    let g = Gap {
+                        from: end,
+                        to: next.base_offset,
+                        kind: "missing_segment".into(),
+                        file: name_of(next),
+                        position: 0,
+                        len: 0,
+                        reason: format!(
+                            "no segment file holds offsets {end}..{}: a segment is missing",
+                            next.base_offset
+                        ),
+                    };
+                    let mut d = Damage::new(&next.log_path, "missing_segment", g.reason.clone());
+                    d.offsets = Some((g.from, g.to));
+                    damages.push(tag(d));
+                    quarantine::merge(&mut gaps, g);
+                }
+            }
+        }
         let log_start_offset = segments[0].base_offset;
+        let next_offset = segments[n - 1].next_offset;
+        let found_on_open = gaps.clone();
+        match quarantine::load(&dir) {
+            Ok(Some(recorded)) => {
+                for g in recorded {
+                    if g.to <= log_start_offset || g.from >= next_offset {
+                        continue; // removed by retention or truncation since
+                    }
+                    if let Some(seg) = segments.iter_mut().find(|s| name_of(s) == g.file) {
+                        if g.kind == "quarantined"
+                            && g.position + g.len <= seg.size
+                            && !seg.bad_regions.contains(&(g.position, g.len))
+                        {
+                            seg.bad_regions.push((g.position, g.len));
+                            seg.bad_regions.sort_unstable();
+                        }
+                    }
+                    if quarantine::find(&found_on_open, g.from).is_none() {
+                        let mut d = Damage::new(dir.join(&g.file), &g.kind, g.reason.clone());
+                        d.position = g.position;
+                        d.offsets = Some((g.from, g.to));
+                        damages.push(tag(d));
+                    }
+                    quarantine::merge(&mut gaps, g);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let mut d = Damage::new(
+                    dir.join(quarantine::QUARANTINE_FILE),
+                    "bad_quarantine_record",
+                    format!("{e}; ignored (it is rewritten when a gap is next recorded)"),
+                );
+                d.reason = d.reason.replace('\n', " ");
+                damages.push(tag(d));
+            }
+        }
+        if !gaps.is_empty() {
+            quarantine::store(&dir, &gaps)?;
+        }
         let part = Partition {
             topic,
             id,
@@ -169,15 +444,98 @@ impl Partition {
             state: RwLock::new(PartitionState {
                 segments,
                 log_start_offset,
+                gaps,
             }),
             dirty: AtomicBool::new(false),
             notifier,
             truncations: AtomicU64::new(0),
             broken: AtomicBool::new(false),
             broken_why: Mutex::new(String::new()),
+            found: Mutex::new(Vec::new()),
+            quarantine_lock: Mutex::new(()),
         };
-        damages.extend(part.finish_interrupted_truncation()?);
+        damages.extend(part.finish_interrupted_truncation()?.map(tag));
         Ok((part, damages))
+    }
+
+    /// The gaps (offset ranges that can't be read) of this partition, in offset order.
+    pub fn gaps(&self) -> Vec<Gap> {
+        self.state.read().gaps.clone()
+    }
+
+    /// Verify every batch of every segment (CRC, order) and every sealed segment's index files;
+    /// damage found is quarantined and reported in [`found_damage`](Self::found_damage), a bad
+    /// index file is rewritten.
+    pub fn verify(&self) -> Result<()> {
+        let segs: Vec<SegmentSnapshot> = {
+            let st = self.state.read();
+            let n = st.segments.len();
+            st.segments
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    (
+                        s.base_offset,
+                        s.file.clone(),
+                        s.log_path.clone(),
+                        s.size,
+                        s.next_offset,
+                        i + 1 == n,
+                        s.bad_regions.clone(),
+                    )
+                })
+                .collect()
+        };
+        for (base, file, path, size, next_offset, active, bad) in segs {
+            let contiguous = self.config.cleanup == crate::config::Cleanup::Delete;
+            let scan = crate::segment::scan_upto(&file, &path, base, size, contiguous)?;
+            if scan.bad.iter().any(|b| !bad.contains(&(b.position, b.len))) {
+                self.discover_damage(base, &file)?;
+            }
+            if active {
+                continue;
+            }
+            let (_, index_path, time_path) = segment_paths(&self.dir, base);
+            let last_rel = u32::try_from(next_offset - 1 - base).ok();
+            let mut want = scan.index.clone();
+            if next_offset > base {
+                if let Some(l) = last_rel {
+                    want.seal(l);
+                }
+            }
+            let on_disk = SegmentIndex::read_files(&index_path, &time_path, size, last_rel);
+            let ok = on_disk
+                .as_ref()
+                .is_some_and(|ix| ix.offsets == want.offsets && ix.times == want.times);
+            if !ok {
+                want.write_files(&index_path, &time_path)?;
+                let mut d = Damage::new(
+                    &index_path,
+                    "index_rebuilt",
+                    if on_disk.is_none() {
+                        "index file missing, truncated or inconsistent: rebuilt from the segment"
+                    } else {
+                        "index file does not match the segment: rebuilt from the segment"
+                    },
+                );
+                d.topic = Some(self.topic.to_string());
+                d.partition = Some(self.id);
+                self.found.lock().push(d);
+            }
+        }
+        Ok(())
+    }
+
+    /// Write `quarantine.json` from the gaps in memory.
+    pub(crate) fn store_gaps(&self) -> Result<()> {
+        let _q = self.quarantine_lock.lock();
+        let gaps = self.state.read().gaps.clone();
+        quarantine::store(&self.dir, &gaps)
+    }
+
+    /// Damage found since open (a read met a bad batch in a sealed segment).
+    pub fn found_damage(&self) -> Vec<Damage> {
+        self.found.lock().clone()
     }
 
     pub fn config(&self) -> &TopicConfig {
@@ -473,8 +831,19 @@ impl Partition {
     fn apply_truncation(&self, offset: i64, plan: TruncationPlan) -> Result<()> {
         use crate::fsutil::sync_dir;
         let marker = self.dir.join(TRUNCATION_MARKER);
-        let intent = serde_json::to_vec(&TruncationIntent { offset })
-            .map_err(|e| LogError::InvalidArgument(e.to_string()))?;
+        let (end_before, segment) = {
+            let st = self.state.read();
+            (st.next_offset(), st.segments[plan.keep].base_offset)
+        };
+        let intent = serde_json::to_vec(&TruncationIntent {
+            version: 1,
+            offset,
+            end_before,
+            segment,
+            position: plan.position,
+            crc: TruncationIntent::crc_of(offset, end_before, segment, plan.position),
+        })
+        .map_err(|e| LogError::InvalidArgument(e.to_string()))?;
         crate::fsutil::write_atomic(&marker, &intent)?;
 
         let gap = plan.records_end < offset;
@@ -482,7 +851,13 @@ impl Partition {
             let mut st = self.state.write();
             self.truncations.fetch_add(1, Ordering::SeqCst);
             let removed = st.segments.split_off(plan.keep + 1);
+            // Gaps at or past the cut go with the records they stood for.
+            st.gaps.retain(|g| g.from < offset);
+            for g in &mut st.gaps {
+                g.to = g.to.min(offset);
+            }
             let seg = &mut st.segments[plan.keep];
+            seg.bad_regions.retain(|&(p, _)| p < plan.position);
             seg.size = plan.position;
             seg.next_offset = offset;
             seg.index = plan.index;
@@ -509,6 +884,11 @@ impl Partition {
             let new = Segment::create(&self.dir, offset)?;
             self.state.write().segments.push(new);
         }
+        {
+            let _q = self.quarantine_lock.lock();
+            let gaps = self.state.read().gaps.clone();
+            quarantine::store(&self.dir, &gaps)?;
+        }
         sync_dir(&self.dir)?;
         std::fs::remove_file(&marker).at(&marker)?;
         sync_dir(&self.dir)?;
@@ -524,13 +904,44 @@ impl Partition {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(LogError::io(&marker, e)),
         };
-        let intent: TruncationIntent =
-            serde_json::from_slice(&bytes).map_err(|e| LogError::Corrupt {
-                path: marker.clone(),
-                position: 0,
-                reason: format!("bad truncation intent: {e}"),
-            })?;
         let (earliest, latest) = self.offsets();
+        let ignored = |why: String| {
+            Ok(Some(Damage::new(
+                &marker,
+                "truncation_ignored",
+                format!(
+                    "{why}: not a truncation riverbed started on this partition, so nothing \
+                     was truncated (the file is left in place)"
+                ),
+            )))
+        };
+        let intent: TruncationIntent = match serde_json::from_slice(&bytes) {
+            Ok(i) => i,
+            Err(e) => return ignored(format!("unreadable truncation intent ({e})")),
+        };
+        if intent.version != 1
+            || intent.crc
+                != TruncationIntent::crc_of(
+                    intent.offset,
+                    intent.end_before,
+                    intent.segment,
+                    intent.position,
+                )
+        {
+            return ignored("the truncation intent fails its CRC".into());
+        }
+        let segment_ok = self.state.read().segments.iter().any(|s| {
+            s.base_offset == intent.segment && s.base_offset <= intent.offset.max(earliest)
+        });
+        // The end may lie below the target (the kept records of a compacted segment end in a
+        // hole before it), never above where the truncation started.
+        if latest > intent.end_before || intent.offset > intent.end_before || !segment_ok {
+            return ignored(format!(
+                "the truncation intent (to {} from {}) does not match the partition (offsets \
+                 {earliest}..{latest})",
+                intent.offset, intent.end_before
+            ));
+        }
         let before = self.size_bytes();
         // Below the start can't happen (retention waits for truncations); the nearest thing to
         // what was asked is to keep nothing.
@@ -552,15 +963,17 @@ impl Partition {
             self.apply_truncation(target, plan)?;
         }
         let after = self.size_bytes();
-        Ok(Some(Damage {
-            path: marker,
-            valid_bytes: after,
-            dropped_bytes: before.saturating_sub(after),
-            reason: format!(
+        let mut d = Damage::new(
+            marker,
+            "truncation_finished",
+            format!(
                 "finished an interrupted truncation of {}/{} to offset {}",
                 self.topic, self.id, intent.offset
             ),
-        }))
+        );
+        d.valid_bytes = after;
+        d.dropped_bytes = before.saturating_sub(after);
+        Ok(Some(d))
     }
 
     fn out_of_range(&self, offset: i64, st: &PartitionState) -> LogError {
@@ -581,16 +994,35 @@ impl Partition {
         if next < st.log_start_offset {
             return Located::Jump(st.log_start_offset);
         }
+        if let Some(g) = quarantine::find(&st.gaps, next) {
+            return Located::Gap(g.clone());
+        }
         let i = st
             .segments
             .partition_point(|s| s.base_offset <= next)
             .saturating_sub(1);
         let seg = &st.segments[i];
-        let pos = match cursor {
+        let mut pos = match cursor {
             // A cursor is only valid for the very file it was made in (compaction replaces files).
             Some((f, p)) if Arc::ptr_eq(f, &seg.file) => *p,
             _ => seg.index.position_for((next - seg.base_offset) as u32) as u64,
         };
+        // Step over quarantined bytes; read only up to the next quarantined region.
+        while let Some(&(p, l)) = seg
+            .bad_regions
+            .iter()
+            .find(|&&(p, l)| p <= pos && pos < p + l)
+        {
+            pos = p + l;
+        }
+        let end = seg
+            .bad_regions
+            .iter()
+            .filter(|&&(p, _)| p >= pos)
+            .map(|&(p, _)| p)
+            .min()
+            .unwrap_or(seg.size)
+            .min(seg.size);
         if next >= seg.next_offset || pos >= seg.size {
             return match st.segments.get(i + 1) {
                 Some(n) => Located::Jump(n.base_offset.max(next)),
@@ -601,8 +1033,112 @@ impl Partition {
             file: seg.file.clone(),
             path: seg.log_path.clone(),
             pos,
-            end: seg.size,
+            end,
+            base: seg.base_offset,
         }
+    }
+
+    fn gap_error(&self, g: &Gap) -> LogError {
+        LogError::Gap(Box::new(crate::error::GapError {
+            topic: self.topic.to_string(),
+            partition: self.id,
+            from: g.from,
+            to: g.to,
+            kind: g.kind.clone(),
+            path: self.dir.join(&g.file),
+            position: g.position,
+            reason: g.reason.clone(),
+        }))
+    }
+
+    /// A read met a bad batch (or a wrong index entry) in the segment at `base`: scan it whole,
+    /// quarantine every damaged region (recorded in `quarantine.json` and reported), and replace
+    /// its index if the scan disagrees with it. Returns whether anything changed, so the read can
+    /// try again.
+    fn discover_damage(&self, base: i64, file: &Arc<std::fs::File>) -> Result<bool> {
+        let _q = self.quarantine_lock.lock();
+        let (path, size, next_offset) = {
+            let st = self.state.read();
+            match st
+                .segments
+                .iter()
+                .find(|s| s.base_offset == base && Arc::ptr_eq(&s.file, file))
+            {
+                Some(s) => (s.log_path.clone(), s.size, s.next_offset),
+                None => return Ok(true), // replaced meanwhile (compaction, truncation): retry
+            }
+        };
+        let contiguous = self.config.cleanup == crate::config::Cleanup::Delete;
+        let scan = crate::segment::scan_upto(file, &path, base, size, contiguous)?;
+        let name = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut changed = false;
+        let mut new_damage = Vec::new();
+        let gaps = {
+            let mut st = self.state.write();
+            let Some(seg) = st
+                .segments
+                .iter_mut()
+                .find(|s| s.base_offset == base && Arc::ptr_eq(&s.file, file))
+            else {
+                return Ok(true);
+            };
+            let mut index = scan.index.clone();
+            if seg.next_offset > seg.base_offset {
+                index.seal((seg.next_offset - 1 - seg.base_offset) as u32);
+            }
+            let new_bad = scan
+                .bad
+                .iter()
+                .any(|b| !seg.bad_regions.contains(&(b.position, b.len)));
+            if seg.index.offsets != index.offsets && new_bad {
+                // The index described the damaged batches too: the scan's skips them.
+                seg.index = index;
+            } else if seg.index.offsets != index.offsets {
+                seg.index = index;
+                changed = true;
+                let mut d = Damage::new(
+                    &path,
+                    "index_rebuilt",
+                    "the offset index pointed at bytes that are not the batch it names: rebuilt",
+                );
+                d.topic = Some(self.topic.to_string());
+                d.partition = Some(self.id);
+                new_damage.push(d);
+            }
+            let mut new_gaps = Vec::new();
+            for b in &scan.bad {
+                if seg.bad_regions.contains(&(b.position, b.len)) {
+                    continue;
+                }
+                seg.bad_regions.push((b.position, b.len));
+                seg.bad_regions.sort_unstable();
+                changed = true;
+                let to = b.to.unwrap_or(next_offset).max(b.from);
+                let mut d = Damage::new(&path, "quarantined", b.reason.clone());
+                d.topic = Some(self.topic.to_string());
+                d.partition = Some(self.id);
+                d.position = b.position;
+                d.valid_bytes = b.position;
+                d.dropped_bytes = b.len;
+                if to > b.from {
+                    d.offsets = Some((b.from, to));
+                    new_gaps.push(gap_of(&name, b, to));
+                }
+                new_damage.push(d);
+            }
+            for g in new_gaps {
+                quarantine::merge(&mut st.gaps, g);
+            }
+            st.gaps.clone()
+        };
+        if changed {
+            quarantine::store(&self.dir, &gaps)?;
+            self.found.lock().extend(new_damage);
+        }
+        Ok(changed)
     }
 
     /// Visit records from `offset` on, in offset order, until `max_records` or `max_bytes` of
@@ -632,75 +1168,152 @@ impl Partition {
         let mut cursor: Option<(Arc<std::fs::File>, u64)> = None;
         let mut buf: Vec<u8> = Vec::new();
         let mut stop = false;
+        let mut retries = 0;
         while !stop && count < max_records && bytes < max_bytes {
-            let (file, path, pos, end) = match self.locate(next, cursor.as_ref(), epoch) {
+            let (file, path, pos, end, base) = match self.locate(next, cursor.as_ref(), epoch) {
                 Located::End => break,
                 Located::Jump(n) => {
                     next = n;
                     cursor = None;
                     continue;
                 }
+                Located::Gap(g) => {
+                    if count > 0 {
+                        break; // return what was read; the next read meets the gap
+                    }
+                    return Err(self.gap_error(&g));
+                }
                 Located::Read {
                     file,
                     path,
                     pos,
                     end,
-                } => (file, path, pos, end),
+                    base,
+                } => (file, path, pos, end, base),
             };
-            let mut want = ((end - pos) as usize).min(READ_CHUNK);
-            let walked = loop {
-                buf.resize(want, 0);
-                let got = read_exact_at(&file, &path, &mut buf, pos);
-                // A truncation bumps the epoch before it cuts or deletes a file, so bytes read
-                // while it stayed unchanged are the log's; otherwise they may be cut or rewritten.
-                if self.truncations.load(Ordering::SeqCst) != epoch {
-                    return Ok(next);
-                }
-                got?;
-                let walked = for_each_batch(&buf, |h, b| {
-                    if h.last_offset() < next {
-                        return Ok(true);
+            let fresh = cursor.is_none();
+            match self.read_chunk(
+                &file,
+                &path,
+                pos,
+                end,
+                epoch,
+                fresh,
+                &mut next,
+                &mut count,
+                &mut bytes,
+                max_records,
+                max_bytes,
+                &mut buf,
+                &mut visit,
+                &mut stop,
+            ) {
+                Ok(Some(walked)) => cursor = Some((file, pos + walked as u64)),
+                Ok(None) => return Ok(next),
+                Err(LogError::Corrupt { .. }) if count == 0 && retries < 3 => {
+                    // Lazy check of a sealed segment (or damage that appeared since open):
+                    // quarantine it and locate again, meeting the damage as a gap.
+                    retries += 1;
+                    if !self.discover_damage(base, &file)? {
+                        retries = 3;
                     }
-                    self.visit_batch(
-                        h,
-                        b,
-                        &path,
-                        pos,
-                        &mut next,
-                        &mut count,
-                        max_records,
-                        &mut visit,
-                        &mut stop,
-                    )?;
-                    bytes += b.len();
-                    Ok(!stop && count < max_records && bytes < max_bytes)
-                })
-                .map_err(|e| with_path(e, &path, pos))?;
-                if walked > 0 {
-                    break walked;
+                    cursor = None;
                 }
-                // The first batch is larger than the chunk: read it whole.
-                if buf.len() < 12 {
-                    return Err(LogError::Corrupt {
-                        path,
-                        position: pos,
-                        reason: "truncated batch header".into(),
-                    });
+                Err(e) => {
+                    if count > 0 {
+                        // Return what was read; the next read reports the damage.
+                        return Ok(next);
+                    }
+                    return Err(e);
                 }
-                let total =
-                    12 + i32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]).max(0) as usize;
-                if total <= want || pos + total as u64 > end {
-                    return Err(LogError::Corrupt {
-                        path,
-                        position: pos,
-                        reason: "batch extends past the segment end".into(),
-                    });
-                }
-                want = total;
-            };
-            cursor = Some((file, pos + walked as u64));
+            }
         }
         Ok(next)
+    }
+
+    /// Read and visit the batches of one segment from `pos` (a batch boundary) up to `end`.
+    /// `Ok(None)`: a truncation overlapped the read, stop. `Ok(Some(n))`: `n` bytes were walked.
+    #[allow(clippy::too_many_arguments)]
+    fn read_chunk(
+        &self,
+        file: &Arc<std::fs::File>,
+        path: &Path,
+        pos: u64,
+        end: u64,
+        epoch: u64,
+        fresh: bool,
+        next: &mut i64,
+        count: &mut usize,
+        bytes: &mut usize,
+        max_records: usize,
+        max_bytes: usize,
+        buf: &mut Vec<u8>,
+        visit: &mut impl FnMut(&RecordView<'_>) -> bool,
+        stop: &mut bool,
+    ) -> Result<Option<usize>> {
+        let mut want = ((end - pos) as usize).min(READ_CHUNK);
+        loop {
+            buf.resize(want, 0);
+            let got = read_exact_at(file, path, buf, pos);
+            // A truncation bumps the epoch before it cuts or deletes a file, so bytes read
+            // while it stayed unchanged are the log's; otherwise they may be cut or rewritten.
+            if self.truncations.load(Ordering::SeqCst) != epoch {
+                return Ok(None);
+            }
+            got?;
+            let walked = for_each_batch(buf, |h, b, at| {
+                // Located by an index entry: the batch there starts at or before the offset
+                // wanted (the entry names its first offset). Otherwise the index is wrong, and
+                // reading on would skip records.
+                if fresh && at == 0 && pos > 0 && h.base_offset > *next {
+                    return Err(LogError::Corrupt {
+                        path: path.to_path_buf(),
+                        position: pos,
+                        reason: format!(
+                            "the offset index points at the batch of offset {} for offset {}",
+                            h.base_offset, *next
+                        ),
+                    });
+                }
+                if h.last_offset() < *next {
+                    return Ok(true);
+                }
+                self.visit_batch(
+                    h,
+                    b,
+                    path,
+                    pos + at as u64,
+                    next,
+                    count,
+                    max_records,
+                    visit,
+                    stop,
+                )?;
+                *bytes += b.len();
+                Ok(!*stop && *count < max_records && *bytes < max_bytes)
+            })
+            .map_err(|e| with_path(e, path, pos))?;
+            if walked > 0 {
+                return Ok(Some(walked));
+            }
+            // The first batch is larger than the chunk: read it whole.
+            if buf.len() < 12 {
+                return Err(LogError::Corrupt {
+                    path: path.to_path_buf(),
+                    position: pos,
+                    reason: "truncated batch header".into(),
+                });
+            }
+            let total = 12 + i32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]).max(0) as usize;
+            if total <= want || pos + total as u64 > end {
+                return Err(LogError::Corrupt {
+                    path: path.to_path_buf(),
+                    position: pos,
+                    reason: "batch extends past the segment end (or into quarantined bytes)".into(),
+                });
+            }
+            want = total;
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -762,15 +1375,39 @@ impl Partition {
             }
         };
         let mut found = None;
-        self.read(start, usize::MAX, usize::MAX, |r| {
-            if r.timestamp >= ts {
-                found = Some(r.offset);
-                false
-            } else {
-                true
-            }
-        })?;
+        let mut from = start;
+        loop {
+            let read = self.read(from, usize::MAX, usize::MAX, |r| {
+                if r.timestamp >= ts {
+                    found = Some(r.offset);
+                    false
+                } else {
+                    true
+                }
+            });
+            from = match read {
+                Ok(_) if found.is_some() => break,
+                Ok(next) if next > from => next,
+                Ok(_) => break,
+                // Timestamps in a gap are unknown: look on after it.
+                Err(LogError::Gap(g)) => g.to,
+                Err(e) => return Err(e),
+            };
+        }
         Ok(found)
+    }
+}
+
+/// The gap a damaged region leaves, ending at `to`.
+fn gap_of(file: &str, b: &BadRegion, to: i64) -> Gap {
+    Gap {
+        from: b.from,
+        to,
+        kind: "quarantined".into(),
+        file: file.to_string(),
+        position: b.position,
+        len: b.len,
+        reason: b.reason.clone(),
     }
 }
 

@@ -41,6 +41,14 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
     }
 }
 
+/// Topics that hold riverbed's (or Kafka's) own state: readable, but the public API can't write
+/// to or delete them.
+pub fn is_internal_topic(name: &str) -> bool {
+    name == crate::group::OFFSETS_TOPIC
+        || name == "__transaction_state"
+        || name.starts_with("__riverbed")
+}
+
 /// Per-partition info for `describe()`.
 #[derive(Debug, Clone)]
 pub struct PartitionInfo {
@@ -104,6 +112,19 @@ impl Topic {
         self.deleted.store(true, Ordering::Release);
     }
 
+    /// Internal topics are written only by riverbed itself.
+    fn check_writable(&self) -> Result<()> {
+        self.check_live()?;
+        if is_internal_topic(&self.name) {
+            return Err(LogError::InternalTopic(self.name.to_string()));
+        }
+        Ok(())
+    }
+
+    pub fn is_internal(&self) -> bool {
+        is_internal_topic(&self.name)
+    }
+
     fn check_live(&self) -> Result<()> {
         if self.deleted.load(Ordering::Acquire) {
             Err(LogError::TopicNotFound(self.name.to_string()))
@@ -151,7 +172,7 @@ impl Topic {
         headers: &[RecordHeader<'_>],
         partition: Option<u32>,
     ) -> Result<(u32, i64)> {
-        self.check_live()?;
+        self.check_writable()?;
         self.check_key(key)?;
         let p = match partition {
             Some(p) => p,
@@ -173,7 +194,7 @@ impl Topic {
     /// Append records already routed to partitions: `rows[p]` go to partition `p` in order.
     /// Partitions are written (and fsynced) in parallel. Returns the first offset per partition.
     pub fn produce_routed<'a>(&self, rows: &[Vec<NewRecord<'a>>]) -> Result<Vec<i64>> {
-        self.check_live()?;
+        self.check_writable()?;
         let busy: Vec<usize> = (0..rows.len()).filter(|&p| !rows[p].is_empty()).collect();
         let mut firsts = vec![0i64; rows.len()];
         let results: Vec<(usize, Result<(i64, usize)>)> = if busy.len() <= 1 {
@@ -246,30 +267,61 @@ impl Topic {
         })
     }
 
-    /// Every record from `start` up to (not including) `end` in every partition, partition by partition.
+    /// Every record from `start` up to (not including) `end` in every partition, partition by
+    /// partition. A gap (offsets that can't be read: damaged or missing) is an error naming it.
     pub fn read_bounded(
         &self,
         start: StartSpec,
         end: StartSpec,
         sink: &mut dyn RecordSink,
     ) -> Result<()> {
+        self.read_range(start, end, sink, false).map(|_| ())
+    }
+
+    /// [`read_bounded`](Self::read_bounded), but with `skip_gaps` a gap is skipped and returned
+    /// (partition, gap), so the caller can report it.
+    pub fn read_range(
+        &self,
+        start: StartSpec,
+        end: StartSpec,
+        sink: &mut dyn RecordSink,
+        skip_gaps: bool,
+    ) -> Result<Vec<(u32, crate::quarantine::Gap)>> {
         self.check_live()?;
         let ranges: Vec<(u32, i64, i64)> = (0..self.num_partitions())
             .map(|p| Ok((p, self.resolve(p, start)?, self.resolve(p, end)?)))
             .collect::<Result<_>>()?;
-        for (p, from, to) in ranges {
-            if from >= to {
-                continue;
-            }
-            self.partitions[p as usize].read(from, usize::MAX, usize::MAX, |r| {
-                if r.offset >= to {
-                    return false;
+        let mut skipped = Vec::new();
+        for (p, mut from, to) in ranges {
+            let part = &self.partitions[p as usize];
+            while from < to {
+                let mut done = false;
+                match part.read(from, usize::MAX, usize::MAX, |r| {
+                    if r.offset >= to {
+                        done = true;
+                        return false;
+                    }
+                    sink.push(p, r);
+                    r.offset + 1 < to || {
+                        done = true;
+                        false
+                    }
+                }) {
+                    Ok(next) if done || next == from => break,
+                    Ok(next) => from = next,
+                    Err(LogError::Gap(g)) if skip_gaps => {
+                        let (a, b) = (g.from, g.to);
+                        if let Some(g) = part.gaps().into_iter().find(|g| g.from == a && g.to == b)
+                        {
+                            skipped.push((p, g));
+                        }
+                        from = b;
+                    }
+                    Err(e) => return Err(e),
                 }
-                sink.push(p, r);
-                r.offset + 1 < to
-            })?;
+            }
         }
-        Ok(())
+        Ok(skipped)
     }
 
     /// Truncate several partitions: for each `(partition, offset)`, remove every record at
@@ -280,7 +332,7 @@ impl Topic {
     /// before it stay truncated, and calling again with the same offsets finishes the job
     /// (truncating to the current end is a no-op).
     pub fn truncate_to(&self, offsets: &[(u32, i64)]) -> Result<()> {
-        self.check_live()?;
+        self.check_writable()?;
         let mut seen = std::collections::HashSet::new();
         for &(p, offset) in offsets {
             if !seen.insert(p) {

@@ -194,6 +194,57 @@ fn zeroed_tail_is_dropped() -> TestResult {
     continue_after_recovery(dir.path(), log, 5)
 }
 
+/// The records of "t"/0 are offsets 0..n as `make_log` wrote them, except those in `gap`
+/// (which reads meet as a gap).
+fn assert_all_but(log: &Log, n: i64, gap: (i64, i64)) -> TestResult {
+    let part = log.get_topic("t")?.partition(0)?.clone();
+    assert_eq!(part.offsets(), (0, n));
+    let (got, gaps) = read_skipping_gaps(&part)?;
+    assert_eq!(gaps, vec![gap]);
+    let want: Vec<i64> = (0..n).filter(|o| !(gap.0..gap.1).contains(o)).collect();
+    assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), want);
+    for r in &got {
+        assert_eq!(r.value.as_deref(), Some(value_of(r.offset).as_slice()));
+    }
+    match part.read(gap.0, 10, usize::MAX, |_| true) {
+        Err(LogError::Gap(g)) => {
+            assert_eq!((g.from, g.to), gap);
+            assert!(g.path.to_string_lossy().ends_with(".log"), "{:?}", g.path);
+        }
+        other => panic!("reading at the gap gave {other:?}"),
+    }
+    Ok(())
+}
+
+/// Appends after a quarantine get new offsets (never one of the gap's), and a reopen reports
+/// the same quarantine and keeps every record.
+fn continue_after_quarantine(dir: &Path, log: Log, n: i64, gap: (i64, i64)) -> TestResult {
+    let topic = log.get_topic("t")?;
+    for i in n..n + 3 {
+        let (_, off) = topic.produce(
+            Some(format!("k{i}").as_bytes()),
+            Some(&value_of(i)),
+            TS + i,
+            &[],
+            None,
+        )?;
+        assert_eq!(off, i, "no offset is given out twice");
+    }
+    assert_all_but(&log, n + 3, gap)?;
+    log.close()?;
+    drop(topic);
+    let log = open(dir);
+    let report = log.open_report();
+    assert_eq!(report.len(), 1, "{report:?}");
+    assert_eq!(
+        (report[0].kind.as_str(), report[0].offsets),
+        ("quarantined", Some(gap))
+    );
+    assert_all_but(&log, n + 3, gap)?;
+    log.close()?;
+    Ok(())
+}
+
 #[test]
 fn overwritten_tail_of_the_last_batch() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -204,19 +255,29 @@ fn overwritten_tail_of_the_last_batch() -> TestResult {
     let (pos, blen, base, _) = batches[19];
     assert_eq!(base, 19);
     let mut bytes = std::fs::read(&seg)?;
-    let half = (pos + blen / 2) as usize;
+    // the header (61 bytes) survives, the records after it do not
+    let half = (pos + 61 + (blen - 61) / 2) as usize;
     for (k, b) in bytes[half..].iter_mut().enumerate() {
         *b = 0x5A ^ (k as u8);
     }
     std::fs::write(&seg, &bytes)?;
 
+    // A whole batch with a bad CRC is damage, not a torn write: it is quarantined so offset 19
+    // is never given out again.
     let log = open(dir.path());
     let d = single_damage(&log);
     assert_eq!(d.path, seg);
-    assert_eq!((d.valid_bytes, d.dropped_bytes), (pos, blen));
+    assert_eq!(d.kind, "quarantined");
+    assert_eq!((d.position, d.dropped_bytes), (pos, blen));
+    assert_eq!(d.offsets, Some((19, 20)));
     assert!(d.reason.contains("CRC"), "reason: {}", d.reason);
-    assert_prefix(&log, 19)?;
-    continue_after_recovery(dir.path(), log, 19)
+    assert_eq!(
+        std::fs::metadata(&seg)?.len(),
+        bytes.len() as u64,
+        "nothing truncated"
+    );
+    assert_all_but(&log, 20, (19, 20))?;
+    continue_after_quarantine(dir.path(), log, 20, (19, 20))
 }
 
 #[test]
@@ -247,8 +308,10 @@ fn truncated_mid_batch() -> TestResult {
     Ok(())
 }
 
+/// Finding 2: one flipped byte in the middle of the active segment costs only its batch; the
+/// batches after it are kept and offsets are not reused.
 #[test]
-fn flipped_byte_mid_segment_truncates_from_that_batch() -> TestResult {
+fn flipped_byte_mid_segment_quarantines_only_that_batch() -> TestResult {
     let dir = tempfile::tempdir()?;
     let pdir = make_log(dir.path(), 20, 1 << 20)?;
     let seg = last_segment(&pdir);
@@ -263,16 +326,15 @@ fn flipped_byte_mid_segment_truncates_from_that_batch() -> TestResult {
     let log = open(dir.path());
     let d = single_damage(&log);
     assert_eq!(d.path, seg);
-    assert_eq!((d.valid_bytes, d.dropped_bytes), (pos, len - pos));
-    assert!(
-        d.reason.contains("CRC") && d.reason.contains("10"),
-        "reason: {}",
-        d.reason
-    );
-    assert_eq!(std::fs::metadata(&seg)?.len(), pos);
-    // the batches after the damaged one are gone too: offsets continue at 10
-    assert_prefix(&log, 10)?;
-    continue_after_recovery(dir.path(), log, 10)
+    assert_eq!(d.kind, "quarantined");
+    assert_eq!((d.position, d.dropped_bytes), (pos, blen));
+    assert_eq!(d.offsets, Some((10, 11)));
+    assert!(d.reason.contains("CRC"), "reason: {}", d.reason);
+    assert_eq!(std::fs::metadata(&seg)?.len(), len, "nothing truncated");
+    // the damaged range is recorded durably
+    assert!(pdir.join("quarantine.json").is_file());
+    assert_all_but(&log, 20, (10, 11))?;
+    continue_after_quarantine(dir.path(), log, 20, (10, 11))
 }
 
 #[test]
@@ -285,19 +347,20 @@ fn damage_in_last_of_many_segments() -> TestResult {
     let seg = last_segment(&pdir);
     let batches = batches_of(&seg);
     assert_eq!(batches[0].2, last_base);
+    assert!(batches.len() >= 2);
     let sealed_sizes: Vec<u64> = bases[..bases.len() - 1]
         .iter()
         .map(|b| std::fs::metadata(segment_path(&pdir, *b, "log")).map(|m| m.len()))
         .collect::<Result<_, _>>()?;
 
-    // corrupt the first batch of the last segment: the whole segment is dropped
+    // corrupt the first batch of the last segment: only that batch is lost
     let mut bytes = std::fs::read(&seg)?;
     bytes[70] ^= 0xFF;
     std::fs::write(&seg, &bytes)?;
     let log = open(dir.path());
     let d = single_damage(&log);
-    assert_eq!((d.path.as_path(), d.valid_bytes), (seg.as_path(), 0));
-    assert_eq!(d.dropped_bytes, bytes.len() as u64);
+    assert_eq!((d.path.as_path(), d.position), (seg.as_path(), 0));
+    assert_eq!(d.offsets, Some((last_base, last_base + 1)));
     for (b, size) in bases.iter().zip(&sealed_sizes) {
         assert_eq!(
             std::fs::metadata(segment_path(&pdir, *b, "log"))?.len(),
@@ -305,8 +368,8 @@ fn damage_in_last_of_many_segments() -> TestResult {
             "sealed segment {b} untouched"
         );
     }
-    assert_prefix(&log, last_base)?;
-    continue_after_recovery(dir.path(), log, last_base)
+    assert_all_but(&log, 60, (last_base, last_base + 1))?;
+    continue_after_quarantine(dir.path(), log, 60, (last_base, last_base + 1))
 }
 
 #[test]
@@ -322,44 +385,68 @@ fn corrupt_sealed_segment_is_not_silently_served() -> TestResult {
     bytes[(pos + blen - 2) as usize] ^= 0x10;
     std::fs::write(&first, &bytes)?;
 
-    // with its index files intact the segment is trusted, so the damage shows at read time
+    // with its index files intact the segment is trusted: its batches are checked lazily (only
+    // those after the last index entry at open, which in a segment this small is all of them)
     let log = open(dir.path());
     let part = log.get_topic("t")?.partition(0)?.clone();
     let mut seen = Vec::new();
-    let r = part.read(0, usize::MAX, usize::MAX, |r| {
+    // the read returns the records before the damage...
+    let next = part.read(0, usize::MAX, usize::MAX, |r| {
         seen.push(r.offset);
         true
-    });
-    match r {
-        Err(LogError::Corrupt { path, .. }) => assert_eq!(path, first),
-        other => panic!("reading over a corrupt batch gave {other:?} after {seen:?}"),
-    }
-    assert_eq!(
-        seen,
-        vec![0],
-        "records before the corrupt batch are returned"
-    );
+    })?;
+    assert_eq!((seen.clone(), next), (vec![0], 1));
     assert_eq!(base, 1);
-    // records in later segments are still readable
-    let later = read_from(&part, bases[1])?;
-    assert_eq!(later.first().map(|r| r.offset), Some(bases[1]));
+    // ...and the next one meets it as a gap naming the file and the batch's byte position
+    match part.read(1, usize::MAX, usize::MAX, |_| true) {
+        Err(LogError::Gap(g)) => {
+            assert_eq!(
+                (g.path, g.position, g.from, g.to),
+                (first.clone(), pos, 1, 2)
+            );
+        }
+        other => panic!("reading over a corrupt batch gave {other:?}"),
+    }
+    // found lazily, it is reported, recorded durably, and every other record is readable
+    let report = log.open_report();
+    assert_eq!(report.len(), 1, "{report:?}");
+    assert_eq!(
+        (report[0].kind.as_str(), report[0].position),
+        ("quarantined", pos)
+    );
+    let (got, gaps) = read_skipping_gaps(&part)?;
+    assert_eq!(gaps, vec![(1, 2)]);
+    let want: Vec<i64> = std::iter::once(0).chain(2..60).collect();
+    assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), want);
     log.close()?;
+    drop(part);
+
+    // after a restart the recorded gap is still known (the segment is not rescanned)
+    let log = open(dir.path());
+    let part = log.get_topic("t")?.partition(0)?.clone();
+    assert_eq!(part.gaps().len(), 1);
+    let (got, gaps) = read_skipping_gaps(&part)?;
+    assert_eq!((got.len(), gaps), (59, vec![(1, 2)]));
+    log.close()?;
+    drop(part);
 
     // without index files the segment is rescanned: the damage is reported, nothing truncated
     std::fs::remove_file(segment_path(&pdir, bases[0], "index"))?;
     std::fs::remove_file(segment_path(&pdir, bases[0], "timeindex"))?;
     let log = open(dir.path());
-    let d = single_damage(&log);
-    assert_eq!((d.path.as_path(), d.valid_bytes), (first.as_path(), pos));
+    let report = log.open_report();
+    let q: Vec<_> = report.iter().filter(|d| d.kind == "quarantined").collect();
+    assert_eq!(q.len(), 1, "{report:?}");
+    assert_eq!((q[0].path.as_path(), q[0].position), (first.as_path(), pos));
     assert_eq!(
         std::fs::metadata(&first)?.len(),
         bytes.len() as u64,
         "sealed segments are not truncated"
     );
     let part = log.get_topic("t")?.partition(0)?.clone();
-    let offsets: Vec<i64> = read_all(&part)?.iter().map(|r| r.offset).collect();
-    let want: Vec<i64> = std::iter::once(0).chain(bases[1]..60).collect();
-    assert_eq!(offsets, want);
+    let (got, gaps) = read_skipping_gaps(&part)?;
+    assert_eq!(gaps, vec![(1, 2)]);
+    assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), want);
     log.close()?;
     Ok(())
 }
@@ -428,43 +515,55 @@ fn committed_offset_past_a_truncated_end() -> TestResult {
     Ok(())
 }
 
-/// `delete_topic` removes `topic.json` first and then the directory. A crash between the two
-/// leaves a directory of data that belongs to no topic: it is not opened, and creating the topic
-/// again must start empty instead of adopting (or failing on) the old segments.
+/// Finding 1: a topic whose `topic.json` is lost is rebuilt from its partition directories
+/// (reported), never removed; creating it again adopts the data.
 #[test]
-fn recreating_a_half_deleted_topic_starts_empty() -> TestResult {
+fn a_topic_without_topic_json_is_rebuilt_with_its_data() -> TestResult {
     let dir = tempfile::tempdir()?;
     let pdir = make_log(dir.path(), 20, 1 << 20)?;
     assert!(last_segment(&pdir).is_file());
     std::fs::remove_file(dir.path().join("t").join("topic.json"))?;
 
     let log = open(dir.path());
-    assert!(log.topic_names().is_empty(), "{:?}", log.topic_names());
-    assert!(matches!(
-        log.get_topic("t"),
-        Err(LogError::TopicNotFound(_))
-    ));
+    let report = log.open_report();
+    assert_eq!(report.len(), 1, "{report:?}");
+    assert_eq!(report[0].kind, "topic_rebuilt");
+    assert_eq!(log.topic_names(), vec!["t".to_string()]);
+    assert_prefix(&log, 20)?;
     let topic = log.topic("t", &TopicOptions::default())?;
-    assert_eq!(topic.offsets()?, vec![(0, 0)]);
-    assert!(read_all(topic.partition(0)?)?.is_empty());
-    assert_eq!(segment_bases(&pdir), vec![0]);
-    assert_eq!(std::fs::metadata(segment_path(&pdir, 0, "log"))?.len(), 0);
     assert_eq!(
-        topic.produce(Some(b"new"), Some(b"fresh"), TS, &[], None)?,
-        (0, 0)
+        topic.produce(Some(b"k20"), Some(&value_of(20)), TS + 20, &[], None)?,
+        (0, 20)
     );
     log.close()?;
     drop(topic);
-
     let log = open(dir.path());
     assert!(log.open_report().is_empty(), "{:?}", log.open_report());
-    assert_eq!(log.topic_names(), vec!["t".to_string()]);
-    let got = read_all(log.get_topic("t")?.partition(0)?)?;
-    assert_eq!(got.len(), 1);
-    assert_eq!(
-        (got[0].key.as_deref(), got[0].value.as_deref()),
-        (Some(&b"new"[..]), Some(&b"fresh"[..]))
-    );
+    assert_prefix(&log, 21)?;
+    log.close()?;
+    Ok(())
+}
+
+/// A directory that is not a topic (a user's files) is never deleted: asking for it is an error
+/// naming it, and the other topics open.
+#[test]
+fn a_directory_that_is_not_a_topic_is_left_alone() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    make_log(dir.path(), 5, 1 << 20)?;
+    let mine = dir.path().join("mydata");
+    std::fs::create_dir(&mine)?;
+    std::fs::write(mine.join("notes.txt"), b"precious")?;
+    let log = open(dir.path());
+    assert!(log
+        .open_report()
+        .iter()
+        .any(|d| d.kind == "not_a_topic" && d.path == mine));
+    match log.topic("mydata", &TopicOptions::default()) {
+        Err(LogError::InvalidArgument(m)) => assert!(m.contains("mydata"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(std::fs::read(mine.join("notes.txt"))?, b"precious");
+    assert_prefix(&log, 5)?;
     log.close()?;
     Ok(())
 }
@@ -497,7 +596,12 @@ fn crash_during_roll_after_a_reopen_keeps_time_lookups_right() -> TestResult {
     std::fs::File::create(segment_path(&pdir, 45, "log"))?;
 
     let log = open(dir.path());
-    assert!(log.open_report().is_empty(), "{:?}", log.open_report());
+    // the unsealed segment has no index files: rebuilt (and reported)
+    let report = log.open_report();
+    assert!(
+        !report.is_empty() && report.iter().all(|d| d.kind == "index_rebuilt"),
+        "{report:?}"
+    );
     assert_prefix(&log, 45)?;
     let part = log.get_topic("t")?.partition(0)?.clone();
     let model = read_all(&part)?;
@@ -522,6 +626,66 @@ fn crash_during_roll_after_a_reopen_keeps_time_lookups_right() -> TestResult {
         let want = (t <= TS + 45).then(|| (t - TS).max(0));
         assert_eq!(part.offset_for_time(t)?, want, "ts {t}");
     }
+    log.close()?;
+    Ok(())
+}
+
+/// A file a user (or the OS) drops into a topic's directories is left alone and does not make
+/// the topic unavailable; a bad `topic.json` makes only its topic unavailable.
+#[test]
+fn foreign_files_are_harmless_and_bad_metadata_is_contained() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let pdir = make_log(dir.path(), 10, 1 << 20)?;
+    std::fs::write(pdir.join(".DS_Store"), b"x")?;
+    std::fs::write(dir.path().join("t").join("README.txt"), b"mine")?;
+    {
+        let log = open(dir.path());
+        let o = log.topic("o", &TopicOptions::default())?;
+        o.produce(None, Some(b"v"), TS, &[], None)?;
+        assert!(log.open_report().is_empty(), "{:?}", log.open_report());
+        assert_prefix(&log, 10)?;
+        log.close()?;
+    }
+    assert!(pdir.join(".DS_Store").is_file());
+    let cfg = dir.path().join("t").join("topic.json");
+    std::fs::write(&cfg, br#"{"partitions": 2}"#)?;
+    let log = open(dir.path());
+    match log.get_topic("t") {
+        Err(LogError::Corrupt { path, .. }) => assert_eq!(path, cfg),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(read_all(log.get_topic("o")?.partition(0)?)?.len(), 1);
+    assert_eq!(std::fs::read(&cfg)?, br#"{"partitions": 2}"#);
+    log.close()?;
+    Ok(())
+}
+
+/// Finding 6: internal topics are readable but can't be produced to, truncated or deleted.
+#[test]
+fn internal_topics_are_read_only() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    make_log(dir.path(), 3, 1 << 20)?;
+    let log = open(dir.path());
+    let t = log.get_topic("t")?;
+    let c = Consumer::new(&log, t, Some("g"), StartSpec::Earliest)?;
+    assert_eq!(drain(&c)?.len(), 3);
+    c.commit()?;
+    let offsets = log.get_topic("__consumer_offsets")?;
+    assert!(matches!(
+        offsets.produce(Some(b"k"), Some(b"v"), TS, &[], None),
+        Err(LogError::InternalTopic(_))
+    ));
+    assert!(matches!(
+        offsets.truncate_to(&[(0, 0)]),
+        Err(LogError::InternalTopic(_))
+    ));
+    assert!(matches!(
+        log.delete_topic("__consumer_offsets"),
+        Err(LogError::InternalTopic(_))
+    ));
+    assert_eq!(read_all(offsets.partition(0)?)?.len(), 1, "still readable");
+    assert_eq!(c.committed()?.get(&0).copied().flatten(), Some(3));
+    c.close()?;
     log.close()?;
     Ok(())
 }

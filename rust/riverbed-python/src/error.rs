@@ -44,6 +44,20 @@ create_exception!(
 );
 create_exception!(
     riverbed._core,
+    DataGap,
+    CorruptLog,
+    "Offsets that can't be read (damaged bytes quarantined, or a missing segment); the message \
+     names topic, partition, offset range, file and byte position. Seek past it, or read with \
+     on_gap=\"skip\"."
+);
+create_exception!(
+    riverbed._core,
+    InternalTopicError,
+    LogError,
+    "An internal topic (such as __consumer_offsets) can be read but not written or deleted."
+);
+create_exception!(
+    riverbed._core,
     TopicConfigError,
     LogError,
     "A topic config that contradicts the stored one, or is invalid."
@@ -80,6 +94,8 @@ pub fn to_py(e: RustLogError) -> PyErr {
         RustLogError::OffsetOutOfRange { .. } => OffsetOutOfRange::new_err(msg),
         RustLogError::Locked { .. } => LogLocked::new_err(msg),
         RustLogError::Corrupt { .. } => CorruptLog::new_err(msg),
+        RustLogError::Gap(_) => DataGap::new_err(msg),
+        RustLogError::InternalTopic(_) => InternalTopicError::new_err(msg),
         RustLogError::ConfigMismatch { .. } => TopicConfigError::new_err(msg),
         RustLogError::PartitionNotFound { .. } | RustLogError::InvalidArgument(_) => {
             PyValueError::new_err(msg)
@@ -116,6 +132,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("OffsetOutOfRange", py.get_type::<OffsetOutOfRange>())?;
     m.add("LogLocked", py.get_type::<LogLocked>())?;
     m.add("CorruptLog", py.get_type::<CorruptLog>())?;
+    m.add("DataGap", py.get_type::<DataGap>())?;
+    m.add("InternalTopicError", py.get_type::<InternalTopicError>())?;
     m.add("TopicConfigError", py.get_type::<TopicConfigError>())?;
     m.add("PlanError", py.get_type::<PlanError>())?;
     m.add("SchemaError", py.get_type::<SchemaError>())?;

@@ -108,19 +108,59 @@ impl PyLog {
         py.detach(|| self.inner.close()).map_err(to_py)
     }
 
-    /// What recovery repaired when the log was opened: one dict per damaged segment.
+    /// What recovery found and repaired when the log was opened (and damage reads found since):
+    /// one dict per finding.
     fn open_report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let out = PyList::empty(py);
-        for d in self.inner.open_report() {
-            let item = PyDict::new(py);
-            item.set_item("path", d.path)?;
-            item.set_item("valid_bytes", d.valid_bytes)?;
-            item.set_item("dropped_bytes", d.dropped_bytes)?;
-            item.set_item("reason", d.reason)?;
-            out.append(item)?;
-        }
-        Ok(out)
+        damage_list(py, self.inner.open_report())
     }
+
+    /// Verify every batch, index and metadata file (of one topic, or all): one dict per damage.
+    #[pyo3(signature = (topic=None))]
+    fn check<'py>(&self, py: Python<'py>, topic: Option<String>) -> PyResult<Bound<'py, PyList>> {
+        let found = py
+            .detach(|| self.inner.check(topic.as_deref()))
+            .map_err(to_py)?;
+        damage_list(py, found)
+    }
+}
+
+fn damage_list<'py>(
+    py: Python<'py>,
+    items: Vec<riverbed_log::Damage>,
+) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    for d in items {
+        let item = PyDict::new(py);
+        item.set_item("kind", &d.kind)?;
+        item.set_item("topic", &d.topic)?;
+        item.set_item("partition", d.partition)?;
+        item.set_item("path", &d.path)?;
+        item.set_item("position", d.position)?;
+        item.set_item("offsets", d.offsets)?;
+        item.set_item("valid_bytes", d.valid_bytes)?;
+        item.set_item("dropped_bytes", d.dropped_bytes)?;
+        item.set_item("reason", &d.reason)?;
+        item.set_item("message", d.describe())?;
+        out.append(item)?;
+    }
+    Ok(out)
+}
+
+fn gap_dict<'py>(
+    py: Python<'py>,
+    partition: u32,
+    g: &riverbed_log::Gap,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("partition", partition)?;
+    d.set_item("from", g.from)?;
+    d.set_item("to", g.to)?;
+    d.set_item("kind", &g.kind)?;
+    d.set_item("file", &g.file)?;
+    d.set_item("position", g.position)?;
+    d.set_item("length", g.len)?;
+    d.set_item("reason", &g.reason)?;
+    Ok(d)
 }
 
 #[pyclass(module = "riverbed._core", name = "Topic", frozen)]
@@ -216,22 +256,40 @@ impl PyTopic {
         ))
     }
 
-    /// Records from `start` to `end` (specs as for consumers) as one pyarrow RecordBatch.
+    /// Records from `start` to `end` (specs as for consumers) as one pyarrow RecordBatch, and
+    /// the gaps skipped (`skip_gaps`; otherwise a gap raises `DataGap`).
+    #[pyo3(signature = (start, end, skip_gaps=false))]
     fn read<'py>(
         &self,
         py: Python<'py>,
         start: &Bound<'py, PyAny>,
         end: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+        skip_gaps: bool,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyList>)> {
         let (start, end) = (parse_start(start)?, parse_start(end)?);
-        let batch = py
+        let (batch, skipped) = py
             .detach(|| {
                 let mut sink = ArrowRecordSink::new(self.inner.name.clone(), 1 << 16);
-                self.inner.read_bounded(start, end, &mut sink)?;
-                sink.finish()
+                let skipped = self.inner.read_range(start, end, &mut sink, skip_gaps)?;
+                Ok::<_, riverbed_log::LogError>((sink.finish()?, skipped))
             })
             .map_err(to_py)?;
-        batch.to_pyarrow(py)
+        let gaps = PyList::empty(py);
+        for (p, g) in &skipped {
+            gaps.append(gap_dict(py, *p, g)?)?;
+        }
+        Ok((batch.to_pyarrow(py)?, gaps))
+    }
+
+    /// Offset ranges that can't be read, per partition (damaged or missing).
+    fn gaps<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for p in self.inner.partitions() {
+            for g in p.gaps() {
+                out.append(gap_dict(py, p.id, &g)?)?;
+            }
+        }
+        Ok(out)
     }
 
     fn offsets(&self) -> PyResult<Vec<(i64, i64)>> {

@@ -774,10 +774,37 @@ impl LogReader {
             return Ok(None);
         }
         let mut raw = RawRecords::default();
-        self.positions[p] = part.read(self.positions[p], limit, usize::MAX, |r| {
+        match part.read(self.positions[p], limit, usize::MAX, |r| {
             raw.push(r);
             true
-        })?;
+        }) {
+            Ok(next) => self.positions[p] = next,
+            // Offsets that can't be read (damaged bytes quarantined, or a missing segment):
+            // raised under on_error="raise" with everything that names them, otherwise
+            // skipped and counted (dead-lettered as one record describing the gap).
+            Err(riverbed_log::LogError::Gap(g)) => {
+                let (from, to) = (g.from, g.to);
+                let e = riverbed_log::LogError::Gap(g);
+                let bad = BadRecord {
+                    timestamp: 0,
+                    topic: Some(self.spec.topic.name.to_string()),
+                    partition: Some(p as i64),
+                    offset: Some(from),
+                    ..Default::default()
+                };
+                self.on_error.handle(bad, "read", StreamError::Log(e))?;
+                self.errors
+                    .fetch_add((to - from).max(0) as u64, Ordering::Relaxed);
+                let to = match self.ends[p] {
+                    Some(end) => to.min(end),
+                    None => to,
+                };
+                self.positions[p] = to.max(self.positions[p]);
+                // A gap is only reported before any record was read: go on after it.
+                return self.read_raw(p);
+            }
+            Err(e) => return Err(e.into()),
+        }
         Ok((!raw.is_empty()).then_some(raw))
     }
 

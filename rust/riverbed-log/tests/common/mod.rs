@@ -86,6 +86,32 @@ pub fn read_from(part: &Partition, from: i64) -> riverbed_log::Result<Vec<Rec>> 
     Ok(out)
 }
 
+/// Every record of a partition, stepping over its gaps; returns the records and the gaps met.
+#[allow(clippy::type_complexity)]
+pub fn read_skipping_gaps(part: &Partition) -> riverbed_log::Result<(Vec<Rec>, Vec<(i64, i64)>)> {
+    let mut out = Vec::new();
+    let mut gaps = Vec::new();
+    let id = part.id;
+    let (mut from, end) = part.offsets();
+    while from < end {
+        match part.read(from, usize::MAX, usize::MAX, |r| {
+            out.push(Rec::from_view(id, r));
+            true
+        }) {
+            Ok(next) if next > from => from = next,
+            Ok(_) => break,
+            Err(riverbed_log::LogError::Gap(g)) => {
+                let (a, to) = (g.from, g.to);
+                assert_eq!(a, from, "a gap is met where the read starts");
+                gaps.push((a, to));
+                from = to;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((out, gaps))
+}
+
 pub fn read_all(part: &Partition) -> riverbed_log::Result<Vec<Rec>> {
     read_from(part, part.offsets().0)
 }
