@@ -31,13 +31,15 @@ demo: install ## install, then run the demo on the embedded log
 test: system-deps ## install the test dependencies and the package, then run every test (Rust and Python)
 	$(PYTHON) -m pip install '.[test]'
 	cargo test --workspace --exclude riverbed-python
+	$(MAKE) fuzz
 	$(PYTHON) -m pytest tests
 
 test-rust: ## only the Rust crates' tests
 	cargo test --workspace --exclude riverbed-python
 
-fuzz: ## the log's fuzz targets (record-batch decoder, segment recovery), 60 s each
-	RIVERBED_FUZZ_SECONDS=60 cargo test --release -p riverbed-log --test fuzz -- --ignored --test-threads=1
+fuzz: ## the fuzz targets (record-batch decoder, segment recovery, checkpoint decoder), RIVERBED_FUZZ_SECONDS (60) each
+	RIVERBED_FUZZ_SECONDS=$${RIVERBED_FUZZ_SECONDS:-60} cargo test -p riverbed-log --test fuzz -- --ignored --test-threads=1
+	RIVERBED_FUZZ_SECONDS=$${RIVERBED_FUZZ_SECONDS:-60} cargo test -p riverbed-stream --test checkpoint_files -- --ignored --test-threads=1
 
 test-python: ## only pytest (against the installed package)
 	$(PYTHON) -m pytest tests

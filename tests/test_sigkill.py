@@ -291,6 +291,12 @@ def test_disk_full_during_a_checkpointed_pipeline(tmp_path):
 
         with pytest.raises(rb.exceptions.RiverbedError, match="No space left on device"):
             run()
+        # No checkpoint is half-written: each one under its final name is whole and signed
+        # (a torn one would be a temporary file, removed on the next open).
+        ckpts = sorted((path / "~checkpoints" / "fill").glob("*.ckpt"))
+        assert ckpts, "checkpoints were taken before the disk filled"
+        for f in ckpts:
+            assert f.read_bytes().endswith(b"RBCKSIG1"), f"{f.name} is half-written"
         filler.unlink()
         run()
         with rb.Log(path, cleanup_interval=None) as lg:

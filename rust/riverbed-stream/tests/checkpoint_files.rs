@@ -239,3 +239,22 @@ proptest! {
         })?;
     }
 }
+
+/// CI's long run (`make fuzz`): both properties above on fresh random inputs, round after
+/// round, for `RIVERBED_FUZZ_SECONDS` (default 60).
+#[test]
+#[ignore = "long: run with --ignored (RIVERBED_FUZZ_SECONDS, default 60)"]
+fn fuzz_checkpoint_decoder_for_a_while() {
+    let secs: u64 = std::env::var("RIVERBED_FUZZ_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut rounds = 0u64;
+    while std::time::Instant::now() < deadline {
+        the_checkpoint_decoder_survives_any_mutation();
+        arbitrary_bytes_are_refused_or_decoded_never_a_panic();
+        rounds += 1;
+    }
+    eprintln!("{} cases in {secs} s", rounds * 2 * u64::from(fuzz_cases()));
+}
