@@ -286,7 +286,9 @@ impl GroupRun<'_> {
         let positions = self.src.positions().unwrap_or_default();
         let mut commits = Vec::new();
         for p in partitions {
-            let Some(t) = self.tasks.get_mut(p) else {
+            // A task whose input ended keeps the checkpoint taken before its end-of-input flush
+            // (a later run continues from there; after the flush its watermark is +inf).
+            let Some(t) = self.tasks.get_mut(p).filter(|t| !t.ended) else {
                 continue;
             };
             let pos = positions.get(*p).copied().unwrap_or(-1);
