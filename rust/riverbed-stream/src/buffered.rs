@@ -101,7 +101,7 @@ impl Operator for BufferedWindows {
 
     fn on_watermark(&mut self, wm: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
         // Never back: after a restore, the windows it had closed stay closed.
-        let wm = self.core.wm.max(wm);
+        let wm = crate::watermark::never_back(self.core.wm, wm);
         self.core.wm = wm;
         let mut items = Vec::new();
         let store = &mut self.core.store;

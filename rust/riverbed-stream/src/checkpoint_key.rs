@@ -96,7 +96,11 @@ impl CheckpointKey {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key)
             .map_err(|e| StreamError::Schema(format!("checkpoint key: no randomness: {e}")))?;
-        let tmp = dir.join(format!("{KEY_FILE}.{}.tmp", std::process::id()));
+        // Unique per process and call: threads of one process (a staged run's stages) may
+        // create the key at the same moment.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!("{KEY_FILE}.{}.{n}.tmp", std::process::id()));
         let mut opts = fs::OpenOptions::new();
         opts.write(true).create(true).truncate(true);
         #[cfg(unix)]
@@ -205,5 +209,20 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         let k2 = CheckpointKey::for_dir(other.path()).unwrap();
         assert!(k2.verify(&file).is_err());
+    }
+
+    #[test]
+    fn threads_creating_the_key_at_once_all_get_the_same_one() {
+        let root = tempfile::tempdir().expect("test dir");
+        let dir = root.path().join(CHECKPOINTS_DIR).join("job");
+        let keys: Vec<[u8; 32]> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| CheckpointKey::for_dir(&dir).map(|k| k.key)))
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().expect("thread").expect("key"))
+                .collect()
+        });
+        assert!(keys.iter().all(|k| *k == keys[0]));
     }
 }

@@ -863,7 +863,7 @@ impl Operator for SeriesOperator {
 
     fn on_watermark(&mut self, wm: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
         // Never back: a restored operator keeps the watermark it had reached.
-        let wm = self.wm.max(wm);
+        let wm = crate::watermark::never_back(self.wm, wm);
         self.wm = wm;
         let mut sc = std::mem::take(&mut self.scratch);
         let r = self.step(wm, &mut sc, out);

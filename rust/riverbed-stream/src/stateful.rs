@@ -78,7 +78,7 @@ impl Operator for StatefulMap {
 
     fn on_watermark(&mut self, wm: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
         // Never back: a restored operator keeps the watermark it had reached.
-        let wm = self.wm.max(wm);
+        let wm = crate::watermark::never_back(self.wm, wm);
         self.wm = wm;
         let mut ready: Vec<(u32, Held)> = self
             .held

@@ -48,6 +48,17 @@ impl<'a> Judge<'a> {
     }
 }
 
+/// An operator's next watermark: it never moves back (after a restore, what it closed stays
+/// closed), except from +inf: the end-of-input flush of a bounded run is provisional, and a run
+/// continuing from its checkpoint goes on from where the data was.
+pub fn never_back(current: i64, next: i64) -> i64 {
+    if current == i64::MAX {
+        next
+    } else {
+        current.max(next)
+    }
+}
+
 /// Append `stream` as the hidden stream-time column.
 pub fn with_stream_times(batch: RecordBatch, stream: Int64Array) -> RecordBatch {
     let schema = batch.schema();

@@ -268,7 +268,7 @@ impl Operator for TimeWindows {
 
     fn on_watermark(&mut self, wm: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
         // Never back: after a restore, the windows it had closed stay closed.
-        let wm = self.core.wm.max(wm);
+        let wm = crate::watermark::never_back(self.core.wm, wm);
         self.core.wm = wm;
         while let Some((&end, _)) = self.by_end.first_key_value() {
             if end.saturating_add(self.grace) > wm {
@@ -519,7 +519,7 @@ impl Operator for SessionWindows {
 
     fn on_watermark(&mut self, wm: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
         // Never back: after a restore, the windows it had closed stay closed.
-        let wm = self.core.wm.max(wm);
+        let wm = crate::watermark::never_back(self.core.wm, wm);
         self.core.wm = wm;
         let mut closed = Vec::new();
         while let Some(&(close, k, start)) = self.closing.first() {
