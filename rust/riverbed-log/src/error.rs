@@ -29,8 +29,19 @@ pub enum LogError {
         earliest: i64,
         latest: i64,
     },
-    #[error("log directory {path} is locked by another writer (pid {pid})")]
-    Locked { path: PathBuf, pid: String },
+    #[error(
+        "log directory {path} is locked by another writer (pid {pid}){}",
+        served.as_ref().map_or(String::new(), |a| format!(
+            "; it is served over the Kafka protocol at {a}: connect a Kafka client (bootstrap \
+             servers {a}) or rb.Kafka(\"{a}\") instead of opening the directory"
+        ))
+    )]
+    Locked {
+        path: PathBuf,
+        pid: String,
+        /// The bootstrap address, when the owner serves the log (`riverbed serve`).
+        served: Option<String>,
+    },
     #[error("corrupt log data in {path} at byte {position}: {reason}")]
     Corrupt {
         path: PathBuf,

@@ -11,6 +11,7 @@
 
 pub mod arrow;
 pub mod batch;
+pub mod checkpoint_key;
 pub mod cleaner;
 pub mod config;
 pub mod consumer;

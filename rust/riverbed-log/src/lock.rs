@@ -1,4 +1,6 @@
-//! One writer per log directory: an advisory `flock` on `<root>/.lock` holding the owner's pid.
+//! One writer per log directory: an advisory `flock` on `<root>/.lock` holding the owner's pid
+//! and, while the log is served (`riverbed serve`), the address Kafka clients reach it at, so a
+//! second process is told where to connect instead.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -9,9 +11,12 @@ use crate::error::{IoContext, LogError, Result};
 /// Held for as long as the log is open; the OS drops the lock when the process dies (even on kill -9).
 #[derive(Debug)]
 pub struct DirLock {
-    _file: File,
+    file: File,
     pub path: PathBuf,
 }
+
+/// The line of the lock file that names the address the log is served at.
+const SERVED_PREFIX: &str = "served at ";
 
 impl DirLock {
     pub fn acquire(root: &Path) -> Result<DirLock> {
@@ -26,9 +31,13 @@ impl DirLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                let pid = pid.trim().to_string();
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                let mut lines = text.lines();
+                let pid = lines.next().unwrap_or("").trim().to_string();
+                let served = lines
+                    .find_map(|l| l.strip_prefix(SERVED_PREFIX))
+                    .map(|a| a.trim().to_string());
                 return Err(LogError::Locked {
                     path: root.to_path_buf(),
                     pid: if pid.is_empty() {
@@ -36,6 +45,7 @@ impl DirLock {
                     } else {
                         pid
                     },
+                    served,
                 });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(LogError::io(&path, e)),
@@ -44,6 +54,19 @@ impl DirLock {
         file.seek(SeekFrom::Start(0)).at(&path)?;
         write!(file, "{}", std::process::id()).at(&path)?;
         file.flush().at(&path)?;
-        Ok(DirLock { _file: file, path })
+        Ok(DirLock { file, path })
+    }
+
+    /// Record (or with `None`, clear) the address the log is served at, for the `LogLocked`
+    /// error a second process gets.
+    pub fn advertise(&mut self, served: Option<&str>) -> Result<()> {
+        let mut text = std::process::id().to_string();
+        if let Some(addr) = served {
+            text.push_str(&format!("\n{SERVED_PREFIX}{addr}"));
+        }
+        self.file.set_len(0).at(&self.path)?;
+        self.file.seek(SeekFrom::Start(0)).at(&self.path)?;
+        self.file.write_all(text.as_bytes()).at(&self.path)?;
+        self.file.flush().at(&self.path)
     }
 }

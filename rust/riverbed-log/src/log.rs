@@ -598,6 +598,15 @@ impl Log {
         *self.inner.background.lock() = handle;
     }
 
+    /// Record the address the log is served at (`riverbed serve`), or clear it with `None`: a
+    /// second process that tries to open the directory is told to connect there instead.
+    pub fn advertise_served_at(&self, addr: Option<&str>) -> Result<()> {
+        match self.inner.lock.lock().as_mut() {
+            Some(lock) => lock.advertise(addr),
+            None => Err(LogError::Closed),
+        }
+    }
+
     /// Flush, write indexes, stop background work and release the directory lock. Idempotent.
     pub fn close(&self) -> Result<()> {
         if self.inner.notifier.close() {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::os::unix::fs::FileExt;
 
 use crate::batch::{self, BatchWriter, RecordHeader, RecordView};
+use crate::checkpoint_key::CheckpointKey;
 use crate::config::{FsyncPolicy, TopicConfig};
 use crate::error::{IoContext, LogError, Result};
 use crate::index::SegmentIndex;
@@ -91,8 +92,11 @@ pub struct Partition {
 }
 
 /// The contents of [`TRUNCATION_MARKER`]: the truncation asked for and the state it was planned
-/// against, with a CRC over both, so a file riverbed did not write (or one left from another
-/// state of the partition) is never honoured.
+/// against, signed (HMAC-SHA256) under the log's checkpoint key
+/// ([`crate::checkpoint_key`]) together with the topic and partition it is for. Only riverbed,
+/// holding this log's key, can write an intent that is honoured: a file it did not write (a
+/// stray or crafted `{"offset": 0}`, one with a recomputed CRC, one copied from another
+/// partition or another log) is reported and left alone, never applied.
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TruncationIntent {
@@ -103,31 +107,101 @@ struct TruncationIntent {
     /// Base offset of the segment that is cut, and the byte position of the cut.
     segment: i64,
     position: u64,
-    crc: u32,
+    /// Hex HMAC-SHA256 of [`TruncationIntent::signed_text`] under the log's key.
+    mac: String,
 }
 
-/// The bytes of a valid truncation intent (for tests that rebuild a crash state by hand).
+const INTENT_VERSION: u32 = 2;
+
+/// The bytes of a valid truncation intent for `topic`/`partition` of the log at `root`, signed
+/// with its key (created if missing); for tests that rebuild a crash state by hand.
 #[doc(hidden)]
 pub fn truncation_intent_bytes(
+    root: &Path,
+    topic: &str,
+    partition: u32,
     offset: i64,
     end_before: i64,
     segment: i64,
     position: u64,
-) -> Vec<u8> {
-    serde_json::to_vec(&TruncationIntent {
-        version: 1,
-        offset,
-        end_before,
-        segment,
-        position,
-        crc: TruncationIntent::crc_of(offset, end_before, segment, position),
-    })
-    .unwrap_or_default()
+) -> Result<Vec<u8>> {
+    let key = CheckpointKey::for_log(root)?;
+    TruncationIntent::signed(
+        &key, topic, partition, offset, end_before, segment, position,
+    )
 }
 
 impl TruncationIntent {
-    fn crc_of(offset: i64, end_before: i64, segment: i64, position: u64) -> u32 {
-        crc32c::crc32c(format!("{offset}/{end_before}/{segment}/{position}").as_bytes())
+    fn signed_text(
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        end_before: i64,
+        segment: i64,
+        position: u64,
+    ) -> String {
+        format!(
+            "riverbed truncation v{INTENT_VERSION}\n{topic}\n{partition}\n{offset}\n{end_before}\n{segment}\n{position}"
+        )
+    }
+
+    fn mac_of(key: &CheckpointKey, text: &str) -> String {
+        use hmac::Mac;
+        let mut mac = key.signer();
+        mac.update(text.as_bytes());
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    fn signed(
+        key: &CheckpointKey,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        end_before: i64,
+        segment: i64,
+        position: u64,
+    ) -> Result<Vec<u8>> {
+        let text = Self::signed_text(topic, partition, offset, end_before, segment, position);
+        serde_json::to_vec(&TruncationIntent {
+            version: INTENT_VERSION,
+            offset,
+            end_before,
+            segment,
+            position,
+            mac: Self::mac_of(key, &text),
+        })
+        .map_err(|e| LogError::InvalidArgument(e.to_string()))
+    }
+
+    /// Whether this intent was signed under `key` for `topic`/`partition` (constant time).
+    fn verifies(&self, key: &CheckpointKey, topic: &str, partition: u32) -> bool {
+        use hmac::Mac;
+        let text = Self::signed_text(
+            topic,
+            partition,
+            self.offset,
+            self.end_before,
+            self.segment,
+            self.position,
+        );
+        let Some(given) = (0..self.mac.len())
+            .step_by(2)
+            .map(|i| {
+                self.mac
+                    .get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .collect::<Option<Vec<u8>>>()
+        else {
+            return false;
+        };
+        let mut mac = key.signer();
+        mac.update(text.as_bytes());
+        mac.verify_slice(&given).is_ok()
     }
 }
 
@@ -835,15 +909,16 @@ impl Partition {
             let st = self.state.read();
             (st.next_offset(), st.segments[plan.keep].base_offset)
         };
-        let intent = serde_json::to_vec(&TruncationIntent {
-            version: 1,
+        let key = CheckpointKey::for_log(&self.log_root())?;
+        let intent = TruncationIntent::signed(
+            &key,
+            &self.topic,
+            self.id,
             offset,
             end_before,
             segment,
-            position: plan.position,
-            crc: TruncationIntent::crc_of(offset, end_before, segment, plan.position),
-        })
-        .map_err(|e| LogError::InvalidArgument(e.to_string()))?;
+            plan.position,
+        )?;
         crate::fsutil::write_atomic(&marker, &intent)?;
 
         let gap = plan.records_end < offset;
@@ -896,6 +971,14 @@ impl Partition {
         Ok(())
     }
 
+    /// The root of the log this partition is in (`<root>/<topic>/<partition>`).
+    fn log_root(&self) -> PathBuf {
+        self.dir
+            .parent()
+            .and_then(Path::parent)
+            .map_or_else(|| self.dir.clone(), Path::to_path_buf)
+    }
+
     /// On open: finish a truncation whose marker is still there (see `truncate_to`).
     fn finish_interrupted_truncation(&self) -> Result<Option<Damage>> {
         let marker = self.dir.join(TRUNCATION_MARKER);
@@ -919,16 +1002,28 @@ impl Partition {
             Ok(i) => i,
             Err(e) => return ignored(format!("unreadable truncation intent ({e})")),
         };
-        if intent.version != 1
-            || intent.crc
-                != TruncationIntent::crc_of(
-                    intent.offset,
-                    intent.end_before,
-                    intent.segment,
-                    intent.position,
-                )
-        {
-            return ignored("the truncation intent fails its CRC".into());
+        if intent.version != INTENT_VERSION {
+            return ignored(format!(
+                "a truncation intent of version {} (this riverbed signs version {INTENT_VERSION})",
+                intent.version
+            ));
+        }
+        let key = match CheckpointKey::of_log(&self.log_root()) {
+            Ok(Some(k)) => k,
+            Ok(None) => {
+                return ignored(format!(
+                    "the log has no checkpoint key ({}/checkpoint.key) to check the truncation \
+                     intent's signature with",
+                    crate::checkpoint_key::CHECKPOINTS_DIR
+                ))
+            }
+            Err(e) => return ignored(format!("the log's checkpoint key is unusable ({e})")),
+        };
+        if !intent.verifies(&key, &self.topic, self.id) {
+            return ignored(format!(
+                "the truncation intent is not signed by this log's key for {}/{}",
+                self.topic, self.id
+            ));
         }
         let segment_ok = self.state.read().segments.iter().any(|s| {
             s.base_offset == intent.segment && s.base_offset <= intent.offset.max(earliest)

@@ -12,8 +12,9 @@ fn second_open_is_locked_until_close() -> TestResult {
     let topic = log.topic("t", &TopicOptions::default())?;
     topic.produce(None, Some(b"one"), 1, &[], None)?;
     match Log::open(dir.path(), fast_options()) {
-        Err(LogError::Locked { path, pid }) => {
+        Err(LogError::Locked { path, pid, served }) => {
             assert_eq!(path, dir.path());
+            assert_eq!(served, None);
             assert_eq!(
                 pid,
                 std::process::id().to_string(),
@@ -28,6 +29,26 @@ fn second_open_is_locked_until_close() -> TestResult {
         std::fs::read_to_string(dir.path().join(".lock"))?,
         std::process::id().to_string()
     );
+    // a served log tells the second opener where to connect instead; clearing it stops that
+    log.advertise_served_at(Some("127.0.0.1:19092"))?;
+    match Log::open(dir.path(), fast_options()) {
+        Err(e @ LogError::Locked { .. }) => {
+            let LogError::Locked { served, .. } = &e else {
+                unreachable!()
+            };
+            assert_eq!(served.as_deref(), Some("127.0.0.1:19092"));
+            assert!(
+                e.to_string().contains("bootstrap servers 127.0.0.1:19092"),
+                "{e}"
+            );
+        }
+        other => panic!("second open gave {other:?}"),
+    }
+    log.advertise_served_at(None)?;
+    match Log::open(dir.path(), fast_options()) {
+        Err(LogError::Locked { served: None, .. }) => {}
+        other => panic!("second open gave {other:?}"),
+    }
     // closing releases the lock; closing twice is fine
     log.close()?;
     log.close()?;

@@ -496,7 +496,15 @@ fn a_crash_at_any_step_reopens_before_or_after() -> TestResult {
                     .find(|b| b.2 >= target)
                     .map_or(std::fs::metadata(&seg)?.len(), |b| b.0)
             };
-            let intent = truncation_intent_bytes(target, model.len() as i64, keep, cut_at);
+            let intent = truncation_intent_bytes(
+                dir.path(),
+                "t",
+                0,
+                target,
+                model.len() as i64,
+                keep,
+                cut_at,
+            )?;
             let later: Vec<i64> = bases.iter().copied().filter(|&b| b > keep).collect();
             let step = crash as usize;
             if step == 0 {
@@ -699,7 +707,7 @@ fn compacted_partitions_truncate_into_gaps() -> TestResult {
             .set_len(cut)?;
         std::fs::write(
             pdir.join(TRUNCATION_MARKER),
-            truncation_intent_bytes(offset, end, keep, cut),
+            truncation_intent_bytes(dir2.path(), "t", 0, offset, end, keep, cut)?,
         )?;
         let log = open(dir2.path());
         assert_eq!(log.open_report().len(), 1);
@@ -875,4 +883,118 @@ mod model {
             }
         }
     }
+}
+
+/// `truncation.json` is honoured only when this log's key signed it for this very partition:
+/// a stray file, the old CRC-only format, an edited field, an intent copied from another
+/// partition, one signed by another log's key, or any intent in a log without a key is
+/// reported and left in place, and no record is removed.
+#[test]
+fn only_an_intent_signed_by_this_log_for_this_partition_is_honoured() -> TestResult {
+    let src = tempfile::tempdir()?;
+    let (model, bounds) = make_log(src.path(), 20)?;
+    {
+        let log = open(src.path());
+        let u = log.topic("u", &options(1))?;
+        let mut m2 = Vec::new();
+        append_batch(u.partition(0)?, &mut m2, 30, "u")?;
+        log.close()?;
+    }
+    let end = model.len() as i64;
+    let target = bounds[bounds.len() / 2];
+    let bases = segment_bases(&src.path().join("t").join("0"));
+    let keep = *bases.iter().rfind(|&&b| b <= target).expect("segment");
+    let cut = batches_of(&segment_path(&src.path().join("t").join("0"), keep, "log"))
+        .iter()
+        .find(|b| b.2 >= target)
+        .map(|b| b.0)
+        .expect("a batch at the target");
+    let other = tempfile::tempdir()?;
+    let foreign = truncation_intent_bytes(other.path(), "t", 0, target, end, keep, cut)?;
+
+    type Make = Box<dyn Fn(&Path) -> Result<(PathBuf, Vec<u8>), Box<dyn std::error::Error>>>;
+    let cases: Vec<(&str, Make)> = vec![
+        (
+            "a stray file",
+            Box::new(|_root: &Path| Ok((PathBuf::from("t/0"), br#"{"offset": 0}"#.to_vec()))),
+        ),
+        (
+            "the CRC-only version 1 format",
+            Box::new(move |_root: &Path| {
+                let crc = crc32c::crc32c(format!("{target}/{end}/{keep}/{cut}").as_bytes());
+                let v1 = format!(
+                    r#"{{"version":1,"offset":{target},"end_before":{end},"segment":{keep},"position":{cut},"crc":{crc}}}"#
+                );
+                Ok((PathBuf::from("t/0"), v1.into_bytes()))
+            }),
+        ),
+        (
+            "an edited offset",
+            Box::new(move |root: &Path| {
+                let good = truncation_intent_bytes(root, "t", 0, target, end, keep, cut)?;
+                let text = String::from_utf8(good)?
+                    .replace(&format!("\"offset\":{target}"), "\"offset\":0");
+                Ok((PathBuf::from("t/0"), text.into_bytes()))
+            }),
+        ),
+        (
+            "an intent signed for another topic",
+            Box::new(move |root: &Path| {
+                let good = truncation_intent_bytes(root, "t", 0, 0, 30, 0, 0)?;
+                Ok((PathBuf::from("u/0"), good))
+            }),
+        ),
+        (
+            "another log's key",
+            Box::new(move |_root: &Path| Ok((PathBuf::from("t/0"), foreign.clone()))),
+        ),
+        (
+            "no key in this log",
+            Box::new(move |root: &Path| {
+                let good = truncation_intent_bytes(root, "t", 0, target, end, keep, cut)?;
+                std::fs::remove_file(root.join("~checkpoints").join("checkpoint.key"))?;
+                Ok((PathBuf::from("t/0"), good))
+            }),
+        ),
+    ];
+    for (what, make) in cases {
+        let dir = tempfile::tempdir()?;
+        copy_dir(src.path(), dir.path())?;
+        let (pdir, bytes) = make(dir.path())?;
+        let marker = dir.path().join(pdir).join(TRUNCATION_MARKER);
+        std::fs::write(&marker, &bytes)?;
+        let log = open(dir.path());
+        let report = log.open_report();
+        assert_eq!(report.len(), 1, "{what}: {report:?}");
+        assert_eq!(report[0].kind, "truncation_ignored", "{what}: {report:?}");
+        let t = log.get_topic("t")?.partition(0)?.clone();
+        assert_eq!(t.offsets(), (0, end), "{what}");
+        assert_eq!(read_all(&t)?, model, "{what}");
+        assert_eq!(
+            log.get_topic("u")?.partition(0)?.offsets(),
+            (0, 30),
+            "{what}"
+        );
+        assert_eq!(
+            std::fs::read(&marker)?,
+            bytes,
+            "{what}: the file is left in place"
+        );
+        log.close()?;
+    }
+
+    // the same intent, signed by this log for t/0, is finished on open
+    let dir = tempfile::tempdir()?;
+    copy_dir(src.path(), dir.path())?;
+    let good = truncation_intent_bytes(dir.path(), "t", 0, target, end, keep, cut)?;
+    std::fs::write(dir.path().join("t/0").join(TRUNCATION_MARKER), good)?;
+    let log = open(dir.path());
+    let report = log.open_report();
+    assert_eq!(report.len(), 1, "{report:?}");
+    assert_eq!(report[0].kind, "truncation_finished");
+    let t = log.get_topic("t")?.partition(0)?.clone();
+    assert_eq!(t.offsets(), (0, target));
+    assert_eq!(read_all(&t)?, model[..target as usize]);
+    log.close()?;
+    Ok(())
 }

@@ -7,7 +7,7 @@ pub mod aggregate;
 mod bad_times;
 pub mod buffered;
 pub mod checkpoint;
-pub mod checkpoint_key;
+pub use riverbed_log::checkpoint_key;
 pub mod error;
 pub mod errors;
 pub mod explain;

@@ -1,4 +1,5 @@
-//! The key a log signs its checkpoints with: HMAC-SHA256 under 32 random bytes kept in
+//! The key a log signs its checkpoints (and its truncation intents, see
+//! [`crate::partition::Partition::truncate_to`]) with: HMAC-SHA256 under 32 random bytes kept in
 //! `<log>/~checkpoints/checkpoint.key` (created once, mode 0600). A checkpoint file must end in
 //! a valid signature to be used, so a file this log did not write (crafted, copied from another
 //! log, or edited with a recomputed CRC) is refused before any of it is restored: its positions
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::error::{Result, StreamError};
+use crate::error::{LogError, Result};
 
 pub type Signer = Hmac<Sha256>;
 
@@ -20,25 +21,26 @@ pub type Signer = Hmac<Sha256>;
 pub const TRAILER_TAG: &[u8; 8] = b"RBCKSIG1";
 pub const TRAILER_LEN: usize = 32 + TRAILER_TAG.len();
 const KEY_FILE: &str = "checkpoint.key";
-const CHECKPOINTS_DIR: &str = "~checkpoints";
+/// The directory under a log's root where its checkpoints (by default) and its key live.
+pub const CHECKPOINTS_DIR: &str = "~checkpoints";
 
 pub struct CheckpointKey {
     key: [u8; 32],
 }
 
-fn corrupt(path: &Path, reason: impl Into<String>) -> StreamError {
-    StreamError::Log(riverbed_log::LogError::Corrupt {
+fn corrupt(path: &Path, reason: impl Into<String>) -> LogError {
+    LogError::Corrupt {
         path: path.to_path_buf(),
         position: 0,
         reason: reason.into(),
-    })
+    }
 }
 
-fn io(what: &str, path: &Path, e: std::io::Error) -> StreamError {
-    StreamError::Schema(format!(
-        "checkpoint key: cannot {what} {}: {e}",
-        path.display()
-    ))
+fn io(what: &str, path: &Path, e: std::io::Error) -> LogError {
+    LogError::io(
+        path,
+        std::io::Error::new(e.kind(), format!("checkpoint key: cannot {what}: {e}")),
+    )
 }
 
 /// Where the key of the checkpoints in `dir` lives: the `~checkpoints` directory `dir` is in
@@ -59,6 +61,21 @@ impl CheckpointKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create(&path),
             Err(e) => Err(io("read", &path, e)),
         }
+    }
+
+    /// The key of the log at `root`, if it has one (never creates it).
+    pub fn of_log(root: &Path) -> Result<Option<CheckpointKey>> {
+        let path = root.join(CHECKPOINTS_DIR).join(KEY_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => Self::from_file(&path, &bytes).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("read", &path, e)),
+        }
+    }
+
+    /// The key of the log at `root`, created if there is none.
+    pub fn for_log(root: &Path) -> Result<CheckpointKey> {
+        Self::for_dir(&root.join(CHECKPOINTS_DIR))
     }
 
     fn from_file(path: &Path, bytes: &[u8]) -> Result<CheckpointKey> {
@@ -94,8 +111,13 @@ impl CheckpointKey {
         let dir = path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
         let mut key = [0u8; 32];
-        getrandom::fill(&mut key)
-            .map_err(|e| StreamError::Schema(format!("checkpoint key: no randomness: {e}")))?;
+        getrandom::fill(&mut key).map_err(|e| {
+            io(
+                "create",
+                path,
+                std::io::Error::other(format!("no randomness: {e}")),
+            )
+        })?;
         // Unique per process and call: threads of one process (a staged run's stages) may
         // create the key at the same moment.
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
