@@ -6,13 +6,15 @@ PYTHON ?= python3
 # Debian packages the build needs: a C toolchain, and OpenSSL and zlib headers for librdkafka
 # (built from its vendored source into the extension).
 SYSTEM_PACKAGES := build-essential pkg-config libssl-dev zlib1g-dev
+# ...and the tests: kcat, a Kafka client of another language, against `riverbed serve`.
+TEST_SYSTEM_PACKAGES := kcat
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 system-deps: ## install the Debian packages the build needs (only those missing)
 	@if command -v dpkg >/dev/null 2>&1; then \
-		missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+		missing=$$(for p in $(SYSTEM_PACKAGES) $(EXTRA_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 		if [ -n "$$missing" ]; then \
 			echo "installing Debian packages: $$missing"; \
 			sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
@@ -28,7 +30,8 @@ install: system-deps ## build the extension (release) and install riverbed with 
 demo: install ## install, then run the demo on the embedded log
 	riverbed demo
 
-test: system-deps ## install the test dependencies and the package, then run every test (Rust and Python)
+test: ## install the test dependencies and the package, then run every test (Rust and Python)
+	$(MAKE) system-deps EXTRA_PACKAGES="$(TEST_SYSTEM_PACKAGES)"
 	$(PYTHON) -m pip install '.[test]'
 	cargo test --workspace --exclude riverbed-python
 	$(MAKE) fuzz

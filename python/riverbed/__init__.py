@@ -34,6 +34,7 @@ from riverbed.expr import (
 from riverbed.kafka import Kafka, KafkaConsumer, KafkaTopic
 from riverbed.log import Consumer, Log, Record, Topic
 from riverbed.pipeline import Pipeline, RunResult
+from riverbed.server import Server, serve
 from riverbed.table import Table
 from riverbed.training import training_set
 from riverbed.windows import Window, count_window, hopping, session, sliding, tumbling
@@ -48,6 +49,7 @@ __all__ = [
     "Pipeline",
     "Record",
     "RunResult",
+    "Server",
     "Table",
     "Topic",
     "Window",
@@ -57,6 +59,7 @@ __all__ = [
     "count_distinct",
     "count_window",
     "exceptions",
+    "serve",
     "first",
     "hopping",
     "last",

@@ -160,6 +160,44 @@ def _check(args: argparse.Namespace, out: IO[str]) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace, out: IO[str]) -> int:
+    import signal
+    import threading
+
+    config = dict(args.config or [])
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with rb.serve(
+            args.log,
+            args.listen,
+            fsync=args.fsync,
+            config=config,
+            sasl_users=args.sasl_users,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            allow_anonymous=args.allow_anonymous,
+            metrics_listen=args.metrics_listen,
+        ) as server:
+            print(f"riverbed: serving {args.log} over the Kafka protocol; bootstrap servers: {server.bootstrap}", file=out)
+            if args.metrics_listen:
+                print(f"riverbed: metrics at http://{args.metrics_listen}/metrics", file=out)
+            out.flush()
+            while not stop.wait(0.5):
+                pass
+            print("riverbed: stopping (finishing requests in flight, flushing the log)", file=out)
+            out.flush()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    print("riverbed: stopped", file=out)
+    return 0
+
+
 def _demo(args: argparse.Namespace, out: IO[str]) -> int:
     from riverbed.demo import run_demo
 
@@ -208,10 +246,33 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--topic", help="check only this topic")
     ck.set_defaults(func=_check)
 
+    sv = sub.add_parser("serve", parents=[common], help="serve the log to Kafka clients over the Kafka protocol")
+    sv.add_argument("--listen", default="127.0.0.1:9092", metavar="HOST:PORT",
+                    help="address to listen on (default 127.0.0.1:9092; port 0 picks a free one)")
+    sv.add_argument("--fsync", choices=["batch", "interval", "never"], default="batch",
+                    help="when records are made durable (acks wait for it; default batch)")
+    sv.add_argument("--config", type=_parse_kafka_setting, action="append", metavar="KEY=VALUE",
+                    help="a broker setting under Kafka's name, e.g. num.partitions=3")
+    sv.add_argument("--sasl-users", metavar="FILE", help="SASL users file (PLAIN, SCRAM-SHA-256/512)")
+    sv.add_argument("--tls-cert", metavar="FILE", help="TLS certificate chain (PEM); needs --tls-key")
+    sv.add_argument("--tls-key", metavar="FILE", help="TLS private key (PEM); needs --tls-cert")
+    sv.add_argument("--allow-anonymous", action="store_true",
+                    help="serve a non-loopback address without authentication")
+    sv.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics over HTTP here")
+    sv.set_defaults(func=_serve)
+
     de = sub.add_parser("demo", parents=[common], help="run the end-to-end demo on the embedded log")
     de.add_argument("--records", type=_int_arg(1), default=1_000_000)
     de.set_defaults(func=_demo)
     return p
+
+
+def _parse_kafka_setting(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` with a Kafka broker setting name; the broker checks name and value."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
 
 
 def _seconds(text: str) -> float:

@@ -16,6 +16,7 @@ from riverbed._core import (
     PlanError,
     RiverbedError,
     SchemaError,
+    ServerError,
     TopicConfigError,
     TopicNotFound,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "PlanError",
     "RiverbedError",
     "SchemaError",
+    "ServerError",
     "TopicConfigError",
     "TopicNotFound",
 ]

@@ -872,6 +872,19 @@ if pytest is not None:
                 d.close()
 
     @pytest.fixture
+    def rb_broker(tmp_path: Path) -> Iterator[Any]:
+        """An ``rb.Server``: a temporary log (``fsync="never"``) served over the Kafka protocol
+        on a free loopback port (``rb_broker.bootstrap``; the log is ``rb_broker.log``); new
+        groups rebalance at once. Stopped at teardown."""
+        from riverbed.server import serve
+
+        server = serve(tmp_path / "rb_broker", "127.0.0.1:0", fsync="never", config={"group.initial.rebalance.delay.ms": 0})
+        try:
+            yield server
+        finally:
+            server.stop()
+
+    @pytest.fixture
     def rb_kafka(tmp_path: Path) -> Iterator[Any]:
         """An ``rb.Kafka``: the broker named by ``RIVERBED_KAFKA_BOOTSTRAP`` when set, else a
         fresh ``MockKafka`` (stopped at teardown). Checkpoints go to ``tmp_path``."""

@@ -38,6 +38,13 @@ create_exception!(
 );
 create_exception!(
     riverbed._core,
+    ServerError,
+    RiverbedError,
+    "The Kafka-protocol server (`riverbed serve`) could not start (address in use, an exposed \
+     address without authentication, unreadable TLS or users files) or failed while stopping."
+);
+create_exception!(
+    riverbed._core,
     CorruptLog,
     LogError,
     "Log data failed a format or CRC check."
@@ -131,6 +138,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TopicNotFound", py.get_type::<TopicNotFound>())?;
     m.add("OffsetOutOfRange", py.get_type::<OffsetOutOfRange>())?;
     m.add("LogLocked", py.get_type::<LogLocked>())?;
+    m.add("ServerError", py.get_type::<ServerError>())?;
     m.add("CorruptLog", py.get_type::<CorruptLog>())?;
     m.add("DataGap", py.get_type::<DataGap>())?;
     m.add("InternalTopicError", py.get_type::<InternalTopicError>())?;

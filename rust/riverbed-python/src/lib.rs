@@ -12,6 +12,7 @@ mod consumer;
 mod error;
 mod kafka;
 mod log;
+mod server;
 mod stream;
 mod timeout;
 
@@ -28,6 +29,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<kafka::PyKafka>()?;
     m.add_class::<kafka::PyKafkaConsumer>()?;
     m.add_class::<kafka::PyMockKafka>()?;
+    m.add_class::<server::PyServer>()?;
     m.add_function(wrap_pyfunction!(log::murmur2, m)?)?;
     m.add_function(wrap_pyfunction!(timeout::timeout_seconds, m)?)?;
     Ok(())

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod groups;
 pub mod server;
+pub mod settings;
 
 pub use config::ServerConfig;
 pub use server::Server;
