@@ -45,19 +45,18 @@ PRODUCER = textwrap.dedent(
     for i in range(n):
         while True:
             try:
-                p.produce(topic, value=str(i).encode(), partition=i % %d, on_delivery=done)
+                p.produce(topic, value=str(i).encode(), partition=i % @PARTITIONS@, on_delivery=done)
                 break
             except BufferError:
                 p.poll(0.05)
         p.poll(0)
-        if i %% 50 == 0:
+        if i % 50 == 0:
             time.sleep(0.002)
     left = p.flush(600)
     print("left", left, "errors", len(errors), errors[:3], flush=True)
     sys.exit(0 if left == 0 and not errors else 1)
     """
-    % PARTITIONS
-)
+).replace("@PARTITIONS@", str(PARTITIONS))
 
 
 def free_port() -> int:

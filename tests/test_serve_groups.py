@@ -41,7 +41,7 @@ CHILD = textwrap.dedent(
         status.write("revoked " + " ".join(str(p.partition) for p in parts) + "\\n")
     c = Consumer({
         "bootstrap.servers": bootstrap, "group.id": "split-group", "auto.offset.reset": "earliest",
-        "enable.auto.commit": False, "session.timeout.ms": %d, "heartbeat.interval.ms": 500,
+        "enable.auto.commit": False, "session.timeout.ms": @SESSION_MS@, "heartbeat.interval.ms": 500,
         "partition.assignment.strategy": "range",
     })
     c.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
@@ -61,8 +61,7 @@ CHILD = textwrap.dedent(
     c.close()
     status.write("closed\\n")
     """
-    % SESSION_MS
-)
+).replace("@SESSION_MS@", str(SESSION_MS))
 
 
 def read_lines(paths: list[Path]) -> list[tuple[int, int]]:
