@@ -46,24 +46,21 @@ impl Server {
             .enable_all()
             .build()
             .map_err(ServerError::Runtime)?;
-        let listener = runtime
-            .block_on(TcpListener::bind(config.listen))
-            .map_err(|source| ServerError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        // Bound with std and handed to the runtime, so `start` works from any thread, also one
+        // that runs another tokio runtime (no `block_on`).
+        let bind = |addr: SocketAddr| -> Result<TcpListener, ServerError> {
+            let err = |source| ServerError::Bind { addr, source };
+            let l = std::net::TcpListener::bind(addr).map_err(err)?;
+            l.set_nonblocking(true).map_err(err)?;
+            let _entered = runtime.enter();
+            TcpListener::from_std(l).map_err(err)
+        };
+        let listener = bind(config.listen)?;
         let bootstrap = listener.local_addr().map_err(|source| ServerError::Bind {
             addr: config.listen,
             source,
         })?;
-        let metrics_listener = match config.metrics_listen {
-            Some(addr) => Some(
-                runtime
-                    .block_on(TcpListener::bind(addr))
-                    .map_err(|source| ServerError::Bind { addr, source })?,
-            ),
-            None => None,
-        };
+        let metrics_listener = config.metrics_listen.map(bind).transpose()?;
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let advertised = if bootstrap.ip().is_unspecified() {
             SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), bootstrap.port())
