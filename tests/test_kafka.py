@@ -103,6 +103,28 @@ def test_produce_then_poll_has_the_embedded_logs_columns(kafka, tmp_path):
     assert hdr[3] == [{"key": "h", "value": b"v3"}]
 
 
+def test_kafka_produce_batch_converts_nothing_silently(kafka):
+    """The same rules as the log's produce_batch: NaN/inf refused naming column and row unless
+    non_finite="null" asks for null; a pandas index written only with index=True."""
+    import math
+
+    import pandas as pd
+
+    t = kafka.create_topic(fresh("nonfinite"), partitions=1)
+    with pytest.raises(KafkaError, match=r"column 'x' holds a NaN or infinite float at row 1"):
+        t.produce_batch(pa.table({"id": [1, 2], "x": [0.5, math.inf]}))
+    with pytest.raises(ValueError, match="non_finite must be"):
+        t.produce_batch(pa.table({"x": [1.0]}), non_finite="zero")
+    with pytest.raises(TypeError, match="index must be a bool"):
+        t.produce_batch(pa.table({"x": [1.0]}), index="yes")
+    assert t.produce_batch(pa.table({"id": [1, 2], "x": [0.5, -math.inf]}), non_finite="null") == 2
+    df = pd.DataFrame({"x": [1.5]}, index=pd.Index([7], name="row"))
+    t.produce_batch(df)
+    t.produce_batch(df, index=True)
+    got = [json.loads(v) for v in t.read(timeout=1.0).column("value").to_pylist()]
+    assert got == [{"id": 1, "x": 0.5}, {"id": 2, "x": None}, {"x": 1.5}, {"x": 1.5, "row": 7}]
+
+
 def test_keyed_records_go_where_java_clients_and_the_embedded_log_put_them(kafka, tmp_path):
     t = kafka.create_topic(fresh("part"), partitions=6)
     keys = [f"k{i}".encode() for i in range(300)] + [b"", b"\x00\xff", "ünï".encode()]

@@ -174,7 +174,13 @@ class Kafka:
         partition: int | None = None,
     ) -> None: ...
     def produce_arrow(
-        self, topic: str, data: Any, key: str | None = None, value: str | None = None, timestamp: str | None = None
+        self,
+        topic: str,
+        data: Any,
+        key: str | None = None,
+        value: str | None = None,
+        timestamp: str | None = None,
+        non_finite: str = "error",
     ) -> int: ...
     def flush(self, topic: str) -> None: ...
     def consumer(

@@ -140,11 +140,23 @@ class KafkaTopic:
         key: str | None = None,
         value: str | None = None,
         timestamp: str | None = None,
+        *,
+        index: bool = False,
+        non_finite: str = "error",
     ) -> int:
         """Write every row of a pyarrow Table/RecordBatch or pandas/polars DataFrame, as the
-        embedded log's ``produce_batch`` does (``value=None``: each row as a JSON object), and
-        wait until all are acknowledged. Returns the number of records."""
-        n = self.kafka._inner.produce_arrow(self.name, _arrow_input(data), key, value, timestamp)
+        embedded log's ``produce_batch`` does (``value=None``: each row as a JSON object; the
+        same rules: ``non_finite="null"`` to write NaN/inf as null instead of refusing them,
+        ``index=True`` to write a pandas index), and wait until all are acknowledged. Returns
+        the number of records."""
+        for field, col in (("key", key), ("value", value), ("timestamp", timestamp)):
+            if col is not None and not isinstance(col, str):
+                raise TypeError(f"{field} must name a column (str), got {type(col).__name__}")
+        if not isinstance(index, bool):
+            raise TypeError(f"index must be a bool, got {type(index).__name__}")
+        if non_finite not in ("error", "null"):
+            raise ValueError(f"non_finite must be 'error' or 'null', got {non_finite!r}")
+        n = self.kafka._inner.produce_arrow(self.name, _arrow_input(data, index), key, value, timestamp, non_finite)
         self.flush()
         return int(n)
 

@@ -12,7 +12,7 @@ use rdkafka::producer::{
     BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
 };
 use rdkafka::ClientContext;
-use riverbed_log::arrow::EncodedRows;
+use riverbed_log::arrow::{EncodedRows, JsonOptions};
 
 use crate::client::{ErrorLog, KafkaConfig};
 use crate::error::{KafkaError, Result};
@@ -185,7 +185,8 @@ impl KafkaProducer {
     }
 
     /// Queue every row of `batch` (`key`/`value`/`timestamp` name columns; without a value
-    /// column each row is written as a JSON object of all its columns). Returns the count.
+    /// column each row is written as a JSON object of all its columns; `options` say what to
+    /// do with what JSON cannot hold, as for the log). Returns the count.
     pub fn send_batch(
         &self,
         topic: &str,
@@ -193,11 +194,14 @@ impl KafkaProducer {
         key: Option<&str>,
         value: Option<&str>,
         timestamp: Option<&str>,
+        options: &JsonOptions,
     ) -> Result<usize> {
         let rows =
-            EncodedRows::new(batch, key, value, timestamp).map_err(|e| KafkaError::Produce {
-                topic: topic.into(),
-                message: e.to_string(),
+            EncodedRows::with_options(batch, key, value, timestamp, options).map_err(|e| {
+                KafkaError::Produce {
+                    topic: topic.into(),
+                    message: e.to_string(),
+                }
             })?;
         let partitions = self.check_topic(topic)?;
         for i in 0..rows.len() {

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
+use riverbed_log::arrow::JsonOptions;
 use riverbed_stream::sink::SinkEnds;
 use riverbed_stream::{Result as StreamResult, Sink};
 
@@ -34,8 +35,14 @@ impl Sink for KafkaSink {
             .timestamp
             .as_deref()
             .filter(|c| batch.schema().index_of(c).is_ok());
-        self.producer
-            .send_batch(&self.topic, &batch, self.key.as_deref(), None, ts)?;
+        self.producer.send_batch(
+            &self.topic,
+            &batch,
+            self.key.as_deref(),
+            None,
+            ts,
+            &JsonOptions::default(),
+        )?;
         Ok(())
     }
 

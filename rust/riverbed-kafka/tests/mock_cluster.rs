@@ -50,7 +50,14 @@ fn produced_batches_come_back_with_keys_timestamps_and_kafkas_partitions() {
     let n = 500;
     assert_eq!(
         producer
-            .send_batch("t", &batch(n), Some("k"), None, Some("ts"))
+            .send_batch(
+                "t",
+                &batch(n),
+                Some("k"),
+                None,
+                Some("ts"),
+                &Default::default()
+            )
             .unwrap(),
         n
     );
@@ -106,7 +113,7 @@ fn metadata_errors_name_the_topic_and_the_unreachable_cluster() {
     }
     let producer = KafkaProducer::new(&kafka.config).unwrap();
     assert!(matches!(
-        producer.send_batch("missing", &batch(1), None, None, None),
+        producer.send_batch("missing", &batch(1), None, None, None, &Default::default()),
         Err(KafkaError::UnknownTopic { .. })
     ));
 

@@ -160,7 +160,8 @@ impl PyKafka {
     }
 
     /// Queue every row of an Arrow stream; returns the number of records.
-    #[pyo3(signature = (topic, data, key=None, value=None, timestamp=None))]
+    #[pyo3(signature = (topic, data, key=None, value=None, timestamp=None, non_finite="error"))]
+    #[allow(clippy::too_many_arguments)]
     fn produce_arrow(
         &self,
         py: Python<'_>,
@@ -169,13 +170,15 @@ impl PyKafka {
         key: Option<&str>,
         value: Option<&str>,
         timestamp: Option<&str>,
+        non_finite: &str,
     ) -> PyResult<usize> {
+        let options = crate::log::json_options(non_finite)?;
         let batches = batches_from(data)?;
         let producer = self.producer()?;
         py.detach(|| {
             let mut n = 0;
             for b in &batches {
-                n += producer.send_batch(topic, b, key, value, timestamp)?;
+                n += producer.send_batch(topic, b, key, value, timestamp, &options)?;
             }
             Ok(n)
         })

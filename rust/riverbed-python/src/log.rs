@@ -16,6 +16,21 @@ use riverbed_log::{FsyncPolicy, LogOptions, StartSpec, TopicOptions};
 use crate::consumer::{parse_start, PyConsumer};
 use crate::error::{to_py, type_error};
 
+/// What to write for what JSON cannot hold (`non_finite=` of `produce_batch`).
+pub fn json_options(non_finite: &str) -> PyResult<JsonOptions> {
+    Ok(JsonOptions {
+        non_finite: match non_finite {
+            "error" => NonFinite::Error,
+            "null" => NonFinite::Null,
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "non_finite must be 'error' or 'null', got {other:?}"
+                )))
+            }
+        },
+    })
+}
+
 #[pyclass(module = "riverbed._core", name = "Log", frozen)]
 pub struct PyLog {
     pub inner: riverbed_log::Log,
@@ -235,17 +250,7 @@ impl PyTopic {
         timestamp: Option<&str>,
         non_finite: &str,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-        let options = JsonOptions {
-            non_finite: match non_finite {
-                "error" => NonFinite::Error,
-                "null" => NonFinite::Null,
-                other => {
-                    return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                        "non_finite must be 'error' or 'null', got {other:?}"
-                    )))
-                }
-            },
-        };
+        let options = json_options(non_finite)?;
         let batches = batches_from(data)?;
         let (parts, offsets) = py
             .detach(|| produce_arrow_with(&self.inner, &batches, key, value, timestamp, &options))
