@@ -7,7 +7,7 @@
 //! clean rebalance neither repeats nor skips a record.
 
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::config::{Cleanup, TopicOptions};
@@ -19,6 +19,28 @@ use crate::topic::Topic;
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 type CommitKey = (String, String, u32);
+
+/// One committed offset as stored: the offset plus what Kafka clients commit with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetEntry {
+    pub offset: i64,
+    /// The client's metadata string (Kafka's OffsetCommit `committed_metadata`; "" if none).
+    pub metadata: String,
+    /// The leader epoch the client saw (-1 if unknown).
+    pub leader_epoch: i32,
+    /// When it was committed (ms since the epoch).
+    pub committed_at: i64,
+}
+
+/// One offset to commit, for [`GroupCoordinator::commit_entries`].
+#[derive(Debug, Clone)]
+pub struct NewCommit {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: i64,
+    pub metadata: String,
+    pub leader_epoch: i32,
+}
 
 #[derive(Debug)]
 struct Member {
@@ -36,12 +58,35 @@ struct GroupState {
 
 #[derive(Debug, Default)]
 pub struct GroupCoordinator {
-    committed: Mutex<HashMap<CommitKey, i64>>,
+    committed: Mutex<HashMap<CommitKey, OffsetEntry>>,
+    /// Held across "append to `__consumer_offsets`, then update `committed`", so two writers of
+    /// one key leave the map and the log agreeing on the last value (readers never wait on it).
+    writer: Mutex<()>,
     groups: Mutex<HashMap<String, GroupState>>,
 }
 
 fn encode_key(group: &str, topic: &str, partition: u32) -> Vec<u8> {
     serde_json::to_vec(&(group, topic, partition)).unwrap_or_default()
+}
+
+/// A stored value: `{"offset", "committed_at"}` plus, from Kafka clients, `"metadata"` and
+/// `"leader_epoch"` (absent in older records: "" and -1). Anything else reads as a tombstone.
+fn decode_value(v: &[u8]) -> Option<OffsetEntry> {
+    let v: serde_json::Value = serde_json::from_slice(v).ok()?;
+    Some(OffsetEntry {
+        offset: v.get("offset")?.as_i64()?,
+        metadata: v
+            .get("metadata")
+            .and_then(|m| m.as_str())
+            .unwrap_or_default()
+            .to_string(),
+        leader_epoch: v
+            .get("leader_epoch")
+            .and_then(|e| e.as_i64())
+            .and_then(|e| i32::try_from(e).ok())
+            .unwrap_or(-1),
+        committed_at: v.get("committed_at").and_then(|t| t.as_i64()).unwrap_or(0),
+    })
 }
 
 fn offsets_topic(log: &Log) -> Result<Arc<Topic>> {
@@ -79,13 +124,9 @@ impl GroupCoordinator {
             let read = part.read(from, usize::MAX, usize::MAX, |r| {
                 let key: Option<CommitKey> = r.key.and_then(|k| serde_json::from_slice(k).ok());
                 if let Some(key) = key {
-                    let offset = r
-                        .value
-                        .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
-                        .and_then(|v| v.get("offset").and_then(|o| o.as_i64()));
-                    match offset {
-                        Some(o) => {
-                            committed.insert(key, o);
+                    match r.value.and_then(decode_value) {
+                        Some(entry) => {
+                            committed.insert(key, entry);
                         }
                         None => {
                             committed.remove(&key);
@@ -113,15 +154,39 @@ impl GroupCoordinator {
         topic: &str,
         offsets: &[(u32, i64)],
     ) -> Result<()> {
-        if offsets.is_empty() {
+        let commits: Vec<NewCommit> = offsets
+            .iter()
+            .map(|&(partition, offset)| NewCommit {
+                topic: topic.to_string(),
+                partition,
+                offset,
+                metadata: String::new(),
+                leader_epoch: -1,
+            })
+            .collect();
+        self.commit_entries(log, group, &commits)
+    }
+
+    /// Durably record offsets of any topics for `group` in one append (one fsync under the
+    /// `batch` policy); visible to readers once durable.
+    pub fn commit_entries(&self, log: &Log, group: &str, commits: &[NewCommit]) -> Result<()> {
+        if commits.is_empty() {
             return Ok(());
         }
         let now = crate::fsutil::now_ms();
-        let rows: Vec<(Vec<u8>, Vec<u8>)> = offsets
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = commits
             .iter()
-            .map(|&(p, o)| {
-                let value = serde_json::json!({ "offset": o, "committed_at": now });
-                (encode_key(group, topic, p), value.to_string().into_bytes())
+            .map(|c| {
+                let value = serde_json::json!({
+                    "offset": c.offset,
+                    "committed_at": now,
+                    "metadata": c.metadata,
+                    "leader_epoch": c.leader_epoch,
+                });
+                (
+                    encode_key(group, &c.topic, c.partition),
+                    value.to_string().into_bytes(),
+                )
             })
             .collect();
         let records = rows.iter().map(|(k, v)| NewRecord {
@@ -130,30 +195,90 @@ impl GroupCoordinator {
             value: Some(v),
             headers: &[],
         });
+        let _writer = self.writer.lock();
         offsets_topic(log)?.partition(0)?.append(records)?;
         let mut committed = self.committed.lock();
-        for &(p, o) in offsets {
-            committed.insert((group.to_string(), topic.to_string(), p), o);
+        for c in commits {
+            committed.insert(
+                (group.to_string(), c.topic.clone(), c.partition),
+                OffsetEntry {
+                    offset: c.offset,
+                    metadata: c.metadata.clone(),
+                    leader_epoch: c.leader_epoch,
+                    committed_at: now,
+                },
+            );
         }
         Ok(())
     }
 
     pub fn committed(&self, group: &str, topic: &str, partition: u32) -> Option<i64> {
+        self.committed_entry(group, topic, partition)
+            .map(|e| e.offset)
+    }
+
+    pub fn committed_entry(&self, group: &str, topic: &str, partition: u32) -> Option<OffsetEntry> {
         self.committed
             .lock()
             .get(&(group.to_string(), topic.to_string(), partition))
-            .copied()
+            .cloned()
     }
 
-    /// Tombstone every commit for a deleted topic.
-    pub(crate) fn forget_topic(&self, log: &Log, topic: &str) -> Result<()> {
+    /// Every committed offset of `group`, by (topic, partition).
+    pub fn group_offsets(&self, group: &str) -> BTreeMap<(String, u32), OffsetEntry> {
+        self.committed
+            .lock()
+            .iter()
+            .filter(|(k, _)| k.0 == group)
+            .map(|(k, e)| ((k.1.clone(), k.2), e.clone()))
+            .collect()
+    }
+
+    /// Every committed offset: (group, topic, partition) -> offset.
+    pub fn all_offsets(&self) -> BTreeMap<(String, String, u32), i64> {
+        self.committed
+            .lock()
+            .iter()
+            .map(|(k, e)| (k.clone(), e.offset))
+            .collect()
+    }
+
+    /// Groups that have at least one committed offset.
+    pub fn groups_with_offsets(&self) -> BTreeSet<String> {
+        self.committed.lock().keys().map(|k| k.0.clone()).collect()
+    }
+
+    /// Durably remove `group`'s commits for these (topic, partition)s (tombstones); the ones
+    /// that had no commit are skipped. Returns how many were removed.
+    pub fn delete_offsets(&self, log: &Log, group: &str, keys: &[(String, u32)]) -> Result<usize> {
+        let _writer = self.writer.lock();
+        let present: Vec<CommitKey> = {
+            let committed = self.committed.lock();
+            keys.iter()
+                .map(|(t, p)| (group.to_string(), t.clone(), *p))
+                .filter(|k| committed.contains_key(k))
+                .collect()
+        };
+        self.tombstone(log, &present)?;
+        Ok(present.len())
+    }
+
+    /// Durably remove every commit of `group`. Returns how many were removed.
+    pub fn delete_group_offsets(&self, log: &Log, group: &str) -> Result<usize> {
+        let _writer = self.writer.lock();
         let keys: Vec<CommitKey> = self
             .committed
             .lock()
             .keys()
-            .filter(|k| k.1 == topic)
+            .filter(|k| k.0 == group)
             .cloned()
             .collect();
+        self.tombstone(log, &keys)?;
+        Ok(keys.len())
+    }
+
+    /// Append tombstones for `keys`, then forget them (the caller holds `writer`).
+    fn tombstone(&self, log: &Log, keys: &[CommitKey]) -> Result<()> {
         if keys.is_empty() {
             return Ok(());
         }
@@ -168,9 +293,22 @@ impl GroupCoordinator {
         offsets_topic(log)?.partition(0)?.append(records)?;
         let mut committed = self.committed.lock();
         for k in keys {
-            committed.remove(&k);
+            committed.remove(k);
         }
         Ok(())
+    }
+
+    /// Tombstone every commit for a deleted topic.
+    pub(crate) fn forget_topic(&self, log: &Log, topic: &str) -> Result<()> {
+        let _writer = self.writer.lock();
+        let keys: Vec<CommitKey> = self
+            .committed
+            .lock()
+            .keys()
+            .filter(|k| k.1 == topic)
+            .cloned()
+            .collect();
+        self.tombstone(log, &keys)
     }
 
     /// Add a member subscribed to `topic`; returns its id. Triggers a rebalance.
@@ -304,6 +442,30 @@ impl GroupCoordinator {
         true
     }
 
+    /// Topics the in-process members of `group` consume (empty if it has none).
+    pub fn member_topics(&self, group: &str) -> BTreeSet<String> {
+        self.groups
+            .lock()
+            .get(group)
+            .map(|s| {
+                s.members
+                    .values()
+                    .map(|m| m.topic.name.to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Groups with in-process members.
+    pub fn live_groups(&self) -> BTreeSet<String> {
+        self.groups
+            .lock()
+            .iter()
+            .filter(|(_, s)| !s.members.is_empty())
+            .map(|(g, _)| g.clone())
+            .collect()
+    }
+
     /// Members of a group and their partitions (for tests and describe).
     pub fn members(&self, group: &str) -> Vec<(u64, Vec<u32>)> {
         self.groups
@@ -316,5 +478,13 @@ impl GroupCoordinator {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+impl Log {
+    /// The log's consumer groups: in-process members and the durable committed offsets that the
+    /// broker's group coordinator shares with them.
+    pub fn groups(&self) -> &GroupCoordinator {
+        &self.inner().groups
     }
 }
