@@ -12,6 +12,7 @@
 pub mod arrow;
 pub mod batch;
 pub mod cleaner;
+pub mod compression;
 pub mod config;
 pub mod consumer;
 pub mod error;
