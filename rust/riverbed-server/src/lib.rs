@@ -8,10 +8,17 @@
 //! - `config`: [`ServerConfig`], the broker's settings under Kafka's own names.
 //! - `server`: [`Server`], start / bootstrap address / stop / metrics.
 //! - `groups`: the group coordinator (classic protocol) and committed offsets.
+//! - `security`: checks of the security settings; `sasl` (with `sasl_users`, `scram`): SASL
+//!   authentication per connection; `tls`: the TLS acceptor.
 
 pub mod config;
 pub mod groups;
+pub mod sasl;
+pub mod sasl_users;
+pub mod scram;
+pub mod security;
 pub mod server;
+pub mod tls;
 
 pub use config::ServerConfig;
 pub use server::Server;
