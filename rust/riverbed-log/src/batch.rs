@@ -24,7 +24,10 @@
 //! `headerCount` varint, then per header `keyLength` varint + key, `valueLength` varint (-1 = null) + value.
 //! Every varint is zigzag encoded, as in protobuf.
 
+use std::borrow::Cow;
 use std::ops::Range;
+
+use crate::compression;
 
 /// Size of the fixed batch header.
 pub const HEADER_LEN: usize = 61;
@@ -681,24 +684,55 @@ impl<'a> Iterator for RecordIter<'a> {
     }
 }
 
-/// Iterates the records of one batch at the start of `batch` (header included; bytes past the
-/// batch's `total_len` are ignored). Does not check the CRC. Malformed records yield one
-/// `Corrupt` error, after which the iterator ends; it never panics or reads out of bounds.
-pub fn records(batch: &[u8]) -> Result<RecordIter<'_>, BatchError> {
-    let header = parse_header(batch)?;
-    let codec = header.compression();
-    if codec != 0 {
-        return Err(corrupt(format!(
-            "compressed batches (codec {codec}) are not supported yet"
-        )));
+/// The records of one batch: its header and its records section, decompressed if the batch was
+/// compressed (borrowed from the batch otherwise). Iterate with [`Records::iter`] or `&records`.
+#[derive(Debug, Clone)]
+pub struct Records<'a> {
+    header: BatchHeader,
+    body: Cow<'a, [u8]>,
+}
+
+impl<'a> Records<'a> {
+    /// The batch's header.
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
     }
-    Ok(RecordIter {
-        header,
-        buf: &batch[HEADER_LEN..header.total_len()],
-        pos: 0,
-        remaining: header.record_count as usize,
-        failed: false,
-    })
+
+    /// Decodes the records, in order.
+    pub fn iter(&self) -> RecordIter<'_> {
+        RecordIter {
+            header: self.header,
+            buf: &self.body,
+            pos: 0,
+            remaining: self.header.record_count as usize,
+            failed: false,
+        }
+    }
+}
+
+impl<'r> IntoIterator for &'r Records<'_> {
+    type Item = Result<RecordView<'r>, BatchError>;
+    type IntoIter = RecordIter<'r>;
+
+    fn into_iter(self) -> RecordIter<'r> {
+        self.iter()
+    }
+}
+
+/// The records of one batch at the start of `batch` (header included; bytes past the batch's
+/// `total_len` are ignored). Does not check the CRC (which covers the records as stored, i.e.
+/// compressed). A compressed batch (gzip, snappy, lz4, zstd, as Kafka clients write them) is
+/// decompressed here, bounded by [`crate::compression::decompressed_limit`]; a payload that does
+/// not decompress, or inflates past the limit, is `Corrupt`. Malformed records yield one
+/// `Corrupt` error, after which the iterator ends; it never panics or reads out of bounds.
+pub fn records(batch: &[u8]) -> Result<Records<'_>, BatchError> {
+    let header = parse_header(batch)?;
+    let stored = &batch[HEADER_LEN..header.total_len()];
+    let body = match header.compression() {
+        compression::NONE => Cow::Borrowed(stored),
+        codec => Cow::Owned(compression::decompress(codec, stored)?),
+    };
+    Ok(Records { header, body })
 }
 
 #[cfg(test)]
@@ -745,6 +779,7 @@ mod tests {
     fn decode(batch: &[u8]) -> Vec<Rec> {
         records(batch)
             .unwrap()
+            .iter()
             .map(|r| {
                 let r = r.unwrap();
                 assert_eq!(r.headers().count(), r.header_count());
@@ -871,7 +906,7 @@ mod tests {
         assert_eq!(h.record_count, 0);
         assert_eq!(h.last_offset(), 41);
         assert!(crc_ok(&out));
-        assert_eq!(records(&out).unwrap().count(), 0);
+        assert_eq!(records(&out).unwrap().iter().count(), 0);
     }
 
     #[test]
@@ -893,10 +928,15 @@ mod tests {
         assert_eq!(h1.last_offset(), 3);
         let h2 = parse_header(&out[h1.total_len()..]).unwrap();
         assert_eq!(h2.base_offset, 4);
-        let offsets: Vec<i64> = records(&out).unwrap().map(|r| r.unwrap().offset).collect();
+        let offsets: Vec<i64> = records(&out)
+            .unwrap()
+            .iter()
+            .map(|r| r.unwrap().offset)
+            .collect();
         assert_eq!(offsets, [0, 3]);
         let ts: Vec<i64> = records(&out[first.end..])
             .unwrap()
+            .iter()
             .map(|r| r.unwrap().timestamp)
             .collect();
         assert_eq!(ts, [200]);
@@ -987,7 +1027,8 @@ mod tests {
         w.finish();
         assert_eq!(out, expected);
 
-        let got: Vec<_> = records(&expected).unwrap().map(|r| r.unwrap()).collect();
+        let recs = records(&expected).unwrap();
+        let got: Vec<_> = recs.iter().map(|r| r.unwrap()).collect();
         assert_eq!(got.len(), 3);
         assert_eq!((got[1].offset, got[1].timestamp), (102, 990));
         assert_eq!(got[1].headers().collect::<Vec<_>>(), [(&b"h"[..], None)]);
@@ -1052,16 +1093,19 @@ mod tests {
 
         let mut bad = batch.clone();
         bad[ATTRIBUTES_AT + 1] = 4; // zstd
-        assert_eq!(
-            records(&bad).unwrap_err(),
-            BatchError::Corrupt("compressed batches (codec 4) are not supported yet".into())
+                                    // Now decompressed: plain records are not a zstd frame.
+        let e = records(&bad).unwrap_err();
+        assert!(
+            e.to_string().starts_with("corrupt batch: zstd payload: "),
+            "{e}"
         );
         assert_eq!(parse_header(&bad).unwrap().compression(), 4);
 
         // Record count larger than the records present.
         let mut bad = batch.clone();
         bad[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&7i32.to_be_bytes());
-        let results: Vec<_> = records(&bad).unwrap().collect();
+        let recs = records(&bad).unwrap();
+        let results: Vec<_> = recs.iter().collect();
         assert_eq!(results.len(), 7);
         assert!(results[..6].iter().all(Result::is_ok));
         assert!(results[6].is_err());
@@ -1069,7 +1113,8 @@ mod tests {
         // Record count smaller: the leftover bytes are reported once.
         let mut bad = batch.clone();
         bad[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&5i32.to_be_bytes());
-        let results: Vec<_> = records(&bad).unwrap().collect();
+        let recs = records(&bad).unwrap();
+        let results: Vec<_> = recs.iter().collect();
         assert_eq!(results.len(), 6);
         assert!(results[5].is_err());
     }
@@ -1143,7 +1188,7 @@ mod tests {
             let _ = parse_header(&bytes);
             let _ = crc_ok(&bytes);
             if let Ok(it) = records(&bytes) {
-                for r in it.flatten() {
+                for r in it.iter().flatten() {
                     let _ = r.headers().count();
                 }
             }
@@ -1169,7 +1214,7 @@ mod tests {
                 let _ = crc_ok(b);
                 if let Ok(it) = records(b) {
                     let mut n = 0usize;
-                    for r in it {
+                    for r in &it {
                         n += 1;
                         if let Ok(r) = r {
                             let _ = r.headers().count();

@@ -109,7 +109,7 @@ fn for_each_record(
                 reason: e.to_string(),
             };
             let walked = for_each_batch(&buf, |_, b, _| {
-                for r in batch::records(b).map_err(bad)? {
+                for r in &batch::records(b).map_err(bad)? {
                     f(&r.map_err(bad)?);
                 }
                 Ok(true)

@@ -13,6 +13,7 @@ pub mod arrow;
 pub mod batch;
 pub mod checkpoint_key;
 pub mod cleaner;
+pub mod compression;
 pub mod config;
 pub mod consumer;
 pub mod error;

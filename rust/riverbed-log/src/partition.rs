@@ -1441,7 +1441,7 @@ impl Partition {
             position: pos,
             reason: format!("batch at offset {}: {e}", h.base_offset),
         };
-        for r in batch::records(b).map_err(corrupt)? {
+        for r in &batch::records(b).map_err(corrupt)? {
             let r = r.map_err(corrupt)?;
             if r.offset < *next {
                 continue;

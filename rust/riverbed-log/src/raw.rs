@@ -141,7 +141,7 @@ fn check_records(whole: &[u8], needs_keys: bool) -> std::result::Result<(), Stri
     let base = iter.header().base_offset;
     let count = iter.header().record_count as i64;
     let mut n = 0i64;
-    for r in iter {
+    for r in &iter {
         let r = r.map_err(|e| e.to_string())?;
         if r.offset.wrapping_sub(base) != n {
             return Err(format!(

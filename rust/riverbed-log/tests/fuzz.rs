@@ -1,4 +1,4 @@
-//! Fuzzing with proptest: the record-batch decoder and segment recovery never panic on arbitrary
+//! Fuzzing with proptest: the record-batch decoder (compressed batches too) and segment recovery never panic on arbitrary
 //! bytes, and recovery never loses a valid batch that follows damage.
 //!
 //! The default run is short; `RIVERBED_FUZZ_CASES=100000 cargo test -p riverbed-log --test fuzz`
@@ -36,7 +36,7 @@ fn decoder_case(bytes: Vec<u8>, edits: Vec<(usize, u8)>) -> Result<(), TestCaseE
     let _ = batch::parse_header(&bytes);
     let _ = batch::crc_ok(&bytes);
     if let Ok(it) = batch::records(&bytes) {
-        for r in it.take(10_000).flatten() {
+        for r in it.iter().take(10_000).flatten() {
             let _ = r.headers().count();
         }
     }
@@ -46,9 +46,123 @@ fn decoder_case(bytes: Vec<u8>, edits: Vec<(usize, u8)>) -> Result<(), TestCaseE
         valid[at % n] = b;
     }
     if let Ok(it) = batch::records(&valid) {
-        for r in it.take(10_000) {
+        for r in it.iter().take(10_000) {
             let _ = r.map(|r| r.headers().count());
         }
+    }
+    Ok(())
+}
+
+/// `data` compressed as a Kafka client would with encoder `kind`: 0 gzip, 1 raw snappy,
+/// 2 xerial-framed snappy (small blocks), 3 lz4 frame, 4 zstd. Returns (codec, payload).
+fn compress(kind: u8, data: &[u8]) -> (u8, Vec<u8>) {
+    use std::io::Write;
+    match kind % 5 {
+        0 => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(data).expect("encoder");
+            (1, e.finish().expect("encoder"))
+        }
+        1 => (
+            2,
+            snap::raw::Encoder::new()
+                .compress_vec(data)
+                .expect("encoder"),
+        ),
+        2 => {
+            let mut out = vec![
+                0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0, 0, 0, 0, 1, 0, 0, 0, 1,
+            ];
+            for block in data.chunks(100) {
+                let c = snap::raw::Encoder::new()
+                    .compress_vec(block)
+                    .expect("encoder");
+                out.extend_from_slice(&(c.len() as i32).to_be_bytes());
+                out.extend_from_slice(&c);
+            }
+            (2, out)
+        }
+        3 => {
+            let mut e = lz4::EncoderBuilder::new()
+                .build(Vec::new())
+                .expect("encoder");
+            e.write_all(data).expect("encoder");
+            let (out, r) = e.finish();
+            r.expect("encoder");
+            (3, out)
+        }
+        _ => (4, zstd::encode_all(data, 1).expect("encoder")),
+    }
+}
+
+/// A batch whose records section is `payload` under `codec`, with a correct length and CRC (so
+/// the damage is left for the decompressor and the record decoder to find).
+fn sealed(header: &[u8], codec: u8, payload: &[u8]) -> Vec<u8> {
+    let mut b = header[..batch::HEADER_LEN].to_vec();
+    b[22] = codec;
+    b.extend_from_slice(payload);
+    let len = (b.len() - 12) as i32;
+    b[8..12].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// Compressed batches, whole (which must decode to what was written), with bytes of the
+/// compressed payload changed, truncated, or replaced by arbitrary bytes: never a panic.
+#[allow(clippy::needless_pass_by_value)]
+fn compressed_case(
+    kind: u8,
+    values: Vec<Vec<u8>>,
+    edits: Vec<(usize, u8)>,
+    cut: Option<usize>,
+    garbage: Vec<u8>,
+) -> Result<(), TestCaseError> {
+    let mut plain = Vec::new();
+    let mut w = BatchWriter::new(&mut plain, 7, 1_000);
+    for (i, v) in values.iter().enumerate() {
+        let h: &[batch::RecordHeader<'_>] = if i % 3 == 0 {
+            &[(b"h", Some(b"x"))]
+        } else {
+            &[]
+        };
+        w.push(7 + i as i64, 1_000 + i as i64, Some(b"k"), Some(v), h);
+    }
+    w.finish();
+    let (codec, payload) = compress(kind, &plain[batch::HEADER_LEN..]);
+    let whole = sealed(&plain, codec, &payload);
+    prop_assert!(batch::crc_ok(&whole));
+    let recs = batch::records(&whole).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let got: Vec<Vec<u8>> = recs
+        .iter()
+        .map(|r| r.map(|r| r.value.unwrap_or_default().to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(&got, &values);
+
+    let mut damaged = payload.clone();
+    for &(at, b) in &edits {
+        if !damaged.is_empty() {
+            let n = damaged.len();
+            damaged[at % n] ^= b | 1;
+        }
+    }
+    if let Some(c) = cut {
+        damaged.truncate(c % (damaged.len() + 1));
+    }
+    for p in [&damaged, &garbage] {
+        let b = sealed(&plain, codec, p);
+        if let Ok(recs) = batch::records(&b) {
+            for r in recs.iter().take(10_000).flatten() {
+                let _ = r.headers().count();
+            }
+        }
+    }
+    if cut.is_some_and(|c| c % (payload.len() + 1) < payload.len()) && edits.is_empty() {
+        // A truncated payload never decodes to the whole batch.
+        let b = sealed(&plain, codec, &damaged);
+        let all_ok = batch::records(&b).is_ok_and(|r| r.iter().all(|r| r.is_ok()));
+        prop_assert!(!all_ok, "a truncated {} payload decoded", codec);
     }
     Ok(())
 }
@@ -185,6 +299,24 @@ fn decoder_input() -> impl Strategy<Value = (Vec<u8>, Vec<(usize, u8)>)> {
     )
 }
 
+#[allow(clippy::type_complexity)]
+fn compressed_input(
+) -> impl Strategy<Value = (u8, Vec<Vec<u8>>, Vec<(usize, u8)>, Option<usize>, Vec<u8>)> {
+    (
+        0u8..5,
+        proptest::collection::vec(
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..64),
+                (any::<u8>(), 0usize..600).prop_map(|(b, n)| vec![b; n]),
+            ],
+            1..20,
+        ),
+        proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+        proptest::option::of(any::<usize>()),
+        proptest::collection::vec(any::<u8>(), 0..300),
+    )
+}
+
 fn recovery_input() -> impl Strategy<Value = (usize, Vec<(usize, u8)>, Vec<u8>, bool)> {
     (
         2usize..40,
@@ -202,6 +334,17 @@ proptest! {
     #[test]
     fn decoder_never_panics((bytes, edits) in decoder_input()) {
         decoder_case(bytes, edits)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(256), ..ProptestConfig::default() })]
+
+    /// Compressed batches (every codec): whole ones decode to what was written; damaged,
+    /// truncated or arbitrary payloads are errors, never panics.
+    #[test]
+    fn compressed_decoder_never_panics((kind, values, edits, cut, garbage) in compressed_input()) {
+        compressed_case(kind, values, edits, cut, garbage)?;
     }
 }
 
@@ -248,6 +391,14 @@ where
 #[ignore = "long: run with --ignored (RIVERBED_FUZZ_SECONDS, default 60)"]
 fn fuzz_decoder_for_a_while() {
     for_a_while(decoder_input(), |(b, e)| decoder_case(b, e));
+}
+
+#[test]
+#[ignore = "long: run with --ignored (RIVERBED_FUZZ_SECONDS, default 60)"]
+fn fuzz_compressed_decoder_for_a_while() {
+    for_a_while(compressed_input(), |(k, v, e, c, g)| {
+        compressed_case(k, v, e, c, g)
+    });
 }
 
 #[test]

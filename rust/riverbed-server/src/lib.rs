@@ -17,6 +17,8 @@
 //! - `metrics`: counters and their Prometheus text over HTTP.
 //! - `groups`: the group coordinator (classic protocol) and committed offsets.
 //! - `error`: the crate's error type and Kafka error codes.
+//! - `security`: checks of the security settings; `sasl` (with `sasl_users`, `scram`): SASL
+//!   authentication per connection; `tls`: the TLS acceptor.
 
 pub mod admin;
 pub mod api_versions;
@@ -34,8 +36,13 @@ pub mod metadata;
 pub mod metrics;
 pub mod produce;
 pub mod producers;
+pub mod sasl;
+pub mod sasl_users;
+pub mod scram;
+pub mod security;
 pub mod server;
 pub mod settings;
+pub mod tls;
 
 pub use config::ServerConfig;
 pub use error::ServerError;
