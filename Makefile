@@ -56,6 +56,7 @@ bench: ## print the benchmark figures
 	$(PYTHON) benchmarks/features_throughput.py
 	$(PYTHON) benchmarks/checkpoint_cost.py
 	$(PYTHON) benchmarks/kafka_throughput.py
+	$(PYTHON) benchmarks/serve_throughput.py
 
 lint: ## formatting and lints
 	cargo fmt --all -- --check
