@@ -5,9 +5,10 @@
 //! that end covers; the others wait for it. A failed fsync is sticky for the partition: nothing
 //! more is acknowledged there until a restart (the page cache may have dropped the data).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
+
+use crate::broker::ByPartition;
 
 use parking_lot::Mutex;
 use riverbed_log::{FsyncPolicy, Partition};
@@ -35,7 +36,7 @@ impl Drop for LeaderGuard<'_> {
 
 pub struct Durability {
     policy: FsyncPolicy,
-    syncers: Mutex<HashMap<(Arc<str>, u32), (Weak<Partition>, Arc<Syncer>)>>,
+    syncers: Mutex<ByPartition<Syncer>>,
     /// fsyncs run, and produce requests they covered (for the metrics).
     pub fsyncs: AtomicU64,
     pub waits: AtomicU64,
@@ -45,7 +46,7 @@ impl Durability {
     pub fn new(policy: FsyncPolicy) -> Durability {
         Durability {
             policy,
-            syncers: Mutex::new(HashMap::new()),
+            syncers: Mutex::new(ByPartition::new()),
             fsyncs: AtomicU64::new(0),
             waits: AtomicU64::new(0),
         }
