@@ -536,8 +536,8 @@ mod tests {
             Err(RawBatchError::Corrupt { .. })
         ));
         assert_eq!(
-            validate_batches(&whole, 20, false),
-            Err(RawBatchError::TooLarge {
+            validate_batches(&whole, 20, false).err(),
+            Some(RawBatchError::TooLarge {
                 size: whole.len(),
                 max: 20
             })

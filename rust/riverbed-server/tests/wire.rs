@@ -320,7 +320,7 @@ fn a_retried_idempotent_batch_is_not_written_twice_even_after_a_restart() {
         produce(
             &mut s,
             3,
-            &produce_req("t", 0, idem_batch(42, -1 + 0, 8, 1, "d"), -1)
+            &produce_req("t", 0, idem_batch(42, -1, 8, 1, "d"), -1)
         )
         .0,
         ResponseError::InvalidProducerEpoch.code()
