@@ -275,7 +275,10 @@ fn fuzz_request_decoding_for_a_while() {
         if out.status.success() {
             cases += u64::from(CASES_PER_CHILD);
         } else if stderr.contains("decoding panicked") {
-            panics.push(format!("seed {seed}: {why} {}", tail(&stderr)));
+            // proptest's message: the panic and the minimal input it shrank to.
+            let at = stderr.find("decoding panicked").unwrap_or(0);
+            let msg: String = stderr[at..].chars().take(600).collect();
+            panics.push(format!("seed {seed}: {why}\n    {msg}"));
         } else {
             aborts.push(format!(
                 "seed {seed}, frame {}{} ({} bytes): {why} ({:?})",
@@ -303,13 +306,4 @@ fn fuzz_request_decoding_for_a_while() {
 
 fn read_last(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|_| "(none)".into())
-}
-
-fn tail(s: &str) -> String {
-    s.lines()
-        .rfind(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .chars()
-        .take(300)
-        .collect()
 }
