@@ -14,7 +14,7 @@ use arrow_array::Array;
 use common::*;
 use riverbed_log::arrow::ArrowRecordSink;
 use riverbed_log::batch::{self, BatchError};
-use riverbed_log::{Consumer, LogError, StartSpec, TopicOptions};
+use riverbed_log::{Cleanup, Consumer, LogError, StartSpec, TopicOptions};
 
 const FIXTURES: [(&str, u8); 5] = [
     ("gzip", 1),
@@ -200,8 +200,16 @@ fn a_decompression_bomb_is_a_corrupt_batch() -> TestResult {
 /// A log "t" whose partition 0 holds 3 records written by riverbed, then the batches `extra`
 /// (stored as a broker stores a client's batch: as sent). Returns the segment path.
 fn log_with_batches(dir: &Path, extra: &[Vec<u8>]) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    log_with_batches_opts(dir, &TopicOptions::default(), extra)
+}
+
+fn log_with_batches_opts(
+    dir: &Path,
+    options: &TopicOptions,
+    extra: &[Vec<u8>],
+) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let log = open(dir);
-    let topic = log.topic("t", &TopicOptions::default())?;
+    let topic = log.topic("t", options)?;
     for i in 0..3 {
         topic.produce(
             Some(b"k"),
@@ -336,6 +344,68 @@ fn a_bomb_in_the_log_is_an_error_naming_its_position() -> TestResult {
         }
         other => panic!("unexpected {other:?}"),
     }
+    log.close()?;
+    Ok(())
+}
+
+#[test]
+fn compaction_reads_compressed_batches_and_keeps_the_latest_per_key() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let options = TopicOptions {
+        segment_bytes: Some(1024),
+        cleanup: Some(Cleanup::Compact),
+        delete_retention_ms: Some(60_000),
+        ..Default::default()
+    };
+    let mut extra = Vec::new();
+    let mut base = 3;
+    for (name, _) in FIXTURES {
+        let mut b = fixture(name);
+        set_base_offset(&mut b, base);
+        extra.push(b);
+        base += RECORDS as i64;
+    }
+    let seg = log_with_batches_opts(dir.path(), &options, &extra)?;
+    let log = open(dir.path());
+    let topic = log.get_topic("t")?;
+    topic.produce(Some(b"k"), Some(b"after"), now_ms(), &[], Some(0))?;
+    let part = topic.partition(0)?;
+    let pdir = seg.parent().ok_or("no dir")?.to_path_buf();
+    let active = *segment_bases(&pdir).last().ok_or("no segment")?;
+    assert_eq!(
+        active, base,
+        "the compressed batches are in a sealed segment"
+    );
+    let before = read_all(part)?;
+    assert_eq!(before.len() as i64, base + 1);
+
+    log.cleanup()?;
+    let after = read_all(part)?;
+    // The model: in the sealed part, the latest record of each (non-null) key, unless it is a
+    // tombstone older than delete_retention_ms (the fixtures' are: 2023).
+    let mut latest = std::collections::HashMap::new();
+    for r in before.iter().filter(|r| r.offset < active) {
+        if let Some(k) = &r.key {
+            latest.insert(k.clone(), r.offset);
+        }
+    }
+    let want: Vec<Rec> = before
+        .iter()
+        .filter(|r| {
+            r.offset >= active
+                || (r.key.as_ref().and_then(|k| latest.get(k)) == Some(&r.offset)
+                    && r.value.is_some())
+        })
+        .cloned()
+        .collect();
+    assert!(
+        want.len() < before.len() / 4,
+        "{} of {}",
+        want.len(),
+        before.len()
+    );
+    assert!(want.iter().any(|r| r.headers.len() == 3));
+    assert_eq!(after, want);
     log.close()?;
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! SASL sessions against a client written here from the RFCs (PLAIN: RFC 4616; SCRAM: RFC 5802
 //! section 3 with RFC 7677's hashes), independent of the server's code: right passwords
 //! authenticate and the server proves it knows the password; wrong ones, unknown users,
-//! replayed and garbled messages fail (never panic); responses encode at every version.
+//! replayed and garbled messages fail (never panic); responses encode at every version. And
+//! kafka-python's own SCRAM client (a test dependency of the project) against the server.
 
 use std::sync::Arc;
 
@@ -444,4 +445,105 @@ fn handshake_v0_then_raw_tokens() {
     handshake(&mut s, "PLAIN", 0);
     let e = s.raw_token(b"\0bob\0nope").expect_err("wrong password");
     assert!(e.contains("Invalid username or password"), "{e}");
+}
+
+// ---- interoperability with kafka-python's SCRAM client (an implementation not written here) ----
+
+const KAFKA_PYTHON_SCRAM: &str = r#"
+import sys
+try:
+    from kafka.net.sasl.scram import ScramClient          # kafka-python 3.x
+except ImportError:
+    try:
+        from kafka.sasl.scram import ScramClient          # 2.1 - 2.x
+    except ImportError:
+        from kafka.scram import ScramClient               # 2.0
+user, password, mechanism = sys.argv[1:4]
+c = ScramClient(user, password, mechanism)
+print(c.first_message().decode(), flush=True)
+c.process_server_first_message(sys.stdin.readline().strip().encode())
+print(c.final_message().decode(), flush=True)
+c.process_server_final_message(sys.stdin.readline().strip().encode())
+print("server verified", flush=True)
+"#;
+
+/// Runs kafka-python's ScramClient against a session; `tamper` may change the server-final
+/// message. Returns (authenticated, the client's verdict on the server).
+fn kafka_python_scram(
+    users: &Arc<Users>,
+    mechanism: &str,
+    user: &str,
+    password: &str,
+    tamper: bool,
+) -> (bool, bool) {
+    use std::io::{BufRead, BufReader, Write};
+    let python = std::env::var("RIVERBED_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut child = std::process::Command::new(&python)
+        .args(["-c", KAFKA_PYTHON_SCRAM, user, password, mechanism])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{python} (kafka-python, a test dependency): {e}"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut next = || {
+        lines
+            .next()
+            .expect("kafka-python (pip install kafka-python) printed nothing")
+            .expect("read")
+    };
+
+    let mut s = SaslSession::new(users.clone());
+    assert_eq!(handshake(&mut s, mechanism, 1).error_code, 0);
+    let (r1, failed) = auth(&mut s, next().as_bytes());
+    assert!(!failed, "{:?}", r1.error_message);
+    writeln!(
+        stdin,
+        "{}",
+        std::str::from_utf8(&r1.auth_bytes).expect("utf8")
+    )
+    .expect("write");
+    let (r2, failed) = auth(&mut s, next().as_bytes());
+    if failed {
+        let _ = child.kill();
+        let _ = child.wait();
+        return (false, false);
+    }
+    let mut last = String::from_utf8(r2.auth_bytes.to_vec()).expect("utf8");
+    if tamper {
+        // Another valid-looking signature.
+        last = format!("v={}", B64.encode([7u8; 32]));
+    }
+    writeln!(stdin, "{last}").expect("write");
+    drop(stdin);
+    let verdict = lines.next().and_then(Result::ok).unwrap_or_default();
+    let status = child.wait().expect("wait");
+    (
+        s.is_authenticated(),
+        status.success() && verdict == "server verified",
+    )
+}
+
+#[test]
+fn kafka_python_scram_client_interoperates() {
+    let users = users();
+    for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
+        assert_eq!(
+            kafka_python_scram(&users, mechanism, "alice", "wonder land", false),
+            (true, true),
+            "{mechanism}"
+        );
+        // Wrong password: the server refuses.
+        assert_eq!(
+            kafka_python_scram(&users, mechanism, "alice", "wonderland", false),
+            (false, false),
+            "{mechanism}"
+        );
+        // A wrong server signature: the client refuses the server (the check above is real).
+        assert_eq!(
+            kafka_python_scram(&users, mechanism, "bob", "builder", true),
+            (true, false),
+            "{mechanism}"
+        );
+    }
 }
