@@ -29,6 +29,32 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 1),
 ];
 
+/// Served in addition when SASL is configured (SaslHandshake v0's raw tokens are not).
+pub const SASL: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+];
+
+pub fn is_supported_with_sasl(key: ApiKey, version: i16) -> bool {
+    SASL.iter()
+        .any(|&(k, lo, hi)| k == key && (lo..=hi).contains(&version))
+}
+
+/// The ApiVersions answer of this broker: with the SASL APIs when it authenticates clients.
+pub fn response_for(broker: &crate::broker::Broker, error_code: i16) -> ApiVersionsResponse {
+    let mut r = response(error_code);
+    if broker.users.is_some() {
+        for &(k, lo, hi) in SASL {
+            let mut v = ApiVersion::default();
+            v.api_key = k as i16;
+            v.min_version = lo;
+            v.max_version = hi;
+            r.api_keys.push(v);
+        }
+    }
+    r
+}
+
 /// The range served for `key`, if any.
 pub fn range(key: ApiKey) -> Option<(i16, i16)> {
     SUPPORTED

@@ -29,6 +29,8 @@ pub struct Broker {
     pub producers: ProducerTable,
     pub durability: Durability,
     pub metrics: Metrics,
+    /// The SASL users when clients must authenticate (`--sasl-users`).
+    pub users: Option<Arc<crate::sasl::Users>>,
     /// Becomes true when the server stops: long polls return early, connections stop reading.
     pub shutdown: watch::Receiver<bool>,
 }

@@ -114,6 +114,7 @@ where
     let mut shutdown = broker.shutdown.clone();
     let max = broker.config.request_max_bytes;
     let peer_host = peer.ip().to_string();
+    let mut sasl = broker.users.clone().map(crate::sasl::SaslSession::new);
     loop {
         if *shutdown.borrow() {
             break;
@@ -139,6 +140,26 @@ where
             .metrics
             .bytes_in
             .fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
+        if let Some(session) = sasl.as_mut().filter(|s| !s.is_authenticated()) {
+            use crate::sasl_gate::Gate;
+            match crate::sasl_gate::step(session, &broker, &frame, &peer_host) {
+                Gate::Pass => {}
+                Gate::Reply { pending, close } => {
+                    if tx.send(pending).await.is_err() || close {
+                        break;
+                    }
+                    continue;
+                }
+                Gate::Close(reason) => {
+                    broker
+                        .metrics
+                        .connections_rejected
+                        .fetch_add(1, Ordering::Relaxed);
+                    eprintln!("riverbed serve: closing connection from {peer}: {reason}");
+                    break;
+                }
+            }
+        }
         match dispatch::handle(&broker, frame, &peer_host) {
             Ok(pending) => {
                 if tx.send(pending).await.is_err() {

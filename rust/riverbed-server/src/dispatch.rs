@@ -41,6 +41,16 @@ impl Pending {
     }
 }
 
+/// A response that is ready now (for the SASL gate, which answers outside [`handle`]).
+pub fn respond(api_key: ApiKey, version: i16, correlation_id: i32, body: ResponseKind) -> Pending {
+    Pending {
+        api_key,
+        version,
+        correlation_id,
+        response: ready(body),
+    }
+}
+
 fn ready(r: ResponseKind) -> BoxFuture<Option<ResponseKind>> {
     Box::pin(std::future::ready(Some(r)))
 }
@@ -87,9 +97,9 @@ pub fn handle(broker: &Arc<Broker>, mut frame: Bytes, peer_host: &str) -> Result
             api_key,
             version: 0,
             correlation_id,
-            response: ready(ResponseKind::ApiVersions(crate::api_versions::response(
-                ResponseError::UnsupportedVersion.code(),
-            ))),
+            response: ready(ResponseKind::ApiVersions(
+                crate::api_versions::response_for(broker, ResponseError::UnsupportedVersion.code()),
+            )),
         });
     }
     if version < crate_range.min || version > crate_range.max {
@@ -114,9 +124,9 @@ pub fn handle(broker: &Arc<Broker>, mut frame: Bytes, peer_host: &str) -> Result
     };
     let b = broker.clone();
     let response: BoxFuture<Option<ResponseKind>> = match request {
-        RequestKind::ApiVersions(_) => {
-            ready(ResponseKind::ApiVersions(crate::api_versions::response(0)))
-        }
+        RequestKind::ApiVersions(_) => ready(ResponseKind::ApiVersions(
+            crate::api_versions::response_for(&b, 0),
+        )),
         // Transactions and the KIP-848 group protocol are not served: answer with the errors
         // Kafka sends when they are refused, so clients fail clearly or fall back.
         RequestKind::AddPartitionsToTxn(_) => {

@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod produce;
 pub mod producers;
 pub mod sasl;
+pub mod sasl_gate;
 pub mod sasl_users;
 pub mod scram;
 pub mod security;

@@ -41,6 +41,19 @@ impl Server {
     /// Bind `config.listen` (and `config.metrics_listen`) and serve `log` on background threads
     /// until [`Server::stop`].
     pub fn start(log: Log, config: ServerConfig) -> Result<Server, ServerError> {
+        crate::security::check_config(&config).map_err(|e| ServerError::Other(e.to_string()))?;
+        let users = config
+            .sasl_users
+            .as_deref()
+            .map(crate::sasl::Users::load)
+            .transpose()
+            .map_err(|e| ServerError::Other(e.to_string()))?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                crate::tls::acceptor(cert, key).map_err(|e| ServerError::Other(e.to_string()))?,
+            ),
+            _ => None,
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .thread_name("riverbed-serve")
             .enable_all()
@@ -79,10 +92,11 @@ impl Server {
             coordinator,
             producers,
             metrics: Metrics::default(),
+            users,
             shutdown: shutdown_rx,
         });
         let (drained_tx, drained) = std::sync::mpsc::channel();
-        runtime.spawn(accept_loop(listener, broker.clone(), drained_tx));
+        runtime.spawn(accept_loop(listener, broker.clone(), tls, drained_tx));
         if let Some(l) = metrics_listener {
             runtime.spawn(crate::metrics::serve_http(l, broker.clone()));
         }
@@ -136,6 +150,7 @@ impl Drop for Server {
 async fn accept_loop(
     listener: TcpListener,
     broker: Arc<Broker>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     drained: std::sync::mpsc::Sender<()>,
 ) {
     let mut shutdown = broker.shutdown.clone();
@@ -145,7 +160,32 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((sock, peer)) => {
                     let _ = sock.set_nodelay(true);
-                    connections.spawn(crate::connection::serve(sock, peer, broker.clone()));
+                    let broker = broker.clone();
+                    match tls.clone() {
+                        None => {
+                            connections.spawn(crate::connection::serve(sock, peer, broker));
+                        }
+                        Some(acceptor) => {
+                            connections.spawn(async move {
+                                // A handshake that stalls or fails closes only this connection.
+                                let hs = tokio::time::timeout(
+                                    Duration::from_secs(10),
+                                    acceptor.accept(sock),
+                                );
+                                match hs.await {
+                                    Ok(Ok(stream)) => {
+                                        crate::connection::serve(stream, peer, broker).await
+                                    }
+                                    Ok(Err(e)) => eprintln!(
+                                        "riverbed serve: TLS handshake with {peer} failed: {e}"
+                                    ),
+                                    Err(_) => eprintln!(
+                                        "riverbed serve: TLS handshake with {peer} timed out"
+                                    ),
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little rather than spin.
