@@ -41,9 +41,9 @@ pub const KNOWN: &[(&str, &str)] = &[
     ),
 ];
 
-fn parse<T: std::str::FromStr>(key: &str, value: &str, lo: T, hi: T) -> Result<T, String>
+fn parse<T>(key: &str, value: &str, lo: T, hi: T) -> Result<T, String>
 where
-    T: PartialOrd + std::fmt::Display,
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
 {
     let v: T = value
         .trim()
