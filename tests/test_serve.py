@@ -303,7 +303,7 @@ def test_auto_created_topic_and_admin_client(rb_broker: rb.Server) -> None:
     fs = admin.create_topics([NewTopic("made-by-admin", num_partitions=4, config={"retention.ms": "3600000"})])
     fs["made-by-admin"].result(TIMEOUT)
     assert rb_broker.log.topic("made-by-admin").partitions == 4
-    assert rb_broker.log.topic("made-by-admin").config()["retention_ms"] == 3_600_000
+    assert rb_broker.log.topic("made-by-admin").config["retention_ms"] == 3_600_000
     md = admin.list_topics(timeout=TIMEOUT)
     assert "made-by-admin" in md.topics and len(md.topics["made-by-admin"].partitions) == 4
     assert "__consumer_offsets" not in md.topics or md.topics["__consumer_offsets"].error is None
@@ -380,7 +380,7 @@ def test_cli_serve_prints_bootstrap_and_stops_cleanly_on_sigterm(tmp_path: Path)
         line = proc.stdout.readline()
         assert "bootstrap servers: 127.0.0.1:" in line, line + (proc.stderr.read() if proc.stderr else "")
         bootstrap = line.rsplit(" ", 1)[1].strip()
-        produce_confluent(bootstrap, "via-cli", expected("confluent")[:30])
+        produce_confluent(bootstrap, "via-cli", [r for r in expected("confluent")[:45] if r[0] < 2])
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(TIMEOUT) == 0
     finally:
