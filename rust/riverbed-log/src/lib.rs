@@ -24,6 +24,7 @@ pub mod notify;
 pub mod partition;
 pub mod partitioner;
 pub mod quarantine;
+pub mod raw;
 pub mod segment;
 pub mod topic;
 

@@ -69,17 +69,17 @@ pub struct Partition {
     pub dir: PathBuf,
     pub(crate) config: Arc<TopicConfig>,
     fsync: FsyncPolicy,
-    writer: Mutex<()>,
+    pub(crate) writer: Mutex<()>,
     /// Held by retention, compaction and truncation of this partition, so they never interleave
     /// (compaction renaming a rewritten segment over one a truncation just cut would bring
     /// truncated records back). Taken before `writer` when both are needed.
     pub(crate) maintenance: Mutex<()>,
     pub(crate) state: RwLock<PartitionState>,
-    dirty: AtomicBool,
+    pub(crate) dirty: AtomicBool,
     notifier: Arc<Notifier>,
     /// Bumped (under the state write lock) by every truncation before it touches a file. A read
     /// that sees it change stops: the bytes it was reading may have been cut or overwritten.
-    truncations: AtomicU64,
+    pub(crate) truncations: AtomicU64,
     /// Set when a truncation failed after writing its intent file: the files may be half cut, so
     /// appends are refused until the log is reopened (which finishes the truncation).
     broken: AtomicBool,
@@ -143,14 +143,14 @@ struct TruncationPlan {
     records_end: i64,
 }
 
-struct EncodedBatch {
-    range: std::ops::Range<usize>,
-    base: i64,
-    last: i64,
-    max_ts: i64,
+pub(crate) struct EncodedBatch {
+    pub(crate) range: std::ops::Range<usize>,
+    pub(crate) base: i64,
+    pub(crate) last: i64,
+    pub(crate) max_ts: i64,
 }
 
-enum Located {
+pub(crate) enum Located {
     Read {
         file: Arc<std::fs::File>,
         path: PathBuf,
@@ -611,7 +611,7 @@ impl Partition {
 
     /// Write encoded batches to the active segment, rolling first whenever the next batch would
     /// not fit or the segment is too old; publish each run under the state lock.
-    fn write_batches(&self, buf: &[u8], batches: &[EncodedBatch]) -> Result<()> {
+    pub(crate) fn write_batches(&self, buf: &[u8], batches: &[EncodedBatch]) -> Result<()> {
         let seg_bytes = self.config.segment_bytes;
         let mut i = 0;
         while i < batches.len() {
@@ -782,7 +782,7 @@ impl Partition {
         Ok(st.next_offset())
     }
 
-    fn check_not_broken(&self) -> Result<()> {
+    pub(crate) fn check_not_broken(&self) -> Result<()> {
         if !self.broken.load(Ordering::SeqCst) {
             return Ok(());
         }
@@ -986,7 +986,12 @@ impl Partition {
         }
     }
 
-    fn locate(&self, next: i64, cursor: Option<&(Arc<std::fs::File>, u64)>, epoch: u64) -> Located {
+    pub(crate) fn locate(
+        &self,
+        next: i64,
+        cursor: Option<&(Arc<std::fs::File>, u64)>,
+        epoch: u64,
+    ) -> Located {
         let st = self.state.read();
         if next >= st.next_offset() || self.truncations.load(Ordering::SeqCst) != epoch {
             return Located::End;
@@ -1055,7 +1060,7 @@ impl Partition {
     /// quarantine every damaged region (recorded in `quarantine.json` and reported), and replace
     /// its index if the scan disagrees with it. Returns whether anything changed, so the read can
     /// try again.
-    fn discover_damage(&self, base: i64, file: &Arc<std::fs::File>) -> Result<bool> {
+    pub(crate) fn discover_damage(&self, base: i64, file: &Arc<std::fs::File>) -> Result<bool> {
         let _q = self.quarantine_lock.lock();
         let (path, size, next_offset) = {
             let st = self.state.read();

@@ -7,11 +7,35 @@
 //! Layout (one concept per file):
 //! - `config`: [`ServerConfig`], the broker's settings under Kafka's own names.
 //! - `server`: [`Server`], start / bootstrap address / stop / metrics.
+//! - `broker`: the state every connection shares (log, coordinator, producers, metrics).
+//! - `connection`: framing and the per-connection request loop (answers in order).
+//! - `dispatch`: one request decoded and routed to its handler by API key.
+//! - `api_versions`: the API keys and versions served (exactly what is implemented).
+//! - `metadata`, `produce`, `fetch`, `list_offsets`, `coordinator_lookup`, `admin`: handlers.
+//! - `durability`: group commit (one fsync per partition covers every waiting produce).
+//! - `producers`: idempotent-producer ids and per-partition sequence checks.
+//! - `metrics`: counters and their Prometheus text over HTTP.
 //! - `groups`: the group coordinator (classic protocol) and committed offsets.
+//! - `error`: the crate's error type and Kafka error codes.
 
+pub mod admin;
+pub mod api_versions;
+pub mod broker;
 pub mod config;
+pub mod connection;
+pub mod coordinator_lookup;
+pub mod dispatch;
+pub mod durability;
+pub mod error;
+pub mod fetch;
 pub mod groups;
+pub mod list_offsets;
+pub mod metadata;
+pub mod metrics;
+pub mod produce;
+pub mod producers;
 pub mod server;
 
 pub use config::ServerConfig;
+pub use error::ServerError;
 pub use server::Server;

@@ -1,0 +1,353 @@
+//! Topic administration: CreateTopics, DeleteTopics, DescribeConfigs (topic settings the log
+//! has, under Kafka's names, and the broker's own) and DescribeCluster.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use riverbed_log::{Cleanup, LogError, TopicConfig, TopicOptions};
+
+use crate::broker::Broker;
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+const TYPE_BOOLEAN: i8 = 1;
+const TYPE_STRING: i8 = 2;
+const TYPE_INT: i8 = 3;
+const TYPE_LONG: i8 = 5;
+
+/// The topic settings the log has, under Kafka's names: (name, type, value of a config).
+fn topic_settings(c: &TopicConfig) -> Vec<(&'static str, i8, String)> {
+    let opt = |v: Option<i64>| v.unwrap_or(-1).to_string();
+    vec![
+        ("retention.ms", TYPE_LONG, opt(c.retention_ms)),
+        (
+            "retention.bytes",
+            TYPE_LONG,
+            opt(c.retention_bytes.map(|b| b as i64)),
+        ),
+        ("segment.bytes", TYPE_INT, c.segment_bytes.to_string()),
+        (
+            "segment.ms",
+            TYPE_LONG,
+            c.segment_ms.unwrap_or(i64::MAX).to_string(),
+        ),
+        (
+            "cleanup.policy",
+            TYPE_STRING,
+            match c.cleanup {
+                Cleanup::Delete => "delete".into(),
+                Cleanup::Compact => "compact".into(),
+            },
+        ),
+        (
+            "delete.retention.ms",
+            TYPE_LONG,
+            c.delete_retention_ms.to_string(),
+        ),
+    ]
+}
+
+/// Apply one Kafka-named topic setting to `opts`; an unknown name or bad value is an error.
+fn set_option(opts: &mut TopicOptions, name: &str, value: Option<&str>) -> Result<(), String> {
+    let v = value.unwrap_or("");
+    let long = |v: &str| {
+        v.parse::<i64>()
+            .map_err(|_| format!("{name}={v:?} is not a number"))
+    };
+    match name {
+        "retention.ms" => {
+            let n = long(v)?;
+            opts.retention_ms = Some((n >= 0).then_some(n));
+        }
+        "retention.bytes" => {
+            let n = long(v)?;
+            opts.retention_bytes = Some((n >= 0).then_some(n as u64));
+        }
+        "segment.bytes" => {
+            opts.segment_bytes =
+                Some(u64::try_from(long(v)?).map_err(|_| format!("{name} must be positive"))?)
+        }
+        "segment.ms" => {
+            let n = long(v)?;
+            opts.segment_ms = Some((n != i64::MAX).then_some(n));
+        }
+        "cleanup.policy" => {
+            opts.cleanup = Some(match v {
+                "delete" => Cleanup::Delete,
+                "compact" => Cleanup::Compact,
+                _ => return Err(format!("cleanup.policy={v:?}: use delete or compact")),
+            })
+        }
+        "delete.retention.ms" => opts.delete_retention_ms = Some(long(v)?),
+        _ => {
+            return Err(format!(
+                "topic config {name:?} is not supported (supported: retention.ms, \
+                 retention.bytes, segment.bytes, segment.ms, cleanup.policy, delete.retention.ms)"
+            ))
+        }
+    }
+    Ok(())
+}
+
+pub fn create_topics(
+    broker: &Arc<Broker>,
+    req: CreateTopicsRequest,
+    _version: i16,
+) -> CreateTopicsResponse {
+    let mut resp = CreateTopicsResponse::default();
+    let mut any_error = false;
+    for t in req.topics {
+        let name = t.name.0.as_str().to_string();
+        let mut r = CreatableTopicResult::default();
+        r.name = t.name.clone();
+        r.num_partitions = -1;
+        r.replication_factor = -1;
+        let partitions = if t.num_partitions == -1 {
+            broker.config.num_partitions as i32
+        } else {
+            t.num_partitions
+        };
+        let outcome: Result<u32, (i16, String)> = (|| {
+            riverbed_log::topic::validate_topic_name(&name)
+                .map_err(|e| (ResponseError::InvalidTopicException.code(), e.to_string()))?;
+            if partitions < 1 || (!t.assignments.is_empty() && t.num_partitions != -1) {
+                return Err((
+                    ResponseError::InvalidPartitions.code(),
+                    format!("{partitions} partitions: give at least one (and no assignments)"),
+                ));
+            }
+            if !(t.replication_factor == -1 || t.replication_factor == 1) {
+                return Err((
+                    ResponseError::InvalidReplicationFactor.code(),
+                    format!(
+                        "replication factor {} on a single-node broker: use 1 (or -1)",
+                        t.replication_factor
+                    ),
+                ));
+            }
+            let mut opts = TopicOptions {
+                partitions: Some(partitions as u32),
+                ..TopicOptions::default()
+            };
+            for c in &t.configs {
+                set_option(
+                    &mut opts,
+                    c.name.as_str(),
+                    c.value.as_ref().map(|v| v.as_str()),
+                )
+                .map_err(|e| (ResponseError::InvalidConfig.code(), e))?;
+            }
+            opts.to_config()
+                .validate(&name)
+                .map_err(|e| (ResponseError::InvalidConfig.code(), e.to_string()))?;
+            if broker.log.get_topic(&name).is_ok() {
+                return Err((
+                    ResponseError::TopicAlreadyExists.code(),
+                    format!("topic '{name}' already exists"),
+                ));
+            }
+            if !req.validate_only {
+                broker
+                    .log
+                    .topic(&name, &opts)
+                    .map_err(|e| (crate::error::code_for(&e), e.to_string()))?;
+            }
+            Ok(partitions as u32)
+        })();
+        match outcome {
+            Ok(n) => {
+                r.num_partitions = n as i32;
+                r.replication_factor = 1;
+            }
+            Err((code, msg)) => {
+                any_error = true;
+                r.error_code = code;
+                r.error_message = Some(StrBytes::from_string(msg));
+            }
+        }
+        resp.topics.push(r);
+    }
+    if any_error {
+        broker.metrics.error(ApiKey::CreateTopics);
+    }
+    resp
+}
+
+pub fn delete_topics(
+    broker: &Arc<Broker>,
+    req: DeleteTopicsRequest,
+    _version: i16,
+) -> DeleteTopicsResponse {
+    let mut resp = DeleteTopicsResponse::default();
+    let names: Vec<Option<TopicName>> = if req.topics.is_empty() {
+        req.topic_names.into_iter().map(Some).collect()
+    } else {
+        req.topics.into_iter().map(|t| t.name).collect()
+    };
+    let mut any_error = false;
+    for name in names {
+        let mut r = DeletableTopicResult::default();
+        let Some(name) = name else {
+            r.error_code = ResponseError::UnknownTopicId.code();
+            any_error = true;
+            resp.responses.push(r);
+            continue;
+        };
+        match broker.log.delete_topic(name.0.as_str()) {
+            Ok(()) => {}
+            Err(e) => {
+                any_error = true;
+                r.error_code = match &e {
+                    LogError::InternalTopic(_) => ResponseError::TopicAuthorizationFailed.code(),
+                    e => crate::error::code_for(e),
+                };
+                r.error_message = Some(StrBytes::from_string(e.to_string()));
+            }
+        }
+        r.name = Some(name);
+        resp.responses.push(r);
+    }
+    if any_error {
+        broker.metrics.error(ApiKey::DeleteTopics);
+    }
+    resp
+}
+
+fn entry(
+    name: &str,
+    value: String,
+    source: i8,
+    config_type: i8,
+    read_only: bool,
+) -> DescribeConfigsResourceResult {
+    let mut c = DescribeConfigsResourceResult::default();
+    c.name = StrBytes::from_string(name.to_string());
+    c.value = Some(StrBytes::from_string(value));
+    c.config_source = source;
+    c.config_type = config_type;
+    c.read_only = read_only;
+    c
+}
+
+pub fn describe_configs(
+    broker: &Arc<Broker>,
+    req: DescribeConfigsRequest,
+    _version: i16,
+) -> DescribeConfigsResponse {
+    let mut resp = DescribeConfigsResponse::default();
+    let mut any_error = false;
+    for res in req.resources {
+        let mut r = DescribeConfigsResult::default();
+        r.resource_type = res.resource_type;
+        r.resource_name = res.resource_name.clone();
+        let wanted = |n: &str| {
+            res.configuration_keys
+                .as_ref()
+                .is_none_or(|keys| keys.iter().any(|k| k.as_str() == n))
+        };
+        match res.resource_type {
+            RESOURCE_TOPIC => match broker.log.get_topic(res.resource_name.as_str()) {
+                Ok(t) => {
+                    let defaults = topic_settings(&TopicConfig::default());
+                    for ((name, ty, value), (_, _, default)) in
+                        topic_settings(t.config()).into_iter().zip(defaults)
+                    {
+                        if wanted(name) {
+                            let source = if value == default {
+                                SOURCE_DEFAULT
+                            } else {
+                                SOURCE_DYNAMIC_TOPIC
+                            };
+                            r.configs.push(entry(name, value, source, ty, false));
+                        }
+                    }
+                    if wanted("max.message.bytes") {
+                        r.configs.push(entry(
+                            "max.message.bytes",
+                            broker.config.message_max_bytes.to_string(),
+                            SOURCE_STATIC_BROKER,
+                            TYPE_INT,
+                            true,
+                        ));
+                    }
+                }
+                Err(e) => {
+                    r.error_code = crate::error::code_for(&e);
+                    r.error_message = Some(StrBytes::from_string(e.to_string()));
+                }
+            },
+            RESOURCE_BROKER => {
+                let c = &broker.config;
+                let all = [
+                    ("num.partitions", c.num_partitions.to_string(), TYPE_INT),
+                    (
+                        "auto.create.topics.enable",
+                        c.auto_create_topics.to_string(),
+                        TYPE_BOOLEAN,
+                    ),
+                    (
+                        "message.max.bytes",
+                        c.message_max_bytes.to_string(),
+                        TYPE_INT,
+                    ),
+                    (
+                        "socket.request.max.bytes",
+                        c.request_max_bytes.to_string(),
+                        TYPE_INT,
+                    ),
+                    ("default.replication.factor", "1".to_string(), TYPE_INT),
+                ];
+                for (name, value, ty) in all {
+                    if wanted(name) {
+                        r.configs
+                            .push(entry(name, value, SOURCE_STATIC_BROKER, ty, true));
+                    }
+                }
+            }
+            other => {
+                r.error_code = ResponseError::InvalidRequest.code();
+                r.error_message = Some(StrBytes::from_string(format!(
+                    "config resource type {other} is not served (topics and the broker are)"
+                )));
+            }
+        }
+        any_error |= r.error_code != 0;
+        resp.results.push(r);
+    }
+    if any_error {
+        broker.metrics.error(ApiKey::DescribeConfigs);
+    }
+    resp
+}
+
+pub fn describe_cluster(
+    broker: &Arc<Broker>,
+    req: DescribeClusterRequest,
+    _version: i16,
+) -> DescribeClusterResponse {
+    let mut resp = DescribeClusterResponse::default();
+    resp.endpoint_type = req.endpoint_type;
+    resp.cluster_id = StrBytes::from_string(broker.config.cluster_id.clone());
+    resp.controller_id = BrokerId(broker.config.node_id);
+    let mut b = DescribeClusterBroker::default();
+    b.broker_id = BrokerId(broker.config.node_id);
+    b.host = StrBytes::from_string(broker.host());
+    b.port = broker.port();
+    resp.brokers = vec![b];
+    resp
+}

@@ -1,0 +1,228 @@
+//! The broker's metrics, counted where the work happens, and their Prometheus text exposition
+//! (also served over HTTP/1.1 on `metrics_listen` by a tiny responder).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use kafka_protocol::messages::ApiKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::broker::Broker;
+
+/// API keys are small integers; one counter slot each.
+const API_SLOTS: usize = 128;
+
+pub struct Metrics {
+    requests: Vec<AtomicU64>,
+    errors: Vec<AtomicU64>,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub connections_open: AtomicI64,
+    pub connections_total: AtomicU64,
+    /// Connections closed because of a malformed or oversized request.
+    pub connections_rejected: AtomicU64,
+    pub records_produced: AtomicU64,
+    pub duplicate_batches: AtomicU64,
+    /// Quarantined or missing offset ranges a fetch skipped.
+    pub gaps_skipped: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: (0..API_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            errors: (0..API_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            connections_open: AtomicI64::new(0),
+            connections_total: AtomicU64::new(0),
+            connections_rejected: AtomicU64::new(0),
+            records_produced: AtomicU64::new(0),
+            duplicate_batches: AtomicU64::new(0),
+            gaps_skipped: AtomicU64::new(0),
+        }
+    }
+}
+
+fn slot(key: ApiKey) -> usize {
+    (key as i16).clamp(0, API_SLOTS as i16 - 1) as usize
+}
+
+impl Metrics {
+    pub fn request(&self, key: ApiKey) {
+        self.requests[slot(key)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A response that carried at least one error code (or a request that failed).
+    pub fn error(&self, key: ApiKey) {
+        self.errors[slot(key)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn requests_of(&self, key: ApiKey) -> u64 {
+        self.requests[slot(key)].load(Ordering::Relaxed)
+    }
+
+    pub fn errors_of(&self, key: ApiKey) -> u64 {
+        self.errors[slot(key)].load(Ordering::Relaxed)
+    }
+}
+
+/// The Prometheus text exposition of `broker`'s metrics.
+pub fn render(broker: &Broker) -> String {
+    let m = &broker.metrics;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP riverbed_requests_total Requests received, by API.\n# TYPE riverbed_requests_total counter"
+    );
+    for key in ApiKey::iter() {
+        let n = m.requests_of(key);
+        if n > 0 {
+            let _ = writeln!(out, "riverbed_requests_total{{api=\"{key:?}\"}} {n}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP riverbed_request_errors_total Responses carrying an error code, by API.\n# TYPE riverbed_request_errors_total counter"
+    );
+    for key in ApiKey::iter() {
+        let n = m.errors_of(key);
+        if n > 0 {
+            let _ = writeln!(out, "riverbed_request_errors_total{{api=\"{key:?}\"}} {n}");
+        }
+    }
+    let scalars: [(&str, &str, &str, i64); 9] = [
+        (
+            "riverbed_bytes_in_total",
+            "counter",
+            "Request bytes received.",
+            m.bytes_in.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "riverbed_bytes_out_total",
+            "counter",
+            "Response bytes sent.",
+            m.bytes_out.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "riverbed_connections_open",
+            "gauge",
+            "Open client connections.",
+            m.connections_open.load(Ordering::Relaxed),
+        ),
+        (
+            "riverbed_connections_total",
+            "counter",
+            "Client connections accepted.",
+            m.connections_total.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "riverbed_connections_rejected_total",
+            "counter",
+            "Connections closed for a malformed or oversized request.",
+            m.connections_rejected.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "riverbed_records_produced_total",
+            "counter",
+            "Records appended by produce requests.",
+            m.records_produced.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "riverbed_duplicate_batches_total",
+            "counter",
+            "Idempotent-producer batches recognised as retries and not written again.",
+            m.duplicate_batches.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "riverbed_fetch_gaps_skipped_total",
+            "counter",
+            "Quarantined or missing offset ranges skipped by fetches.",
+            m.gaps_skipped.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "riverbed_fsyncs_total",
+            "counter",
+            "Group-commit fsyncs run for produce acknowledgements.",
+            broker.durability.fsyncs.load(Ordering::Relaxed) as i64,
+        ),
+    ];
+    for (name, kind, help, v) in scalars {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP riverbed_partition_end_offset Next offset to be written, by topic and partition.\n# TYPE riverbed_partition_end_offset gauge"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP riverbed_partition_start_offset Earliest offset kept, by topic and partition.\n# TYPE riverbed_partition_start_offset gauge"
+    );
+    for name in broker.log.topic_names() {
+        let Ok(t) = broker.log.get_topic(&name) else {
+            continue;
+        };
+        for p in t.partitions() {
+            let (start, end) = p.offsets();
+            let _ = writeln!(
+                out,
+                "riverbed_partition_end_offset{{topic=\"{name}\",partition=\"{}\"}} {end}",
+                p.id
+            );
+            let _ = writeln!(
+                out,
+                "riverbed_partition_start_offset{{topic=\"{name}\",partition=\"{}\"}} {start}",
+                p.id
+            );
+        }
+    }
+    out
+}
+
+/// Serve `render(broker)` to every HTTP request on `listener` until the server stops.
+pub async fn serve_http(listener: TcpListener, broker: Arc<Broker>) {
+    let mut shutdown = broker.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let Ok((mut sock, _)) = accepted else {
+            continue;
+        };
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            // Read the request head (bounded); the path decides the answer.
+            let mut head = Vec::with_capacity(1024);
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
+                    .await
+                {
+                    Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+            }
+            let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+            let line = String::from_utf8_lossy(line);
+            let mut parts = line.split_whitespace();
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let (status, body) = if method == "GET" && (path == "/metrics" || path == "/") {
+                ("200 OK", render(&broker))
+            } else {
+                ("404 Not Found", "not found: try GET /metrics\n".to_string())
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}

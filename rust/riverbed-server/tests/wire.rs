@@ -1,0 +1,378 @@
+//! The wire, byte by byte (requests encoded with the `kafka-protocol` crate): bad input closes
+//! only its own connection; produce validation answers with Kafka's error codes; a retried
+//! idempotent batch is recognised also after a restart; acks=0 gets no response; a long-polling
+//! fetch is woken by an append.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse, ProduceRequest,
+    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::ResponseError;
+use riverbed_log::batch::BatchWriter;
+use riverbed_log::{Log, LogOptions, TopicOptions};
+use riverbed_server::{Server, ServerConfig};
+
+fn serve(log: &Log) -> Server {
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        ..ServerConfig::default()
+    };
+    Server::start(log.clone(), config).expect("start")
+}
+
+fn connect(server: &Server) -> TcpStream {
+    let s = TcpStream::connect(server.bootstrap()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    s
+}
+
+fn send<R: Encodable>(s: &mut TcpStream, key: ApiKey, version: i16, corr: i32, req: &R) {
+    let mut header = RequestHeader::default();
+    header.request_api_key = key as i16;
+    header.request_api_version = version;
+    header.correlation_id = corr;
+    header.client_id = Some(StrBytes::from_static_str("wire-test"));
+    let mut body = BytesMut::new();
+    header
+        .encode(&mut body, key.request_header_version(version))
+        .expect("header");
+    req.encode(&mut body, version).expect("body");
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    s.write_all(&frame).expect("write");
+}
+
+/// Read one response frame; `None` if the connection was closed.
+fn recv(s: &mut TcpStream) -> Option<Bytes> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    Some(Bytes::from(body))
+}
+
+fn call<R: Encodable, P: Decodable>(
+    s: &mut TcpStream,
+    key: ApiKey,
+    version: i16,
+    corr: i32,
+    req: &R,
+) -> P {
+    send(s, key, version, corr, req);
+    let mut b = recv(s).expect("response");
+    let h = ResponseHeader::decode(&mut b, key.response_header_version(version)).expect("header");
+    assert_eq!(h.correlation_id, corr);
+    P::decode(&mut b, version).expect("decode")
+}
+
+fn api_versions_works(s: &mut TcpStream) {
+    let r: ApiVersionsResponse = call(s, ApiKey::ApiVersions, 3, 7, &ApiVersionsRequest::default());
+    assert_eq!(r.error_code, 0);
+    assert!(r
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == ApiKey::Produce as i16));
+}
+
+/// Whether the server closed `s` (reads EOF or a reset) within a few seconds.
+fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(0) | Err(_))
+}
+
+#[test]
+fn bad_frames_close_only_their_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Log::open(dir.path(), LogOptions::default()).expect("log");
+    let server = serve(&log);
+    let mut good = connect(&server);
+    api_versions_works(&mut good);
+
+    // Garbage: a plausible length, then bytes that are no request.
+    let mut g = connect(&server);
+    g.write_all(&[0, 0, 0, 12, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8])
+        .expect("write");
+    assert!(closed(&mut g), "garbage did not close the connection");
+    api_versions_works(&mut good);
+
+    // A 2 GiB length prefix: closed without reading (or allocating) a body.
+    let mut huge = connect(&server);
+    huge.write_all(&0x7fff_ffffu32.to_be_bytes())
+        .expect("write");
+    assert!(closed(&mut huge));
+    let mut neg = connect(&server);
+    neg.write_all(&(-5i32).to_be_bytes()).expect("write");
+    assert!(closed(&mut neg));
+    api_versions_works(&mut good);
+
+    // A truncated frame: the client goes away mid-request; the server carries on.
+    let mut t = connect(&server);
+    t.write_all(&[0, 0, 1, 0, 0, 18, 0]).expect("write");
+    drop(t);
+    // An unknown API key.
+    let mut u = connect(&server);
+    u.write_all(&[0, 0, 0, 10, 0x7f, 0x00, 0, 0, 0, 0, 0, 1, 0, 0])
+        .expect("write");
+    assert!(closed(&mut u));
+    api_versions_works(&mut good);
+    // Garbage, 2 GiB, negative, truncated, unknown key: five closed, each counted once.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut m = server.metrics();
+    while !m.contains("riverbed_connections_rejected_total 5") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        m = server.metrics();
+    }
+    assert!(m.contains("riverbed_connections_rejected_total 5"), "{m}");
+    assert!(m.contains("riverbed_connections_open 1"), "{m}");
+}
+
+/// An idempotent batch of `n` records from producer `pid`, sequence `seq`.
+fn idem_batch(pid: i64, epoch: i16, seq: i32, n: usize, tag: &str) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut w = BatchWriter::new(&mut buf, 0, 1_000);
+    for i in 0..n {
+        let v = format!("{tag}-{i}");
+        w.push(
+            i as i64,
+            1_000 + i as i64,
+            Some(b"k"),
+            Some(v.as_bytes()),
+            &[],
+        );
+    }
+    w.finish();
+    buf[43..51].copy_from_slice(&pid.to_be_bytes());
+    buf[51..53].copy_from_slice(&epoch.to_be_bytes());
+    buf[53..57].copy_from_slice(&seq.to_be_bytes());
+    let crc = crc32c::crc32c(&buf[21..]);
+    buf[17..21].copy_from_slice(&crc.to_be_bytes());
+    buf
+}
+
+fn produce_req(topic: &str, partition: i32, records: Vec<u8>, acks: i16) -> ProduceRequest {
+    let mut pd = PartitionProduceData::default();
+    pd.index = partition;
+    pd.records = Some(Bytes::from(records));
+    let mut td = TopicProduceData::default();
+    td.name = TopicName(StrBytes::from_string(topic.to_string()));
+    td.partition_data = vec![pd];
+    let mut r = ProduceRequest::default();
+    r.acks = acks;
+    r.timeout_ms = 30_000;
+    r.topic_data = vec![td];
+    r
+}
+
+fn produce(s: &mut TcpStream, corr: i32, req: &ProduceRequest) -> (i16, i64) {
+    let r: ProduceResponse = call(s, ApiKey::Produce, 9, corr, req);
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+#[test]
+fn produce_validation_answers_with_kafka_error_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Log::open(dir.path(), LogOptions::default()).expect("log");
+    log.topic("t", &TopicOptions::default()).expect("topic");
+    let server = serve(&log);
+    let mut s = connect(&server);
+    let good = idem_batch(-1, -1, -1, 3, "a");
+    assert_eq!(
+        produce(&mut s, 1, &produce_req("t", 0, good.clone(), -1)),
+        (0, 0)
+    );
+    let mut bad = good.clone();
+    let n = bad.len();
+    bad[n - 1] ^= 0x55;
+    assert_eq!(
+        produce(&mut s, 2, &produce_req("t", 0, bad, -1)).0,
+        ResponseError::CorruptMessage.code()
+    );
+    assert_eq!(
+        produce(
+            &mut s,
+            3,
+            &produce_req("t", 0, good[..good.len() - 4].to_vec(), -1)
+        )
+        .0,
+        ResponseError::CorruptMessage.code()
+    );
+    assert_eq!(
+        produce(&mut s, 4, &produce_req("nope", 0, good.clone(), -1)).0,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    assert_eq!(
+        produce(&mut s, 5, &produce_req("t", 9, good.clone(), -1)).0,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    let big = idem_batch(-1, -1, -1, 2, &"x".repeat(2 << 20));
+    assert_eq!(
+        produce(&mut s, 6, &produce_req("t", 0, big, -1)).0,
+        ResponseError::MessageTooLarge.code()
+    );
+    assert_eq!(
+        produce(
+            &mut s,
+            7,
+            &produce_req("__consumer_offsets", 0, good.clone(), -1)
+        )
+        .0,
+        ResponseError::InvalidTopicException.code()
+    );
+    // Only the first, valid batch was stored, as sent but for its base offset.
+    let p = log
+        .get_topic("t")
+        .expect("t")
+        .partition(0)
+        .expect("p")
+        .clone();
+    assert_eq!(p.offsets(), (0, 3));
+    let stored = p.read_raw(0, 1 << 20).expect("read");
+    assert_eq!(stored.bytes, good);
+    // acks=0: no response at all; the next request's response is the next frame.
+    send(
+        &mut s,
+        ApiKey::Produce,
+        9,
+        8,
+        &produce_req("t", 0, good.clone(), 0),
+    );
+    let (code, base) = produce(&mut s, 9, &produce_req("t", 0, good, 1));
+    assert_eq!((code, base), (0, 6));
+}
+
+#[test]
+fn a_retried_idempotent_batch_is_not_written_twice_even_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let log = Log::open(dir.path(), LogOptions::default()).expect("log");
+        log.topic("t", &TopicOptions::default()).expect("topic");
+        let server = serve(&log);
+        let mut s = connect(&server);
+        assert_eq!(
+            produce(
+                &mut s,
+                1,
+                &produce_req("t", 0, idem_batch(42, 0, 0, 5, "a"), -1)
+            ),
+            (0, 0)
+        );
+        assert_eq!(
+            produce(
+                &mut s,
+                2,
+                &produce_req("t", 0, idem_batch(42, 0, 5, 2, "b"), -1)
+            ),
+            (0, 5)
+        );
+        // The retry of the first batch: its original offset, no error, nothing written.
+        assert_eq!(
+            produce(
+                &mut s,
+                3,
+                &produce_req("t", 0, idem_batch(42, 0, 0, 5, "a"), -1)
+            ),
+            (0, 0)
+        );
+        // A gap in the sequence.
+        assert_eq!(
+            produce(
+                &mut s,
+                4,
+                &produce_req("t", 0, idem_batch(42, 0, 9, 1, "c"), -1)
+            )
+            .0,
+            ResponseError::OutOfOrderSequenceNumber.code()
+        );
+        server.stop().expect("stop");
+        log.close().expect("close");
+    }
+    let log = Log::open(dir.path(), LogOptions::default()).expect("reopen");
+    let server = serve(&log);
+    let mut s = connect(&server);
+    // After the restart the retry of the second batch is still recognised.
+    assert_eq!(
+        produce(
+            &mut s,
+            1,
+            &produce_req("t", 0, idem_batch(42, 0, 5, 2, "b"), -1)
+        ),
+        (0, 5)
+    );
+    assert_eq!(
+        produce(
+            &mut s,
+            2,
+            &produce_req("t", 0, idem_batch(42, 0, 7, 1, "c"), -1)
+        ),
+        (0, 7)
+    );
+    assert_eq!(
+        produce(
+            &mut s,
+            3,
+            &produce_req("t", 0, idem_batch(42, -1 + 0, 8, 1, "d"), -1)
+        )
+        .0,
+        ResponseError::InvalidProducerEpoch.code()
+    );
+    let p = log
+        .get_topic("t")
+        .expect("t")
+        .partition(0)
+        .expect("p")
+        .clone();
+    assert_eq!(p.offsets(), (0, 8));
+}
+
+#[test]
+fn a_long_poll_is_woken_by_an_append() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Log::open(dir.path(), LogOptions::default()).expect("log");
+    let topic = log.topic("t", &TopicOptions::default()).expect("topic");
+    let server = serve(&log);
+    let mut s = connect(&server);
+    let mut fp = FetchPartition::default();
+    fp.partition = 0;
+    fp.fetch_offset = 0;
+    fp.partition_max_bytes = 1 << 20;
+    let mut ft = FetchTopic::default();
+    ft.topic = TopicName(StrBytes::from_static_str("t"));
+    ft.partitions = vec![fp];
+    let mut req = FetchRequest::default();
+    req.max_wait_ms = 10_000;
+    req.min_bytes = 1;
+    req.max_bytes = 50 << 20;
+    req.topics = vec![ft];
+    let started = Instant::now();
+    let appender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        topic
+            .produce(Some(b"k"), Some(b"v"), 5, &[], Some(0))
+            .expect("produce");
+    });
+    let r: FetchResponse = call(&mut s, ApiKey::Fetch, 11, 1, &req);
+    let waited = started.elapsed();
+    appender.join().expect("appender");
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    assert_eq!(p.high_watermark, 1);
+    assert!(p.records.as_ref().is_some_and(|b| !b.is_empty()));
+    assert!(
+        waited >= Duration::from_millis(250),
+        "answered before the append: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "not woken by the append: {waited:?}"
+    );
+}
