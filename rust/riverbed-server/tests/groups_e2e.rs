@@ -447,3 +447,79 @@ fn consumer_rejoins_after_a_broker_restart_and_continues_after_its_commits() -> 
     server.stop()?;
     Ok(())
 }
+
+/// Static membership (`group.instance.id`): librdkafka's static member sends no LeaveGroup on
+/// close; the same instance restarting takes its place at once (not after the session timeout
+/// or a rebalance timeout) and continues after its commits.
+#[test]
+fn static_member_restart_takes_over_its_instance_at_once() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = Log::open(dir.path().join("log"), LogOptions::default())?;
+    log.topic(
+        TOPIC,
+        &TopicOptions {
+            partitions: Some(2),
+            ..Default::default()
+        },
+    )?;
+    let server = Server::start(
+        log.clone(),
+        ServerConfig {
+            listen: "127.0.0.1:0".parse()?,
+            group_initial_rebalance_delay_ms: 0,
+            ..ServerConfig::default()
+        },
+    )?;
+    let fill = |from: i64, n: i64| -> Result<(), Box<dyn std::error::Error>> {
+        let topic = log.get_topic(TOPIC)?;
+        for p in 0..2u32 {
+            for _ in from..from + n {
+                topic.produce(None, Some(b"v"), 1_700_000_000_000, &[], Some(p))?;
+            }
+        }
+        Ok(())
+    };
+    let consumer = || -> Result<BaseConsumer, Box<dyn std::error::Error>> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", server.bootstrap().to_string())
+            .set("group.id", "static")
+            .set("group.instance.id", "instance-1")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "20000")
+            .create()?;
+        c.subscribe(&[TOPIC])?;
+        Ok(c)
+    };
+    fill(0, 50)?;
+    let first = consumer()?;
+    let mut got = read_committed(&first, 100, Duration::from_secs(60))?;
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (0..2)
+            .flat_map(|p| (0..50).map(move |o| (p, o)))
+            .collect::<Vec<_>>()
+    );
+    drop(first);
+    fill(50, 20)?;
+    let started = Instant::now();
+    let second = consumer()?;
+    let mut got = read_committed(&second, 40, Duration::from_secs(60))?;
+    let took = started.elapsed();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (0..2)
+            .flat_map(|p| (50..70).map(move |o| (p, o)))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "the restarted static member waited {took:?}"
+    );
+    println!("figures: restarted static member reading after {took:?}");
+    drop(second);
+    server.stop()?;
+    Ok(())
+}
