@@ -1,8 +1,8 @@
-"""Consumer groups of two Python Kafka clients against riverbed's broker (the `serve` example).
+"""Consumer groups of three Python Kafka clients against riverbed's broker (the `serve` example).
 
     python check_groups.py <path to target/debug/examples/serve>
 
-For confluent-kafka (librdkafka) and kafka-python in turn: two consumers of one group split a
+For confluent-kafka (librdkafka), kafka-python and aiokafka in turn: two consumers of one group split a
 4-partition topic (2 partitions each), read every record exactly once with each offset
 committed synchronously, the group rebalances when one leaves (the other then owns all 4),
 committed offsets are what the clients and the admin APIs (list / describe groups, list group
@@ -11,6 +11,7 @@ offsets) report, and an empty group is deleted. Exits non-zero on the first mism
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import aiokafka
+import aiokafka.structs
 import kafka
 from confluent_kafka import (
     Consumer,
@@ -66,7 +69,12 @@ class Member(threading.Thread):
 
     def run(self) -> None:
         try:
-            (self.run_ck if self.client == "confluent-kafka" else self.run_kp)()
+            if self.client == "confluent-kafka":
+                self.run_ck()
+            elif self.client == "kafka-python":
+                self.run_kp()
+            else:
+                asyncio.run(self.run_ak())
         except BaseException as e:  # reported by the main thread
             self.error = e
 
@@ -110,6 +118,28 @@ class Member(threading.Thread):
             self.assignment = sorted(tp.partition for tp in c.assignment())
         c.close()  # LeaveGroup
 
+    async def run_ak(self) -> None:
+        c = aiokafka.AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group,
+            client_id=self.name,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            session_timeout_ms=10000,
+            heartbeat_interval_ms=500,
+        )
+        await c.start()
+        try:
+            while not self.stop.is_set():
+                for tp, msgs in (await c.getmany(timeout_ms=100)).items():
+                    for m in msgs:
+                        await c.commit({tp: aiokafka.structs.OffsetAndMetadata(m.offset + 1, "ak")})
+                        self.read.append((m.partition, m.offset))
+                self.assignment = sorted(tp.partition for tp in c.assignment())
+        finally:
+            await c.stop()  # LeaveGroup
+
 
 def check(client: str, bootstrap: str) -> None:
     topic, group = f"t-{client}", f"g-{client}"
@@ -152,8 +182,15 @@ def check(client: str, bootstrap: str) -> None:
     [got] = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)]).values()
     offsets = got.result(10).topic_partitions
     assert {tp.partition: tp.offset for tp in offsets} == dict.fromkeys(range(PARTITIONS), 150)
-    if client == "kafka-python":
-        assert all(tp.metadata == "kp" for tp in offsets), offsets
+    # The metadata string each client committed with (read back by kafka-python: confluent-kafka
+    # 2.16 reads TopicPartition.metadata past its length when it is not NUL-terminated).
+    want_metadata = {"kafka-python": "kp", "aiokafka": "ak"}.get(client)
+    if want_metadata:
+        reader = kafka.KafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+        for p in range(PARTITIONS):
+            got_meta = reader.committed(kafka.TopicPartition(topic, p), metadata=True)
+            assert (got_meta.offset, got_meta.metadata) == (150, want_metadata), got_meta
+        reader.close()
     listed = {g.group_id: g.state for g in admin.list_consumer_groups().result(10).valid}
     assert listed.get(group) == ConsumerGroupState.STABLE, listed
     desc = admin.describe_consumer_groups([group])[group].result(10)
@@ -184,7 +221,7 @@ def main() -> int:
             line = proc.stdout.readline().strip()
             assert line.startswith("bootstrap="), line
             bootstrap = line.split("=", 1)[1]
-            for client in ("confluent-kafka", "kafka-python"):
+            for client in ("confluent-kafka", "kafka-python", "aiokafka"):
                 check(client, bootstrap)
         finally:
             proc.stdin.close()
