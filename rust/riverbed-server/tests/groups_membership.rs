@@ -196,6 +196,7 @@ async fn protocol_is_one_every_member_supports() -> TestResult {
     let c = h.coord.join_group(other, 5, &client("c")).await;
     assert_eq!(c.error_code, INCONSISTENT_GROUP_PROTOCOL);
     let b_task = join_new(&h.coord, "g", "b", 10_000, 5_000, b_protocols).await?;
+    wait_state(&h.coord, "g", GroupState::PreparingRebalance).await;
     let a2 = rejoin(&h.coord, "g", &a_id, 10_000, 5_000, a_protocols).await?;
     let b = b_task.await?;
     assert_eq!(a2.protocol_name.as_deref(), Some("range"));

@@ -12,9 +12,10 @@
 //! OffsetCommit 2-9, OffsetFetch 1-9, OffsetDelete 0, ListGroups 0-5, DescribeGroups 0-6,
 //! DeleteGroups 0-2 (every version `kafka-protocol` 0.18 decodes).
 //!
-//! Layout: `state` (Kafka's state names), `member`, `group` (one group's state machine),
-//! `replies` (version-shaped responses), `offsets` (OffsetCommit/Fetch/Delete), `admin`
-//! (List/Describe/DeleteGroups), `ids` (member ids).
+//! Layout: `state` (Kafka's state names), `member`, `group` (one group's state machine: the
+//! join phase; `group/sync` the SyncGroup phase; `group/liveness` heartbeats, leaving and
+//! deadlines), `replies` (version-shaped responses), `offsets` (OffsetCommit/Fetch/Delete),
+//! `admin` (List/Describe/DeleteGroups), `ids` (member ids).
 
 mod admin;
 mod group;

@@ -15,7 +15,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use riverbed_log::{FsyncPolicy, Log, LogOptions, TopicOptions};
-use riverbed_server::groups::{ClientInfo, Coordinator};
+use riverbed_server::groups::{ClientInfo, Coordinator, GroupState};
 use riverbed_server::ServerConfig;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -226,6 +226,19 @@ pub fn sync(
     tokio::spawn(async move { c.sync_group(req, 5).await })
 }
 
+/// Wait (up to 5 s) until `group` is in `state`.
+pub async fn wait_state(coord: &Coordinator, group: &str, state: GroupState) {
+    let started = std::time::Instant::now();
+    while coord.group_state(group) != Some(state) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "group {group} is {:?}, not {state:?}",
+            coord.group_state(group)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Whether a task is still waiting after `ms`.
 pub async fn still_waiting<T>(task: &tokio::task::JoinHandle<T>, ms: u64) -> bool {
     tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -253,6 +266,8 @@ pub async fn pair(
     let a_id = a.member_id.to_string();
     assert_eq!(a.generation_id, 1);
     let b = join_new(coord, group, "b", session_ms, rebalance_ms, protocols).await?;
+    // a rejoins once b's join started the rebalance (before, a's join just gets generation 1)
+    wait_state(coord, group, GroupState::PreparingRebalance).await;
     let a = rejoin(coord, group, &a_id, session_ms, rebalance_ms, protocols).await?;
     let b = b.await?;
     assert_eq!((a.error_code, b.error_code), (NONE, NONE));
