@@ -260,35 +260,41 @@ impl Partition {
         };
         let mut next = offset;
         let mut retries = 0;
+        // Where a walk of a segment stopped (at quarantined bytes or the segment's end), so the
+        // next locate steps over them instead of starting from the index again.
+        let mut cursor: Option<(std::sync::Arc<std::fs::File>, u64)> = None;
         'locate: loop {
             if !out.bytes.is_empty() && out.bytes.len() >= max_bytes {
                 break;
             }
-            let (file, path, mut pos, end, base) = match self.locate(next, None, epoch) {
-                Located::End => break,
-                Located::Jump(n) => {
-                    next = n;
-                    continue;
-                }
-                Located::Gap(g) => {
-                    if !out.bytes.is_empty() {
-                        break; // serve what is before the gap; the next fetch skips it
+            let (file, path, mut pos, end, base) =
+                match self.locate(next, cursor.take().as_ref(), epoch) {
+                    Located::End => break,
+                    Located::Jump(n) => {
+                        next = n;
+                        continue;
                     }
-                    next = g.to;
-                    out.skipped.push(g);
-                    continue;
-                }
-                Located::Read {
-                    file,
-                    path,
-                    pos,
-                    end,
-                    base,
-                } => (file, path, pos, end, base),
-            };
+                    Located::Gap(g) => {
+                        if !out.bytes.is_empty() {
+                            break; // serve what is before the gap; the next fetch skips it
+                        }
+                        next = g.to;
+                        out.skipped.push(g);
+                        continue;
+                    }
+                    Located::Read {
+                        file,
+                        path,
+                        pos,
+                        end,
+                        base,
+                    } => (file, path, pos, end, base),
+                };
             loop {
                 if pos >= end {
-                    continue 'locate; // on to the next segment
+                    // On past the quarantined bytes here, or to the next segment.
+                    cursor = Some((file.clone(), pos));
+                    continue 'locate;
                 }
                 let have = out.bytes.len();
                 let room = max_bytes.saturating_sub(have);
