@@ -135,7 +135,7 @@ fn acknowledged_records_survive_kill_9_exactly_once() {
                     }
                 }
                 i += 1;
-                if i % 50 == 0 {
+                if i.is_multiple_of(50) {
                     producer.poll(Duration::from_millis(1));
                 }
             }
@@ -166,7 +166,10 @@ fn acknowledged_records_survive_kill_9_exactly_once() {
         "too few acknowledged records: {}",
         acked.len()
     );
-    eprintln!("{} records acknowledged across {KILLS} kill -9 restarts", acked.len());
+    eprintln!(
+        "{} records acknowledged across {KILLS} kill -9 restarts",
+        acked.len()
+    );
     let log = Log::open(dir.path(), LogOptions::default()).expect("reopen");
     let mut stored = Values(BTreeMap::new());
     log.get_topic("crash")

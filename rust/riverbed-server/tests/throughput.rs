@@ -34,7 +34,7 @@ fn produce(bootstrap: &str) -> Duration {
             producer.poll(Duration::from_millis(1));
             rec = back;
         }
-        if i % 1000 == 0 {
+        if i.is_multiple_of(1000) {
             producer.poll(Duration::ZERO);
         }
     }
