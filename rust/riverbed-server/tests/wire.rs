@@ -562,3 +562,29 @@ fn metrics_are_served_over_http() {
     );
     assert!(text.contains("riverbed_connections_open 1"), "{text}");
 }
+
+#[test]
+fn a_huge_array_length_closes_the_connection_without_a_huge_allocation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Log::open(dir.path(), LogOptions::default()).expect("log");
+    let server = serve(&log);
+    let mut good = connect(&server);
+    // Metadata v1: header (key 3, version 1, correlation 1, client id "x"), then a topic
+    // array claiming i32::MAX entries in a 4-byte body. Decoding it as is would reserve
+    // tens of GiB up front, and a failed allocation aborts the whole process.
+    let mut bad = connect(&server);
+    let body: Vec<u8> = [
+        &3i16.to_be_bytes()[..],
+        &1i16.to_be_bytes(),
+        &1i32.to_be_bytes(),
+        &1i16.to_be_bytes(),
+        b"x",
+        &i32::MAX.to_be_bytes(),
+    ]
+    .concat();
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    bad.write_all(&frame).expect("write");
+    assert!(closed(&mut bad));
+    api_versions_works(&mut good);
+}
