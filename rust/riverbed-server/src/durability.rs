@@ -5,9 +5,10 @@
 //! that end covers; the others wait for it. A failed fsync is sticky for the partition: nothing
 //! more is acknowledged there until a restart (the page cache may have dropped the data).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
+
+use crate::broker::ByPartition;
 
 use parking_lot::Mutex;
 use riverbed_log::{FsyncPolicy, Partition};
@@ -35,7 +36,7 @@ impl Drop for LeaderGuard<'_> {
 
 pub struct Durability {
     policy: FsyncPolicy,
-    syncers: Mutex<HashMap<(Arc<str>, u32), (Weak<Partition>, Arc<Syncer>)>>,
+    syncers: Mutex<ByPartition<Syncer>>,
     /// fsyncs run, and produce requests they covered (for the metrics).
     pub fsyncs: AtomicU64,
     pub waits: AtomicU64,
@@ -45,7 +46,7 @@ impl Durability {
     pub fn new(policy: FsyncPolicy) -> Durability {
         Durability {
             policy,
-            syncers: Mutex::new(HashMap::new()),
+            syncers: Mutex::new(ByPartition::new()),
             fsyncs: AtomicU64::new(0),
             waits: AtomicU64::new(0),
         }
@@ -118,5 +119,56 @@ impl Durability {
                 notified.await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use riverbed_log::{Log, LogOptions, TopicOptions};
+
+    #[test]
+    fn concurrent_waiters_share_one_fsync() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Log::open(dir.path(), LogOptions::default()).expect("log");
+        let topic = log.topic("t", &TopicOptions::default()).expect("topic");
+        let part = topic.partition(0).expect("p").clone();
+        let d = Arc::new(Durability::new(FsyncPolicy::Batch));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        // 100 produce requests appended, then all wait: the first becomes the leader, the
+        // others are polled (and wait) before its fsync completes.
+        let mut ends = Vec::new();
+        for i in 0..100u8 {
+            let mut buf = Vec::new();
+            let mut w = riverbed_log::batch::BatchWriter::new(&mut buf, 0, 1);
+            w.push(0, 1, Some(&[i]), Some(b"v"), &[]);
+            w.finish();
+            let batches = riverbed_log::raw::validate_batches(&buf, 1 << 20, false).expect("valid");
+            ends.push(part.append_raw(&buf, &batches).expect("append").1);
+        }
+        rt.block_on(async {
+            let mut set = tokio::task::JoinSet::new();
+            for end in ends {
+                let (d, p) = (d.clone(), part.clone());
+                set.spawn(async move { d.wait(&p, end).await });
+            }
+            while let Some(r) = set.join_next().await {
+                r.expect("join").expect("durable");
+            }
+        });
+        assert_eq!(d.fsyncs.load(Ordering::Relaxed), 1);
+        // A later append needs (and gets) a new fsync.
+        let mut buf = Vec::new();
+        let mut w = riverbed_log::batch::BatchWriter::new(&mut buf, 0, 1);
+        w.push(0, 1, Some(b"x"), Some(b"v"), &[]);
+        w.finish();
+        let batches = riverbed_log::raw::validate_batches(&buf, 1 << 20, false).expect("valid");
+        let end = part.append_raw(&buf, &batches).expect("append").1;
+        rt.block_on(d.wait(&part, end)).expect("durable");
+        assert_eq!(d.fsyncs.load(Ordering::Relaxed), 2);
+        assert_eq!(part.offsets().1, 101);
     }
 }

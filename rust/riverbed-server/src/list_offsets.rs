@@ -15,7 +15,7 @@ use crate::broker::Broker;
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 
-pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, _version: i16) -> ListOffsetsResponse {
+pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let mut resp = ListOffsetsResponse::default();
     let mut any_error = false;
     for t in req.topics {
@@ -24,7 +24,9 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, _version: i16) -> L
         for p in t.partitions {
             let mut pr = ListOffsetsPartitionResponse::default();
             pr.partition_index = p.partition_index;
-            pr.leader_epoch = 0;
+            if version >= 4 {
+                pr.leader_epoch = 0; // a field of v4+ only
+            }
             let part = topic.as_ref().ok().and_then(|topic| {
                 u32::try_from(p.partition_index)
                     .ok()

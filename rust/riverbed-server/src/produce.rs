@@ -53,7 +53,7 @@ pub fn handle(
             ResponseError::TransactionalIdAuthorizationFailed.code(),
             "transactions are not supported by riverbed serve",
         ))
-    } else if !matches!(acks, 0 | 1 | -1) {
+    } else if !(-1..=1).contains(&acks) {
         Some((
             ResponseError::InvalidRequiredAcks.code(),
             "acks must be 0, 1 or -1",

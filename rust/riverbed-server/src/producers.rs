@@ -5,7 +5,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
+
+use crate::broker::ByPartition;
 
 use kafka_protocol::ResponseError;
 use parking_lot::Mutex;
@@ -133,7 +135,7 @@ impl PartitionProducers {
 pub struct ProducerTable {
     path: PathBuf,
     ids: Mutex<IdBlock>,
-    partitions: Mutex<HashMap<(Arc<str>, u32), (Weak<Partition>, Arc<Mutex<PartitionProducers>>)>>,
+    partitions: Mutex<ByPartition<Mutex<PartitionProducers>>>,
 }
 
 impl ProducerTable {
@@ -161,7 +163,7 @@ impl ProducerTable {
                 next: reserved,
                 limit: reserved,
             }),
-            partitions: Mutex::new(HashMap::new()),
+            partitions: Mutex::new(ByPartition::new()),
         })
     }
 
