@@ -137,6 +137,26 @@ fn contiguous_partitions(parts: &[u32]) -> std::result::Result<u32, String> {
     Ok(parts.len() as u32)
 }
 
+/// Whether partition directories `from..to` of a topic hold no records (only empty segments):
+/// what an interrupted [`Log::add_partitions`] leaves.
+fn added_partitions_empty(dir: &Path, from: u32, to: u32) -> bool {
+    (from..to).all(|p| {
+        let pdir = dir.join(p.to_string());
+        std::fs::read_dir(&pdir).is_ok_and(|entries| {
+            entries.into_iter().all(|e| {
+                e.is_ok_and(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let empty = e.metadata().is_ok_and(|m| m.is_file() && m.len() == 0);
+                    (name.ends_with(".log")
+                        || name.ends_with(".index")
+                        || name.ends_with(".timeindex"))
+                        && empty
+                })
+            })
+        })
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct Log {
     inner: Arc<LogInner>,
@@ -270,6 +290,29 @@ impl Log {
             // directories must be exactly the ones topic.json names.
             match contiguous_partitions(&on_disk.0) {
                 Ok(n) if n == config.partitions => {}
+                Ok(n)
+                    if n > config.partitions
+                        && added_partitions_empty(dir, config.partitions, n) =>
+                {
+                    // An interrupted `add_partitions`: the new directories were made, topic.json
+                    // (written last) was not. They hold nothing: remove them.
+                    for p in config.partitions..n {
+                        let pdir = dir.join(p.to_string());
+                        std::fs::remove_dir_all(&pdir).at(&pdir).map_err(Err)?;
+                    }
+                    crate::fsutil::sync_dir(dir).map_err(Err)?;
+                    let mut d = Damage::new(
+                        dir,
+                        "partitions_add_rolled_back",
+                        format!(
+                            "an interrupted partition increase left empty partitions {}..{n}; \
+                             removed (topic.json says {})",
+                            config.partitions, config.partitions
+                        ),
+                    );
+                    d.topic = Some(name.to_string());
+                    damages.push(d);
+                }
                 Ok(n) => {
                     return Err(bad(
                         &cfg_path,
@@ -528,6 +571,44 @@ impl Log {
         std::fs::remove_dir_all(&trash).at(&trash)?;
         self.inner.groups.forget_topic(self, name)?;
         Ok(())
+    }
+
+    /// Grow a topic to `partitions` partitions (Kafka's CreatePartitions; partitions are never
+    /// removed). Durable and crash-safe: the new partition directories (each with an empty first
+    /// segment) are made and synced first, `topic.json` is rewritten last; a crash in between
+    /// leaves empty directories that the next open removes. Handles to the topic taken before
+    /// keep seeing the old partitions; `get_topic` returns the grown topic.
+    pub fn add_partitions(&self, name: &str, partitions: u32) -> Result<Arc<Topic>> {
+        self.check_open()?;
+        if is_internal_topic(name) {
+            return Err(LogError::InternalTopic(name.to_string()));
+        }
+        let mut topics = self.inner.topics.write();
+        let old = topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LogError::TopicNotFound(name.to_string()))?;
+        let have = old.num_partitions();
+        if partitions <= have {
+            return Err(LogError::InvalidArgument(format!(
+                "topic '{name}' has {have} partitions: a topic can only grow, not to {partitions}"
+            )));
+        }
+        let mut config = old.config().clone();
+        config.partitions = partitions;
+        config.validate(name)?;
+        for p in have..partitions {
+            let pdir = old.dir.join(p.to_string());
+            std::fs::create_dir_all(&pdir).at(&pdir)?;
+            let seg = crate::segment::segment_paths(&pdir, 0).0;
+            std::fs::File::create(&seg).at(&seg)?;
+            crate::fsutil::sync_dir(&pdir)?;
+        }
+        crate::fsutil::sync_dir(&old.dir)?;
+        config.store(&old.dir.join("topic.json"))?;
+        let grown = Arc::new(old.grown(config, self.inner.options.fsync, &self.inner.notifier)?);
+        topics.insert(name.to_string(), grown.clone());
+        Ok(grown)
     }
 
     pub(crate) fn all_topics(&self) -> Vec<Arc<Topic>> {

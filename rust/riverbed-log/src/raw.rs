@@ -260,35 +260,41 @@ impl Partition {
         };
         let mut next = offset;
         let mut retries = 0;
+        // Where a walk of a segment stopped (at quarantined bytes or the segment's end), so the
+        // next locate steps over them instead of starting from the index again.
+        let mut cursor: Option<(std::sync::Arc<std::fs::File>, u64)> = None;
         'locate: loop {
             if !out.bytes.is_empty() && out.bytes.len() >= max_bytes {
                 break;
             }
-            let (file, path, mut pos, end, base) = match self.locate(next, None, epoch) {
-                Located::End => break,
-                Located::Jump(n) => {
-                    next = n;
-                    continue;
-                }
-                Located::Gap(g) => {
-                    if !out.bytes.is_empty() {
-                        break; // serve what is before the gap; the next fetch skips it
+            let (file, path, mut pos, end, base) =
+                match self.locate(next, cursor.take().as_ref(), epoch) {
+                    Located::End => break,
+                    Located::Jump(n) => {
+                        next = n;
+                        continue;
                     }
-                    next = g.to;
-                    out.skipped.push(g);
-                    continue;
-                }
-                Located::Read {
-                    file,
-                    path,
-                    pos,
-                    end,
-                    base,
-                } => (file, path, pos, end, base),
-            };
+                    Located::Gap(g) => {
+                        if !out.bytes.is_empty() {
+                            break; // serve what is before the gap; the next fetch skips it
+                        }
+                        next = g.to;
+                        out.skipped.push(g);
+                        continue;
+                    }
+                    Located::Read {
+                        file,
+                        path,
+                        pos,
+                        end,
+                        base,
+                    } => (file, path, pos, end, base),
+                };
             loop {
                 if pos >= end {
-                    continue 'locate; // on to the next segment
+                    // On past the quarantined bytes here, or to the next segment.
+                    cursor = Some((file.clone(), pos));
+                    continue 'locate;
                 }
                 let have = out.bytes.len();
                 let room = max_bytes.saturating_sub(have);
@@ -296,21 +302,19 @@ impl Partition {
                     break 'locate;
                 }
                 let mut want = ((end - pos) as usize).min(room.max(HEADER_LEN) + READ_SLACK);
+                // Each range is read with one pread into a zeroed (calloc'd) buffer that
+                // becomes the response when it is the first; later ones are appended.
+                let mut chunk;
                 let (walked, accepted, stop) = loop {
-                    out.bytes.resize(have + want, 0);
-                    let got = read_exact_at(&file, &path, &mut out.bytes[have..], pos);
+                    chunk = vec![0u8; want];
+                    let got = read_exact_at(&file, &path, &mut chunk, pos);
                     if self.truncations.load(Ordering::SeqCst) != epoch {
-                        out.bytes.truncate(have);
                         break 'locate;
                     }
-                    if let Err(e) = got {
-                        out.bytes.truncate(have);
-                        return Err(e);
-                    }
-                    let r = walk_fetch(&out.bytes[have..], next, have == 0, room);
+                    got?;
+                    let r = walk_fetch(&chunk, next, have == 0, room);
                     if r.0 == 0 && r.1.is_none() && r.2 == Stop::EndOfChunk {
                         // The first batch is larger than what was read: read it whole.
-                        let chunk = &out.bytes[have..];
                         let total = if chunk.len() >= 12 {
                             12 + i32::from_be_bytes([chunk[8], chunk[9], chunk[10], chunk[11]])
                                 .max(0) as usize
@@ -327,11 +331,14 @@ impl Partition {
                 };
                 if let Some((from, to, last)) = accepted {
                     // Keep the accepted batches only: drop skipped leading ones and the rest.
-                    out.bytes.truncate(have + to);
-                    out.bytes.drain(have..have + from);
+                    if out.bytes.is_empty() {
+                        chunk.truncate(to);
+                        chunk.drain(..from);
+                        out.bytes = chunk;
+                    } else {
+                        out.bytes.extend_from_slice(&chunk[from..to]);
+                    }
                     next = last + 1;
-                } else {
-                    out.bytes.truncate(have);
                 }
                 match stop {
                     Stop::Full => break 'locate,

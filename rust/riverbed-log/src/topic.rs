@@ -20,7 +20,9 @@ pub struct Topic {
     config: Arc<TopicConfig>,
     partitions: Vec<Arc<Partition>>,
     sticky: StickyPartitioner,
-    deleted: AtomicBool,
+    /// Shared with the grown copies of this topic (`add_partitions`), so deleting the topic
+    /// stops every handle to it.
+    deleted: Arc<AtomicBool>,
 }
 
 /// Kafka's rule for topic names.
@@ -90,7 +92,7 @@ impl Topic {
                 config,
                 partitions,
                 sticky: StickyPartitioner::new(),
-                deleted: AtomicBool::new(false),
+                deleted: Arc::new(AtomicBool::new(false)),
             },
             damages,
         ))
@@ -98,6 +100,37 @@ impl Topic {
 
     pub fn config(&self) -> &TopicConfig {
         &self.config
+    }
+
+    /// This topic with more partitions (`config.partitions` of them): the existing partitions
+    /// are shared (never opened twice), the new ones opened from their directories.
+    pub(crate) fn grown(
+        &self,
+        config: TopicConfig,
+        fsync: FsyncPolicy,
+        notifier: &Arc<Notifier>,
+    ) -> Result<Topic> {
+        let config = Arc::new(config);
+        let mut partitions = self.partitions.clone();
+        for p in self.num_partitions()..config.partitions {
+            let (part, _) = Partition::open(
+                self.name.clone(),
+                p,
+                self.dir.join(p.to_string()),
+                config.clone(),
+                fsync,
+                notifier.clone(),
+            )?;
+            partitions.push(Arc::new(part));
+        }
+        Ok(Topic {
+            name: self.name.clone(),
+            dir: self.dir.clone(),
+            config,
+            partitions,
+            sticky: StickyPartitioner::new(),
+            deleted: self.deleted.clone(),
+        })
     }
 
     pub fn num_partitions(&self) -> u32 {

@@ -1,8 +1,9 @@
-//! Topic administration: CreateTopics, DeleteTopics, DescribeConfigs (topic settings the log
-//! has, under Kafka's names, and the broker's own) and DescribeCluster.
+//! Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs (topic
+//! settings the log has, under Kafka's names, and the broker's own) and DescribeCluster.
 
 use std::sync::Arc;
 
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -10,9 +11,9 @@ use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
-    DescribeConfigsResponse, TopicName,
+    ApiKey, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest,
+    DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -349,5 +350,71 @@ pub fn describe_cluster(
     b.host = StrBytes::from_string(broker.host());
     b.port = broker.port();
     resp.brokers = vec![b];
+    resp
+}
+
+pub fn create_partitions(
+    broker: &Arc<Broker>,
+    req: CreatePartitionsRequest,
+    _version: i16,
+) -> CreatePartitionsResponse {
+    let mut resp = CreatePartitionsResponse::default();
+    let mut any_error = false;
+    for t in req.topics {
+        let name = t.name.0.as_str().to_string();
+        let mut r = CreatePartitionsTopicResult::default();
+        r.name = t.name.clone();
+        let outcome: Result<(), (i16, String)> = (|| {
+            let topic = broker
+                .log
+                .get_topic(&name)
+                .map_err(|e| (crate::error::code_for(&e), e.to_string()))?;
+            let have = topic.num_partitions() as i32;
+            if t.count <= have {
+                return Err((
+                    ResponseError::InvalidPartitions.code(),
+                    format!(
+                        "topic '{name}' has {have} partitions; it can only grow, not to {}",
+                        t.count
+                    ),
+                ));
+            }
+            if t.assignments.as_ref().is_some_and(|a| {
+                a.iter()
+                    .any(|a| a.broker_ids.iter().any(|b| b.0 != broker.config.node_id))
+            }) {
+                return Err((
+                    ResponseError::InvalidReplicaAssignment.code(),
+                    "a single-node broker assigns every partition to itself".into(),
+                ));
+            }
+            if req.validate_only {
+                return Ok(());
+            }
+            broker
+                .log
+                .add_partitions(&name, t.count as u32)
+                .map(|_| ())
+                .map_err(|e| match e {
+                    LogError::InternalTopic(_) => (
+                        ResponseError::TopicAuthorizationFailed.code(),
+                        e.to_string(),
+                    ),
+                    LogError::InvalidArgument(_) => {
+                        (ResponseError::InvalidPartitions.code(), e.to_string())
+                    }
+                    e => (crate::error::code_for(&e), e.to_string()),
+                })
+        })();
+        if let Err((code, msg)) = outcome {
+            any_error = true;
+            r.error_code = code;
+            r.error_message = Some(StrBytes::from_string(msg));
+        }
+        resp.results.push(r);
+    }
+    if any_error {
+        broker.metrics.error(ApiKey::CreatePartitions);
+    }
     resp
 }

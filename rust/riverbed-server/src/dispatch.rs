@@ -185,6 +185,9 @@ pub fn handle(broker: &Arc<Broker>, mut frame: Bytes, peer_host: &str) -> Result
         RequestKind::DeleteTopics(r) => ready(ResponseKind::DeleteTopics(
             crate::admin::delete_topics(broker, r, version),
         )),
+        RequestKind::CreatePartitions(r) => ready(ResponseKind::CreatePartitions(
+            crate::admin::create_partitions(broker, r, version),
+        )),
         RequestKind::DescribeConfigs(r) => ready(ResponseKind::DescribeConfigs(
             crate::admin::describe_configs(broker, r, version),
         )),

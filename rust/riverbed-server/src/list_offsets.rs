@@ -25,8 +25,7 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
             let mut pr = ListOffsetsPartitionResponse::default();
             pr.partition_index = p.partition_index;
             if version >= 4 {
-                // the field exists from v4 on; a value other than -1 cannot be encoded before
-                pr.leader_epoch = 0;
+                pr.leader_epoch = 0; // a field of v4+ only
             }
             let part = topic.as_ref().ok().and_then(|topic| {
                 u32::try_from(p.partition_index)

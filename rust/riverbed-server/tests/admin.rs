@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -89,6 +91,32 @@ fn create_describe_and_delete_topics_with_the_admin_client() {
     assert_eq!(get("retention.ms").as_deref(), Some("60000"));
     assert_eq!(get("cleanup.policy").as_deref(), Some("compact"));
     assert_eq!(get("segment.bytes").as_deref(), Some("1073741824"));
+
+    let grown = rt
+        .block_on(admin.create_partitions(
+            &[
+                NewPartitions::new("orders", 6),
+                NewPartitions::new("orders-x", 2),
+            ],
+            &opts,
+        ))
+        .expect("create partitions");
+    assert_eq!(grown[0], Ok("orders".to_string()));
+    assert_eq!(
+        grown[1],
+        Err((
+            "orders-x".to_string(),
+            RDKafkaErrorCode::UnknownTopicOrPartition
+        ))
+    );
+    assert_eq!(log.get_topic("orders").expect("orders").num_partitions(), 6);
+    let shrink = rt
+        .block_on(admin.create_partitions(&[NewPartitions::new("orders", 2)], &opts))
+        .expect("create partitions");
+    assert_eq!(
+        shrink[0],
+        Err(("orders".to_string(), RDKafkaErrorCode::InvalidPartitions))
+    );
 
     let deleted = rt
         .block_on(admin.delete_topics(&["orders", "missing"], &opts))

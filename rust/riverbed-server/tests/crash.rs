@@ -135,7 +135,7 @@ fn acknowledged_records_survive_kill_9_exactly_once() {
                     }
                 }
                 i += 1;
-                if i % 50 == 0 {
+                if i.is_multiple_of(50) {
                     producer.poll(Duration::from_millis(1));
                 }
             }

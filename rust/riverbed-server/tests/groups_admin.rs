@@ -160,6 +160,26 @@ async fn list_describe_and_delete_groups() -> TestResult {
         ]
     );
     assert_eq!(h.log.groups().committed("parked", "t", 0), None);
+    // a member's commit: the group keeps its protocol type once empty
+    let commit = h
+        .coord
+        .offset_commit(
+            kafka_protocol::messages::OffsetCommitRequest::default()
+                .with_group_id(gid("live"))
+                .with_member_id(s(&a_id))
+                .with_generation_id_or_member_epoch(2)
+                .with_topics(vec![
+                    kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(kafka_protocol::messages::TopicName(s("t")))
+                        .with_partitions(vec![
+                            kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_committed_offset(1),
+                        ]),
+                ]),
+            8,
+        )
+        .await;
+    assert_eq!(commit.topics[0].partitions[0].error_code, NONE);
     let leave = kafka_protocol::messages::LeaveGroupRequest::default().with_group_id(gid("live"));
     let _ = h
         .coord
@@ -171,6 +191,14 @@ async fn list_describe_and_delete_groups() -> TestResult {
     );
     let r = h.coord.delete_groups(del(&["live"]), 0).await;
     assert_eq!(r.results[0].error_code, NONE);
+    assert_eq!(h.log.groups().committed("live", "t", 0), None);
+    assert!(h.coord.list_groups(list(&[]), 4).groups.is_empty());
+    // a refused first join leaves no group behind
+    let bad = join_req("refused", "", 10_000, 5_000, &[]);
+    assert_eq!(
+        h.coord.join_group(bad, 5, &client("c")).await.error_code,
+        INCONSISTENT_GROUP_PROTOCOL
+    );
     assert!(h.coord.list_groups(list(&[]), 4).groups.is_empty());
     Ok(())
 }

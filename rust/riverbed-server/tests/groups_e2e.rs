@@ -182,19 +182,31 @@ fn three_consumer_processes_split_rebalance_and_read_everything_once() -> TestRe
     )?;
     let bootstrap = server.bootstrap().to_string();
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let mut total = produce(&log, 0, 100)?;
-
     let mut procs = Vec::new();
     for name in ["c0", "c1", "c2"] {
         procs.push(spawn_consumer(name, &bootstrap, dir.path(), &seen)?);
     }
-    // three members: two partitions each
+    // three members: two partitions each; then each reads its own two
     wait_for(&seen, "a 3-way split", Duration::from_secs(60), |s| {
         split_among(s, &["c0", "c1", "c2"], 2)
     })?;
+    let mut total = produce(&log, 0, 100)?;
     wait_for(&seen, "round 0 read", Duration::from_secs(60), |s| {
         s.records.len() >= total
     })?;
+    {
+        let s = seen.lock().map_err(|_| "lock")?;
+        for name in ["c0", "c1", "c2"] {
+            let read: BTreeSet<i32> = s
+                .records
+                .iter()
+                .filter(|(who, _, _)| who == name)
+                .map(|(_, p, _)| *p)
+                .collect();
+            let owned: BTreeSet<i32> = s.assignment[name].iter().copied().collect();
+            assert_eq!(read, owned, "{name} read partitions it was not assigned");
+        }
+    }
 
     // c2 leaves cleanly: LeaveGroup, so the others take over well before a session timeout
     std::fs::write(&procs[2].stop_file, b"")?;

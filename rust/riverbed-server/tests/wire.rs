@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse, ProduceRequest,
     ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
+use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
 use riverbed_log::batch::BatchWriter;
@@ -375,4 +377,214 @@ fn a_long_poll_is_woken_by_an_append() {
         waited < Duration::from_secs(5),
         "not woken by the append: {waited:?}"
     );
+}
+
+fn fetch_req(topic: &str, offset: i64, partition_max: i32) -> FetchRequest {
+    let mut fp = FetchPartition::default();
+    fp.partition = 0;
+    fp.fetch_offset = offset;
+    fp.partition_max_bytes = partition_max;
+    let mut ft = FetchTopic::default();
+    ft.topic = TopicName(StrBytes::from_string(topic.to_string()));
+    ft.partitions = vec![fp];
+    let mut req = FetchRequest::default();
+    req.max_wait_ms = 0;
+    req.min_bytes = 0;
+    req.max_bytes = 50 << 20;
+    req.topics = vec![ft];
+    req
+}
+
+/// (error code, base offsets of the batches served, high watermark).
+fn fetch(s: &mut TcpStream, corr: i32, req: &FetchRequest) -> (i16, Vec<i64>, i64) {
+    let r: FetchResponse = call(s, ApiKey::Fetch, 11, corr, req);
+    let p = &r.responses[0].partitions[0];
+    let mut bases = Vec::new();
+    let bytes = p.records.clone().unwrap_or_default();
+    let mut pos = 0;
+    while pos + 12 <= bytes.len() {
+        bases.push(i64::from_be_bytes(
+            bytes[pos..pos + 8].try_into().expect("8"),
+        ));
+        pos += 12 + i32::from_be_bytes(bytes[pos + 8..pos + 12].try_into().expect("4")) as usize;
+    }
+    assert_eq!(pos, bytes.len(), "whole batches only");
+    (p.error_code, bases, p.high_watermark)
+}
+
+#[test]
+fn fetch_serves_whole_batches_by_size_and_skips_quarantined_ranges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let batch_len;
+    {
+        let log = Log::open(dir.path(), LogOptions::default()).expect("log");
+        let t = log.topic("q", &TopicOptions::default()).expect("topic");
+        for i in 0..30 {
+            // One record per produce call: one batch per offset, all of one size.
+            t.produce(
+                Some(b"k"),
+                Some(format!("value-{i:03}").as_bytes()),
+                i,
+                &[],
+                Some(0),
+            )
+            .expect("produce");
+        }
+        batch_len = (t.partition(0).expect("p").size_bytes() / 30) as usize;
+        log.close().expect("close");
+    }
+    // Damage the batch of offset 10 (one byte of its value): valid batches follow, so recovery
+    // quarantines offsets 10..11 and keeps the rest.
+    let seg = dir.path().join("q/0/00000000000000000000.log");
+    let mut bytes = std::fs::read(&seg).expect("segment");
+    bytes[10 * batch_len + batch_len - 3] ^= 0xff;
+    std::fs::write(&seg, &bytes).expect("write");
+    let log = Log::open(dir.path(), LogOptions::default()).expect("reopen");
+    assert!(
+        log.open_report()
+            .iter()
+            .any(|d| d.offsets == Some((10, 11))),
+        "{:?}",
+        log.open_report()
+    );
+    let server = serve(&log);
+    let mut s = connect(&server);
+    // The first batch is served whole even over the limit; then whole batches that fit.
+    assert_eq!(fetch(&mut s, 1, &fetch_req("q", 0, 10)), (0, vec![0], 30));
+    assert_eq!(
+        fetch(&mut s, 2, &fetch_req("q", 3, (2 * batch_len) as i32)),
+        (0, vec![3, 4], 30)
+    );
+    // Up to the quarantined range, then past it; the skip is counted.
+    let (code, bases, _) = fetch(&mut s, 3, &fetch_req("q", 5, 1 << 20));
+    assert_eq!((code, bases), (0, (5..10).collect::<Vec<i64>>()));
+    let (code, bases, _) = fetch(&mut s, 4, &fetch_req("q", 10, 1 << 20));
+    assert_eq!((code, bases), (0, (11..30).collect::<Vec<i64>>()));
+    assert!(server
+        .metrics()
+        .contains("riverbed_fetch_gaps_skipped_total 1"));
+    // Past the end: OFFSET_OUT_OF_RANGE; at the end: nothing, no error.
+    assert_eq!(
+        fetch(&mut s, 5, &fetch_req("q", 31, 1 << 20)).0,
+        ResponseError::OffsetOutOfRange.code()
+    );
+    assert_eq!(
+        fetch(&mut s, 6, &fetch_req("q", 30, 1 << 20)),
+        (0, vec![], 30)
+    );
+}
+
+#[test]
+fn metadata_lists_user_topics_and_internal_ones_only_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Log::open(dir.path(), LogOptions::default()).expect("log");
+    log.topic("visible", &TopicOptions::default())
+        .expect("topic");
+    assert!(log.get_topic("__consumer_offsets").is_ok());
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        auto_create_topics: false,
+        ..ServerConfig::default()
+    };
+    let server = Server::start(log.clone(), config).expect("start");
+    let mut s = connect(&server);
+    let mut every = MetadataRequest::default();
+    every.topics = None; // v1+: null asks for every topic
+    let all: MetadataResponse = call(&mut s, ApiKey::Metadata, 9, 1, &every);
+    let names: Vec<String> = all
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+        .collect();
+    assert_eq!(names, vec!["visible".to_string()]);
+    let mut req = MetadataRequest::default();
+    req.topics = Some(
+        ["__consumer_offsets", "absent"]
+            .into_iter()
+            .map(|n| {
+                let mut t = MetadataRequestTopic::default();
+                t.name = Some(TopicName(StrBytes::from_static_str(n)));
+                t
+            })
+            .collect(),
+    );
+    req.allow_auto_topic_creation = true;
+    let named: MetadataResponse = call(&mut s, ApiKey::Metadata, 9, 2, &req);
+    assert_eq!(named.topics[0].error_code, 0);
+    assert!(named.topics[0].is_internal);
+    assert_eq!(
+        named.topics[1].error_code,
+        ResponseError::UnknownTopicOrPartition.code(),
+        "auto.create.topics.enable=false"
+    );
+    assert!(log.get_topic("absent").is_err());
+}
+
+#[test]
+fn metrics_are_served_over_http() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Log::open(dir.path(), LogOptions::default()).expect("log");
+    log.topic("m", &TopicOptions::default()).expect("topic");
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        metrics_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        ..ServerConfig::default()
+    };
+    let server = Server::start(log.clone(), config).expect("start");
+    let mut s = connect(&server);
+    api_versions_works(&mut s);
+    assert_eq!(
+        produce(
+            &mut s,
+            2,
+            &produce_req("m", 0, idem_batch(-1, -1, -1, 4, "x"), -1)
+        ),
+        (0, 0)
+    );
+    let mut http =
+        TcpStream::connect(server.metrics_addr().expect("metrics addr")).expect("connect");
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let mut text = String::new();
+    http.read_to_string(&mut text).expect("read");
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(
+        text.contains("riverbed_requests_total{api=\"ApiVersions\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("riverbed_requests_total{api=\"Produce\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("riverbed_partition_end_offset{topic=\"m\",partition=\"0\"} 4"),
+        "{text}"
+    );
+    assert!(text.contains("riverbed_connections_open 1"), "{text}");
+}
+
+#[test]
+fn a_huge_array_length_closes_the_connection_without_a_huge_allocation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Log::open(dir.path(), LogOptions::default()).expect("log");
+    let server = serve(&log);
+    let mut good = connect(&server);
+    // Metadata v1: header (key 3, version 1, correlation 1, client id "x"), then a topic
+    // array claiming i32::MAX entries in a 4-byte body. Decoding it as is would reserve
+    // tens of GiB up front, and a failed allocation aborts the whole process.
+    let mut bad = connect(&server);
+    let body: Vec<u8> = [
+        &3i16.to_be_bytes()[..],
+        &1i16.to_be_bytes(),
+        &1i32.to_be_bytes(),
+        &1i16.to_be_bytes(),
+        b"x",
+        &i32::MAX.to_be_bytes(),
+    ]
+    .concat();
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    bad.write_all(&frame).expect("write");
+    assert!(closed(&mut bad));
+    api_versions_works(&mut good);
 }

@@ -31,21 +31,20 @@ impl Coordinator {
             .into_iter()
             .map(|g| (g, (String::new(), GroupState::Empty.name())))
             .collect();
-        for g in store.live_groups() {
-            out.insert(g, ("consumer".into(), GroupState::Stable.name()));
-        }
         for (name, g) in self.groups.lock().iter() {
-            if g.state == GroupState::Dead {
-                continue;
+            if g.state != GroupState::Dead {
+                let protocol_type = g.protocol_type.clone().unwrap_or_default();
+                out.insert(name.clone(), (protocol_type, g.state.name()));
             }
-            // An Empty in-process view loses to what the log knows (offsets / embedded members).
-            if g.state == GroupState::Empty && out.contains_key(name) {
-                continue;
+        }
+        // In-process members make a group live unless Kafka clients are members of it too.
+        for g in store.live_groups() {
+            let kafka_members = out
+                .get(&g)
+                .is_some_and(|(_, state)| *state != GroupState::Empty.name());
+            if !kafka_members {
+                out.insert(g, ("consumer".into(), GroupState::Stable.name()));
             }
-            out.insert(
-                name.clone(),
-                (g.protocol_type.clone().unwrap_or_default(), g.state.name()),
-            );
         }
         out
     }

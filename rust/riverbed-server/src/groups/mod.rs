@@ -212,7 +212,16 @@ impl Coordinator {
             };
             let delay = ms(self.config.group_initial_rebalance_delay_ms);
             let outcome = group.join(params, self.ids.next(&prefix), Instant::now(), delay);
-            (outcome, self.wait_bound(group))
+            let bound = self.wait_bound(group);
+            // A refused first join leaves no empty group behind.
+            if group.state == GroupState::Empty
+                && group.members.is_empty()
+                && group.pending.is_empty()
+                && group.protocol_type.is_none()
+            {
+                groups.remove(&group_id);
+            }
+            (outcome, bound)
         };
         self.wake.notify_one();
         match outcome {
