@@ -4,6 +4,12 @@
 //! Settings: num.partitions, auto.create.topics.enable, message.max.bytes, metrics.listen,
 //! fsync (batch | never | interval:<ms>).
 
+/// kafka-protocol 0.18 reserves an array's declared length before reading its elements; with
+/// mimalloc (as in the Python extension that hosts the broker) a reservation beyond memory is
+/// address space only, and the decode then fails cleanly. See `riverbed_server::server`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{BufRead, Write};
 use std::time::Duration;
 

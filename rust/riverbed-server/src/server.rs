@@ -42,6 +42,7 @@ impl Server {
     /// until [`Server::stop`].
     pub fn start(log: Log, config: ServerConfig) -> Result<Server, ServerError> {
         crate::security::check_config(&config).map_err(|e| ServerError::Other(e.to_string()))?;
+        warn_if_strict_overcommit();
         let users = config
             .sasl_users
             .as_deref()
@@ -200,4 +201,22 @@ async fn accept_loop(
     drop(listener);
     while connections.join_next().await.is_some() {}
     let _ = drained.send(());
+}
+
+/// kafka-protocol 0.18 reserves `Vec::with_capacity(n)` for an array length read off the wire
+/// before reading any element (upstream fixes are proposed, not released), so a 14-byte request
+/// can ask for ~150 GB. Under mimalloc, the allocator of the Python extension (and of our test
+/// and example binaries), a reservation beyond memory is only address space when the kernel
+/// overcommits (`vm.overcommit_memory` 0 or 1, Linux's default): the decode then fails at the
+/// end of the frame and the connection is closed. With strict accounting (2) the reservation
+/// fails and the process aborts; say so at start.
+fn warn_if_strict_overcommit() {
+    if std::fs::read_to_string("/proc/sys/vm/overcommit_memory").is_ok_and(|m| m.trim() == "2") {
+        eprintln!(
+            "riverbed serve: warning: vm.overcommit_memory is 2 (strict): a crafted request can \
+             make the broker's protocol decoder (kafka-protocol 0.18) reserve more memory than \
+             the kernel grants, which aborts the process; serve only trusted clients, or set \
+             vm.overcommit_memory to 0"
+        );
+    }
 }

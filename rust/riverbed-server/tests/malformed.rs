@@ -2,6 +2,12 @@
 //! valid requests (and arbitrary bytes) are decoded, dispatched and answered, or refused with a
 //! reason, and never panic. Each case runs the whole handler, produce and fetch included.
 
+/// kafka-protocol 0.18 reserves an array's declared length before reading its elements; with
+/// mimalloc (as in the Python extension that hosts the broker) a reservation beyond memory is
+/// address space only, and the decode then fails cleanly. See `riverbed_server::server`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -106,6 +112,7 @@ fn harness() -> Harness {
         log,
         config,
         metrics: Metrics::default(),
+        users: None,
         shutdown,
     });
     let rt = tokio::runtime::Builder::new_current_thread()
