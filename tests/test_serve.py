@@ -277,7 +277,16 @@ def test_four_clients_and_the_log_read_what_each_other_wrote(rb_broker: rb.Serve
 
     # the groups' commits are visible to the log's own group consumer (one store)
     committed = rb_broker.log.topic(topic).consumer(group="confluent-reader").committed()
-    assert committed == {p: sum(1 for recs in wanted.values() for r in recs if r[0] == p) for p in range(PARTITIONS)}
+    ends = {p: sum(1 for recs in wanted.values() for r in recs if r[0] == p) for p in range(PARTITIONS)}
+    assert committed == ends
+
+    # metrics: per-partition end offsets, and lag per group (0: each group read everything)
+    rb_broker.log.topic(topic).produce(b'{"client": "late", "i": 0}', partition=0)
+    metrics = rb_broker.metrics()
+    assert f'riverbed_partition_end_offset{{topic="{topic}",partition="0"}} {ends[0] + 1}' in metrics
+    assert f'riverbed_consumer_group_lag{{group="confluent-reader",topic="{topic}",partition="0"}} 1' in metrics
+    assert f'riverbed_consumer_group_lag{{group="confluent-reader",topic="{topic}",partition="1"}} 0' in metrics
+    assert 'riverbed_requests_total{api="Produce"}' in metrics
 
 
 @pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
@@ -317,6 +326,20 @@ def test_auto_created_topic_and_admin_client(rb_broker: rb.Server) -> None:
     # a producer to a topic nobody created: auto-created with num.partitions (1)
     produce_kafka_python(rb_broker.bootstrap, "auto-made", [(0, b"k", b'{"client": "x", "i": 0}', (), TS0)])
     assert rb_broker.log.topic("auto-made").read().num_rows == 1
+
+
+def test_metrics_over_http(tmp_path: Path) -> None:
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with rb.serve(tmp_path / "log", "127.0.0.1:0", fsync="never", metrics_listen=f"127.0.0.1:{port}") as server:
+        produce_confluent(server.bootstrap, "m", expected("confluent")[:9], **{"linger.ms": 0})
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT).read().decode()
+        assert "# TYPE riverbed_requests_total counter" in text
+        assert 'riverbed_partition_end_offset{topic="m",partition="0"} 3' in text
+        assert "riverbed_records_produced_total 9" in text
 
 
 def test_serve_arguments_are_checked(tmp_path: Path) -> None:

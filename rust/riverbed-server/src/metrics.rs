@@ -181,7 +181,48 @@ pub fn render(broker: &Broker) -> String {
             );
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP riverbed_consumer_group_committed_offset A group's committed offset, by group, topic and partition.\n# TYPE riverbed_consumer_group_committed_offset gauge"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP riverbed_consumer_group_lag Records after a group's committed offset (end offset minus committed), by group, topic and partition.\n# TYPE riverbed_consumer_group_lag gauge"
+    );
+    for c in broker.coordinator.committed_offsets() {
+        let Some(end) = broker
+            .log
+            .get_topic(&c.topic)
+            .ok()
+            .and_then(|t| t.partition(c.partition).ok().map(|p| p.offsets().1))
+        else {
+            continue; // the topic or partition is gone
+        };
+        let labels = format!(
+            "group=\"{}\",topic=\"{}\",partition=\"{}\"",
+            label_value(&c.group),
+            label_value(&c.topic),
+            c.partition
+        );
+        let _ = writeln!(
+            out,
+            "riverbed_consumer_group_committed_offset{{{labels}}} {}",
+            c.offset
+        );
+        let _ = writeln!(
+            out,
+            "riverbed_consumer_group_lag{{{labels}}} {}",
+            (end - c.offset).max(0)
+        );
+    }
     out
+}
+
+/// A label value escaped as Prometheus' text format wants (backslash, quote, newline).
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Serve `render(broker)` to every HTTP request on `listener` until the server stops.
