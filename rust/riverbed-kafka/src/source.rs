@@ -450,6 +450,9 @@ impl Source for KafkaSource {
     fn positions(&self) -> Option<Vec<i64>> {
         Some(self.positions.clone())
     }
+    fn carries_watermarks(&self) -> bool {
+        self.marks.is_some()
+    }
     fn caught_up(&self, partition: usize) -> bool {
         let pending = self
             .ready

@@ -1321,6 +1321,9 @@ impl Pipeline {
                 u.lateness,
                 Duration::from_millis(u.idle_timeout as u64),
             );
+            if srcs[k].1.carries_watermarks() {
+                tracker.carries_watermarks(k);
+            }
             if let Some(s) = start {
                 for (p, t) in s.max_ts.iter().enumerate() {
                     tracker.observe(k, p, *t);

@@ -43,6 +43,13 @@ pub trait Source: Send {
     fn caught_up(&self, _partition: usize) -> bool {
         true
     }
+    /// Whether the source reports its partitions' watermarks itself (`Polled::Watermark`: a
+    /// repartition topic carries its writers'). Its records are then never judged by their
+    /// partition's stream time: a repartition partition interleaves several writers, and a
+    /// record of a slower writer is not late for being read after a faster one's.
+    fn carries_watermarks(&self) -> bool {
+        false
+    }
     /// Block up to `timeout` for new data (follow mode).
     fn wait(&mut self, timeout: Duration) {
         std::thread::sleep(timeout.min(Duration::from_millis(20)));

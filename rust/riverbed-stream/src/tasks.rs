@@ -236,6 +236,9 @@ impl GroupRun<'_> {
         )?;
         let mut tracker = WatermarkTracker::new();
         tracker.add_source(1, self.lateness, self.idle_timeout);
+        if self.src.carries_watermarks() {
+            tracker.carries_watermarks(0);
+        }
         let task = |g, tracker, store, seq| Task {
             g,
             tracker,

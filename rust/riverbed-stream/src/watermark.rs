@@ -90,6 +90,9 @@ struct Part {
     reported: Option<i64>,
     /// Every writer of the partition reported its input idle: the partition is idle too.
     writers_idle: bool,
+    /// The source reports watermarks (see `Source::carries_watermarks`): no per-record stream
+    /// time, also before its first report.
+    carries_watermarks: bool,
     /// When a record last arrived.
     last_active: Instant,
     done: bool,
@@ -141,6 +144,7 @@ impl WatermarkTracker {
                     max_ts: None,
                     reported: None,
                     writers_idle: false,
+                    carries_watermarks: false,
                     last_active: now,
                     done: false,
                     lateness,
@@ -149,6 +153,16 @@ impl WatermarkTracker {
                 .collect(),
         );
         self.current.push(i64::MIN);
+    }
+
+    /// Source `source` reports its partitions' watermarks (a repartition topic): its records
+    /// get no per-record stream time (see `Source::carries_watermarks`).
+    pub fn carries_watermarks(&mut self, source: usize) {
+        if let Some(parts) = self.parts.get_mut(source) {
+            for p in parts {
+                p.carries_watermarks = true;
+            }
+        }
     }
 
     fn part(&self, source: usize, partition: usize) -> Option<&Part> {
@@ -166,7 +180,7 @@ impl WatermarkTracker {
     /// source reports the partition's watermark itself (its records come from many writers).
     pub fn stream_times(&self, source: usize, partition: usize, ts: &[i64]) -> Option<Vec<i64>> {
         let p = self.part(source, partition)?;
-        if p.reported.is_some() {
+        if p.reported.is_some() || p.carries_watermarks {
             return None;
         }
         let mut max = p.max_ts.unwrap_or(i64::MIN);
@@ -391,6 +405,10 @@ mod tests {
         assert_eq!(t.stream_times(0, 1, &[10]), Some(vec![i64::MIN]));
         t.report(0, 1, 5, false);
         assert_eq!(t.stream_times(0, 1, &[10]), None);
+        // a source that carries its writers' watermarks: none before its first report either
+        t.add_source(1, 10, Duration::from_secs(60));
+        t.carries_watermarks(1);
+        assert_eq!(t.stream_times(1, 0, &[100, 50]), None);
     }
 
     #[test]
