@@ -129,7 +129,11 @@ fn bad_frames_close_only_their_connection() {
     // Garbage, 2 GiB, negative, truncated, unknown key: five closed, each counted once.
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut m = server.metrics();
-    while !m.contains("riverbed_connections_rejected_total 5") && Instant::now() < deadline {
+    let settled = |m: &str| {
+        m.contains("riverbed_connections_rejected_total 5")
+            && m.contains("riverbed_connections_open 1\n")
+    };
+    while !settled(&m) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
         m = server.metrics();
     }
