@@ -214,6 +214,12 @@ pub fn handle(broker: &Arc<Broker>, mut frame: Bytes, peer_host: &str) -> Result
         RequestKind::CreatePartitions(r) => ready(ResponseKind::CreatePartitions(
             crate::admin::create_partitions(broker, r, version),
         )),
+        RequestKind::AlterConfigs(r) => ready(ResponseKind::AlterConfigs(
+            crate::admin::alter_configs(broker, r, version),
+        )),
+        RequestKind::IncrementalAlterConfigs(r) => ready(ResponseKind::IncrementalAlterConfigs(
+            crate::admin::incremental_alter_configs(broker, r, version),
+        )),
         RequestKind::DescribeConfigs(r) => ready(ResponseKind::DescribeConfigs(
             crate::admin::describe_configs(broker, r, version),
         )),

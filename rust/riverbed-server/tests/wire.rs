@@ -592,3 +592,61 @@ fn a_huge_array_length_closes_the_connection_without_a_huge_allocation() {
     assert!(closed(&mut bad));
     api_versions_works(&mut good);
 }
+
+#[test]
+fn incremental_alter_configs_sets_and_deletes_topic_settings() {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::{
+        IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Log::open(dir.path(), LogOptions::default()).expect("log");
+    log.topic(
+        "c",
+        &TopicOptions {
+            retention_bytes: Some(Some(1 << 20)),
+            ..Default::default()
+        },
+    )
+    .expect("topic");
+    let server = serve(&log);
+    let mut s = connect(&server);
+    let cfg = |name: &'static str, op: i8, value: Option<&'static str>| {
+        let mut c = AlterableConfig::default();
+        c.name = StrBytes::from_static_str(name);
+        c.config_operation = op;
+        c.value = value.map(StrBytes::from_static_str);
+        c
+    };
+    let mut res = AlterConfigsResource::default();
+    res.resource_type = 2;
+    res.resource_name = StrBytes::from_static_str("c");
+    res.configs = vec![
+        cfg("retention.ms", 0, Some("3600000")),
+        cfg("retention.bytes", 1, None),
+        cfg("segment.bytes", 0, Some("65536")),
+    ];
+    let mut bad = AlterConfigsResource::default();
+    bad.resource_type = 2;
+    bad.resource_name = StrBytes::from_static_str("c");
+    bad.configs = vec![cfg("flush.ms", 0, Some("1"))];
+    let mut req = IncrementalAlterConfigsRequest::default();
+    req.resources = vec![res, bad];
+    let r: IncrementalAlterConfigsResponse =
+        call(&mut s, ApiKey::IncrementalAlterConfigs, 1, 1, &req);
+    assert_eq!(r.responses[0].error_code, 0);
+    assert_eq!(
+        r.responses[1].error_code,
+        ResponseError::InvalidConfig.code()
+    );
+    let c = log.get_topic("c").expect("c");
+    assert_eq!(c.config().retention_ms, Some(3_600_000));
+    assert_eq!(
+        c.config().retention_bytes,
+        None,
+        "DELETE restores the default"
+    );
+    assert_eq!(c.config().segment_bytes, 65_536);
+}

@@ -1,3 +1,5 @@
+// riverbed patch: a path dependency is linted like our own code; this copy is upstream's.
+#![allow(warnings)]
 //! Implementation of [the Kafka wire protocol](https://kafka.apache.org/protocol.html) in Rust.
 //!
 //! This library follows the approach of the Kafka project and generates the protocol through
