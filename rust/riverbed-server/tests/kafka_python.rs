@@ -106,9 +106,14 @@ fn kafka_python_produces_and_consumes() {
     // What kafka-python wrote (gzip batches, stored as sent) is what the log holds.
     let p0 = from_py.partition(0).expect("p0");
     let headers = p0.tail_batch_headers(1 << 30).expect("headers");
-    assert!(headers
-        .iter()
-        .all(|h| h.compression() == 1 && h.producer_id >= 0));
+    // (kafka-python leaves a batch uncompressed when gzip would not make it smaller.)
+    assert!(
+        headers.iter().any(|h| h.compression() == 1)
+            && headers
+                .iter()
+                .all(|h| h.compression() <= 1 && h.producer_id >= 0),
+        "{headers:?}"
+    );
     // Uncompressed batches from kafka-python read record by record through the log.
     let mut rows = Rows(Vec::new());
     log.get_topic("plain")
