@@ -650,3 +650,53 @@ fn incremental_alter_configs_sets_and_deletes_topic_settings() {
     );
     assert_eq!(c.config().segment_bytes, 65_536);
 }
+
+#[test]
+fn producer_ids_are_handed_out_and_transactions_refused_as_kafka_refuses_them() {
+    use kafka_protocol::messages::{
+        InitProducerIdRequest, InitProducerIdResponse, ProducerId, TransactionalId,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Log::open(dir.path(), LogOptions::default()).expect("log");
+    let server = serve(&log);
+    let mut s = connect(&server);
+    let mut plain = InitProducerIdRequest::default();
+    plain.producer_id = ProducerId(-1);
+    plain.producer_epoch = -1;
+    let a: InitProducerIdResponse = call(&mut s, ApiKey::InitProducerId, 4, 1, &plain);
+    let b: InitProducerIdResponse = call(&mut s, ApiKey::InitProducerId, 4, 2, &plain);
+    assert_eq!((a.error_code, a.producer_epoch), (0, 0));
+    assert!(
+        b.producer_id.0 > a.producer_id.0,
+        "ids are never handed out twice"
+    );
+    // KIP-360: a producer that knows its id gets the next epoch.
+    let mut bump = plain.clone();
+    bump.producer_id = a.producer_id;
+    bump.producer_epoch = 0;
+    let c: InitProducerIdResponse = call(&mut s, ApiKey::InitProducerId, 4, 3, &bump);
+    assert_eq!((c.producer_id, c.producer_epoch), (a.producer_id, 1));
+    let mut txn = plain.clone();
+    txn.transactional_id = Some(TransactionalId(StrBytes::from_static_str("tx-1")));
+    let t: InitProducerIdResponse = call(&mut s, ApiKey::InitProducerId, 4, 4, &txn);
+    assert_eq!(
+        t.error_code,
+        ResponseError::TransactionalIdAuthorizationFailed.code()
+    );
+    // A transactional produce is refused per partition, nothing written.
+    log.topic("t", &TopicOptions::default()).expect("topic");
+    let mut req = produce_req("t", 0, idem_batch(a.producer_id.0, 0, 0, 1, "x"), -1);
+    req.transactional_id = Some(TransactionalId(StrBytes::from_static_str("tx-1")));
+    assert_eq!(
+        produce(&mut s, 5, &req).0,
+        ResponseError::TransactionalIdAuthorizationFailed.code()
+    );
+    assert_eq!(
+        log.get_topic("t")
+            .expect("t")
+            .partition(0)
+            .expect("p")
+            .offsets(),
+        (0, 0)
+    );
+}
