@@ -611,6 +611,63 @@ impl Log {
         Ok(grown)
     }
 
+    /// Change a topic's settings (Kafka's AlterConfigs / IncrementalAlterConfigs): `options`
+    /// over the stored config (the partition count is not a setting: see `add_partitions`).
+    /// `topic.json` is rewritten atomically, then every partition uses the new settings
+    /// (retention and compaction at the next cleanup, segment settings at the next roll).
+    /// A compacted topic can't go back to `delete`: its segments have offset holes that only
+    /// a compacted topic may have. With `validate_only`, everything is checked and nothing
+    /// changed.
+    pub fn alter_topic_config(
+        &self,
+        name: &str,
+        options: &TopicOptions,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>> {
+        self.check_open()?;
+        if is_internal_topic(name) {
+            return Err(LogError::InternalTopic(name.to_string()));
+        }
+        let mut topics = self.inner.topics.write();
+        let old = topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LogError::TopicNotFound(name.to_string()))?;
+        let stored = old.config();
+        if options.partitions.is_some_and(|p| p != stored.partitions) {
+            return Err(LogError::InvalidArgument(
+                "the partition count is not a topic setting: add partitions instead".into(),
+            ));
+        }
+        let config = TopicConfig {
+            partitions: stored.partitions,
+            retention_ms: options.retention_ms.unwrap_or(stored.retention_ms),
+            retention_bytes: options.retention_bytes.unwrap_or(stored.retention_bytes),
+            segment_bytes: options.segment_bytes.unwrap_or(stored.segment_bytes),
+            segment_ms: options.segment_ms.unwrap_or(stored.segment_ms),
+            cleanup: options.cleanup.unwrap_or(stored.cleanup),
+            delete_retention_ms: options
+                .delete_retention_ms
+                .unwrap_or(stored.delete_retention_ms),
+        };
+        if stored.cleanup == crate::config::Cleanup::Compact
+            && config.cleanup == crate::config::Cleanup::Delete
+        {
+            return Err(LogError::InvalidArgument(format!(
+                "topic '{name}' is compacted: its segments may have offset holes, so it can't \
+                 become cleanup=delete (copy it to a new topic instead)"
+            )));
+        }
+        config.validate(name)?;
+        if validate_only {
+            return Ok(old);
+        }
+        config.store(&old.dir.join("topic.json"))?;
+        let changed = Arc::new(old.reconfigured(config));
+        topics.insert(name.to_string(), changed.clone());
+        Ok(changed)
+    }
+
     pub(crate) fn all_topics(&self) -> Vec<Arc<Topic>> {
         self.inner.topics.read().values().cloned().collect()
     }

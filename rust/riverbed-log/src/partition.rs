@@ -68,7 +68,8 @@ pub struct Partition {
     pub topic: Arc<str>,
     pub id: u32,
     pub dir: PathBuf,
-    pub(crate) config: Arc<TopicConfig>,
+    /// Swapped whole by `Log::alter_topic_config`; read per use.
+    config: RwLock<Arc<TopicConfig>>,
     fsync: FsyncPolicy,
     pub(crate) writer: Mutex<()>,
     /// Held by retention, compaction and truncation of this partition, so they never interleave
@@ -511,7 +512,7 @@ impl Partition {
             topic,
             id,
             dir,
-            config,
+            config: RwLock::new(config),
             fsync,
             writer: Mutex::new(()),
             maintenance: Mutex::new(()),
@@ -561,7 +562,7 @@ impl Partition {
                 .collect()
         };
         for (base, file, path, size, next_offset, active, bad) in segs {
-            let contiguous = self.config.cleanup == crate::config::Cleanup::Delete;
+            let contiguous = self.config().cleanup == crate::config::Cleanup::Delete;
             let scan = crate::segment::scan_upto(&file, &path, base, size, contiguous)?;
             if scan.bad.iter().any(|b| !bad.contains(&(b.position, b.len))) {
                 self.discover_damage(base, &file)?;
@@ -612,8 +613,13 @@ impl Partition {
         self.found.lock().clone()
     }
 
-    pub fn config(&self) -> &TopicConfig {
-        &self.config
+    pub fn config(&self) -> Arc<TopicConfig> {
+        self.config.read().clone()
+    }
+
+    /// Replace the settings (same partition count); used by `Log::alter_topic_config`.
+    pub(crate) fn set_config(&self, config: Arc<TopicConfig>) {
+        *self.config.write() = config;
     }
 
     /// The log-wide append signal (to wait for new records).
@@ -686,7 +692,8 @@ impl Partition {
     /// Write encoded batches to the active segment, rolling first whenever the next batch would
     /// not fit or the segment is too old; publish each run under the state lock.
     pub(crate) fn write_batches(&self, buf: &[u8], batches: &[EncodedBatch]) -> Result<()> {
-        let seg_bytes = self.config.segment_bytes;
+        let config = self.config();
+        let seg_bytes = config.segment_bytes;
         let mut i = 0;
         while i < batches.len() {
             let (file, path, start_size, created) = {
@@ -695,8 +702,7 @@ impl Partition {
                 (a.file.clone(), a.log_path.clone(), a.size, a.created_ms)
             };
             let first_len = batches[i].range.len() as u64;
-            let too_old = self
-                .config
+            let too_old = config
                 .segment_ms
                 .is_some_and(|ms| crate::fsutil::now_ms() - created >= ms);
             if start_size > 0 && (start_size + first_len > seg_bytes || too_old) {
@@ -1168,7 +1174,7 @@ impl Partition {
                 None => return Ok(true), // replaced meanwhile (compaction, truncation): retry
             }
         };
-        let contiguous = self.config.cleanup == crate::config::Cleanup::Delete;
+        let contiguous = self.config().cleanup == crate::config::Cleanup::Delete;
         let scan = crate::segment::scan_upto(file, &path, base, size, contiguous)?;
         let name = path
             .file_name()

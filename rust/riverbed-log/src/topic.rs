@@ -102,6 +102,22 @@ impl Topic {
         &self.config
     }
 
+    /// This topic with other settings (same partitions, each given the new settings).
+    pub(crate) fn reconfigured(&self, config: TopicConfig) -> Topic {
+        let config = Arc::new(config);
+        for p in &self.partitions {
+            p.set_config(config.clone());
+        }
+        Topic {
+            name: self.name.clone(),
+            dir: self.dir.clone(),
+            config,
+            partitions: self.partitions.clone(),
+            sticky: StickyPartitioner::new(),
+            deleted: self.deleted.clone(),
+        }
+    }
+
     /// This topic with more partitions (`config.partitions` of them): the existing partitions
     /// are shared (never opened twice), the new ones opened from their directories.
     pub(crate) fn grown(

@@ -1,5 +1,6 @@
 //! Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs (topic
-//! settings the log has, under Kafka's names, and the broker's own) and DescribeCluster.
+//! settings the log has, under Kafka's names, and the broker's own), AlterConfigs and
+//! IncrementalAlterConfigs (those topic settings) and DescribeCluster.
 
 use std::sync::Arc;
 
@@ -9,6 +10,10 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::{
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
+    AlterConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::messages::{
     ApiKey, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
@@ -415,6 +420,143 @@ pub fn create_partitions(
     }
     if any_error {
         broker.metrics.error(ApiKey::CreatePartitions);
+    }
+    resp
+}
+
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+
+/// The value `name` has in a default topic config (what "delete this setting" restores).
+fn default_value(name: &str) -> Option<String> {
+    topic_settings(&TopicConfig::default())
+        .into_iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, _, v)| v)
+}
+
+/// Apply `options` to topic `name` (or only check them, with `validate_only`): the error code
+/// and message of a refusal.
+fn apply_topic_options(
+    broker: &Broker,
+    resource_type: i8,
+    name: &str,
+    options: Result<TopicOptions, String>,
+    validate_only: bool,
+) -> Result<(), (i16, String)> {
+    if resource_type != RESOURCE_TOPIC {
+        return Err((
+            ResponseError::InvalidRequest.code(),
+            format!(
+                "config resource type {resource_type} can't be altered (topics can; the \
+                 broker's settings are given at start)"
+            ),
+        ));
+    }
+    let options = options.map_err(|e| (ResponseError::InvalidConfig.code(), e))?;
+    broker
+        .log
+        .alter_topic_config(name, &options, validate_only)
+        .map(|_| ())
+        .map_err(|e| match e {
+            LogError::InternalTopic(_) => (
+                ResponseError::TopicAuthorizationFailed.code(),
+                e.to_string(),
+            ),
+            LogError::InvalidArgument(_) => (ResponseError::InvalidConfig.code(), e.to_string()),
+            e => (crate::error::code_for(&e), e.to_string()),
+        })
+}
+
+pub fn incremental_alter_configs(
+    broker: &Arc<Broker>,
+    req: IncrementalAlterConfigsRequest,
+    _version: i16,
+) -> IncrementalAlterConfigsResponse {
+    let mut resp = IncrementalAlterConfigsResponse::default();
+    let mut any_error = false;
+    for res in req.resources {
+        let mut opts = TopicOptions::default();
+        let built = res.configs.iter().try_for_each(|c| {
+            let name = c.name.as_str();
+            match c.config_operation {
+                OP_SET => set_option(&mut opts, name, c.value.as_ref().map(|v| v.as_str())),
+                OP_DELETE => {
+                    let d = default_value(name)
+                        .ok_or_else(|| format!("topic config {name:?} is not supported"))?;
+                    set_option(&mut opts, name, Some(&d))
+                }
+                op => Err(format!(
+                    "operation {op} on {name:?}: only SET (0) and DELETE (1) apply to the \
+                     settings riverbed has"
+                )),
+            }
+        });
+        let outcome = apply_topic_options(
+            broker,
+            res.resource_type,
+            res.resource_name.as_str(),
+            built.map(|()| opts),
+            req.validate_only,
+        );
+        let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
+        r.resource_type = res.resource_type;
+        r.resource_name = res.resource_name;
+        if let Err((code, msg)) = outcome {
+            any_error = true;
+            r.error_code = code;
+            r.error_message = Some(StrBytes::from_string(msg));
+        }
+        resp.responses.push(r);
+    }
+    if any_error {
+        broker.metrics.error(ApiKey::IncrementalAlterConfigs);
+    }
+    resp
+}
+
+/// The legacy AlterConfigs: the given settings replace the topic's, and every setting not
+/// given returns to its default (Kafka's semantics for this API).
+pub fn alter_configs(
+    broker: &Arc<Broker>,
+    req: AlterConfigsRequest,
+    _version: i16,
+) -> AlterConfigsResponse {
+    let mut resp = AlterConfigsResponse::default();
+    let mut any_error = false;
+    for res in req.resources {
+        let mut opts = TopicOptions::default();
+        let built = topic_settings(&TopicConfig::default())
+            .into_iter()
+            .try_for_each(|(name, _, v)| set_option(&mut opts, name, Some(&v)))
+            .and_then(|()| {
+                res.configs.iter().try_for_each(|c| {
+                    set_option(
+                        &mut opts,
+                        c.name.as_str(),
+                        c.value.as_ref().map(|v| v.as_str()),
+                    )
+                })
+            });
+        let outcome = apply_topic_options(
+            broker,
+            res.resource_type,
+            res.resource_name.as_str(),
+            built.map(|()| opts),
+            req.validate_only,
+        );
+        let mut r = alter_configs_response::AlterConfigsResourceResponse::default();
+        r.resource_type = res.resource_type;
+        r.resource_name = res.resource_name;
+        if let Err((code, msg)) = outcome {
+            any_error = true;
+            r.error_code = code;
+            r.error_message = Some(StrBytes::from_string(msg));
+        }
+        resp.responses.push(r);
+    }
+    if any_error {
+        broker.metrics.error(ApiKey::AlterConfigs);
     }
     resp
 }

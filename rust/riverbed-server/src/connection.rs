@@ -14,13 +14,16 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::broker::Broker;
 use crate::dispatch::{self, Pending};
 
 /// Requests of one connection decoded but not yet answered.
 const MAX_IN_FLIGHT: usize = 16;
+/// Request bytes of one connection held while their requests are in flight, in KiB units of a
+/// semaphore: at most `socket.request.max.bytes` (and one more frame being read).
+const KIB: usize = 1024;
 /// Body bytes buffered per read step.
 const READ_STEP: usize = 64 * 1024;
 
@@ -109,7 +112,9 @@ where
         .fetch_add(1, Ordering::Relaxed);
     let _open = OpenGuard(broker.clone());
     let (mut rd, wr) = tokio::io::split(stream);
-    let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
+    let (tx, rx) = mpsc::channel::<(Pending, OwnedSemaphorePermit)>(MAX_IN_FLIGHT);
+    let budget_kib = (broker.config.request_max_bytes / KIB).max(1);
+    let budget = Arc::new(Semaphore::new(budget_kib));
     let writer = tokio::spawn(write_responses(wr, rx, broker.clone(), peer));
     let mut shutdown = broker.shutdown.clone();
     let max = broker.config.request_max_bytes;
@@ -140,12 +145,17 @@ where
             .metrics
             .bytes_in
             .fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
+        // Held until the response is written: bounds what in-flight requests keep in memory.
+        let kib = (frame.len() / KIB).clamp(1, budget_kib) as u32;
+        let Ok(permit) = budget.clone().acquire_many_owned(kib).await else {
+            break;
+        };
         if let Some(session) = sasl.as_mut().filter(|s| !s.is_authenticated()) {
             use crate::sasl_gate::Gate;
             match crate::sasl_gate::step(session, &broker, &frame, &peer_host) {
                 Gate::Pass => {}
                 Gate::Reply { pending, close } => {
-                    if tx.send(pending).await.is_err() || close {
+                    if tx.send((pending, permit)).await.is_err() || close {
                         break;
                     }
                     continue;
@@ -162,7 +172,7 @@ where
         }
         match dispatch::handle(&broker, frame, &peer_host) {
             Ok(pending) => {
-                if tx.send(pending).await.is_err() {
+                if tx.send((pending, permit)).await.is_err() {
                     break; // the writer failed: the connection is gone
                 }
             }
@@ -182,11 +192,11 @@ where
 
 async fn write_responses<W: AsyncWrite + Unpin>(
     mut wr: W,
-    mut rx: mpsc::Receiver<Pending>,
+    mut rx: mpsc::Receiver<(Pending, OwnedSemaphorePermit)>,
     broker: Arc<Broker>,
     peer: SocketAddr,
 ) {
-    while let Some(p) = rx.recv().await {
+    while let Some((p, _permit)) = rx.recv().await {
         let Some(frame) = p.finish().await else {
             continue; // acks=0: no response
         };
@@ -201,7 +211,7 @@ async fn write_responses<W: AsyncWrite + Unpin>(
                 }
             }
             Err(why) => {
-                eprintln!("riverbed serve: closing connection from {peer}: cannot encode a response: {why}");
+                eprintln!("riverbed serve: closing connection from {peer}: {why}");
                 return;
             }
         }

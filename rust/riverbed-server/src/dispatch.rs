@@ -25,6 +25,9 @@ pub struct Pending {
     version: i16,
     correlation_id: i32,
     response: BoxFuture<Option<ResponseKind>>,
+    /// A produce with acks=0: no response, but when it failed the connection is closed, as
+    /// Kafka does, so the producer notices instead of losing the records silently.
+    unacknowledged: bool,
 }
 
 impl Pending {
@@ -32,6 +35,9 @@ impl Pending {
     /// (a produce with acks=0), or why it can't be encoded.
     pub async fn finish(self) -> Option<Result<BytesMut, String>> {
         let body = self.response.await?;
+        if self.unacknowledged {
+            return Some(Err(unacknowledged_failure(&body)));
+        }
         Some(encode_response(
             self.api_key,
             self.version,
@@ -48,7 +54,34 @@ pub fn respond(api_key: ApiKey, version: i16, correlation_id: i32, body: Respons
         version,
         correlation_id,
         response: ready(body),
+        unacknowledged: false,
     }
+}
+
+
+/// Why an acks=0 produce failed (the partitions and error codes), for the log line.
+fn unacknowledged_failure(body: &ResponseKind) -> String {
+    let mut failed = Vec::new();
+    if let ResponseKind::Produce(r) = body {
+        for t in &r.responses {
+            for p in t.partition_responses.iter().filter(|p| p.error_code != 0) {
+                failed.push(format!(
+                    "{}/{}: error {}{}",
+                    t.name.0.as_str(),
+                    p.index,
+                    p.error_code,
+                    p.error_message
+                        .as_ref()
+                        .map(|m| format!(" ({})", m.as_str()))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+    format!(
+        "a produce with acks=0 failed, closing so the client notices: {}",
+        failed.join("; ")
+    )
 }
 
 fn ready(r: ResponseKind) -> BoxFuture<Option<ResponseKind>> {
@@ -68,8 +101,11 @@ pub fn encode_response(
     let hv = api_key.response_header_version(version);
     let mut buf = BytesMut::with_capacity(64);
     buf.put_i32(0);
-    header.encode(&mut buf, hv).map_err(|e| e.to_string())?;
-    body.encode(&mut buf, version).map_err(|e| e.to_string())?;
+    header
+        .encode(&mut buf, hv)
+        .map_err(|e| format!("cannot encode a response: {e}"))?;
+    body.encode(&mut buf, version)
+        .map_err(|e| format!("cannot encode a response: {e}"))?;
     let len = i32::try_from(buf.len() - 4).map_err(|_| "response over 2 GiB".to_string())?;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf)
@@ -100,6 +136,7 @@ pub fn handle(broker: &Arc<Broker>, mut frame: Bytes, peer_host: &str) -> Result
             response: ready(ResponseKind::ApiVersions(
                 crate::api_versions::response_for(broker, ResponseError::UnsupportedVersion.code()),
             )),
+            unacknowledged: false,
         });
     }
     if version < crate_range.min || version > crate_range.max {
@@ -123,6 +160,7 @@ pub fn handle(broker: &Arc<Broker>, mut frame: Bytes, peer_host: &str) -> Result
         client_host: peer_host.to_string(),
     };
     let b = broker.clone();
+    let unacknowledged = matches!(&request, RequestKind::Produce(r) if r.acks == 0);
     let response: BoxFuture<Option<ResponseKind>> = match request {
         RequestKind::ApiVersions(_) => ready(ResponseKind::ApiVersions(
             crate::api_versions::response_for(&b, 0),
@@ -188,6 +226,12 @@ pub fn handle(broker: &Arc<Broker>, mut frame: Bytes, peer_host: &str) -> Result
         RequestKind::CreatePartitions(r) => ready(ResponseKind::CreatePartitions(
             crate::admin::create_partitions(broker, r, version),
         )),
+        RequestKind::AlterConfigs(r) => ready(ResponseKind::AlterConfigs(
+            crate::admin::alter_configs(broker, r, version),
+        )),
+        RequestKind::IncrementalAlterConfigs(r) => ready(ResponseKind::IncrementalAlterConfigs(
+            crate::admin::incremental_alter_configs(broker, r, version),
+        )),
         RequestKind::DescribeConfigs(r) => ready(ResponseKind::DescribeConfigs(
             crate::admin::describe_configs(broker, r, version),
         )),
@@ -245,5 +289,6 @@ pub fn handle(broker: &Arc<Broker>, mut frame: Bytes, peer_host: &str) -> Result
         version,
         correlation_id,
         response,
+        unacknowledged,
     })
 }

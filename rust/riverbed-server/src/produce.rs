@@ -1,7 +1,8 @@
 //! Produce: each partition's record batches validated (magic 2, sizes, CRC-32C, counts, the
 //! size limit) and appended as sent with only the base offset rewritten; idempotent producers'
 //! sequences checked under the partition's producer lock; acks=1/-1 answered once the records
-//! are durable (group commit), acks=0 not answered at all.
+//! are durable (group commit), acks=0 not answered at all (a failed acks=0 produce closes the
+//! connection, as Kafka does).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -106,7 +107,8 @@ pub fn handle(
         if any_error {
             broker.metrics.error(ApiKey::Produce);
         }
-        (acks != 0).then_some(ResponseKind::Produce(resp))
+        // acks=0: nothing to send unless it failed (then the connection is closed).
+        (acks != 0 || any_error).then_some(ResponseKind::Produce(resp))
     })
 }
 

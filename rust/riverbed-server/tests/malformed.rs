@@ -102,7 +102,8 @@ fn harness() -> Harness {
         auto_create_topics: false,
         ..ServerConfig::default()
     };
-    let (_tx, shutdown) = tokio::sync::watch::channel(false);
+    // Marked as stopping, so a mutated fetch's long poll answers at once instead of waiting.
+    let (_tx, shutdown) = tokio::sync::watch::channel(true);
     std::mem::forget(_tx);
     let broker = Arc::new(Broker {
         coordinator: Coordinator::new(log.clone(), &config).expect("coordinator"),

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -145,4 +146,89 @@ fn produce_and_consume_versus_the_mock_cluster() {
         rb_all.0,
         crate_of(rb_all)
     );
+}
+
+/// End-to-end latency (send -> consumer poll) at `rate` records/s for `secs` seconds, with an
+/// idempotent acks=all producer (linger 0) and an assigned consumer at the end of the topic.
+/// Returns (p50, p99) in milliseconds.
+fn latency(bootstrap: &str, topic: &str, rate: u64, secs: u64) -> (f64, f64) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "latency")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::End)
+        .expect("tpl");
+    consumer.assign(&tpl).expect("assign");
+    // Let the consumer reach the end before the clock starts.
+    for _ in 0..10 {
+        consumer.poll(Duration::from_millis(100));
+    }
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    let epoch = Instant::now();
+    let n = rate * secs;
+    let mut lat = Vec::with_capacity(n as usize);
+    let mut sent = 0u64;
+    let mut warmup = 0u64;
+    while (lat.len() as u64 + warmup) < n && epoch.elapsed() < Duration::from_secs(secs + 30) {
+        let due = Duration::from_nanos(sent * 1_000_000_000 / rate);
+        if sent < n && epoch.elapsed() >= due {
+            let stamp = (epoch.elapsed().as_nanos() as u64).to_be_bytes();
+            let _ = producer.send(
+                BaseRecord::<'_, [u8], [u8]>::to(topic)
+                    .partition(0)
+                    .payload(&stamp[..]),
+            );
+            sent += 1;
+            producer.poll(Duration::ZERO);
+            continue;
+        }
+        producer.poll(Duration::ZERO);
+        if let Some(Ok(m)) = consumer.poll(Duration::from_micros(200)) {
+            let at = epoch.elapsed().as_nanos() as u64;
+            let b = m.payload().unwrap_or_default();
+            if b.len() == 8 {
+                let t = u64::from_be_bytes(b.try_into().unwrap_or_default());
+                // The first second warms up (connections, producer id): not measured.
+                if t >= 1_000_000_000 {
+                    lat.push((at - t) as f64 / 1e6);
+                } else {
+                    warmup += 1;
+                }
+            }
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    let q = |f: f64| lat[((lat.len() as f64 * f) as usize).min(lat.len() - 1)];
+    (q(0.50), q(0.99))
+}
+
+#[test]
+#[ignore]
+fn end_to_end_latency_at_10k_records_per_second() {
+    let mock = MockCluster::new(1).expect("mock");
+    mock.create_topic("lat", 1, 1).expect("topic");
+    let (m50, m99) = latency(&mock.bootstrap_servers(), "lat", 10_000, 5);
+    let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into()))
+        .expect("tempdir");
+    let log = Log::open(dir.path(), LogOptions::default()).expect("log");
+    log.topic("lat", &TopicOptions::default()).expect("topic");
+    let server = Server::start(
+        log.clone(),
+        ServerConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            ..ServerConfig::default()
+        },
+    )
+    .expect("start");
+    let (r50, r99) = latency(&server.bootstrap().to_string(), "lat", 10_000, 5);
+    println!("end-to-end at 10k/s: mock p50 {m50:.2} ms p99 {m99:.2} ms; riverbed (fsync=batch) p50 {r50:.2} ms p99 {r99:.2} ms");
 }

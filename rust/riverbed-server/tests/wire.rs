@@ -135,7 +135,11 @@ fn bad_frames_close_only_their_connection() {
     // Garbage, 2 GiB, negative, truncated, unknown key: five closed, each counted once.
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut m = server.metrics();
-    while !m.contains("riverbed_connections_rejected_total 5") && Instant::now() < deadline {
+    let settled = |m: &str| {
+        m.contains("riverbed_connections_rejected_total 5")
+            && m.contains("riverbed_connections_open 1\n")
+    };
+    while !settled(&m) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
         m = server.metrics();
     }
@@ -593,4 +597,112 @@ fn a_huge_array_length_closes_the_connection_without_aborting() {
     bad.write_all(&frame).expect("write");
     assert!(closed(&mut bad));
     api_versions_works(&mut good);
+}
+
+#[test]
+fn incremental_alter_configs_sets_and_deletes_topic_settings() {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::{
+        IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Log::open(dir.path(), LogOptions::default()).expect("log");
+    log.topic(
+        "c",
+        &TopicOptions {
+            retention_bytes: Some(Some(1 << 20)),
+            ..Default::default()
+        },
+    )
+    .expect("topic");
+    let server = serve(&log);
+    let mut s = connect(&server);
+    let cfg = |name: &'static str, op: i8, value: Option<&'static str>| {
+        let mut c = AlterableConfig::default();
+        c.name = StrBytes::from_static_str(name);
+        c.config_operation = op;
+        c.value = value.map(StrBytes::from_static_str);
+        c
+    };
+    let mut res = AlterConfigsResource::default();
+    res.resource_type = 2;
+    res.resource_name = StrBytes::from_static_str("c");
+    res.configs = vec![
+        cfg("retention.ms", 0, Some("3600000")),
+        cfg("retention.bytes", 1, None),
+        cfg("segment.bytes", 0, Some("65536")),
+    ];
+    let mut bad = AlterConfigsResource::default();
+    bad.resource_type = 2;
+    bad.resource_name = StrBytes::from_static_str("c");
+    bad.configs = vec![cfg("flush.ms", 0, Some("1"))];
+    let mut req = IncrementalAlterConfigsRequest::default();
+    req.resources = vec![res, bad];
+    let r: IncrementalAlterConfigsResponse =
+        call(&mut s, ApiKey::IncrementalAlterConfigs, 1, 1, &req);
+    assert_eq!(r.responses[0].error_code, 0);
+    assert_eq!(
+        r.responses[1].error_code,
+        ResponseError::InvalidConfig.code()
+    );
+    let c = log.get_topic("c").expect("c");
+    assert_eq!(c.config().retention_ms, Some(3_600_000));
+    assert_eq!(
+        c.config().retention_bytes,
+        None,
+        "DELETE restores the default"
+    );
+    assert_eq!(c.config().segment_bytes, 65_536);
+}
+
+#[test]
+fn producer_ids_are_handed_out_and_transactions_refused_as_kafka_refuses_them() {
+    use kafka_protocol::messages::{
+        InitProducerIdRequest, InitProducerIdResponse, ProducerId, TransactionalId,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Log::open(dir.path(), LogOptions::default()).expect("log");
+    let server = serve(&log);
+    let mut s = connect(&server);
+    let mut plain = InitProducerIdRequest::default();
+    plain.producer_id = ProducerId(-1);
+    plain.producer_epoch = -1;
+    let a: InitProducerIdResponse = call(&mut s, ApiKey::InitProducerId, 4, 1, &plain);
+    let b: InitProducerIdResponse = call(&mut s, ApiKey::InitProducerId, 4, 2, &plain);
+    assert_eq!((a.error_code, a.producer_epoch), (0, 0));
+    assert!(
+        b.producer_id.0 > a.producer_id.0,
+        "ids are never handed out twice"
+    );
+    // KIP-360: a producer that knows its id gets the next epoch.
+    let mut bump = plain.clone();
+    bump.producer_id = a.producer_id;
+    bump.producer_epoch = 0;
+    let c: InitProducerIdResponse = call(&mut s, ApiKey::InitProducerId, 4, 3, &bump);
+    assert_eq!((c.producer_id, c.producer_epoch), (a.producer_id, 1));
+    let mut txn = plain.clone();
+    txn.transactional_id = Some(TransactionalId(StrBytes::from_static_str("tx-1")));
+    let t: InitProducerIdResponse = call(&mut s, ApiKey::InitProducerId, 4, 4, &txn);
+    assert_eq!(
+        t.error_code,
+        ResponseError::TransactionalIdAuthorizationFailed.code()
+    );
+    // A transactional produce is refused per partition, nothing written.
+    log.topic("t", &TopicOptions::default()).expect("topic");
+    let mut req = produce_req("t", 0, idem_batch(a.producer_id.0, 0, 0, 1, "x"), -1);
+    req.transactional_id = Some(TransactionalId(StrBytes::from_static_str("tx-1")));
+    assert_eq!(
+        produce(&mut s, 5, &req).0,
+        ResponseError::TransactionalIdAuthorizationFailed.code()
+    );
+    assert_eq!(
+        log.get_topic("t")
+            .expect("t")
+            .partition(0)
+            .expect("p")
+            .offsets(),
+        (0, 0)
+    );
 }
