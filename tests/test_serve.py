@@ -334,7 +334,8 @@ def test_metrics_over_http(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with rb.serve(tmp_path / "log", "127.0.0.1:0", fsync="never", metrics_listen=f"127.0.0.1:{port}") as server:
+    with rb.serve(tmp_path / "log", "127.0.0.1:0", fsync="never", metrics_listen=f"127.0.0.1:{port}",
+                  config={"num.partitions": 3}) as server:
         produce_confluent(server.bootstrap, "m", expected("confluent")[:9], **{"linger.ms": 0})
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT).read().decode()
         assert "# TYPE riverbed_requests_total counter" in text
