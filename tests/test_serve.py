@@ -343,6 +343,43 @@ def test_metrics_over_http(tmp_path: Path) -> None:
         assert "riverbed_records_produced_total 9" in text
 
 
+def test_hostile_review_findings(rb_broker: rb.Server, tmp_path: Path) -> None:
+    """What a hostile review found (session 13), each now refused or fixed."""
+    from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+    # one server per log: a second broker over the same Log would run its own groups
+    with pytest.raises(rb.exceptions.ServerError, match="already served at " + rb_broker.bootstrap):
+        rb.serve(rb_broker.log, "127.0.0.1:0")
+    # topic creation is bounded (per topic, and by what the process can keep open)
+    admin = AdminClient({"bootstrap.servers": rb_broker.bootstrap})
+    with pytest.raises(confluent_kafka.KafkaException, match="at most 10000"):
+        admin.create_topics([NewTopic("too-many", 10_001, 1)])["too-many"].result(TIMEOUT)
+    with pytest.raises(confluent_kafka.KafkaException, match="retention.ms=-7"):
+        admin.create_topics([NewTopic("neg", 1, 1, config={"retention.ms": "-7"})])["neg"].result(TIMEOUT)
+    assert "too-many" not in rb_broker.log.topics() and "neg" not in rb_broker.log.topics()
+    admin.create_topics([NewTopic("ok", 2, 1)])["ok"].result(TIMEOUT)
+    res = ConfigResource(ConfigResource.Type.TOPIC, "ok", set_config={"retention.ms": "-5"})
+    with pytest.raises(confluent_kafka.KafkaException):
+        admin.alter_configs([res])[res].result(TIMEOUT)
+    assert rb_broker.log.topic("ok").config["retention_ms"] is None or rb_broker.log.topic("ok").config["retention_ms"] >= 0
+    # every metric family's samples are together (Prometheus' text format)
+    produce_confluent(rb_broker.bootstrap, "ok", [(p, b"k", b"v", (), TS0) for p in (0, 1)])
+    consume_confluent(rb_broker.bootstrap, "ok", 2, group="fam")
+    names = [line.split("{")[0].split(" ")[0] for line in rb_broker.metrics().splitlines() if not line.startswith("#")]
+    runs = [n for i, n in enumerate(names) if i == 0 or names[i - 1] != n]
+    assert len(runs) == len(set(runs)), runs
+    # an exposed metrics port needs allow_anonymous, like the broker's
+    log = rb.Log(tmp_path / "log2", fsync="never")
+    try:
+        with pytest.raises(rb.exceptions.ServerError, match="metrics"):
+            rb.serve(log, "127.0.0.1:0", metrics_listen="0.0.0.0:0")
+        # a bad number says out of range, not "not a whole number"
+        with pytest.raises(ValueError, match="out of range"):
+            rb.serve(log, "127.0.0.1:0", config={"num.partitions": -1})
+    finally:
+        log.close()
+
+
 def test_serve_arguments_are_checked(tmp_path: Path) -> None:
     log = rb.Log(tmp_path / "log", fsync="never")
     try:

@@ -13,6 +13,8 @@ use crate::error::{IoContext, LogError, Result};
 pub struct DirLock {
     file: File,
     pub path: PathBuf,
+    /// The address the log is served at, if it is.
+    served: Option<String>,
 }
 
 /// The line of the lock file that names the address the log is served at.
@@ -54,12 +56,24 @@ impl DirLock {
         file.seek(SeekFrom::Start(0)).at(&path)?;
         write!(file, "{}", std::process::id()).at(&path)?;
         file.flush().at(&path)?;
-        Ok(DirLock { file, path })
+        Ok(DirLock {
+            file,
+            path,
+            served: None,
+        })
     }
 
     /// Record (or with `None`, clear) the address the log is served at, for the `LogLocked`
     /// error a second process gets.
+    ///
+    /// A log is served by one server at a time: naming an address while another is recorded is
+    /// an error (two brokers over one log would each run their own consumer groups).
     pub fn advertise(&mut self, served: Option<&str>) -> Result<()> {
+        if let (Some(now), Some(new)) = (&self.served, served) {
+            return Err(LogError::InvalidArgument(format!(
+                "the log is already served at {now}; stop that server before serving it at {new}"
+            )));
+        }
         let mut text = std::process::id().to_string();
         if let Some(addr) = served {
             text.push_str(&format!("\n{SERVED_PREFIX}{addr}"));
@@ -67,6 +81,13 @@ impl DirLock {
         self.file.set_len(0).at(&self.path)?;
         self.file.seek(SeekFrom::Start(0)).at(&self.path)?;
         self.file.write_all(text.as_bytes()).at(&self.path)?;
-        self.file.flush().at(&self.path)
+        self.file.flush().at(&self.path)?;
+        self.served = served.map(str::to_string);
+        Ok(())
+    }
+
+    /// The address the log is served at, if it is.
+    pub fn served(&self) -> Option<&str> {
+        self.served.as_deref()
     }
 }

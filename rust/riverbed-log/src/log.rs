@@ -745,6 +745,15 @@ impl Log {
         }
     }
 
+    /// The address the log is served at (`riverbed serve`), if it is.
+    pub fn served_at(&self) -> Option<String> {
+        self.inner
+            .lock
+            .lock()
+            .as_ref()
+            .and_then(|l| l.served().map(str::to_string))
+    }
+
     /// Flush, write indexes, stop background work and release the directory lock. Idempotent.
     pub fn close(&self) -> Result<()> {
         if self.inner.notifier.close() {

@@ -44,7 +44,11 @@ fn second_open_is_locked_until_close() -> TestResult {
         }
         other => panic!("second open gave {other:?}"),
     }
+    // one server at a time
+    assert!(log.advertise_served_at(Some("127.0.0.1:19093")).is_err());
+    assert_eq!(log.served_at().as_deref(), Some("127.0.0.1:19092"));
     log.advertise_served_at(None)?;
+    assert_eq!(log.served_at(), None);
     match Log::open(dir.path(), fast_options()) {
         Err(LogError::Locked { served: None, .. }) => {}
         other => panic!("second open gave {other:?}"),

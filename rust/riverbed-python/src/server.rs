@@ -58,6 +58,11 @@ impl PyServer {
             riverbed_server::settings::apply(&mut config, k, v).map_err(PyValueError::new_err)?;
         }
         let log = log.inner.clone();
+        if let Some(at) = log.served_at() {
+            return Err(ServerError::new_err(format!(
+                "this log is already served at {at}: one server per log (stop that one first)"
+            )));
+        }
         let server = py
             .detach(|| riverbed_server::Server::start(log.clone(), config))
             .map_err(|e| ServerError::new_err(format!("{e:#}")))?;

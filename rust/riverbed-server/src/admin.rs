@@ -78,10 +78,16 @@ fn set_option(opts: &mut TopicOptions, name: &str, value: Option<&str>) -> Resul
     match name {
         "retention.ms" => {
             let n = long(v)?;
+            if n < -1 {
+                return Err(format!("{name}={n}: use -1 (keep forever) or a time >= 0"));
+            }
             opts.retention_ms = Some((n >= 0).then_some(n));
         }
         "retention.bytes" => {
             let n = long(v)?;
+            if n < -1 {
+                return Err(format!("{name}={n}: use -1 (no limit) or a size >= 0"));
+            }
             opts.retention_bytes = Some((n >= 0).then_some(n as u64));
         }
         "segment.bytes" => {
@@ -99,7 +105,13 @@ fn set_option(opts: &mut TopicOptions, name: &str, value: Option<&str>) -> Resul
                 _ => return Err(format!("cleanup.policy={v:?}: use delete or compact")),
             })
         }
-        "delete.retention.ms" => opts.delete_retention_ms = Some(long(v)?),
+        "delete.retention.ms" => {
+            let n = long(v)?;
+            if n < 0 {
+                return Err(format!("{name}={n}: must be >= 0"));
+            }
+            opts.delete_retention_ms = Some(n)
+        }
         _ => {
             return Err(format!(
                 "topic config {name:?} is not supported (supported: retention.ms, \
@@ -108,6 +120,47 @@ fn set_option(opts: &mut TopicOptions, name: &str, value: Option<&str>) -> Resul
         }
     }
     Ok(())
+}
+
+/// A topic has at most this many partitions (as through the Python API and the CLI).
+pub const MAX_PARTITIONS: u32 = 10_000;
+
+/// Whether `more` partitions may be added: at most [`MAX_PARTITIONS`] per request, and every
+/// partition of the log keeps one file open, so the total must stay under the process's
+/// open-file limit (with room for connections) or the log could not be opened again.
+fn partition_budget(broker: &Broker, more: u32) -> Result<(), String> {
+    if more > MAX_PARTITIONS {
+        return Err(format!(
+            "{more} partitions: at most {MAX_PARTITIONS} per topic"
+        ));
+    }
+    let Some(limit) = open_file_limit() else {
+        return Ok(());
+    };
+    let have: u64 = broker
+        .log
+        .topic_names()
+        .iter()
+        .filter_map(|n| broker.log.get_topic(n).ok())
+        .map(|t| u64::from(t.num_partitions()))
+        .sum();
+    let room = limit.saturating_sub(256);
+    if have + u64::from(more) > room {
+        return Err(format!(
+            "{more} more partitions would make {} in the log, over what this process can keep \
+             open ({limit} open files, 256 kept for connections); raise the limit (ulimit -n) \
+             or use fewer partitions",
+            have + u64::from(more)
+        ));
+    }
+    Ok(())
+}
+
+/// The soft limit on open files of this process (Linux: `/proc/self/limits`).
+fn open_file_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 pub fn create_topics(
@@ -137,6 +190,8 @@ pub fn create_topics(
                     format!("{partitions} partitions: give at least one (and no assignments)"),
                 ));
             }
+            partition_budget(broker, partitions as u32)
+                .map_err(|e| (ResponseError::InvalidPartitions.code(), e))?;
             if !(t.replication_factor == -1 || t.replication_factor == 1) {
                 return Err((
                     ResponseError::InvalidReplicationFactor.code(),
@@ -384,6 +439,8 @@ pub fn create_partitions(
                     ),
                 ));
             }
+            partition_budget(broker, (t.count - have) as u32)
+                .map_err(|e| (ResponseError::InvalidPartitions.code(), e))?;
             if t.assignments.as_ref().is_some_and(|a| {
                 a.iter()
                     .any(|a| a.broker_ids.iter().any(|b| b.0 != broker.config.node_id))

@@ -58,7 +58,6 @@ pub fn respond(api_key: ApiKey, version: i16, correlation_id: i32, body: Respons
     }
 }
 
-
 /// Why an acks=0 produce failed (the partitions and error codes), for the log line.
 fn unacknowledged_failure(body: &ResponseKind) -> String {
     let mut failed = Vec::new();

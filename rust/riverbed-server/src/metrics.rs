@@ -155,40 +155,25 @@ pub fn render(broker: &Broker) -> String {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP riverbed_partition_end_offset Next offset to be written, by topic and partition.\n# TYPE riverbed_partition_end_offset gauge"
-    );
-    let _ = writeln!(
-        out,
-        "# HELP riverbed_partition_start_offset Earliest offset kept, by topic and partition.\n# TYPE riverbed_partition_start_offset gauge"
-    );
+    // One family's lines together (Prometheus' text format): gather each, then write.
+    let mut ends = String::new();
+    let mut starts = String::new();
     for name in broker.log.topic_names() {
         let Ok(t) = broker.log.get_topic(&name) else {
             continue;
         };
         for p in t.partitions() {
             let (start, end) = p.offsets();
+            let labels = format!("topic=\"{}\",partition=\"{}\"", label_value(&name), p.id);
+            let _ = writeln!(ends, "riverbed_partition_end_offset{{{labels}}} {end}");
             let _ = writeln!(
-                out,
-                "riverbed_partition_end_offset{{topic=\"{name}\",partition=\"{}\"}} {end}",
-                p.id
-            );
-            let _ = writeln!(
-                out,
-                "riverbed_partition_start_offset{{topic=\"{name}\",partition=\"{}\"}} {start}",
-                p.id
+                starts,
+                "riverbed_partition_start_offset{{{labels}}} {start}"
             );
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP riverbed_consumer_group_committed_offset A group's committed offset, by group, topic and partition.\n# TYPE riverbed_consumer_group_committed_offset gauge"
-    );
-    let _ = writeln!(
-        out,
-        "# HELP riverbed_consumer_group_lag Records after a group's committed offset (end offset minus committed), by group, topic and partition.\n# TYPE riverbed_consumer_group_lag gauge"
-    );
+    let mut committed = String::new();
+    let mut lag = String::new();
     for c in broker.coordinator.committed_offsets() {
         let Some(end) = broker
             .log
@@ -205,15 +190,32 @@ pub fn render(broker: &Broker) -> String {
             c.partition
         );
         let _ = writeln!(
-            out,
+            committed,
             "riverbed_consumer_group_committed_offset{{{labels}}} {}",
             c.offset
         );
         let _ = writeln!(
-            out,
+            lag,
             "riverbed_consumer_group_lag{{{labels}}} {}",
             (end - c.offset).max(0)
         );
+    }
+    let families = [
+        ("riverbed_partition_end_offset", "Next offset to be written, by topic and partition.", ends),
+        ("riverbed_partition_start_offset", "Earliest offset kept, by topic and partition.", starts),
+        (
+            "riverbed_consumer_group_committed_offset",
+            "A group's committed offset, by group, topic and partition.",
+            committed,
+        ),
+        (
+            "riverbed_consumer_group_lag",
+            "Records after a group's committed offset (end offset minus committed), by group, topic and partition.",
+            lag,
+        ),
+    ];
+    for (name, help, lines) in families {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{lines}");
     }
     out
 }

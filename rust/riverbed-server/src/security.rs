@@ -18,6 +18,13 @@ pub enum SecurityError {
     AnonymousNotLoopback { listen: std::net::SocketAddr },
 
     #[error(
+        "metrics on {listen} would be open to anyone who can reach it (topic names, groups, \
+         offsets and lag; the metrics endpoint has no authentication): listen on a loopback \
+         address, or pass --allow-anonymous / allow_anonymous=True to mean it"
+    )]
+    MetricsNotLoopback { listen: std::net::SocketAddr },
+
+    #[error(
         "TLS needs both a certificate chain and its private key: {given} is set but {missing} \
          is not (pass both --tls-cert and --tls-key, or neither)"
     )]
@@ -68,6 +75,11 @@ pub fn check_config(config: &ServerConfig) -> Result<(), SecurityError> {
         return Err(SecurityError::AnonymousNotLoopback {
             listen: config.listen,
         });
+    }
+    if let Some(m) = config.metrics_listen {
+        if !m.ip().is_loopback() && !config.allow_anonymous {
+            return Err(SecurityError::MetricsNotLoopback { listen: m });
+        }
     }
     match (&config.tls_cert, &config.tls_key) {
         (Some(_), None) => {

@@ -45,12 +45,14 @@ fn parse<T>(key: &str, value: &str, lo: T, hi: T) -> Result<T, String>
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display,
 {
-    let v: T = value
+    let whole: i128 = value
         .trim()
         .parse()
         .map_err(|_| format!("{key}: {value:?} is not a whole number"))?;
+    let out_of_range = || format!("{key}: {value} is out of range ({lo}..={hi})");
+    let v: T = whole.to_string().parse().map_err(|_| out_of_range())?;
     if v < lo || v > hi {
-        return Err(format!("{key}: {value} is out of range ({lo}..={hi})"));
+        return Err(out_of_range());
     }
     Ok(v)
 }
@@ -131,6 +133,7 @@ mod tests {
         for (k, v) in [
             ("num.partitions", "0"),
             ("num.partitions", "-1"),
+            ("num.partitions", "1000000000000"),
             ("num.partitions", "1.5"),
             ("num.partitions", "nan"),
             ("auto.create.topics.enable", "yes"),
@@ -141,6 +144,9 @@ mod tests {
             let before = format!("{c:?}");
             let e = apply(&mut c, k, v).expect_err(k);
             assert!(e.contains(k), "{e}");
+            if v.parse::<i128>().is_ok() && !k.starts_with("group.min") {
+                assert!(e.contains("out of range"), "{e}");
+            }
             assert_eq!(format!("{c:?}"), before, "{k}={v} changed the config");
         }
     }
