@@ -345,7 +345,7 @@ def test_metrics_over_http(tmp_path: Path) -> None:
 
 def test_hostile_review_findings(rb_broker: rb.Server, tmp_path: Path) -> None:
     """What a hostile review found (session 13), each now refused or fixed."""
-    from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
     # one server per log: a second broker over the same Log would run its own groups
     with pytest.raises(rb.exceptions.ServerError, match="already served at " + rb_broker.bootstrap):
@@ -358,9 +358,10 @@ def test_hostile_review_findings(rb_broker: rb.Server, tmp_path: Path) -> None:
         admin.create_topics([NewTopic("neg", 1, 1, config={"retention.ms": "-7"})])["neg"].result(TIMEOUT)
     assert "too-many" not in rb_broker.log.topics() and "neg" not in rb_broker.log.topics()
     admin.create_topics([NewTopic("ok", 2, 1)])["ok"].result(TIMEOUT)
-    res = ConfigResource(ConfigResource.Type.TOPIC, "ok", set_config={"retention.ms": "-5"})
+    entry = ConfigEntry("retention.ms", "-5", incremental_operation=AlterConfigOpType.SET)
+    res = ConfigResource(ConfigResource.Type.TOPIC, "ok", incremental_configs=[entry])
     with pytest.raises(confluent_kafka.KafkaException):
-        admin.alter_configs([res])[res].result(TIMEOUT)
+        admin.incremental_alter_configs([res])[res].result(TIMEOUT)
     assert rb_broker.log.topic("ok").config["retention_ms"] is None or rb_broker.log.topic("ok").config["retention_ms"] >= 0
     # every metric family's samples are together (Prometheus' text format)
     produce_confluent(rb_broker.bootstrap, "ok", [(p, b"k", b"v", (), TS0) for p in (0, 1)])
