@@ -125,11 +125,7 @@ impl Coordinator {
             .unwrap_or_else(|e| Err(format!("commit task failed: {e}")));
             if let Err(why) = written {
                 eprintln!("riverbed serve: OffsetCommit of group '{group_id}' not stored: {why}");
-                for (_, parts) in &mut results {
-                    for (_, code) in parts.iter_mut().filter(|(_, c)| *c == 0) {
-                        *code = ResponseError::UnknownServerError.code();
-                    }
-                }
+                fail_unfailed(&mut results);
             }
         }
         let topics = results
@@ -347,11 +343,7 @@ impl Coordinator {
             .unwrap_or_else(|e| Err(format!("delete task failed: {e}")));
             if let Err(why) = done {
                 eprintln!("riverbed serve: OffsetDelete of group '{group_id}' failed: {why}");
-                for (_, parts) in &mut results {
-                    for (_, code) in parts.iter_mut().filter(|(_, c)| *c == 0) {
-                        *code = ResponseError::UnknownServerError.code();
-                    }
-                }
+                fail_unfailed(&mut results);
             }
         }
         let topics = results
@@ -400,4 +392,14 @@ pub(super) fn decode_subscription(metadata: &bytes::Bytes) -> Option<Vec<String>
     let version = buf.get_i16().clamp(0, 3);
     let sub = ConsumerProtocolSubscription::decode(&mut buf, version).ok()?;
     Some(sub.topics.iter().map(|t| t.to_string()).collect())
+}
+
+/// A store write failed: every partition not already answered with an error gets
+/// UNKNOWN_SERVER_ERROR (nothing of the request was stored).
+fn fail_unfailed(results: &mut [(TopicName, Vec<(i32, i16)>)]) {
+    for (_, parts) in results {
+        for (_, code) in parts.iter_mut().filter(|(_, c)| *c == 0) {
+            *code = ResponseError::UnknownServerError.code();
+        }
+    }
 }
