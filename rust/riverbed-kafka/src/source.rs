@@ -204,11 +204,7 @@ impl KafkaSource {
         self.done[p] = false;
         // Writers' watermarks are learnt again from the markers after the new position: ones
         // read before (by an earlier assignment) may be ahead of records read again now.
-        if let Some(marks) = self.marks.as_mut() {
-            for m in &mut marks[p] {
-                *m = (i64::MIN, false);
-            }
-        }
+        self.forget_read(p);
         let (lo, hi) = self.consumer.watermarks(p)?;
         let at = match at {
             Some(o) => o,
@@ -223,6 +219,20 @@ impl KafkaSource {
         Ok(())
     }
 
+    /// Drop what was read of partition `p` and not handed out yet, with the writers'
+    /// watermarks learnt from it: reading goes on from another position.
+    fn forget_read(&mut self, p: usize) {
+        self.ready.retain(|(item, _)| match item {
+            Polled::Batch(q, _) | Polled::PartitionDone(q) | Polled::Watermark(q, ..) => *q != p,
+            _ => true,
+        });
+        if let Some(marks) = self.marks.as_mut() {
+            for m in &mut marks[p] {
+                *m = (i64::MIN, false);
+            }
+        }
+    }
+
     /// Take the group's assignment changes.
     fn take_events(&mut self) -> Result<()> {
         if self.consumer.group.is_none() {
@@ -232,14 +242,11 @@ impl KafkaSource {
         if assigned.is_empty() && revoked.is_empty() {
             return Ok(());
         }
-        for p in &revoked {
-            self.assigned.remove(p);
+        for &p in &revoked {
+            self.assigned.remove(&p);
             // Nothing read for it is handed on, its watermark included: a later owner (maybe
             // this member again, from a checkpoint) reads on from its own position.
-            self.ready.retain(|(item, _)| match item {
-                Polled::Batch(q, _) | Polled::PartitionDone(q) | Polled::Watermark(q, ..) => q != p,
-                _ => true,
-            });
+            self.forget_read(p);
         }
         for &p in &assigned {
             self.add(p, None)?;
@@ -427,6 +434,11 @@ impl Source for KafkaSource {
                 .into());
             }
         }
+        // A rebalance the run has not taken yet goes first: what was read of a partition just
+        // assigned waits for its task, which may seek the partition to its checkpoint.
+        if self.rebalance.is_some() {
+            return Ok(Polled::Idle);
+        }
         match self.ready.pop_front() {
             Some((item, next)) => {
                 if let Some((p, o)) = next {
@@ -479,6 +491,9 @@ impl Source for KafkaSource {
     fn seek(&mut self, partition: usize, offset: i64) -> StreamResult<()> {
         self.consumer.seek(partition, offset).map_err(stream_err)?;
         self.positions[partition] = offset;
+        // Records read from the position before (a new assignment reads from the committed
+        // offset until its task seeks to its checkpoint's) would be handed out twice.
+        self.forget_read(partition);
         Ok(())
     }
     fn commit(&mut self, offsets: &[(usize, i64)]) -> StreamResult<()> {
