@@ -1,5 +1,7 @@
-"""riverbed against a real Kafka-protocol broker: librdkafka's mock cluster, started here on
-loopback in every run, or the broker named by ``RIVERBED_KAFKA_BOOTSTRAP`` when it is set.
+"""riverbed against a real Kafka-protocol broker: each test runs twice, against librdkafka's mock
+cluster and against riverbed's own log served over the Kafka protocol (``rb.serve``), both
+started here on loopback; or once, against the broker named by ``RIVERBED_KAFKA_BOOTSTRAP`` when
+it is set.
 
 Independent references: confluent-kafka and kafka-python (records produced by each are read by
 riverbed; riverbed's are read back by both), kafka-python's murmur2 for Kafka's partitioner, and
@@ -29,17 +31,24 @@ from riverbed.testing import MockKafka
 REAL = os.environ.get("RIVERBED_KAFKA_BOOTSTRAP")
 
 
-@pytest.fixture(scope="module")
-def cluster():
+@pytest.fixture(scope="module", params=["real"] if REAL else ["mock", "served"])
+def cluster(request, tmp_path_factory):
     """(bootstrap servers, MockKafka or None): one cluster for the module."""
-    if REAL:
+    if request.param == "real":
         yield REAL, None
-        return
-    m = MockKafka(brokers=3)
-    try:
-        yield m.bootstrap_servers, m
-    finally:
-        m.stop()
+    elif request.param == "served":
+        # a separate broker process would do the same; in this process it is stopped with it
+        server = rb.serve(tmp_path_factory.mktemp("served"), "127.0.0.1:0", config={"group.initial.rebalance.delay.ms": 0})
+        try:
+            yield server.bootstrap, None
+        finally:
+            server.stop()
+    else:
+        m = MockKafka(brokers=3)
+        try:
+            yield m.bootstrap_servers, m
+        finally:
+            m.stop()
 
 
 @pytest.fixture
@@ -672,7 +681,7 @@ def test_a_bounded_run_reads_to_the_end_even_when_the_client_pauses_fetching(clu
     assert_same_windows(got, reference_windows(data, 1000))
 
 
-@pytest.mark.skipif(REAL is not None, reason="the mock cluster's listener is plaintext")
+@pytest.mark.skipif(REAL is not None, reason="needs a plaintext listener without SASL")
 def test_authentication_and_tls_mismatches_are_named(cluster):
     bootstrap = cluster[0]
     sasl = rb.Kafka(bootstrap, timeout=2, security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
