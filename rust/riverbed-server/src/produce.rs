@@ -77,14 +77,29 @@ pub fn handle(
     }
     let broker = broker.clone();
     Box::pin(async move {
+        // Every partition's fsync runs at once (a request usually carries many partitions), each
+        // shared with the other requests waiting on the same partition.
+        let mut waits = Vec::new();
+        if acks != 0 && broker.durability.syncs_before_ack() {
+            for a in topics.iter().flat_map(|(_, parts)| parts) {
+                waits.push(a.wait.clone().map(|(part, end)| {
+                    let broker = broker.clone();
+                    tokio::spawn(async move { broker.durability.wait(&part, end).await })
+                }));
+            }
+        }
+        let mut waits = waits.into_iter();
         let mut resp = ProduceResponse::default();
         let mut any_error = false;
         for (name, parts) in topics {
             let mut tr = TopicProduceResponse::default();
             tr.name = name.into();
             for mut a in parts {
-                if let (Some((part, end)), true) = (&a.wait, acks != 0) {
-                    if let Err(why) = broker.durability.wait(part, *end).await {
+                if let Some(wait) = waits.next().flatten() {
+                    let r = wait
+                        .await
+                        .unwrap_or_else(|e| Err(format!("the fsync did not run: {e}")));
+                    if let Err(why) = r {
                         a.error_code = ResponseError::KafkaStorageError.code();
                         a.message = Some(why);
                         a.base_offset = -1;
