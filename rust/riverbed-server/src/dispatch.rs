@@ -98,7 +98,12 @@ pub fn encode_response(
     let mut header = ResponseHeader::default();
     header.correlation_id = correlation_id;
     let hv = api_key.response_header_version(version);
-    let mut buf = BytesMut::with_capacity(64);
+    // A fetch response is mostly record bytes (megabytes): sized once, not grown by copying.
+    let body_size = match body {
+        ResponseKind::Fetch(r) => r.compute_size(version).unwrap_or(0),
+        _ => 0,
+    };
+    let mut buf = BytesMut::with_capacity(64 + body_size);
     buf.put_i32(0);
     header
         .encode(&mut buf, hv)
