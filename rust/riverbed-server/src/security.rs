@@ -42,8 +42,9 @@ pub enum SecurityError {
     },
 
     #[error(
-        "the SASL users file {path} is readable by other users (mode {mode:o}); it holds \
-         passwords: make it private with `chmod 600 {path}`"
+        "the SASL users file {path} is open to other users (mode {mode:o}: {}); it holds \
+         passwords: make it private with `chmod 600 {path}`",
+        open_to(*mode)
     )]
     UsersFileOpenToOthers { path: PathBuf, mode: u32 },
 
@@ -135,6 +136,23 @@ fn readable(what: &'static str, path: &Path) -> Result<(), SecurityError> {
     Ok(())
 }
 
+/// What a file mode lets the group and others do, e.g. "readable by the group, writable by others".
+fn open_to(mode: u32) -> String {
+    let mut parts = Vec::new();
+    for (shift, who) in [(3, "the group"), (0, "others")] {
+        let bits = (mode >> shift) & 0o7;
+        let can: Vec<&str> = [(0o4, "readable"), (0o2, "writable"), (0o1, "executable")]
+            .iter()
+            .filter(|(b, _)| bits & b != 0)
+            .map(|(_, w)| *w)
+            .collect();
+        if !can.is_empty() {
+            parts.push(format!("{} by {who}", can.join(" and ")));
+        }
+    }
+    parts.join(", ")
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -195,5 +213,12 @@ mod tests {
         c.tls_key = Some(dir.path().to_path_buf());
         let e = check_config(&c).unwrap_err();
         assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn a_users_file_mode_is_named_for_what_it_allows() {
+        assert_eq!(open_to(0o644), "readable by the group, readable by others");
+        assert_eq!(open_to(0o602), "writable by others");
+        assert_eq!(open_to(0o660), "readable and writable by the group");
     }
 }
