@@ -40,10 +40,15 @@ test: ## install the test dependencies and the package, then run every test (Rus
 test-rust: ## only the Rust crates' tests
 	cargo test --workspace --exclude riverbed-python
 
-fuzz: ## the fuzz targets (record-batch decoder plain and compressed, segment recovery, checkpoint decoder, the broker's request decoder), RIVERBED_FUZZ_SECONDS (60) each
-	RIVERBED_FUZZ_SECONDS=$${RIVERBED_FUZZ_SECONDS:-60} cargo test -p riverbed-log --test fuzz -- --ignored --test-threads=1
-	RIVERBED_FUZZ_SECONDS=$${RIVERBED_FUZZ_SECONDS:-60} cargo test -p riverbed-stream --test checkpoint_files -- --ignored --test-threads=1
-	RIVERBED_FUZZ_SECONDS=$${RIVERBED_FUZZ_SECONDS:-60} cargo test -p riverbed-server --test fuzz_requests -- --ignored --exact fuzz_request_decoding_for_a_while
+fuzz: ## the fuzz targets (record-batch decoder plain and compressed, segment recovery, checkpoint decoder, the broker's request decoder), RIVERBED_FUZZ_SECONDS (60) each, all at once
+	cargo test -p riverbed-log --test fuzz --no-run
+	cargo test -p riverbed-stream --test checkpoint_files --no-run
+	cargo test -p riverbed-server --test fuzz_requests --no-run
+	@export RIVERBED_FUZZ_SECONDS=$${RIVERBED_FUZZ_SECONDS:-60}; \
+	cargo test -p riverbed-log --test fuzz -- --ignored --test-threads=3 & a=$$!; \
+	cargo test -p riverbed-stream --test checkpoint_files -- --ignored --test-threads=1 & b=$$!; \
+	cargo test -p riverbed-server --test fuzz_requests -- --ignored --exact fuzz_request_decoding_for_a_while & c=$$!; \
+	rc=0; for p in $$a $$b $$c; do wait $$p || rc=1; done; exit $$rc
 
 test-python: ## only pytest (against the installed package)
 	$(PYTHON) -m pytest tests
