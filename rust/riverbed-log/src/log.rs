@@ -467,18 +467,32 @@ impl Log {
             options.check_against(name, t.config())?;
             return Ok(t.clone());
         }
-        let mut topics = self.inner.topics.write();
-        if let Some(t) = topics.get(name) {
-            options.check_against(name, t.config())?;
-            return Ok(t.clone());
-        }
         if let Some(u) = self.inner.unavailable.read().get(name) {
             return Err(u.error(name));
         }
         let config = options.to_config();
         config.validate(name)?;
+        // Built (and synced: one fsync per partition) before the topics lock is taken, so a
+        // large topic being created does not stall the other topics' readers and writers.
+        let staging = self.stage_topic_dir(&config)?;
+        let discard = || {
+            // Ours, never renamed into place: remove what was built.
+            let _ = std::fs::remove_dir_all(&staging);
+        };
+        let mut topics = self.inner.topics.write();
+        if let Some(t) = topics.get(name) {
+            // Created meanwhile by another caller.
+            discard();
+            options.check_against(name, t.config())?;
+            return Ok(t.clone());
+        }
+        if let Some(u) = self.inner.unavailable.read().get(name) {
+            discard();
+            return Err(u.error(name));
+        }
         let dir = self.inner.root.join(name);
         if dir.exists() {
+            discard();
             // Appeared after open: riverbed did not put it there, so it is left alone.
             return Err(LogError::InvalidArgument(format!(
                 "{} already exists and is not a topic of this log; move it away or use another \
@@ -486,7 +500,10 @@ impl Log {
                 dir.display()
             )));
         }
-        self.create_topic_dir(&dir, &config)?;
+        std::fs::rename(&staging, &dir)
+            .at(&dir)
+            .inspect_err(|_| discard())?;
+        crate::fsutil::sync_dir(&self.inner.root)?;
         let (topic, _) = Topic::open(
             name,
             &dir,
@@ -500,8 +517,9 @@ impl Log {
     }
 
     /// Build a topic's directory (topic.json, partition directories, first segments) in the
-    /// staging directory, then rename it into place: a crash leaves either no topic or a whole one.
-    fn create_topic_dir(&self, dir: &Path, config: &TopicConfig) -> Result<()> {
+    /// staging directory, synced; the caller renames it into place, so a crash leaves either no
+    /// topic or a whole one (staging directories are removed at open).
+    fn stage_topic_dir(&self, config: &TopicConfig) -> Result<PathBuf> {
         let staging_root = self.inner.root.join(STAGING_DIR);
         let staging = staging_root.join(unique_name());
         let build = || -> Result<()> {
@@ -514,14 +532,15 @@ impl Log {
                 crate::fsutil::sync_dir(&pdir)?;
             }
             config.store(&staging.join("topic.json"))?;
-            crate::fsutil::sync_dir(&staging_root)?;
-            std::fs::rename(&staging, dir).at(dir)?;
-            crate::fsutil::sync_dir(&self.inner.root)
+            crate::fsutil::sync_dir(&staging_root)
         };
-        build().inspect_err(|_| {
-            // Ours, never renamed into place: remove what was built.
-            let _ = std::fs::remove_dir_all(&staging);
-        })
+        match build() {
+            Ok(()) => Ok(staging),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                Err(e)
+            }
+        }
     }
 
     /// An existing topic, or `TopicNotFound` (`Corrupt` for a topic whose metadata is damaged).

@@ -206,3 +206,48 @@ fn group_members_in_threads_with_a_join_midway() -> TestResult {
     log.close()?;
     Ok(())
 }
+
+/// A topic's directory is built outside the topics lock: callers creating the same topic at
+/// once all get the one topic (the losers' staging directories removed), and a topic that
+/// exists is written to meanwhile.
+#[test]
+fn concurrent_creations_of_one_topic_make_one_topic() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = Arc::new(open(dir.path()));
+    let busy = log.topic("busy", &TopicOptions::default())?;
+    let opts = TopicOptions {
+        partitions: Some(64),
+        ..Default::default()
+    };
+    let creators: Vec<_> = (0..6)
+        .map(|_| {
+            let (log, opts) = (log.clone(), opts.clone());
+            std::thread::spawn(move || log.topic("big", &opts).map(|t| t.num_partitions()))
+        })
+        .collect();
+    for i in 0..200 {
+        busy.produce(None, Some(b"v"), i, &[], Some(0))?;
+    }
+    for c in creators {
+        assert_eq!(c.join().expect("creator")?, 64);
+    }
+    // One of them made it; another config for the same name is refused as before.
+    let other = TopicOptions {
+        partitions: Some(3),
+        ..Default::default()
+    };
+    assert!(log.topic("big", &other).is_err());
+    assert_eq!(busy.partition(0)?.offsets().1, 200);
+    let staging: Vec<_> = std::fs::read_dir(dir.path().join("~staging"))?.collect();
+    assert!(staging.is_empty(), "staging directories left: {staging:?}");
+    let parts = std::fs::read_dir(dir.path().join("big"))?
+        .filter(|e| e.as_ref().is_ok_and(|e| e.path().is_dir()))
+        .count();
+    assert_eq!(parts, 64);
+    drop(busy);
+    log.close()?;
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!(log.get_topic("big")?.num_partitions(), 64);
+    Ok(())
+}
