@@ -65,18 +65,6 @@ fn empty_own_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A name for a staging or trash entry, unique in this process and across restarts (topic
-/// names can be 249 bytes long, too long to add a suffix to).
-fn unique_name() -> String {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{t}-{}-{n}", std::process::id())
-}
-
 /// A partition directory name: a canonical non-negative integer.
 fn partition_number(name: &str) -> Option<u32> {
     let n: u32 = name.parse().ok()?;
@@ -521,7 +509,7 @@ impl Log {
     /// topic or a whole one (staging directories are removed at open).
     fn stage_topic_dir(&self, config: &TopicConfig) -> Result<PathBuf> {
         let staging_root = self.inner.root.join(STAGING_DIR);
-        let staging = staging_root.join(unique_name());
+        let staging = staging_root.join(crate::fsutil::unique_name());
         let build = || -> Result<()> {
             std::fs::create_dir_all(&staging).at(&staging)?;
             for p in 0..config.partitions {
@@ -584,7 +572,7 @@ impl Log {
         topic.mark_deleted();
         let trash_root = self.inner.root.join(TRASH_DIR);
         std::fs::create_dir_all(&trash_root).at(&trash_root)?;
-        let trash = trash_root.join(unique_name());
+        let trash = trash_root.join(crate::fsutil::unique_name());
         std::fs::rename(&topic.dir, &trash).at(&topic.dir)?;
         crate::fsutil::sync_dir(&self.inner.root)?;
         std::fs::remove_dir_all(&trash).at(&trash)?;

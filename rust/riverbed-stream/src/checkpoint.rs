@@ -25,6 +25,8 @@ const MAGIC: &[u8; 8] = b"RBCKPT03";
 const MAGIC_V2: &[u8; 8] = b"RBCKPT02";
 const MAGIC_V1: &[u8; 8] = b"RBCKPT01";
 const KEEP: usize = 3;
+/// A temporary checkpoint file this old is a crash's leftover, not a write in progress.
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// One source's progress: the next offset to process per partition (a table source: batches
 /// done), and the largest event time seen per partition.
@@ -187,12 +189,20 @@ impl CheckpointStore {
     pub fn open(dir: impl Into<PathBuf>) -> Result<CheckpointStore> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
-        // A temporary file is what a crash during a write leaves behind.
+        // A temporary file is what a crash during a write leaves behind, or what another
+        // process sharing the directory (a consumer group's member) is writing now: only old
+        // ones are removed (a fresh one is ignored by readers either way).
         for e in fs::read_dir(&dir)
             .map_err(|e| io("list", &dir, e))?
             .flatten()
         {
-            if e.file_name().to_string_lossy().ends_with(".ckpt.tmp") {
+            let stale = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= STALE_TMP);
+            if stale && e.file_name().to_string_lossy().ends_with(".ckpt.tmp") {
                 let _ = fs::remove_file(e.path());
             }
         }
@@ -225,7 +235,12 @@ impl CheckpointStore {
     pub fn latest(&self) -> Result<(Option<Checkpoint>, Vec<String>)> {
         let mut notes = Vec::new();
         for (_, path) in self.files()? {
-            let bytes = fs::read(&path).map_err(|e| io("read", &path, e))?;
+            let bytes = match fs::read(&path) {
+                Ok(b) => b,
+                // Pruned meanwhile by another process writing newer ones here.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("read", &path, e)),
+            };
             match self.parse_signed(&bytes) {
                 Ok(c) => return Ok((Some(c), notes)),
                 Err(why) => notes.push(format!(
@@ -275,7 +290,13 @@ impl CheckpointStore {
     /// Returns the file's size.
     pub fn write(&self, c: &Checkpoint) -> Result<u64> {
         let path = self.dir.join(format!("{:020}.ckpt", c.seq));
-        let tmp = self.dir.join(format!("{:020}.ckpt.tmp", c.seq));
+        // Its own temporary name: members of a group may write the same partition's checkpoint
+        // at once (the old owner of a revoked partition and its new one); the last rename wins.
+        let tmp = self.dir.join(format!(
+            "{:020}.{}.ckpt.tmp",
+            c.seq,
+            riverbed_log::fsutil::unique_name()
+        ));
         let mut size = (MAGIC.len() + 4 + crate::checkpoint_key::TRAILER_LEN) as u64;
         {
             let mut f = fs::File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
@@ -484,6 +505,62 @@ mod tests {
         let (got, notes) = store.latest().unwrap();
         assert_eq!(got, Some(sample(4, 100_004)));
         assert!(notes[0].contains("checksum mismatch"), "{notes:?}");
+    }
+
+    /// Members of a consumer group share a partition's checkpoint directory: the old owner of a
+    /// revoked partition may still write while the new owner opens the store and writes too.
+    /// No write fails, and what is read back is always a whole checkpoint one of them wrote.
+    #[test]
+    fn writers_sharing_a_directory_do_not_break_each_others_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let writers: Vec<_> = (0..2)
+            .map(|w| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for seq in 1..=40u64 {
+                        // each opens the store again, as a new task does
+                        let store = CheckpointStore::open(&path).unwrap();
+                        store.write(&sample(seq, 1000 + w)).unwrap();
+                        let (got, _) = store.latest().unwrap();
+                        let got = got.expect("a checkpoint");
+                        assert!(got == sample(got.seq, 1000) || got == sample(got.seq, 1001));
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        // nothing left half-written, the newest few kept
+        let store = CheckpointStore::open(&path).unwrap();
+        assert_eq!(store.latest().unwrap().0.map(|c| c.seq), Some(40));
+        let tmps = fs::read_dir(&path)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".ckpt.tmp"))
+            .count();
+        assert_eq!(tmps, 0);
+    }
+
+    #[test]
+    fn opening_a_store_removes_only_stale_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("00000000000000000007.123-4-5.ckpt.tmp");
+        let stale = dir.path().join("00000000000000000006.ckpt.tmp");
+        fs::write(&fresh, b"being written").unwrap();
+        fs::write(&stale, b"left by a crash").unwrap();
+        let old = std::time::SystemTime::now() - STALE_TMP - std::time::Duration::from_secs(60);
+        fs::File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        assert!(fresh.exists(), "another writer's file was removed");
+        assert!(!stale.exists());
+        assert_eq!(store.latest().unwrap().0, None);
     }
 
     #[test]
