@@ -161,7 +161,11 @@ def test_group_consumers_split_partitions_and_resume_from_commits(kafka):
     while (len(seen) < 400 or not (a.assignment() and b.assignment())) and time.monotonic() < deadline:
         for c in (a, b):
             seen += [json.loads(v)["i"] for v in c.poll(1000, 0.2).column("value").to_pylist()]
-    assert sorted(seen) == list(range(400))
+    # Every record is read; some may be read twice: when the group rebalances while it forms
+    # (b joining after a read a's first share), records polled since the last background
+    # auto-commit are read again by their partition's next owner, as with any Kafka client's
+    # auto-commit (at least once). Seen under CPU load, 1 run in 8.
+    assert set(seen) == set(range(400))
     assert sorted(a.assignment() + b.assignment()) == [0, 1, 2, 3]
     assert a.assignment() and b.assignment()
     a.commit()
