@@ -158,7 +158,7 @@ def test_group_consumers_split_partitions_and_resume_from_commits(kafka):
     deadline = time.monotonic() + 30
     # until everything is read and the group has settled (a real broker tells the first member
     # of the rebalance only at its next heartbeat, ~3 s later; the mock cluster at once)
-    while (len(seen) < 400 or not (a.assignment() and b.assignment())) and time.monotonic() < deadline:
+    while (len(set(seen)) < 400 or not (a.assignment() and b.assignment())) and time.monotonic() < deadline:
         for c in (a, b):
             seen += [json.loads(v)["i"] for v in c.poll(1000, 0.2).column("value").to_pylist()]
     # Every record is read; some may be read twice: when the group rebalances while it forms
