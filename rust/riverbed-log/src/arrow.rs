@@ -18,7 +18,7 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 use crate::batch::RecordView;
-use crate::consumer::RecordSink;
+use crate::record_sink::RecordSink;
 use crate::error::{LogError, Result};
 use crate::partition::NewRecord;
 use crate::topic::Topic;

@@ -6,31 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::batch::RecordView;
 use crate::error::{LogError, Result};
 use crate::log::Log;
+use crate::record_sink::RecordSink;
+use crate::start_spec::StartSpec;
 use crate::topic::Topic;
 
-/// Where a consumer starts in a partition that has no committed offset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartSpec {
-    Earliest,
-    Latest,
-    Offset(i64),
-    /// The earliest offset whose timestamp is >= this (ms); the end if there is none.
-    Time(i64),
-}
-
-/// Receives the records a poll returns.
-pub trait RecordSink {
-    fn push(&mut self, partition: u32, record: &RecordView<'_>);
-    fn len(&self) -> usize;
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Forget what was pushed (the poll raced with a rebalance and is retried).
-    fn clear(&mut self);
-}
 
 #[derive(Debug)]
 pub struct Consumer {

@@ -27,11 +27,15 @@ pub mod partition;
 pub mod partitioner;
 pub mod quarantine;
 pub mod raw;
+pub mod record_sink;
 pub mod segment;
+pub mod start_spec;
 pub mod topic;
 
 pub use config::{Cleanup, FsyncPolicy, LogOptions, TopicConfig, TopicOptions};
-pub use consumer::{Consumer, RecordSink, StartSpec};
+pub use consumer::Consumer;
+pub use record_sink::RecordSink;
+pub use start_spec::StartSpec;
 pub use error::{GapError, LogError, Result};
 pub use log::Log;
 pub use partition::{NewRecord, Partition};

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use crate::batch::RecordHeader;
 use crate::config::{Cleanup, FsyncPolicy, TopicConfig};
-use crate::consumer::{RecordSink, StartSpec};
+use crate::record_sink::RecordSink;
+use crate::start_spec::StartSpec;
 use crate::error::{LogError, Result};
 use crate::notify::Notifier;
 use crate::partition::{NewRecord, Partition};
