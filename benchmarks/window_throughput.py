@@ -4,9 +4,12 @@ Workload: N events (default 10,000,000), 1,000 string keys, event time +1 ms per
 500 ms disorder, a float value; per-key tumbling 10 s windows with count, sum and mean.
 
 - (a) riverbed from an in-memory pyarrow table;
+- (a1/aN) the same split into 4 in-memory partitions (a union of 4 tables), on one worker and on
+      all workers (one per core): what the parallel engine adds;
 - (b) riverbed end to end: a JSON topic in the embedded log -> window -> an output topic
-      (producing the input topic is not timed);
-- (c) polars ``group_by_dynamic`` on the same table (sorting by time first, which it requires).
+      (producing the input topic is not timed), on all workers and on one;
+- (c) polars ``group_by_dynamic`` on the same table (sorting by time first, which it requires);
+- (d) polars ``group_by`` on (key, window start), multi-threaded: the batch hash-aggregate bound.
 
 Then, in a child process, peak RSS with 1,000,000 open (key, window) states.
 
@@ -47,14 +50,26 @@ def bench_table(t: pa.Table) -> tuple[float, int]:
     return time.perf_counter() - t0, out.num_rows
 
 
-def bench_log(t: pa.Table) -> tuple[float, int]:
+def bench_partitions(t: pa.Table, workers: int | None, parts: int = 4) -> tuple[float, int]:
+    """The table as `parts` partitions (contiguous slices, each its own in-memory source)."""
+    step = -(-t.num_rows // parts)
+    reads = [rb.Pipeline.read(t.slice(i * step, step), timestamp="ts", lateness="500ms") for i in range(parts)]
+    p = reads[0].union(*reads[1:]).window(rb.tumbling("10s"), by="key").agg(
+        n=rb.count(), s=rb.sum("v"), m=rb.mean("v")
+    )
+    t0 = time.perf_counter()
+    out = p.collect(progress=False, workers=workers)
+    return time.perf_counter() - t0, out.num_rows
+
+
+def bench_log(t: pa.Table, workers: int | None = None) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as d, rb.Log(d, fsync="never") as log:
         src = log.topic("events", partitions=4)
         for off in range(0, t.num_rows, 500_000):
             src.produce_batch(t.slice(off, 500_000), key="key", timestamp="ts")
         out = log.topic("bars", partitions=4)
         t0 = time.perf_counter()
-        riverbed_pipeline(src, timestamp="ts", schema=t.schema).write(out, key="key").run(progress=False)
+        riverbed_pipeline(src, timestamp="ts", schema=t.schema).write(out, key="key").run(progress=False, workers=workers)
         dt = time.perf_counter() - t0
         rows = sum(b - a for a, b in out.offsets().values())
     return dt, rows
@@ -68,6 +83,19 @@ def bench_polars(t: pa.Table) -> tuple[float, int]:
     out = (
         df.sort("time")
         .group_by_dynamic("time", every="10s", group_by="key")
+        .agg(pl.len().alias("n"), pl.col("v").sum().alias("s"), pl.col("v").mean().alias("m"))
+    )
+    return time.perf_counter() - t0, out.height
+
+
+def bench_polars_group_by(t: pa.Table) -> tuple[float, int]:
+    import polars as pl
+
+    df = pl.from_arrow(t)
+    t0 = time.perf_counter()
+    out = (
+        df.with_columns(((pl.col("ts") // 10_000) * 10_000).alias("window_start"))
+        .group_by("key", "window_start")
         .agg(pl.len().alias("n"), pl.col("v").sum().alias("s"), pl.col("v").mean().alias("m"))
     )
     return time.perf_counter() - t0, out.height
@@ -119,12 +147,23 @@ def main() -> None:
     print(f"{n:,} events, 1,000 keys, tumbling 10 s, count/sum/mean; {os.cpu_count()} cores")
     a_s, a_rows = bench_table(t)
     print(f"(a) riverbed, in-memory table:      {n / a_s:>14,.0f} events/s  ({a_rows:,} windows)")
+    a1_s, a1_rows = bench_partitions(t, 1)
+    print(f"(a1) 4 partitions, 1 worker:        {n / a1_s:>14,.0f} events/s  ({a1_rows:,} windows)")
+    an_s, an_rows = bench_partitions(t, None)
+    print(f"(aN) 4 partitions, all workers:     {n / an_s:>14,.0f} events/s  ({an_rows:,} windows)")
     if not args.skip_log:
         b_s, b_rows = bench_log(t)
         print(f"(b) riverbed, JSON topic -> topic:  {n / b_s:>14,.0f} events/s  ({b_rows:,} windows written)")
+        b1_s, _ = bench_log(t, 1)
+        print(f"(b1) the same on 1 worker:          {n / b1_s:>14,.0f} events/s")
     c_s, c_rows = bench_polars(t)
     print(f"(c) polars group_by_dynamic (+sort): {n / c_s:>14,.0f} events/s  ({c_rows:,} windows)")
+    d_s, d_rows = bench_polars_group_by(t)
+    print(f"(d) polars group_by (key, window):  {n / d_s:>14,.0f} events/s  ({d_rows:,} groups)")
     print(f"ratio (a)/(c): {c_s / a_s:.1f}x")
+    print(f"ratio (aN)/(a1): {a1_s / an_s:.2f}x (goal >= 1.7 on 2 cores); (aN)/(d): {d_s / an_s:.2f}x (goal >= 1.5)")
+    if not args.skip_log:
+        print(f"ratio (b)/(b1): {b1_s / b_s:.2f}x (goal >= 1.7)")
     r = subprocess.run([sys.executable, "-c", RSS_CHILD], capture_output=True, text=True, check=True)
     got, before, after = (int(x) for x in r.stdout.split())
     print(f"1,000,000 open (key, window) states: peak RSS {after / 1024:,.0f} MB "

@@ -132,6 +132,7 @@ class Pipeline:
         checkpoint_interval_ms: int | None = None,
         reset: bool = False,
         state_dir: str | None = None,
+        workers: int = 0,
     ) -> dict[str, Any]: ...
     def start(
         self,
@@ -143,6 +144,7 @@ class Pipeline:
         checkpoint_interval_ms: int | None = None,
         reset: bool = False,
         state_dir: str | None = None,
+        workers: int = 0,
     ) -> RunHandle: ...
 
 class RunHandle:

@@ -448,6 +448,17 @@ def _checkpoint_args(
 _WARNED_UNNAMED: set[str] = set()
 
 
+def _workers(workers: object) -> int:
+    """The native worker count of ``workers=``: 0 (one per core) for None."""
+    if workers is None:
+        return 0
+    if isinstance(workers, bool) or not isinstance(workers, int):
+        raise TypeError(f"workers must be an int (threads) or None (one per core), not {type(workers).__name__}")
+    if not 1 <= workers <= 1024:
+        raise ValueError(f"workers must be between 1 and 1024, not {workers}")
+    return workers
+
+
 def _records_read(metrics: list[dict[str, Any]]) -> int:
     """Records the sources of a run have read so far (their ``read`` operators' output)."""
     return sum(int(m.get("records_out", 0)) for m in metrics if str(m.get("operator", "")).startswith("read"))
@@ -1136,12 +1147,12 @@ class Pipeline:
             return False
         return len(repartition.stages(self._node, self._group, "", self._partitioned_by)) > 1
 
-    def _start(self, sink: tuple, follow: bool, ckpt: tuple) -> Any:
+    def _start(self, sink: tuple, follow: bool, ckpt: tuple, workers: int = 0) -> Any:
         """Start the run: the native handle, or for a repartitioning group run one handle over
         its stages (each its own native pipeline, checkpointed as ``<name>.stage<k>``)."""
         native = self._fresh()
         if not self._staged(ckpt):
-            return native.start(sink, follow, *self._on_error, *ckpt)
+            return native.start(sink, follow, *self._on_error, *ckpt, workers=workers)
         from riverbed import repartition
 
         name, ms, reset, state_dir = ckpt
@@ -1179,7 +1190,9 @@ class Pipeline:
                 udf.isolate = self._on_error[0] in ("skip", "dead_letter")
         return self._inner
 
-    def _bounded(self, sink: tuple, progress: bool, ckpt: tuple = (None, None, False, None)) -> RunResult:
+    def _bounded(
+        self, sink: tuple, progress: bool, ckpt: tuple = (None, None, False, None), workers: int = 0
+    ) -> RunResult:
         """A bounded run; past a second it shows a progress bar with records/s (tqdm.auto: a
         terminal bar or a notebook widget) unless ``progress`` is False."""
         if not progress:
@@ -1187,8 +1200,8 @@ class Pipeline:
                 handle = self._start(sink, False, ckpt)
                 handle.wait(None)
                 return self._result(handle.stop(3600.0))
-            return self._result(self._fresh().run(sink, False, None, *self._on_error, *ckpt))
-        handle = self._start(sink, False, ckpt)
+            return self._result(self._fresh().run(sink, False, None, *self._on_error, *ckpt, workers=workers))
+        handle = self._start(sink, False, ckpt, workers)
         bar = None
         try:
             t0 = time.monotonic()
@@ -1227,6 +1240,7 @@ class Pipeline:
         name: str | None = None,
         checkpoint_interval: object = None,
         reset: bool = False,
+        workers: int | None = None,
     ) -> RunResult:
         """Run to the end of the input (``follow=True``: keep following topics until interrupted;
         prefer ``start()``/``stop()`` for that). Writes to the sink set by ``write()``. A bounded
@@ -1241,7 +1255,14 @@ class Pipeline:
         raises ``PlanError`` unless ``reset=True`` (start over; the output topic is kept).
         ``checkpoint_interval`` and ``reset`` need ``name`` (without it they are a ``ValueError``);
         a topic-to-topic run without a name warns once that a restart reprocesses its input.
+
+        ``workers``: threads running the operators (default: one per core, but no more than the
+        inputs have partitions). Each input partition's records are handled by one worker and a
+        keyed operator's records by the worker owning the key, so the result is the same for any
+        number of workers (rows come out in the same event-time order where one worker emits them
+        so; rows of different keys with equal times may swap). A named run uses one worker.
         """
+        n = _workers(workers)
         if follow and progress is not None:
             raise ValueError("progress= has no effect with follow=True (a following run shows no progress bar); drop it")
         ckpt = self._checkpoint(name, checkpoint_interval, reset)
@@ -1254,13 +1275,15 @@ class Pipeline:
                 raw = handle.stop(10.0)
             return self._result(raw)
         if follow:
-            return self._result(self._fresh().run(self._sink or ("collect",), True, None, *self._on_error, *ckpt))
-        return self._bounded(self._sink or ("collect",), progress is not False, ckpt)
+            return self._result(
+                self._fresh().run(self._sink or ("collect",), True, None, *self._on_error, *ckpt, workers=n)
+            )
+        return self._bounded(self._sink or ("collect",), progress is not False, ckpt, n)
 
-    def collect(self, progress: bool = True) -> pa.Table:
+    def collect(self, progress: bool = True, *, workers: int | None = None) -> pa.Table:
         """Run to the end of the input and return the output as one Table (a sink set by
-        ``write()`` is not written to: use ``run()`` for that)."""
-        return self._bounded(("collect",), progress).output
+        ``write()`` is not written to: use ``run()`` for that). ``workers`` as in ``run()``."""
+        return self._bounded(("collect",), progress, workers=_workers(workers)).output
 
     def to_pandas(self) -> Any:
         return self.collect().to_pandas()
@@ -1284,13 +1307,15 @@ class Pipeline:
         name: str | None = None,
         checkpoint_interval: object = None,
         reset: bool = False,
+        workers: int | None = None,
     ) -> Pipeline:
         """Run in a background thread (following topics for new records) until ``stop()``;
-        ``name`` checkpoints it as in ``run()``."""
+        ``name`` checkpoints it and ``workers`` sets its threads as in ``run()``."""
         if self.running:
             raise RuntimeError("this pipeline is already running; stop() it first")
+        n = _workers(workers)
         ckpt = self._checkpoint(name, checkpoint_interval, reset)
-        self._handle = self._start(self._sink or ("collect",), bool(follow), ckpt)
+        self._handle = self._start(self._sink or ("collect",), bool(follow), ckpt, n)
         _RUNNING.add(self)
         return self
 

@@ -18,9 +18,9 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 use crate::batch::RecordView;
-use crate::record_sink::RecordSink;
 use crate::error::{LogError, Result};
 use crate::partition::NewRecord;
+use crate::record_sink::RecordSink;
 use crate::topic::Topic;
 
 mod json_rules;

@@ -12,7 +12,6 @@ use crate::record_sink::RecordSink;
 use crate::start_spec::StartSpec;
 use crate::topic::Topic;
 
-
 #[derive(Debug)]
 pub struct Consumer {
     log: Log,

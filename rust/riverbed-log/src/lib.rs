@@ -34,11 +34,11 @@ pub mod topic;
 
 pub use config::{Cleanup, FsyncPolicy, LogOptions, TopicConfig, TopicOptions};
 pub use consumer::Consumer;
-pub use record_sink::RecordSink;
-pub use start_spec::StartSpec;
 pub use error::{GapError, LogError, Result};
 pub use log::Log;
 pub use partition::{NewRecord, Partition};
 pub use quarantine::Gap;
+pub use record_sink::RecordSink;
 pub use segment::Damage;
+pub use start_spec::StartSpec;
 pub use topic::{PartitionInfo, Topic};

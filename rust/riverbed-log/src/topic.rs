@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use crate::batch::RecordHeader;
 use crate::config::{Cleanup, FsyncPolicy, TopicConfig};
-use crate::record_sink::RecordSink;
-use crate::start_spec::StartSpec;
 use crate::error::{LogError, Result};
 use crate::notify::Notifier;
 use crate::partition::{NewRecord, Partition};
 use crate::partitioner::{partition_for_key, StickyPartitioner};
+use crate::record_sink::RecordSink;
 use crate::segment::Damage;
+use crate::start_spec::StartSpec;
 
 #[derive(Debug)]
 pub struct Topic {

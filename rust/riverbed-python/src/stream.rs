@@ -391,16 +391,9 @@ impl PyPipeline {
         sink: Box<dyn Sink>,
         collected: Collected,
         follow: bool,
-        end_watermark: Option<i64>,
-        on_error: Option<Arc<ErrorHandler>>,
-        checkpoint: Option<CheckpointConfig>,
+        control: RunControl,
     ) -> (Arc<RunControl>, Receiver<RunResult>) {
-        let control = Arc::new(RunControl {
-            end_watermark,
-            on_error,
-            checkpoint,
-            ..Default::default()
-        });
+        let control = Arc::new(control);
         let (tx, rx) = channel();
         let (p, c) = (self.inner.clone(), control.clone());
         let mut sink = sink;
@@ -515,7 +508,7 @@ impl PyPipeline {
 
     /// Run to the end of the inputs (or, with `follow`, until Ctrl-C); returns
     /// {"output": [batches], "late": [batches], "metrics": [dicts]}.
-    #[pyo3(signature = (sink, follow=false, end_watermark=None, on_error=None, dead_letter=None, name=None, checkpoint_interval_ms=None, reset=false, state_dir=None))]
+    #[pyo3(signature = (sink, follow=false, end_watermark=None, on_error=None, dead_letter=None, name=None, checkpoint_interval_ms=None, reset=false, state_dir=None, workers=0))]
     #[allow(clippy::too_many_arguments)]
     fn run<'py>(
         &self,
@@ -529,11 +522,19 @@ impl PyPipeline {
         checkpoint_interval_ms: Option<u64>,
         reset: bool,
         state_dir: Option<std::path::PathBuf>,
+        workers: usize,
     ) -> PyResult<Bound<'py, PyDict>> {
         let handler = error_handler(on_error, dead_letter)?;
         let ckpt = self.checkpoint_config(sink, name, checkpoint_interval_ms, reset, state_dir)?;
         let (s, collected) = self.make_sink(sink)?;
-        let (control, mut rx) = self.spawn(s, collected, follow, end_watermark, handler, ckpt);
+        let run = RunControl {
+            end_watermark,
+            on_error: handler,
+            checkpoint: ckpt,
+            workers,
+            ..Default::default()
+        };
+        let (control, mut rx) = self.spawn(s, collected, follow, run);
         loop {
             let (r, back) = recv(py, rx, SIGNAL_CHECK);
             rx = back;
@@ -558,7 +559,7 @@ impl PyPipeline {
     }
 
     /// Start a run on a background thread; returns a handle to watch and stop it.
-    #[pyo3(signature = (sink, follow=true, on_error=None, dead_letter=None, name=None, checkpoint_interval_ms=None, reset=false, state_dir=None))]
+    #[pyo3(signature = (sink, follow=true, on_error=None, dead_letter=None, name=None, checkpoint_interval_ms=None, reset=false, state_dir=None, workers=0))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
@@ -570,11 +571,18 @@ impl PyPipeline {
         checkpoint_interval_ms: Option<u64>,
         reset: bool,
         state_dir: Option<std::path::PathBuf>,
+        workers: usize,
     ) -> PyResult<PyRunHandle> {
         let handler = error_handler(on_error, dead_letter)?;
         let ckpt = self.checkpoint_config(sink, name, checkpoint_interval_ms, reset, state_dir)?;
         let (s, collected) = self.make_sink(sink)?;
-        let (control, rx) = self.spawn(s, collected, follow, None, handler, ckpt);
+        let run = RunControl {
+            on_error: handler,
+            checkpoint: ckpt,
+            workers,
+            ..Default::default()
+        };
+        let (control, rx) = self.spawn(s, collected, follow, run);
         Ok(PyRunHandle {
             pipeline: PyPipeline {
                 inner: self.inner.clone(),

@@ -8,8 +8,10 @@ mod bad_times;
 pub mod buffered;
 pub mod checkpoint;
 pub use riverbed_log::checkpoint_key;
+mod engine;
 pub mod error;
 pub mod errors;
+pub mod exchange;
 pub mod explain;
 pub mod expr;
 pub mod held;
@@ -30,6 +32,7 @@ pub mod stateful;
 pub mod tasks;
 pub mod watermark;
 pub mod window;
+mod workers;
 
 pub use checkpoint::CheckpointStats;
 pub use error::{Result, StreamError};

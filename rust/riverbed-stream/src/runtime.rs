@@ -14,8 +14,10 @@ use crate::buffered::{BufferedKind, BufferedWindows};
 use crate::checkpoint::{
     Checkpoint, CheckpointStats, CheckpointStore, CheckpointWriter, OperatorState, SourceState,
 };
+use crate::engine::{Engine, Local};
 use crate::error::{Result, StreamError};
 use crate::errors::{ErrorHandler, ErrorPolicy};
+use crate::exchange::Route;
 use crate::keys::{event_times, FastMap};
 use crate::operator::{BatchUdf, Filter, MapBatches, OpMetrics, Operator, Project, Projection};
 use crate::plan::{Node, WindowSpec};
@@ -410,6 +412,8 @@ struct GNode {
     legacy: String,
     parent: Option<usize>,
     children: Vec<usize>,
+    /// Per input (as `children`): where its records go in a parallel run (`exchange.rs`).
+    routes: Vec<Route>,
     out_wm: i64,
 }
 
@@ -433,6 +437,34 @@ pub(crate) struct Graph {
     out_key: Vec<String>,
     /// The plan's `explain()` text as checkpoints before version 3 hold it.
     legacy_plan: String,
+    /// A worker of a parallel run: what crosses to other workers. `None`: the graph runs whole.
+    pub(crate) outbox: Option<Outbox>,
+}
+
+/// What a worker's graph hands to other workers (`workers.rs` sends it), and the watermarks of
+/// its inputs fed by them.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    pub(crate) items: Vec<Outgoing>,
+    /// (node, input side) fed through an exchange: that input's watermark (the minimum over the
+    /// workers sending to it).
+    pub(crate) remote_wm: FastMap<(usize, usize), i64>,
+    /// Per node whose output crosses: the watermark last sent.
+    sent_wm: FastMap<usize, i64>,
+}
+
+/// Records or a watermark for input `side` of operator `node`, on whichever worker owns them.
+pub(crate) enum Outgoing {
+    Data {
+        node: usize,
+        side: usize,
+        batch: RecordBatch,
+    },
+    Watermark {
+        node: usize,
+        side: usize,
+        wm: i64,
+    },
 }
 
 struct Builder<'a> {
@@ -485,6 +517,7 @@ impl Builder<'_> {
             signature: crate::signature::signature(node, self.specs),
             legacy: crate::explain::describe(node, self.specs, true),
             parent: None,
+            routes: vec![Route::Local; children.len()],
             children,
             out_wm: i64::MIN,
         });
@@ -718,6 +751,20 @@ impl Builder<'_> {
                     label,
                     vec![lc, rc],
                 );
+                // Equal keys meet on one worker: the right keys hash as the left's type.
+                self.nodes[idx].routes = vec![
+                    Route::Hash(left_by.iter().map(|c| (c.clone(), None)).collect()),
+                    Route::Hash(
+                        right_by
+                            .iter()
+                            .zip(left_by)
+                            .map(|(r, l)| {
+                                let t = ls.field_with_name(l).ok().map(|f| f.data_type().clone());
+                                (r.clone(), t)
+                            })
+                            .collect(),
+                    ),
+                ];
                 let key = self.keys_of.get(&lc).cloned().unwrap_or_default();
                 self.keys_of.insert(idx, key);
                 let origin = self.origins.get(&lc).cloned().unwrap_or_default();
@@ -780,6 +827,15 @@ impl Builder<'_> {
                     }
                 };
                 let idx = self.add(op, planned, label, vec![child]);
+                self.nodes[idx].routes = vec![match node {
+                    Node::Window { by, .. }
+                    | Node::GroupBy { by, .. }
+                    | Node::Series { by, .. }
+                    | Node::StatefulMap { by, .. } => {
+                        Route::Hash(by.iter().map(|c| (c.clone(), None)).collect())
+                    }
+                    _ => Route::Local,
+                }];
                 let declared = match node {
                     Node::KeyBy { .. } => true,
                     Node::Window { .. } | Node::GroupBy { .. } => false,
@@ -895,6 +951,7 @@ impl Graph {
             out_ts,
             out_key,
             legacy_plan: crate::explain::explain(plan, specs, true),
+            outbox: None,
         })
     }
 
@@ -925,6 +982,18 @@ impl Graph {
                     .iter()
                     .position(|&c| c == idx)
                     .unwrap_or(0);
+                if let Some(ob) = &mut self.outbox {
+                    if self.nodes[p].routes[side] != Route::Local {
+                        for batch in out.into_iter().filter(|b| b.num_rows() > 0) {
+                            ob.items.push(Outgoing::Data {
+                                node: p,
+                                side,
+                                batch,
+                            });
+                        }
+                        return Ok(());
+                    }
+                }
                 for b in out {
                     self.push(p, side, b, sink)?;
                 }
@@ -952,10 +1021,18 @@ impl Graph {
             let input_wm = if self.nodes[idx].children.is_empty() {
                 leaf_wm.get(&idx).copied().unwrap_or(i64::MAX)
             } else {
-                let wms: Vec<i64> = self.nodes[idx]
+                let n = &self.nodes[idx];
+                let wms: Vec<i64> = n
                     .children
                     .iter()
-                    .map(|&c| self.nodes[c].out_wm)
+                    .zip(&n.routes)
+                    .enumerate()
+                    .map(|(side, (&c, r))| match &self.outbox {
+                        Some(ob) if *r != Route::Local => {
+                            ob.remote_wm.get(&(idx, side)).copied().unwrap_or(i64::MIN)
+                        }
+                        _ => self.nodes[c].out_wm,
+                    })
                     .collect();
                 self.nodes[idx].op.input_watermarks(&wms);
                 wms.into_iter().min().unwrap_or(i64::MAX)
@@ -969,8 +1046,63 @@ impl Graph {
             } else {
                 self.nodes[idx].op.output_watermark(input_wm)
             };
+            self.send_watermark(idx);
         }
         Ok(())
+    }
+
+    /// A worker: tell the workers owning node `idx`'s output that its watermark moved.
+    fn send_watermark(&mut self, idx: usize) {
+        let (Some(ob), Some(p)) = (&mut self.outbox, self.nodes[idx].parent) else {
+            return;
+        };
+        let parent = &self.nodes[p];
+        let side = parent.children.iter().position(|&c| c == idx).unwrap_or(0);
+        let wm = self.nodes[idx].out_wm;
+        if parent.routes[side] != Route::Local && ob.sent_wm.get(&idx) != Some(&wm) {
+            ob.sent_wm.insert(idx, wm);
+            ob.items.push(Outgoing::Watermark { node: p, side, wm });
+        }
+    }
+
+    /// The inputs fed through an exchange in a parallel run: (node, side, the input's node), in
+    /// graph order (an input's node before its consumer).
+    pub(crate) fn cuts(&self) -> Vec<(usize, usize, usize)> {
+        self.order
+            .iter()
+            .flat_map(|&i| {
+                let n = &self.nodes[i];
+                n.children
+                    .iter()
+                    .zip(&n.routes)
+                    .enumerate()
+                    .filter(|(_, (_, r))| **r != Route::Local)
+                    .map(move |(side, (&c, _))| (i, side, c))
+            })
+            .collect()
+    }
+
+    /// The route of input `side` of node `idx`.
+    pub(crate) fn route(&self, idx: usize, side: usize) -> &Route {
+        &self.nodes[idx].routes[side]
+    }
+
+    /// The nodes feeding node `idx`, by input side.
+    pub(crate) fn children(&self, idx: usize) -> &[usize] {
+        &self.nodes[idx].children
+    }
+
+    pub(crate) fn root(&self) -> usize {
+        self.root
+    }
+
+    pub(crate) fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Node `idx`'s place in graph order (where `metrics()` reports it).
+    pub(crate) fn position(&self, idx: usize) -> Option<usize> {
+        self.order.iter().position(|&i| i == idx)
     }
 
     /// The watermark of the output (the root's), for a sink that passes it on.
@@ -1160,6 +1292,19 @@ pub struct RunControl {
     pub notes: Mutex<Vec<String>>,
     /// What the checkpoints of this run have cost (a named run).
     pub checkpoint_stats: Arc<Mutex<CheckpointStats>>,
+    /// Worker threads for the operators: 0 is one per core, but no more than the inputs have
+    /// partitions. A named (checkpointed) run uses one.
+    pub workers: usize,
+}
+
+impl RunControl {
+    /// The number of worker threads this run uses (before the one-worker rule of named runs).
+    pub fn workers(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 /// Where and how often a named pipeline checkpoints.
@@ -1345,6 +1490,35 @@ impl Pipeline {
             g.restore(&c.operators, fit)?;
             seq = c.seq;
         }
+        // A named run checkpoints its one graph; any other run splits it between workers (by
+        // default as many as the inputs have partitions, up to one per core: a partition's
+        // records are read in order by one worker).
+        let partitions: usize = srcs
+            .iter()
+            .map(|(i, _)| self.sources[*i].partitions())
+            .sum();
+        let workers = match control.workers {
+            0 => control.workers().min(partitions.max(1)),
+            n => n,
+        };
+        let mut engine: Box<dyn Engine> = if store.is_none() && workers > 1 {
+            let mut graphs = vec![g];
+            for _ in 1..workers {
+                graphs.push(Graph::compile(
+                    &self.plan,
+                    &self.sources,
+                    &self.udfs,
+                    on_error.clone(),
+                )?);
+            }
+            let order = self
+                .ts
+                .clone()
+                .filter(|_| crate::workers::emits_in_time_order(&self.plan));
+            Box::new(crate::workers::Pool::start(graphs, order)?)
+        } else {
+            Box::new(Local(g))
+        };
         let store = store.map(Arc::new);
         let stats = control.checkpoint_stats.clone();
         let mut writer = store
@@ -1354,7 +1528,7 @@ impl Pipeline {
         // it before going on, else on the writer thread, unless that is still writing the last
         // one (one in flight at a time: a slow disk spaces checkpoints out instead of stalling
         // the run). Whether one was taken.
-        let mut checkpoint = |g: &Graph,
+        let mut checkpoint = |g: &dyn Engine,
                               sink: &mut dyn Sink,
                               srcs: &[(usize, Box<dyn crate::source::Source>)],
                               tracker: &WatermarkTracker,
@@ -1400,7 +1574,7 @@ impl Pipeline {
         };
         // The first checkpoint records where the sinks ended before this run wrote anything.
         if resume.is_none() {
-            checkpoint(&g, sink, &srcs, &tracker, true)?;
+            checkpoint(&*engine, sink, &srcs, &tracker, true)?;
         }
         let interval = control.checkpoint.as_ref().map(|c| c.interval);
         let mut last_checkpoint = std::time::Instant::now();
@@ -1431,7 +1605,7 @@ impl Pipeline {
                             None => b,
                         };
                         let b = stamp(&mut tracker, k, p, b, uses[k].ts.as_deref())?;
-                        g.push(uses[k].leaf, 0, b, sink)?;
+                        engine.push(uses[k].leaf, p, b, sink)?;
                         progressed = true;
                     }
                     Polled::PartitionDone(p) => {
@@ -1454,7 +1628,7 @@ impl Pipeline {
             // pipeline again by name with more input rolls the flushed output back and goes on
             // as if the stream had continued (the flush is provisional).
             if !ended && !follow && tracker.all_done() {
-                checkpoint(&g, sink, &srcs, &tracker, true)?;
+                checkpoint(&*engine, sink, &srcs, &tracker, true)?;
                 ended = true;
             }
             let wms = tracker.watermarks(follow, |k, p| {
@@ -1466,14 +1640,14 @@ impl Pipeline {
                     .map(|u| u.leaf)
                     .zip(wms.iter().copied())
                     .collect();
-                g.advance(&leaf_wm, sink)?;
+                engine.advance(&leaf_wm, sink)?;
                 last_wm = wms;
             }
-            late.extend(g.take_late());
-            *control.metrics.lock() = metrics_with_sources(&g, &srcs, &uses, &null_times);
+            late.extend(engine.take_late(sink)?);
+            *control.metrics.lock() = metrics_with_sources(&*engine, &srcs, &uses, &null_times);
             if !ended
                 && interval.is_some_and(|i| last_checkpoint.elapsed() >= i)
-                && checkpoint(&g, sink, &srcs, &tracker, false)?
+                && checkpoint(&*engine, sink, &srcs, &tracker, false)?
             {
                 last_checkpoint = std::time::Instant::now();
             }
@@ -1496,14 +1670,14 @@ impl Pipeline {
                 }
             }
         }
-        let _ = g.root;
+        late.extend(engine.finish(sink)?);
         // On stop() (not after an error: the last good one stands; the end of a bounded input
         // was checkpointed before its flush).
         if !ended {
-            checkpoint(&g, sink, &srcs, &tracker, true)?;
+            checkpoint(&*engine, sink, &srcs, &tracker, true)?;
         }
         sink.close()?;
-        let metrics = metrics_with_sources(&g, &srcs, &uses, &null_times);
+        let metrics = metrics_with_sources(&*engine, &srcs, &uses, &null_times);
         *control.metrics.lock() = metrics.clone();
         let notes = std::mem::take(&mut *control.notes.lock());
         Ok(RunOutput {
@@ -1550,14 +1724,14 @@ pub(crate) fn without_null_times(
 
 /// The graph's metrics, with each source's bad-record count on its leaf.
 pub(crate) fn metrics_with_sources(
-    g: &Graph,
+    g: &dyn Engine,
     srcs: &[(usize, Box<dyn crate::source::Source>)],
     uses: &[SourceUse],
     null_times: &[u64],
 ) -> Vec<OpMetrics> {
     let mut m = g.metrics();
     for (((_, src), u), nulls) in srcs.iter().zip(uses).zip(null_times) {
-        if let Some(pos) = g.order.iter().position(|&i| i == u.leaf) {
+        if let Some(pos) = g.position(u.leaf) {
             m[pos].errors = src.errors() + nulls;
         }
     }
