@@ -175,7 +175,7 @@ def test_an_error_in_a_worker_ends_the_run_with_it(log: rb.Log) -> None:
         src(log).map_batches(boom).window(rb.tumbling("1s"), by="k").agg(c=rb.count()).run(progress=False, workers=3)
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True, 10**6])
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True, 257, 10**6])
 def test_bad_workers_are_refused(log: rb.Log, bad: object) -> None:
     with pytest.raises((TypeError, ValueError), match="workers"):
         src(log).collect(progress=False, workers=bad)  # type: ignore[arg-type]
@@ -188,3 +188,31 @@ def test_output_in_event_time_order_stays_so_on_workers(log: rb.Log, kind: str) 
     times = out.column(col).to_pylist()
     assert len(times) > 100 and times == sorted(times)
 
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda b: b.drop_columns(["window_start"]),
+        lambda b: b.set_column(b.schema.get_field_index("window_start"), "window_start", pa.array(["x"] * b.num_rows)),
+        lambda b: b.set_column(
+            b.schema.get_field_index("window_start"), "window_start", pa.nulls(b.num_rows, pa.int64())
+        ),
+    ],
+    ids=["dropped", "strings", "nulls"],
+)
+def test_a_python_function_rewriting_the_window_time_runs_on_workers(log: rb.Log, change) -> None:
+    def p() -> rb.Pipeline:
+        return src(log).window(rb.tumbling("1s"), by="k").agg(c=rb.count()).map_batches(change)
+
+    one = p().run(progress=False, workers=1).output
+    many = p().run(progress=False, workers=3).output
+    assert one.num_rows > 0 and canon(many) == canon(one)
+
+
+def test_an_expression_rewriting_the_window_time_runs_on_workers(log: rb.Log) -> None:
+    def p() -> rb.Pipeline:
+        return src(log).window(rb.tumbling("1s"), by="k").agg(c=rb.count()).with_columns(window_start=rb.lit("x"))
+
+    one = p().run(progress=False, workers=1).output
+    assert one.num_rows > 0 and canon(p().run(progress=False, workers=3).output) == canon(one)

@@ -454,8 +454,9 @@ def _workers(workers: object) -> int:
         return 0
     if isinstance(workers, bool) or not isinstance(workers, int):
         raise TypeError(f"workers must be an int (threads) or None (one per core), not {type(workers).__name__}")
-    if not 1 <= workers <= 1024:
-        raise ValueError(f"workers must be between 1 and 1024, not {workers}")
+    if not 1 <= workers <= 256:
+        # every worker tells every other of each watermark step: hundreds cost more than they add
+        raise ValueError(f"workers must be between 1 and 256, not {workers}")
     return workers
 
 
@@ -1260,7 +1261,8 @@ class Pipeline:
         inputs have partitions). Each input partition's records are handled by one worker and a
         keyed operator's records by the worker owning the key, so the result is the same for any
         number of workers (rows come out in the same event-time order where one worker emits them
-        so; rows of different keys with equal times may swap). A named run uses one worker.
+        so; see the README's "Every core" for what equal times and changelogs may change). A named
+        run uses one worker; at most 256.
         """
         n = _workers(workers)
         if follow and progress is not None:

@@ -93,6 +93,8 @@ pub(crate) struct Pool {
 
 struct Ordered {
     column: String,
+    /// The column turned out not to be a usable time: stop ordering.
+    unusable: bool,
     /// Per worker: its output watermark.
     wm: Vec<i64>,
     /// (worker, batch), in arrival order.
@@ -101,8 +103,22 @@ struct Ordered {
 
 impl Ordered {
     /// Write what every worker's watermark has passed (`all`: everything), by event time (ties:
-    /// by worker, then in the order the worker emitted them); keep the rest.
+    /// by worker, then in the order the worker emitted them); keep the rest. An output whose
+    /// time column is not usable after all (missing, null, not a time) is written as it comes:
+    /// ordering is a courtesy, never a reason to fail a run.
     fn release(&mut self, sink: &mut dyn Sink, all: bool) -> Result<()> {
+        let usable = self.held.iter().all(|(_, b)| {
+            b.column_by_name(&self.column)
+                .is_some_and(|c| c.null_count() == 0)
+                && crate::keys::event_times(b, &self.column).is_ok()
+        });
+        if !usable {
+            for (_, b) in std::mem::take(&mut self.held) {
+                sink.write(b)?;
+            }
+            self.unusable = true;
+            return Ok(());
+        }
         let bound = if all {
             i64::MAX
         } else {
@@ -157,8 +173,9 @@ pub(crate) fn emits_in_time_order(node: &crate::plan::Node) -> bool {
         | Node::Select { input, .. }
         | Node::Drop { input, .. }
         | Node::Rename { input, .. }
-        | Node::KeyBy { input, .. }
-        | Node::MapBatches { input, .. } => emits_in_time_order(input),
+        | Node::KeyBy { input, .. } => emits_in_time_order(input),
+        // A Python function may reorder rows or rewrite the time column.
+        Node::MapBatches { .. } => false,
         Node::Source { .. } | Node::Union { .. } | Node::GroupBy { .. } => false,
     }
 }
@@ -224,6 +241,7 @@ impl Pool {
             ended: false,
             order: order.map(|column| Ordered {
                 column,
+                unusable: false,
                 wm: vec![i64::MIN; n],
                 held: Vec::new(),
             }),
@@ -263,8 +281,8 @@ impl Pool {
             };
             match m {
                 Out::Batch(w, b) => match &mut self.order {
-                    Some(o) => o.held.push((w, b)),
-                    None => sink.write(b)?,
+                    Some(o) if !o.unusable => o.held.push((w, b)),
+                    _ => sink.write(b)?,
                 },
                 Out::Wm(w, wm) => {
                     if let Some(o) = &mut self.order {
