@@ -216,3 +216,10 @@ def test_an_expression_rewriting_the_window_time_runs_on_workers(log: rb.Log) ->
 
     one = p().run(progress=False, workers=1).output
     assert one.num_rows > 0 and canon(p().run(progress=False, workers=3).output) == canon(one)
+
+
+def test_a_numpy_integer_is_a_worker_count(log: rb.Log) -> None:
+    import numpy as np
+
+    p = PIPELINES["tumbling"](log)
+    assert canon(p.collect(progress=False, workers=np.int64(2))) == canon(p.collect(progress=False, workers=1))

@@ -21,6 +21,7 @@ import atexit
 import copy
 import functools
 import itertools
+import operator
 import time
 import warnings
 import weakref
@@ -452,8 +453,9 @@ def _workers(workers: object) -> int:
     """The native worker count of ``workers=``: 0 (one per core) for None."""
     if workers is None:
         return 0
-    if isinstance(workers, bool) or not isinstance(workers, int):
+    if isinstance(workers, bool) or not hasattr(type(workers), "__index__"):
         raise TypeError(f"workers must be an int (threads) or None (one per core), not {type(workers).__name__}")
+    workers = operator.index(workers)  # numpy integers too
     if not 1 <= workers <= 256:
         # every worker tells every other of each watermark step: hundreds cost more than they add
         raise ValueError(f"workers must be between 1 and 256, not {workers}")
