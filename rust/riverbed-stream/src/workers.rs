@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use arrow_array::RecordBatch;
+use arrow_array::{Array, RecordBatch};
+use arrow_buffer::ScalarBuffer;
 use parking_lot::Mutex;
 
 use crate::checkpoint::OperatorState;
@@ -97,28 +98,35 @@ struct Ordered {
     unusable: bool,
     /// Per worker: its output watermark.
     wm: Vec<i64>,
-    /// (worker, batch), in arrival order.
-    held: Vec<(usize, RecordBatch)>,
+    /// (worker, batch, its rows' times), in arrival order.
+    held: Vec<(usize, RecordBatch, ScalarBuffer<i64>)>,
 }
 
 impl Ordered {
-    /// Write what every worker's watermark has passed (`all`: everything), by event time (ties:
-    /// by worker, then in the order the worker emitted them); keep the rest. An output whose
-    /// time column is not usable after all (missing, null, not a time) is written as it comes:
+    /// Hold worker `w`'s output `b` until its turn. An output whose time column is not usable
+    /// after all (missing, null, not a time) is written as it comes, with what was held:
     /// ordering is a courtesy, never a reason to fail a run.
-    fn release(&mut self, sink: &mut dyn Sink, all: bool) -> Result<()> {
-        let usable = self.held.iter().all(|(_, b)| {
-            b.column_by_name(&self.column)
-                .is_some_and(|c| c.null_count() == 0)
-                && crate::keys::event_times(b, &self.column).is_ok()
-        });
-        if !usable {
-            for (_, b) in std::mem::take(&mut self.held) {
+    fn hold(&mut self, w: usize, b: RecordBatch, sink: &mut dyn Sink) -> Result<()> {
+        let times = b
+            .column_by_name(&self.column)
+            .filter(|c| c.null_count() == 0)
+            .and_then(|_| crate::keys::event_times(&b, &self.column).ok());
+        match times {
+            Some(ts) if !self.unusable => self.held.push((w, b, ts)),
+            _ => {
+                self.unusable = true;
+                for (_, held, _) in std::mem::take(&mut self.held) {
+                    sink.write(held)?;
+                }
                 sink.write(b)?;
             }
-            self.unusable = true;
-            return Ok(());
         }
+        Ok(())
+    }
+
+    /// Write what every worker's watermark has passed (`all`: everything), by event time (ties:
+    /// by worker, then in the order the worker emitted them); keep the rest.
+    fn release(&mut self, sink: &mut dyn Sink, all: bool) -> Result<()> {
         let bound = if all {
             i64::MAX
         } else {
@@ -129,8 +137,7 @@ impl Ordered {
         }
         let mut rows: Vec<(i64, usize, usize, usize)> = Vec::new();
         let mut keep = Vec::new();
-        for (k, (w, b)) in self.held.iter().enumerate() {
-            let ts = crate::keys::event_times(b, &self.column)?;
+        for (k, (w, b, ts)) in self.held.iter().enumerate() {
             let mut kept = Vec::new();
             for (i, &t) in ts.iter().enumerate() {
                 if all || t < bound {
@@ -140,16 +147,15 @@ impl Ordered {
                 }
             }
             if !kept.is_empty() {
+                let kept_ts: ScalarBuffer<i64> = kept.iter().map(|&i| ts[i as usize]).collect();
                 let idx = arrow_array::UInt32Array::from(kept);
-                keep.push((
-                    *w,
-                    arrow_select::take::take_record_batch(b, &idx).ctx("ordering output")?,
-                ));
+                let rest = arrow_select::take::take_record_batch(b, &idx).ctx("ordering output")?;
+                keep.push((*w, rest, kept_ts));
             }
         }
         if !rows.is_empty() {
-            rows.sort_by_key(|&(t, w, k, i)| (t, w, k, i));
-            let batches: Vec<&RecordBatch> = self.held.iter().map(|(_, b)| b).collect();
+            rows.sort_unstable();
+            let batches: Vec<&RecordBatch> = self.held.iter().map(|(_, b, _)| b).collect();
             let idx: Vec<(usize, usize)> = rows.iter().map(|&(_, _, k, i)| (k, i)).collect();
             let out = arrow_select::interleave::interleave_record_batch(&batches, &idx)
                 .ctx("ordering output")?;
@@ -281,8 +287,8 @@ impl Pool {
             };
             match m {
                 Out::Batch(w, b) => match &mut self.order {
-                    Some(o) if !o.unusable => o.held.push((w, b)),
-                    _ => sink.write(b)?,
+                    Some(o) => o.hold(w, b, sink)?,
+                    None => sink.write(b)?,
                 },
                 Out::Wm(w, wm) => {
                     if let Some(o) = &mut self.order {
