@@ -7,10 +7,11 @@
 
 import os as _os
 
-# mimalloc (the extension's allocator) returns freed memory to the OS at once (peak RSS stays
-# low) and uses no transparent huge pages (the kernel would zero 2 MiB for every fresh page).
-# Set before the extension loads; an explicit MIMALLOC_* environment variable wins.
-_os.environ.setdefault("MIMALLOC_PURGE_DELAY", "0")
+# mimalloc (the extension's allocator) uses no transparent huge pages: the kernel would zero
+# 2 MiB for every fresh page. Set before the extension loads; an explicit MIMALLOC_ALLOW_THP wins.
+# Freed memory goes back to the OS after mimalloc's own delay (1 s): returning it at once
+# (MIMALLOC_PURGE_DELAY=0, as before 2026-12-03) saved ~18 MB of peak RSS in the 1M-state
+# benchmark but faulted every step's buffers in again — a third of the CPU of a topic -> topic run.
 _os.environ.setdefault("MIMALLOC_ALLOW_THP", "0")
 
 from riverbed import exceptions  # noqa: E402

@@ -8,22 +8,6 @@ use pyo3::prelude::*;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's `mi_option_purge_delay` (the same index in its v2 and v3 headers).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Freed memory goes back to the OS after a second unused rather than mimalloc's default 10 ms:
-/// the workers of a parallel run free what other workers allocated (exchanged batches), and
-/// with the default those pages were returned and faulted in again every step (a fifth of a
-/// worker's time in `benchmarks/window_throughput.py`). `MIMALLOC_PURGE_DELAY` in the
-/// environment (milliseconds; -1: never) overrides it.
-fn keep_freed_memory_a_while() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-        return;
-    }
-    // SAFETY: mimalloc's options are plain atomics, settable from any thread at any time.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000) }
-}
-
 mod consumer;
 mod error;
 mod kafka;
@@ -34,7 +18,6 @@ mod timeout;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    keep_freed_memory_a_while();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     error::register(m)?;
     m.add_class::<log::PyLog>()?;
