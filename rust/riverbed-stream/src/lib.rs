@@ -19,6 +19,7 @@ pub mod join;
 mod json_ints;
 pub mod keys;
 pub mod operator;
+mod ordered;
 pub mod plan;
 pub mod resume;
 pub mod rolling;

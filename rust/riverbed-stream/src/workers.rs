@@ -23,7 +23,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arrow_array::{Array, RecordBatch};
-use arrow_buffer::ScalarBuffer;
 use parking_lot::Mutex;
 
 use crate::checkpoint::OperatorState;
@@ -32,6 +31,7 @@ use crate::error::{ArrowContext, Result, StreamError};
 use crate::exchange::{Route, Splitter};
 use crate::keys::FastMap;
 use crate::operator::OpMetrics;
+use crate::ordered::Ordered;
 use crate::runtime::{Graph, Outbox, Outgoing};
 use crate::sink::{CollectSink, Sink};
 
@@ -90,80 +90,6 @@ pub(crate) struct Pool {
     /// An output a single-threaded run emits in event-time order (`emits_in_time_order`) is
     /// released in that order: held until every worker's output watermark has passed it.
     order: Option<Ordered>,
-}
-
-struct Ordered {
-    column: String,
-    /// The column turned out not to be a usable time: stop ordering.
-    unusable: bool,
-    /// Per worker: its output watermark.
-    wm: Vec<i64>,
-    /// (worker, batch, its rows' times), in arrival order.
-    held: Vec<(usize, RecordBatch, ScalarBuffer<i64>)>,
-}
-
-impl Ordered {
-    /// Hold worker `w`'s output `b` until its turn. An output whose time column is not usable
-    /// after all (missing, null, not a time) is written as it comes, with what was held:
-    /// ordering is a courtesy, never a reason to fail a run.
-    fn hold(&mut self, w: usize, b: RecordBatch, sink: &mut dyn Sink) -> Result<()> {
-        let times = b
-            .column_by_name(&self.column)
-            .filter(|c| c.null_count() == 0)
-            .and_then(|_| crate::keys::event_times(&b, &self.column).ok());
-        match times {
-            Some(ts) if !self.unusable => self.held.push((w, b, ts)),
-            _ => {
-                self.unusable = true;
-                for (_, held, _) in std::mem::take(&mut self.held) {
-                    sink.write(held)?;
-                }
-                sink.write(b)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Write what every worker's watermark has passed (`all`: everything), by event time (ties:
-    /// by worker, then in the order the worker emitted them); keep the rest.
-    fn release(&mut self, sink: &mut dyn Sink, all: bool) -> Result<()> {
-        let bound = if all {
-            i64::MAX
-        } else {
-            self.wm.iter().copied().min().unwrap_or(i64::MIN)
-        };
-        if self.held.is_empty() || bound == i64::MIN {
-            return Ok(());
-        }
-        let mut rows: Vec<(i64, usize, usize, usize)> = Vec::new();
-        let mut keep = Vec::new();
-        for (k, (w, b, ts)) in self.held.iter().enumerate() {
-            let mut kept = Vec::new();
-            for (i, &t) in ts.iter().enumerate() {
-                if all || t < bound {
-                    rows.push((t, *w, k, i));
-                } else {
-                    kept.push(i as u32);
-                }
-            }
-            if !kept.is_empty() {
-                let kept_ts: ScalarBuffer<i64> = kept.iter().map(|&i| ts[i as usize]).collect();
-                let idx = arrow_array::UInt32Array::from(kept);
-                let rest = arrow_select::take::take_record_batch(b, &idx).ctx("ordering output")?;
-                keep.push((*w, rest, kept_ts));
-            }
-        }
-        if !rows.is_empty() {
-            rows.sort_unstable();
-            let batches: Vec<&RecordBatch> = self.held.iter().map(|(_, b, _)| b).collect();
-            let idx: Vec<(usize, usize)> = rows.iter().map(|&(_, _, k, i)| (k, i)).collect();
-            let out = arrow_select::interleave::interleave_record_batch(&batches, &idx)
-                .ctx("ordering output")?;
-            sink.write(out)?;
-        }
-        self.held = keep;
-        Ok(())
-    }
 }
 
 /// Whether a single-threaded run emits the output of `node` in event-time order: operators that
@@ -245,12 +171,7 @@ impl Pool {
             late: vec![Vec::new(); n],
             finished: 0,
             ended: false,
-            order: order.map(|column| Ordered {
-                column,
-                unusable: false,
-                wm: vec![i64::MIN; n],
-                held: Vec::new(),
-            }),
+            order: order.map(|column| Ordered::new(column, n)),
         })
     }
 
