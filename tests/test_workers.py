@@ -223,3 +223,75 @@ def test_a_numpy_integer_is_a_worker_count(log: rb.Log) -> None:
 
     p = PIPELINES["tumbling"](log)
     assert canon(p.collect(progress=False, workers=np.int64(2))) == canon(p.collect(progress=False, workers=1))
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_a_categorical_key_windows_like_pandas(workers: int) -> None:
+    """A pandas categorical key (a dictionary-encoded column, each batch with its own dictionary
+    order) windows by value, on any worker count, and keeps its type."""
+    import pandas as pd
+
+    data = rows(3000, seed=5, late_every=10**9)
+    # Batches whose dictionaries order the same keys differently.
+    batches = []
+    for off in range(0, len(data), 200):
+        part = data[off : off + 200]
+        order = sorted({r["k"] for r in part}, reverse=(off // 200) % 2 == 1)
+        cat = pd.Categorical([r["k"] for r in part], categories=order)
+        batches.append(
+            pa.RecordBatch.from_pandas(
+                pd.DataFrame({"k": cat, "ts": [r["ts"] for r in part], "x": [r["x"] for r in part]}),
+                preserve_index=False,
+            )
+        )
+    out = (
+        rb.Pipeline.read(batches, timestamp="ts", lateness="60ms")
+        .window(rb.tumbling("1s"), by="k")
+        .agg(c=rb.count(), s=rb.sum("x"))
+        .collect(progress=False, workers=workers)
+    )
+    assert pa.types.is_dictionary(out.schema.field("k").type)
+    ref: dict[tuple, list] = {}
+    for r in data:
+        w = r["ts"] - r["ts"] % 1000
+        c = ref.setdefault((r["k"], w), [0, 0.0])
+        c[0] += 1
+        c[1] += r["x"]
+    got = {(r["k"], r["window_start"]): [r["c"], r["s"]] for r in out.to_pylist()}
+    assert got.keys() == ref.keys()
+    for k, (c, s) in ref.items():
+        assert got[k][0] == c and got[k][1] == pytest.approx(s)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_float_keys_equal_as_numbers_are_one_key(workers: int) -> None:
+    """-0.0 and 0.0 are one key, and so is every NaN, in a window and in stateful_map's state
+    (which counts each key's records), on any worker count."""
+    vals = [0.0, -0.0, float("nan"), float("-nan"), 1.5, -1.5]
+    rng = random.Random(7)
+    data = [{"k": rng.choice(vals), "ts": 1_000 + i, "x": 1.0} for i in range(2000)]
+    t = pa.Table.from_pylist(data, schema=pa.schema([("k", pa.float64()), ("ts", pa.int64()), ("x", pa.float64())]))
+    # Four partitions, so several workers each see every key.
+    parts = [rb.Pipeline.read(t.slice(i * 500, 500), timestamp="ts", batch_size=37) for i in range(4)]
+    src_ = parts[0].union(*parts[1:])
+
+    def canon_key(v: float) -> str:
+        return "nan" if v != v else repr(v + 0.0)
+
+    want: dict[str, int] = {}
+    for r in data:
+        want[canon_key(r["k"])] = want.get(canon_key(r["k"]), 0) + 1
+
+    win = src_.window(rb.tumbling("1h"), by="k").agg(c=rb.count()).collect(progress=False, workers=workers)
+    assert {canon_key(r["k"]): r["c"] for r in win.to_pylist()} == want
+    assert win.num_rows == 4
+
+    def counting(state: int, records: list[dict]) -> tuple[int, list[dict]]:
+        state += len(records)
+        return state, [{"k": records[-1]["k"], "seen": state}]
+
+    out = src_.stateful_map(counting, by="k", initial=0).collect(progress=False, workers=workers)
+    last: dict[str, int] = {}
+    for r in out.to_pylist():
+        last[canon_key(r["k"])] = max(last.get(canon_key(r["k"]), 0), r["seen"])
+    assert last == want

@@ -467,6 +467,17 @@ def _records_read(metrics: list[dict[str, Any]]) -> int:
     return sum(int(m.get("records_out", 0)) for m in metrics if str(m.get("operator", "")).startswith("read"))
 
 
+_NAN = float("nan")
+
+
+def _key_value(v: Any) -> Any:
+    """A key value as the engine keys it: every float NaN is one key (one NaN object, since NaN
+    != NaN and a dict looks keys up by identity first) and -0.0 is 0.0."""
+    if isinstance(v, float):
+        return _NAN if v != v else v + 0.0
+    return v
+
+
 class _StatefulUdf:
     """The Python half of ``stateful_map``: the engine hands over the ready records of several
     keys, grouped by key and in event-time order; this calls the user's function per key with
@@ -516,7 +527,7 @@ class _StatefulUdf:
         # All or nothing: states change only when every key's call succeeded, so the engine can
         # retry key by key after an error (on_error="skip"/"dead_letter").
         changed: dict[Any, Any] = {}
-        for key, group in itertools.groupby(batch.to_pylist(), key=lambda r: tuple(r[k] for k in keys)):
+        for key, group in itertools.groupby(batch.to_pylist(), key=lambda r: tuple(_key_value(r[k]) for k in keys)):
             k = key[0] if len(key) == 1 else key
             state = self.states[k] if k in self.states else self._new_state()
             if self.isolate:

@@ -54,12 +54,14 @@ impl Splitter {
                 let a = batch.column_by_name(c).ok_or_else(|| {
                     StreamError::Schema(format!("key column '{c}' is missing from a batch"))
                 })?;
-                match cast {
+                let a = match cast {
                     Some(t) if a.data_type() != t => {
-                        arrow_cast::cast(a, t).ctx(&format!("casting key column '{c}'"))
+                        arrow_cast::cast(a, t).ctx(&format!("casting key column '{c}'"))?
                     }
-                    _ => Ok(a.clone()),
-                }
+                    _ => a.clone(),
+                };
+                // Keys equal as the operator keys them meet on one worker (-0.0 and 0.0).
+                Ok(crate::keys::canonical(&a))
             })
             .collect()
     }

@@ -224,7 +224,7 @@ impl KeyInterner {
         let cols: Vec<ArrayRef> = self
             .columns
             .iter()
-            .map(|c| self.column(batch, c).cloned())
+            .map(|c| self.column(batch, c).map(canonical))
             .collect::<Result<_>>()?;
         let rows = conv.convert_columns(&cols).ctx("group keys")?;
         let mut last: Option<(&[u8], u32)> = None;
@@ -269,7 +269,19 @@ impl KeyInterner {
         let rows = ids
             .iter()
             .map(|&i| parser.parse(key_slice(&self.arena, &self.ends, i)));
-        conv.convert_rows(rows).ctx("group keys")
+        let cols = conv.convert_rows(rows).ctx("group keys")?;
+        // The row format gives a dictionary-encoded key (a pandas categorical) back as its
+        // values: encode it again, so the output has the input's type.
+        cols.into_iter()
+            .zip(&self.fields)
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    arrow_cast::cast(&c, f.data_type()).ctx("group keys")
+                }
+            })
+            .collect()
     }
 
     /// Key bytes that order like the key values, for a deterministic output order.
@@ -278,6 +290,42 @@ impl KeyInterner {
             return &[];
         }
         key_slice(&self.arena, &self.ends, id)
+    }
+}
+
+/// A key column as keys compare: float -0.0 is 0.0 and every NaN one NaN (as pandas and polars
+/// group them, and as a Python dict of float keys holds them); other types as they are. The row
+/// format would otherwise tell them apart by their bits.
+pub fn canonical(col: &ArrayRef) -> ArrayRef {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float32Type, Float64Type};
+    use arrow_schema::DataType;
+    match col.data_type() {
+        DataType::Float64 => {
+            let a = col.as_primitive::<Float64Type>();
+            if a.values()
+                .iter()
+                .all(|v| !v.is_nan() && v.to_bits() != (-0.0f64).to_bits())
+            {
+                return col.clone();
+            }
+            Arc::new(a.unary::<_, Float64Type>(|v| if v.is_nan() { f64::NAN } else { v + 0.0 }))
+        }
+        DataType::Float32 => {
+            let a = col.as_primitive::<Float32Type>();
+            if a.values()
+                .iter()
+                .all(|v| !v.is_nan() && v.to_bits() != (-0.0f32).to_bits())
+            {
+                return col.clone();
+            }
+            Arc::new(a.unary::<_, Float32Type>(|v| if v.is_nan() { f32::NAN } else { v + 0.0 }))
+        }
+        // Through f32, which holds every f16 exactly.
+        DataType::Float16 => arrow_cast::cast(col, &DataType::Float32)
+            .and_then(|c| arrow_cast::cast(&canonical(&c), &DataType::Float16))
+            .unwrap_or_else(|_| col.clone()),
+        _ => col.clone(),
     }
 }
 
@@ -373,6 +421,60 @@ mod tests {
     fn batch(keys: Vec<Option<String>>) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, true)]));
         RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(keys)) as ArrayRef]).unwrap()
+    }
+
+    /// Float keys compare as numbers: -0.0 is 0.0, every NaN is one key (also for the exchange,
+    /// so both meet on one worker).
+    #[test]
+    fn float_keys_equal_as_numbers_are_one_key() {
+        use arrow_array::{Float32Array, Float64Array};
+        let other_nan = f64::from_bits(f64::NAN.to_bits() ^ 1);
+        assert!(other_nan.is_nan());
+        let a = Float64Array::from(vec![0.0, -0.0, f64::NAN, other_nan, -f64::NAN, 1.5]);
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Float64, false)]));
+        let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(a) as ArrayRef]).unwrap();
+        let mut k = KeyInterner::new(&schema, &["k".to_string()], "window").unwrap();
+        assert_eq!(k.ids(&b).unwrap(), vec![0, 0, 1, 1, 1, 2]);
+        let mut sp = crate::exchange::Splitter::new(vec![("k".into(), None)]);
+        let w = sp.workers(&b, 7).unwrap();
+        assert!(w[0] == w[1] && w[2] == w[3] && w[3] == w[4], "{w:?}");
+        let a32 = Float32Array::from(vec![-0.0f32, 0.0]);
+        let s32 = Arc::new(Schema::new(vec![Field::new("k", DataType::Float32, false)]));
+        let b32 = RecordBatch::try_new(s32.clone(), vec![Arc::new(a32) as ArrayRef]).unwrap();
+        let mut k32 = KeyInterner::new(&s32, &["k".to_string()], "window").unwrap();
+        assert_eq!(k32.ids(&b32).unwrap(), vec![0, 0]);
+    }
+
+    /// A dictionary-encoded key (a pandas categorical): equal values get one id whatever their
+    /// dictionary index in each batch, and come back dictionary-encoded.
+    #[test]
+    fn dictionary_keys_intern_by_value_and_come_back_with_their_type() {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::Int32Type;
+        use arrow_array::DictionaryArray;
+        let dt = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        let schema = Arc::new(Schema::new(vec![Field::new("k", dt.clone(), true)]));
+        let b1: DictionaryArray<Int32Type> = vec!["x", "y", "x"].into_iter().collect();
+        // The same values, another dictionary order: "y" is index 0 here.
+        let b2: DictionaryArray<Int32Type> = vec!["y", "x", "z"].into_iter().collect();
+        let mut k = KeyInterner::new(&schema, &["k".to_string()], "window").unwrap();
+        let mk = |a: DictionaryArray<Int32Type>| {
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(a) as ArrayRef]).unwrap()
+        };
+        let i1 = k.ids(&mk(b1)).unwrap();
+        let i2 = k.ids(&mk(b2)).unwrap();
+        assert_eq!(i1, vec![0, 1, 0]);
+        assert_eq!(i2, vec![1, 0, 2]);
+        let cols = k.columns(&[2, 0, 1]).unwrap();
+        assert_eq!(cols[0].data_type(), &dt);
+        let d = cols[0].as_dictionary::<Int32Type>();
+        let values = d.values().as_string::<i32>();
+        let got: Vec<&str> = d
+            .keys()
+            .iter()
+            .map(|i| values.value(i.unwrap() as usize))
+            .collect();
+        assert_eq!(got, vec!["z", "x", "y"]);
     }
 
     #[test]

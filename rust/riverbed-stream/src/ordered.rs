@@ -211,8 +211,14 @@ mod tests {
     /// A batch of (t, tag) rows.
     fn batch(ts: &[i64], tags: &[u32]) -> RecordBatch {
         RecordBatch::try_from_iter(vec![
-            ("t", Arc::new(Int64Array::from(ts.to_vec())) as arrow_array::ArrayRef),
-            ("tag", Arc::new(UInt32Array::from(tags.to_vec())) as arrow_array::ArrayRef),
+            (
+                "t",
+                Arc::new(Int64Array::from(ts.to_vec())) as arrow_array::ArrayRef,
+            ),
+            (
+                "tag",
+                Arc::new(UInt32Array::from(tags.to_vec())) as arrow_array::ArrayRef,
+            ),
         ])
         .expect("batch")
     }
@@ -232,7 +238,10 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn next(&mut self, m: u64) -> u64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (self.0 >> 33) % m
         }
     }
@@ -254,7 +263,12 @@ mod tests {
                 if sorted {
                     ts.sort();
                 }
-                seqs.push(ts.into_iter().enumerate().map(|(i, t)| (t, (w * 10000 + i) as u32)).collect());
+                seqs.push(
+                    ts.into_iter()
+                        .enumerate()
+                        .map(|(i, t)| (t, (w * 10000 + i) as u32))
+                        .collect(),
+                );
             }
             let mut o = Ordered::new("t".into(), n);
             let mut sink = CollectSink::default();
@@ -284,8 +298,13 @@ mod tests {
                     // Whatever came out now is below every worker's watermark.
                     let min = *wm_of.iter().min().expect("workers");
                     for b in &sink.batches[before..] {
-                        let got = rows(&CollectSink { batches: vec![b.clone()] });
-                        assert!(got.iter().all(|x| x.0 < min), "seed {seed}: released too early");
+                        let got = rows(&CollectSink {
+                            batches: vec![b.clone()],
+                        });
+                        assert!(
+                            got.iter().all(|x| x.0 < min),
+                            "seed {seed}: released too early"
+                        );
                     }
                 }
             }
