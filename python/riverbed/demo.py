@@ -13,6 +13,7 @@ throughput.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import warnings
@@ -28,22 +29,41 @@ SYMBOLS = ["AAPL", "MSFT", "GOOG", "AMZN", "NVDA", "META", "TSLA", "BRK.B", "JPM
 
 
 def synthetic_trades(n: int, start_ms: int = 1_700_000_000_000, seed: int = 7) -> pa.Table:
-    """``n`` trades: symbol, price (a random walk per symbol), qty and an event timestamp (ms)."""
-    import random
-
-    rng = random.Random(seed)
-    sym_idx = [rng.randrange(len(SYMBOLS)) for _ in range(n)]
-    prices = [100.0 + 10 * i for i in range(len(SYMBOLS))]
-    price_col = []
-    for i in sym_idx:
-        prices[i] = max(1.0, prices[i] * (1 + rng.gauss(0, 0.0005)))
-        price_col.append(round(prices[i], 2))
+    """``n`` trades: symbol, price (a geometric random walk per symbol, steps of 0.05%), qty and
+    an event timestamp (ms, one per trade). Built with Arrow compute kernels (no Python loop per
+    trade: that took 4.6 s of the demo's 12 for a million trades)."""
+    if n < 0:
+        raise ValueError(f"synthetic_trades: n must not be negative, got {n}")
+    u = [pc.random(n, initializer=seed * 4 + k) for k in range(4)]
+    sym = pc.cast(pc.floor(pc.multiply(u[0], len(SYMBOLS))), pa.int32())
+    # Box-Muller: standard normal steps from two uniforms (1 - u keeps the log finite).
+    normal = pc.multiply(
+        pc.sqrt(pc.multiply(pc.ln(pc.subtract(1.0, u[1])), -2.0)), pc.cos(pc.multiply(u[2], 2 * math.pi))
+    )
+    log_step = pc.multiply(normal, 0.0005)
+    # Per symbol, a running sum of log steps: sort by symbol (Arrow's sort is stable, so each
+    # symbol's trades stay in time order), sum along, take off each symbol's sum before its first
+    # trade, and put the rows back in time order.
+    order = pc.sort_indices(sym)
+    sorted_sym = pc.take(sym, order)
+    walk = pc.cumulative_sum(pc.take(log_step, order))
+    base_by_sym = [0.0] * len(SYMBOLS)
+    first = 0
+    for vc in sorted(pc.value_counts(sorted_sym).to_pylist(), key=lambda d: d["values"]):
+        base_by_sym[vc["values"]] = walk[first - 1].as_py() if first > 0 else 0.0
+        first += vc["counts"]
+    base = pc.take(pa.array(base_by_sym, pa.float64()), sorted_sym)
+    start_price = pc.take(pa.array([100.0 + 10 * i for i in range(len(SYMBOLS))]), sorted_sym)
+    price_sorted = pc.multiply(start_price, pc.exp(pc.subtract(walk, base)))
+    back = pc.sort_indices(order)
+    price = pc.max_element_wise(pc.round(pc.take(price_sorted, back), 2), 1.0)
+    qty = pc.add(pc.cast(pc.floor(pc.multiply(u[3], 499)), pa.int64()), 1)
     return pa.table(
         {
-            "symbol": pa.array([SYMBOLS[i] for i in sym_idx]),
-            "price": pa.array(price_col, pa.float64()),
-            "qty": pa.array([rng.randrange(1, 500) for _ in range(n)], pa.int64()),
-            "ts": pa.array([start_ms + i for i in range(n)], pa.int64()),
+            "symbol": pc.take(pa.array(SYMBOLS), sym),
+            "price": price,
+            "qty": qty,
+            "ts": pc.add(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), n)), start_ms - 1),
         }
     )
 
