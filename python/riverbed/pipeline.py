@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from riverbed import _core, _state_codec
+from riverbed._keys import key_value as _key_value
 from riverbed._units import duration_ms, timeout_s
 from riverbed.expr import Expr, _node
 from riverbed.windows import Window
@@ -467,17 +468,6 @@ def _records_read(metrics: list[dict[str, Any]]) -> int:
     return sum(int(m.get("records_out", 0)) for m in metrics if str(m.get("operator", "")).startswith("read"))
 
 
-_NAN = float("nan")
-
-
-def _key_value(v: Any) -> Any:
-    """A key value as the engine keys it: every float NaN is one key (one NaN object, since NaN
-    != NaN and a dict looks keys up by identity first) and -0.0 is 0.0."""
-    if isinstance(v, float):
-        return _NAN if v != v else v + 0.0
-    return v
-
-
 class _StatefulUdf:
     """The Python half of ``stateful_map``: the engine hands over the ready records of several
     keys, grouped by key and in event-time order; this calls the user's function per key with
@@ -516,7 +506,10 @@ class _StatefulUdf:
             from riverbed.exceptions import PlanError
 
             raise PlanError(f"stateful_map {self.__name__!r}: the checkpointed state is not a dict of per-key states")
-        self.states = states
+        # A NaN key read back is a new NaN object: key it as the engine does again.
+        self.states = {
+            (tuple(_key_value(x) for x in k) if isinstance(k, tuple) else _key_value(k)): v for k, v in states.items()
+        }
 
     def _new_state(self) -> Any:
         return self.initial() if callable(self.initial) else copy.deepcopy(self.initial)

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from riverbed._keys import key_column as _key_column
+from riverbed._keys import key_value as _key_value
 from riverbed._units import timeout_s
 
 if TYPE_CHECKING:
@@ -146,12 +148,13 @@ class Table:
         if not self._batches:
             view = self._empty()
         else:
-            whole = pa.Table.from_batches(self._batches)
+            # One dictionary per column (batches of a categorical key each bring their own).
+            whole = pa.Table.from_batches(self._batches).unify_dictionaries()
             idx = pa.array(range(whole.num_rows), pa.int64())
             latest = (
-                whole.select(self.key)
+                pa.table({f"__k{i}": _key_column(whole.column(k)) for i, k in enumerate(self.key)})
                 .append_column("__row", idx)
-                .group_by(self.key, use_threads=False)
+                .group_by([f"__k{i}" for i in range(len(self.key))], use_threads=False)
                 .aggregate([("__row", "max")])
                 .column("__row_max")
                 .combine_chunks()
@@ -192,7 +195,7 @@ class Table:
         view = self.to_arrow()
         with self._lock:
             if self._index is None or self._view is not view:
-                cols = [view.column(k).to_pylist() for k in self.key]
+                cols = [[_key_value(v) for v in view.column(k).to_pylist()] for k in self.key]
                 keys = cols[0] if len(cols) == 1 else list(zip(*cols))
                 self._index = {k: i for i, k in enumerate(keys)}
             return view, self._index
@@ -201,7 +204,7 @@ class Table:
         """The row (a dict) for ``key`` — a value, or a tuple for several key columns — or
         ``default``. A str key also finds a binary key (a topic's record key)."""
         view, index = self._lookup()
-        i = index.get(key)
+        i = index.get(tuple(_key_value(x) for x in key) if isinstance(key, tuple) else _key_value(key))
         if i is None and isinstance(key, str):
             i = index.get(key.encode())
         if i is None:

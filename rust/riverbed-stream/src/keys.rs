@@ -59,7 +59,7 @@ impl KeyInterner {
                     format!("by: unknown column '{name}'; the input has {cols:?}"),
                 )
             })?;
-            fields.push(f.clone());
+            fields.push(f.as_ref().clone().with_data_type(key_type(f.data_type())));
         }
         let conv = if by.is_empty() {
             None
@@ -224,7 +224,15 @@ impl KeyInterner {
         let cols: Vec<ArrayRef> = self
             .columns
             .iter()
-            .map(|c| self.column(batch, c).map(canonical))
+            .zip(&self.fields)
+            .map(|(c, f)| {
+                let a = canonical(self.column(batch, c)?);
+                if a.data_type() == f.data_type() {
+                    Ok(a)
+                } else {
+                    arrow_cast::cast(&a, f.data_type()).ctx("group keys")
+                }
+            })
             .collect::<Result<_>>()?;
         let rows = conv.convert_columns(&cols).ctx("group keys")?;
         let mut last: Option<(&[u8], u32)> = None;
@@ -293,6 +301,24 @@ impl KeyInterner {
     }
 }
 
+/// The type a key column is held and emitted as: a dictionary with a narrow index (a pandas
+/// categorical's int8 codes) gets an int32 index, since the keys of a window or a join gather
+/// values from many batches, each with its own dictionary, and 128 of them overflow an int8.
+pub fn key_type(t: &arrow_schema::DataType) -> arrow_schema::DataType {
+    use arrow_schema::DataType;
+    match t {
+        DataType::Dictionary(k, v)
+            if matches!(
+                k.as_ref(),
+                DataType::Int8 | DataType::Int16 | DataType::UInt8 | DataType::UInt16
+            ) =>
+        {
+            DataType::Dictionary(Box::new(DataType::Int32), v.clone())
+        }
+        _ => t.clone(),
+    }
+}
+
 /// A key column as keys compare: float -0.0 is 0.0 and every NaN one NaN (as pandas and polars
 /// group them, and as a Python dict of float keys holds them); other types as they are. The row
 /// format would otherwise tell them apart by their bits.
@@ -325,6 +351,11 @@ pub fn canonical(col: &ArrayRef) -> ArrayRef {
         DataType::Float16 => arrow_cast::cast(col, &DataType::Float32)
             .and_then(|c| arrow_cast::cast(&canonical(&c), &DataType::Float16))
             .unwrap_or_else(|_| col.clone()),
+        // A dictionary of floats: its values as keys compare (the row format keys it by value).
+        DataType::Dictionary(_, v) if v.is_floating() => {
+            let d = col.as_any_dictionary();
+            d.with_values(canonical(d.values()))
+        }
         _ => col.clone(),
     }
 }

@@ -759,7 +759,10 @@ impl Builder<'_> {
                             .iter()
                             .zip(left_by)
                             .map(|(r, l)| {
-                                let t = ls.field_with_name(l).ok().map(|f| f.data_type().clone());
+                                let t = ls
+                                    .field_with_name(l)
+                                    .ok()
+                                    .map(|f| crate::keys::key_type(f.data_type()));
                                 (r.clone(), t)
                             })
                             .collect(),
