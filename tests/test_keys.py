@@ -194,3 +194,20 @@ def test_a_nan_key_keeps_its_state_across_a_restore(tmp_path) -> None:
         src.produce_batch(pa.Table.from_pylist([{"a": 0.0, "ts": 3}], schema=schema), timestamp="ts")
         second = plan().run(progress=False, name="nan-state").output
         assert [r["n"] for r in second.to_pylist() if r["ts"] == 3] == [3]
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_held_records_of_a_narrow_categorical_do_not_overflow(workers: int) -> None:
+    """Series operators and stateful_map hold records of many batches together: a categorical
+    column with int8 codes reaches them with an int32 index, so 300 values fit."""
+    batches, plain = _dict_batches(3, 100, pa.int8())
+
+    def first_seen(state: int, records: list[dict]) -> tuple[int, list[dict]]:
+        return state + len(records), [{"k": r["k"], "n": state + i + 1} for i, r in enumerate(records)]
+
+    read = rb.Pipeline.read(batches, timestamp="ts")
+    rolled = read.rolling(by="k", period="1h", s=rb.sum("x")).collect(progress=False, workers=workers)
+    assert pa.types.is_dictionary(rolled.schema.field("k").type)
+    assert sorted((r["k"], r["s"]) for r in rolled.to_pylist()) == sorted((r["k"], 1.0) for r in plain)
+    mapped = read.stateful_map(first_seen, by="k", initial=0).collect(progress=False, workers=workers)
+    assert sorted((r["k"], r["n"]) for r in mapped.to_pylist()) == sorted((r["k"], 1) for r in plain)

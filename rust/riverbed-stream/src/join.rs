@@ -261,7 +261,7 @@ impl TemporalJoin {
                     ),
                 ));
             }
-            right_by.push((r.clone(), crate::keys::key_type(lf.data_type())));
+            right_by.push((r.clone(), crate::keys::held_type(lf.data_type())));
         }
         let keys = KeyInterner::new(left, spec.left_by, op)?;
         // pandas drops the right time column of an as-of join on a shared name.

@@ -59,7 +59,7 @@ impl KeyInterner {
                     format!("by: unknown column '{name}'; the input has {cols:?}"),
                 )
             })?;
-            fields.push(f.as_ref().clone().with_data_type(key_type(f.data_type())));
+            fields.push(f.as_ref().clone().with_data_type(held_type(f.data_type())));
         }
         let conv = if by.is_empty() {
             None
@@ -301,10 +301,11 @@ impl KeyInterner {
     }
 }
 
-/// The type a key column is held and emitted as: a dictionary with a narrow index (a pandas
-/// categorical's int8 codes) gets an int32 index, since the keys of a window or a join gather
-/// values from many batches, each with its own dictionary, and 128 of them overflow an int8.
-pub fn key_type(t: &arrow_schema::DataType) -> arrow_schema::DataType {
+/// The type a column is held and emitted as: a dictionary with a narrow index (a pandas
+/// categorical's int8 codes) gets an int32 index, since a window's keys, a series' held records
+/// or a join's gather values from many batches, each with its own dictionary, and 128 of them
+/// overflow an int8. Sources hand on their batches so (`wide_batch`).
+pub fn held_type(t: &arrow_schema::DataType) -> arrow_schema::DataType {
     use arrow_schema::DataType;
     match t {
         DataType::Dictionary(k, v)
@@ -317,6 +318,50 @@ pub fn key_type(t: &arrow_schema::DataType) -> arrow_schema::DataType {
         }
         _ => t.clone(),
     }
+}
+
+/// `schema` with every column of a `held_type` other than its own retyped (the same `Arc` when
+/// none is).
+pub fn wide_schema(schema: &SchemaRef) -> SchemaRef {
+    if schema
+        .fields()
+        .iter()
+        .all(|f| held_type(f.data_type()) == *f.data_type())
+    {
+        return schema.clone();
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_data_type(held_type(f.data_type())))
+        .collect();
+    Arc::new(arrow_schema::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    ))
+}
+
+/// A source's batch with its columns cast to their `held_type` (index widening only: cheap).
+pub fn wide_batch(b: RecordBatch) -> Result<RecordBatch> {
+    let schema = b.schema();
+    let wide = wide_schema(&schema);
+    if Arc::ptr_eq(&wide, &schema) {
+        return Ok(b);
+    }
+    let cols = b
+        .columns()
+        .iter()
+        .zip(wide.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
+            } else {
+                arrow_cast::cast(c, f.data_type()).ctx("widening a dictionary index")
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+    RecordBatch::try_new_with_options(wide, cols, &opts).ctx("widening a dictionary index")
 }
 
 /// A key column as keys compare: float -0.0 is 0.0 and every NaN one NaN (as pandas and polars

@@ -577,7 +577,8 @@ impl Builder<'_> {
                 })?;
                 non_negative("read", "lateness", *lateness_ms)?;
                 positive("read", "idle_timeout", *idle_timeout_ms)?;
-                let schema = spec.schema();
+                // As the run loop hands the batches on (`keys::wide_batch`).
+                let schema = crate::keys::wide_schema(&spec.schema());
                 let ts = match timestamp {
                     Some(t) => {
                         let f = schema.field_with_name(t).map_err(|_| {
@@ -762,7 +763,7 @@ impl Builder<'_> {
                                 let t = ls
                                     .field_with_name(l)
                                     .ok()
-                                    .map(|f| crate::keys::key_type(f.data_type()));
+                                    .map(|f| crate::keys::held_type(f.data_type()));
                                 (r.clone(), t)
                             })
                             .collect(),
@@ -1598,6 +1599,7 @@ impl Pipeline {
                 }
                 match src.poll()? {
                     Polled::Batch(p, b) => {
+                        let b = crate::keys::wide_batch(b)?;
                         let b = match &uses[k].ts {
                             Some(c) => {
                                 let n = b.num_rows();

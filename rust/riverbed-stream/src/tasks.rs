@@ -144,6 +144,7 @@ impl GroupRun<'_> {
             match self.src.poll()? {
                 Polled::Batch(p, b) => {
                     progressed = true;
+                    let b = crate::keys::wide_batch(b)?;
                     let b = match &self.ts {
                         Some(c) => {
                             let n = b.num_rows();
