@@ -12,9 +12,12 @@ _NAN = float("nan")
 
 
 def key_value(v: Any) -> Any:
-    """A key value (from ``to_pylist``) as the engine keys it."""
+    """A key value (from ``to_pylist``), or a tuple of them (several key columns), as the engine
+    keys it."""
     if isinstance(v, float):
         return _NAN if v != v else v + 0.0
+    if isinstance(v, tuple):
+        return tuple(key_value(x) for x in v)
     return v
 
 

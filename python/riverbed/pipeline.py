@@ -507,9 +507,7 @@ class _StatefulUdf:
 
             raise PlanError(f"stateful_map {self.__name__!r}: the checkpointed state is not a dict of per-key states")
         # A NaN key read back is a new NaN object: key it as the engine does again.
-        self.states = {
-            (tuple(_key_value(x) for x in k) if isinstance(k, tuple) else _key_value(k)): v for k, v in states.items()
-        }
+        self.states = {_key_value(k): v for k, v in states.items()}
 
     def _new_state(self) -> Any:
         return self.initial() if callable(self.initial) else copy.deepcopy(self.initial)

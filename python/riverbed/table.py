@@ -204,7 +204,7 @@ class Table:
         """The row (a dict) for ``key`` — a value, or a tuple for several key columns — or
         ``default``. A str key also finds a binary key (a topic's record key)."""
         view, index = self._lookup()
-        i = index.get(tuple(_key_value(x) for x in key) if isinstance(key, tuple) else _key_value(key))
+        i = index.get(_key_value(key))
         if i is None and isinstance(key, str):
             i = index.get(key.encode())
         if i is None:

@@ -364,12 +364,11 @@ pub fn wide_batch(b: RecordBatch) -> Result<RecordBatch> {
     RecordBatch::try_new_with_options(wide, cols, &opts).ctx("widening a dictionary index")
 }
 
-/// A key column as keys compare: float -0.0 is 0.0 and every NaN one NaN (as pandas and polars
-/// group them, and as a Python dict of float keys holds them); other types as they are. The row
-/// format would otherwise tell them apart by their bits.
+/// A key column as keys compare: float -0.0 is 0.0 and every NaN one NaN (as polars groups
+/// them); other types as they are. The row format would otherwise tell them apart by their bits.
 pub fn canonical(col: &ArrayRef) -> ArrayRef {
     use arrow_array::cast::AsArray;
-    use arrow_array::types::{Float32Type, Float64Type};
+    use arrow_array::types::Float64Type;
     use arrow_schema::DataType;
     match col.data_type() {
         DataType::Float64 => {
@@ -382,19 +381,9 @@ pub fn canonical(col: &ArrayRef) -> ArrayRef {
             }
             Arc::new(a.unary::<_, Float64Type>(|v| if v.is_nan() { f64::NAN } else { v + 0.0 }))
         }
-        DataType::Float32 => {
-            let a = col.as_primitive::<Float32Type>();
-            if a.values()
-                .iter()
-                .all(|v| !v.is_nan() && v.to_bits() != (-0.0f32).to_bits())
-            {
-                return col.clone();
-            }
-            Arc::new(a.unary::<_, Float32Type>(|v| if v.is_nan() { f32::NAN } else { v + 0.0 }))
-        }
-        // Through f32, which holds every f16 exactly.
-        DataType::Float16 => arrow_cast::cast(col, &DataType::Float32)
-            .and_then(|c| arrow_cast::cast(&canonical(&c), &DataType::Float16))
+        // Through f64, which holds every f32 and f16 exactly.
+        t @ (DataType::Float32 | DataType::Float16) => arrow_cast::cast(col, &DataType::Float64)
+            .and_then(|c| arrow_cast::cast(&canonical(&c), t))
             .unwrap_or_else(|_| col.clone()),
         // A dictionary of floats: its values as keys compare (the row format keys it by value).
         DataType::Dictionary(_, v) if v.is_floating() => {
