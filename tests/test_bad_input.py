@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import stat
 
@@ -390,3 +391,34 @@ def test_closed_log_rejects_writes_through_old_topic_handle(log_dir):
     with rb.Log(log_dir, cleanup_interval=None) as lg2:
         assert lg2["t"].read().column("value").to_pylist() == [b"before"]
     assert errors == 2
+
+
+def test_a_sink_is_typed_and_says_where_it_writes(log):
+    """write() hands the engine a _core.Sink the target built (no string-tagged tuple): a topic
+    names itself and its key; anything that is neither a topic nor a callable is a TypeError."""
+    from riverbed import _core
+
+    out = log.topic("out")
+    p = rb.Pipeline.read(pa.table({"k": ["a", "b"], "v": [1, 2]}))
+    s = p.write(out, key="k")._sink
+    assert isinstance(s, _core.Sink) and (s.kind, s.topic, s.key) == ("topic", "out", "k")
+    assert repr(s) == 'Sink.topic("out", key="k")'
+    got: list[pa.RecordBatch] = []
+    s = p.write(got.append)._sink
+    assert (s.kind, s.topic, s.func) == ("callback", None, got.append)
+    p.write(got.append).run(progress=False)
+    assert pa.Table.from_batches(got).to_pydict() == {"k": ["a", "b"], "v": [1, 2]}
+    p.write(out, key="k").run(progress=False)
+    written = out.read()
+    assert sorted(zip(written.column("key").to_pylist(), map(json.loads, written.column("value").to_pylist()))) == [
+        (b"a", {"k": "a", "v": 1}),
+        (b"b", {"k": "b", "v": 2}),
+    ]
+    with pytest.raises(TypeError, match="callable taking a RecordBatch, got int"):
+        _core.Sink.callback(42)
+    with pytest.raises(TypeError, match="expected a Topic, a KafkaTopic or a callable"):
+        p.write(42)
+    with pytest.raises(TypeError, match="key must name a column"):
+        p.write(out, key=3)
+    with pytest.raises(TypeError, match="key applies to topics"):
+        p.write(got.append, key="k")

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 import riverbed as rb
 from riverbed import _state_codec
-from riverbed.exceptions import PlanError, RiverbedError
+from riverbed.exceptions import CheckpointError, PlanError, RiverbedError, StorageError
 
 # -- the codec --------------------------------------------------------------------------------
 
@@ -356,7 +356,7 @@ def test_pickle_is_only_loaded_from_a_checkpoint_this_log_signed(tmp_path):
     op[2] = _replace_state(op[2], b"RBST\x01P" + _evil_pickle(marker))
     (d / f"{c.seq:020}.ckpt").write_bytes(c.encode(key))
     with rb.Log(tmp_path / "log", cleanup_interval=None) as log:
-        with pytest.raises(PlanError, match="pickled"):
+        with pytest.raises(CheckpointError, match="pickled"):
             _pipeline(log, "data").write(log.topic("out", partitions=1)).run(name="job", progress=False)
         assert not marker.exists()
         with pytest.raises(Exception):  # noqa: B017 - the payload's open() result is not a state dict
@@ -428,3 +428,85 @@ def test_a_forged_checkpoint_raises_a_riverbed_error_not_a_crash(tmp_path):
     with rb.Log(tmp_path, cleanup_interval=None) as log:
         with pytest.raises(RiverbedError, match="reset=True"):
             _pipeline(log).write(log.topic("out", partitions=1)).run(name="job", progress=False)
+
+
+# -- which exception: each kind of failure is its own class (riverbed.exceptions) --------------
+
+
+def test_every_unusable_checkpoint_is_a_checkpoint_error(tmp_path):
+    """Damaged checkpoints (nothing to fall back to) are a CheckpointError, which is a PlanError
+    as it always was; the output is not touched."""
+    with rb.Log(tmp_path, cleanup_interval=None) as log:
+        _events(log, 5)
+        _pipeline(log).write(log.topic("out", partitions=1)).run(name="job", progress=False)
+        before = _output(log)
+    for f in (tmp_path / "~checkpoints" / "job").glob("*.ckpt"):
+        f.write_bytes(f.read_bytes()[:-1] + b"X")
+    with rb.Log(tmp_path, cleanup_interval=None) as log:
+        with pytest.raises(CheckpointError, match="every checkpoint in .* is unusable.*reset=True") as e:
+            _pipeline(log).write(log.topic("out", partitions=1)).run(name="job", progress=False)
+        assert isinstance(e.value, PlanError)
+        assert _output(log) == before
+
+
+@pytest.mark.parametrize(
+    ("cut", "says"),
+    [
+        (lambda s: s[: len(s) // 2], "truncated|mangled|left over|no format"),
+        (lambda s: s + b"\x00" * 9, "left over|no format|trailing"),
+    ],
+    ids=["truncated", "extended"],
+)
+def test_signed_operator_state_of_another_shape_is_a_checkpoint_error(tmp_path, cut, says):
+    """State that is not what the operator wrote (only someone holding the log's key could sign
+    it) is refused as a CheckpointError naming what is wrong, not a crash and not a SchemaError."""
+    with rb.Log(tmp_path, cleanup_interval=None) as log:
+        _events(log, 50)
+        _pipeline(log).write(log.topic("out", partitions=1)).run(name="job", progress=False)
+        before = _output(log)
+
+    def edit(c: Ckpt) -> None:
+        for op in c.ops:
+            if op[2]:
+                op[2] = cut(op[2])
+
+    _signed_edit(tmp_path, edit)
+    with rb.Log(tmp_path, cleanup_interval=None) as log:
+        with pytest.raises(CheckpointError, match=says):
+            _pipeline(log).write(log.topic("out", partitions=1)).run(name="job", progress=False)
+        assert _output(log) == before
+
+
+def test_a_checkpoint_directory_that_cannot_be_made_is_a_storage_error_naming_it(tmp_path):
+    """A file where the run's checkpoint directory goes: a StorageError with the path and the
+    OS's reason; the file (not riverbed's) is left as it was."""
+    with rb.Log(tmp_path, cleanup_interval=None) as log:
+        _events(log, 5)
+        (tmp_path / "~checkpoints").mkdir(exist_ok=True)
+        squatter = tmp_path / "~checkpoints" / "job"
+        squatter.write_bytes(b"not riverbed's")
+        for reset in (False, True):
+            with pytest.raises(StorageError, match=r"cannot \w+ .*~checkpoints/job.*(exists|directory)"):
+                _pipeline(log).write(log.topic("out", partitions=1)).run(name="job", reset=reset, progress=False)
+        assert squatter.read_bytes() == b"not riverbed's"
+
+
+def test_the_exception_hierarchy_is_the_documented_one():
+    from riverbed import exceptions as ex
+
+    parents = {
+        "LogError": "RiverbedError", "TopicNotFound": "LogError", "OffsetOutOfRange": "LogError",
+        "LogLocked": "LogError", "InternalTopicError": "LogError", "TopicConfigError": "LogError",
+        "CorruptLog": "LogError", "DataGap": "CorruptLog", "PlanError": "RiverbedError",
+        "CheckpointError": "PlanError", "SchemaError": "RiverbedError", "DecodeError": "RiverbedError",
+        "StorageError": "RiverbedError", "KafkaError": "RiverbedError", "KafkaUnreachable": "KafkaError",
+        "KafkaAuthenticationError": "KafkaError", "KafkaTopicNotFound": "KafkaError",
+        "KafkaTimeout": "KafkaError", "ServerError": "RiverbedError", "UdfError": "RiverbedError",
+        "InternalError": "RiverbedError",
+    }
+    for name, parent in parents.items():
+        assert getattr(ex, name).__bases__ == (getattr(ex, parent),), name
+    assert ex.RiverbedError.__bases__ == (Exception,)
+    native = {n for n, v in vars(rb._core).items() if isinstance(v, type) and issubclass(v, BaseException)}
+    assert set(ex.__all__) == native == set(parents) | {"RiverbedError"}
+    assert all(n in ex.__doc__ for n in ex.__all__), "the module's tree names every class"

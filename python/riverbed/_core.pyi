@@ -1,10 +1,51 @@
-"""Type stubs of the native module ``riverbed._core`` (kept by hand)."""
+"""Type stubs of the native module ``riverbed._core``, kept by hand and checked against the
+built module by ``mypy.stubtest`` (``make lint``)."""
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, final
 
 import pyarrow as pa
+from typing_extensions import Self
+
+__all__ = [
+    "__version__",
+    "RiverbedError",
+    "LogError",
+    "TopicNotFound",
+    "OffsetOutOfRange",
+    "LogLocked",
+    "ServerError",
+    "CorruptLog",
+    "DataGap",
+    "InternalTopicError",
+    "TopicConfigError",
+    "PlanError",
+    "SchemaError",
+    "DecodeError",
+    "KafkaError",
+    "KafkaUnreachable",
+    "KafkaAuthenticationError",
+    "KafkaTopicNotFound",
+    "KafkaTimeout",
+    "CheckpointError",
+    "StorageError",
+    "InternalError",
+    "UdfError",
+    "Log",
+    "Topic",
+    "Consumer",
+    "Source",
+    "Sink",
+    "Pipeline",
+    "RunHandle",
+    "Kafka",
+    "KafkaConsumer",
+    "MockKafka",
+    "Server",
+    "murmur2",
+    "timeout_seconds",
+]
 
 __version__: str
 
@@ -22,16 +63,25 @@ class PlanError(RiverbedError): ...
 class SchemaError(RiverbedError): ...
 class DecodeError(RiverbedError): ...
 class KafkaError(RiverbedError): ...
+class KafkaUnreachable(KafkaError): ...
+class KafkaAuthenticationError(KafkaError): ...
+class KafkaTopicNotFound(KafkaError): ...
+class KafkaTimeout(KafkaError): ...
+class CheckpointError(PlanError): ...
+class StorageError(RiverbedError): ...
+class InternalError(RiverbedError): ...
+class UdfError(RiverbedError): ...
 
 _Start: TypeAlias = str | tuple[str, int]
 
 def murmur2(data: bytes) -> int: ...
 def timeout_seconds(arg: str, value: float | None, no_limit: bool = True) -> float | None: ...
 
+@final
 class Log:
-    def __init__(
-        self, path: str, fsync: str = "batch", fsync_interval_ms: int = 1000, cleanup_interval_ms: int | None = 30000
-    ) -> None: ...
+    def __new__(
+        cls, path: str, fsync: str = "batch", fsync_interval_ms: int = 1000, cleanup_interval_ms: int | None = ...
+    ) -> Self: ...
     @property
     def path(self) -> Path: ...
     @property
@@ -46,6 +96,7 @@ class Log:
     def open_report(self) -> list[dict[str, Any]]: ...
     def check(self, topic: str | None = None) -> list[dict[str, Any]]: ...
 
+@final
 class Topic:
     @property
     def name(self) -> str: ...
@@ -75,8 +126,10 @@ class Topic:
     def describe(self) -> list[dict[str, int]]: ...
     def partition_for(self, key: bytes | None) -> int: ...
     def sibling(self, name: str) -> Topic: ...
+    def sink(self, key: str | None = None) -> Sink: ...
     def consumer(self, group: str | None = None, start: _Start | None = None) -> Consumer: ...
 
+@final
 class Consumer:
     def poll(self, max_records: int, timeout: float | None) -> pa.RecordBatch: ...
     def commit(self) -> None: ...
@@ -91,10 +144,22 @@ class Consumer:
 
 # -- stream engine ----------------------------------------------------------------------------
 
-_Sink: TypeAlias = (
-    tuple[str] | tuple[str, Topic, str | None] | tuple[str, Callable[[pa.RecordBatch], None]]
-)  # ("collect",) | ("topic", topic, key_column) | ("callback", fn)
+@final
+class Sink:
+    @staticmethod
+    def collect() -> Sink: ...
+    @staticmethod
+    def callback(func: Callable[[pa.RecordBatch], object]) -> Sink: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def topic(self) -> str | None: ...
+    @property
+    def key(self) -> str | None: ...
+    @property
+    def func(self) -> Callable[[pa.RecordBatch], object] | None: ...
 
+@final
 class Source:
     @staticmethod
     def table(data: object, batch_size: int | None = None) -> Source: ...
@@ -114,16 +179,19 @@ class Source:
     @property
     def partitions(self) -> int: ...
 
+@final
 class Pipeline:
-    def __init__(
-        self, plan: dict[str, Any], sources: list[Source], udfs: list[Callable[[pa.RecordBatch], pa.RecordBatch]]
-    ) -> None: ...
+    def __new__(
+        cls, plan: dict[str, Any], sources: list[Source], udfs: list[Callable[[pa.RecordBatch], pa.RecordBatch]]
+    ) -> Self: ...
     @property
     def schema(self) -> pa.Schema | None: ...
+    @property
+    def event_time_column(self) -> str | None: ...
     def explain(self) -> str: ...
     def run(
         self,
-        sink: _Sink,
+        sink: Sink,
         follow: bool = False,
         end_watermark: int | None = None,
         on_error: str | None = None,
@@ -136,7 +204,7 @@ class Pipeline:
     ) -> dict[str, Any]: ...
     def start(
         self,
-        sink: _Sink,
+        sink: Sink,
         follow: bool = True,
         on_error: str | None = None,
         dead_letter: Topic | None = None,
@@ -147,16 +215,18 @@ class Pipeline:
         workers: int = 0,
     ) -> RunHandle: ...
 
+@final
 class RunHandle:
-    def stop(self, timeout: float | None = 5.0) -> dict[str, Any]: ...
+    def stop(self, timeout: float | None = ...) -> dict[str, Any]: ...
     def wait(self, timeout: float | None = None) -> bool: ...
     def metrics(self) -> list[dict[str, Any]]: ...
     def checkpoint_stats(self) -> dict[str, Any]: ...
     @property
     def running(self) -> bool: ...
 
+@final
 class Kafka:
-    def __init__(self, bootstrap_servers: str, config: list[tuple[str, str]] = ..., timeout_ms: int = 10_000) -> None: ...
+    def __new__(cls, bootstrap_servers: str, config: list[tuple[str, str]] = ..., timeout_ms: int = 10_000) -> Self: ...
     @property
     def bootstrap_servers(self) -> str: ...
     @property
@@ -188,6 +258,7 @@ class Kafka:
     def consumer(
         self, topic: str, group: str | None = None, start: str = "earliest", auto_commit: bool = True
     ) -> KafkaConsumer: ...
+    def sink(self, topic: str, key: str | None = None, partitions: int | None = None) -> Sink: ...
     def source(
         self,
         topic: str,
@@ -198,25 +269,29 @@ class Kafka:
         batch_size: int = 65536,
         on_error: str | None = None,
         dead_letter: str | None = None,
+        writers: int | None = None,
     ) -> Source: ...
 
+@final
 class KafkaConsumer:
-    def poll(self, max_records: int = 10_000, timeout: float | None = 1.0) -> pa.RecordBatch: ...
+    def poll(self, max_records: int = 10_000, timeout: float | None = ...) -> pa.RecordBatch: ...
     def commit(self) -> None: ...
     def assignment(self) -> list[int]: ...
     def close(self) -> None: ...
 
+@final
 class MockKafka:
-    def __init__(self, brokers: int = 1) -> None: ...
+    def __new__(cls, brokers: int = 1) -> Self: ...
     @property
     def bootstrap_servers(self) -> str: ...
     def create_topic(self, name: str, partitions: int = 1, replication: int = 1) -> None: ...
     def set_broker_up(self, broker: int, up: bool) -> None: ...
     def stop(self) -> None: ...
 
+@final
 class Server:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         log: Log,
         listen: str,
         settings: list[tuple[str, str]],
@@ -225,7 +300,7 @@ class Server:
         tls_key: str | None = None,
         allow_anonymous: bool = False,
         metrics_listen: str | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def bootstrap(self) -> str: ...
     @property

@@ -538,12 +538,12 @@ def plan_svg(plan: dict[str, Any], metrics: list[dict[str, Any]] | None = None) 
 
 def _sink(p: Pipeline) -> str:
     sink = getattr(p, "_sink", None)
-    if not sink:
+    if sink is None or sink.kind == "collect":
         return ""
-    if sink[0] == "topic":
-        key = f" (key {sink[2]})" if len(sink) > 2 and sink[2] else ""
-        return f"→ topic {getattr(sink[1], 'name', '?')}{key}"
-    fn = sink[1] if len(sink) > 1 else None
+    if sink.topic is not None:
+        key = f" (key {sink.key})" if sink.key else ""
+        return f"→ {'Kafka topic' if sink.kind == 'kafka' else 'topic'} {sink.topic}{key}"
+    fn = sink.func
     return f"→ {getattr(fn, '__qualname__', None) or getattr(fn, '__name__', None) or type(fn).__name__}"
 
 

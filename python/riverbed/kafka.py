@@ -22,7 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from riverbed import _core
+from riverbed import _core, _topic_io
 from riverbed._units import duration_ms, timeout_s, timestamp_ms
 from riverbed.log import _arrow_input, _headers, _to_bytes
 
@@ -193,16 +193,29 @@ class KafkaTopic:
             return c._empty
         return pa.Table.from_batches(batches)
 
-    def _source(
+    @property
+    def _riverbed_state_dir(self) -> str:
+        """Where a pipeline run of this topic keeps its state (riverbed._topic_io)."""
+        return str(self.kafka.state_dir)
+
+    def _riverbed_sink(self, key: str | None) -> _core.Sink:
+        """The pipeline sink writing to this topic (``Pipeline.write``)."""
+        return self.kafka._inner.sink(self.name, key)
+
+    def _riverbed_source(
         self,
-        group: str | None,
-        start: str,
-        fmt: str,
         schema: pa.Schema | None,
+        fmt: str,
         batch_size: int | None,
         on_error: str | None,
         dead_letter: object,
+        group: str | None,
+        start: str,
     ) -> _core.Source:
+        """The pipeline source reading this topic (``Pipeline.read``), with ``group`` as one
+        member of a consumer group."""
+        _topic_io.check_raw_schema(fmt, schema)
+        _topic_io.check_read(fmt, schema, on_error, dead_letter)
         dlq: str | None = None
         if on_error == "dead_letter":
             if dead_letter is None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pyarrow as pa
 
-from riverbed import _core
+from riverbed import _core, _topic_io
 from riverbed._units import duration_ms, timeout_s, timestamp_ms
 
 if TYPE_CHECKING:
@@ -325,6 +325,23 @@ class Topic:
 
     def __init__(self, inner: _core.Topic) -> None:
         self._inner = inner
+
+    def _riverbed_source(
+        self,
+        schema: pa.Schema | None,
+        fmt: str,
+        batch_size: int | None,
+        on_error: str | None,
+        dead_letter: object,
+        group: str | None,
+        start: str,
+    ) -> _core.Source:
+        """The pipeline source reading this topic (``Pipeline.read``; riverbed._topic_io)."""
+        return _topic_io.log_source(self._inner, schema, fmt, batch_size, on_error, dead_letter, group, start)
+
+    def _riverbed_sink(self, key: str | None) -> _core.Sink:
+        """The pipeline sink writing to this topic (``Pipeline.write``)."""
+        return self._inner.sink(key)
 
     @property
     def name(self) -> str:

@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from riverbed import _core, _state_codec
+from riverbed import _core, _state_codec, _topic_io
 from riverbed._keys import key_value as _key_value
 from riverbed._units import duration_ms, timeout_s
+from riverbed.exceptions import CheckpointError
 from riverbed.expr import Expr, _node
 from riverbed.windows import Window
 
@@ -43,9 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["GroupBy", "Pipeline", "RunResult", "WindowedPipeline"]
 
 _DICT_CHUNK = 10_000
-_FORMATS = ("json", "raw")
 _EMITS = ("final", "update")
-_ON_ERROR = ("raise", "skip", "dead_letter")
 
 
 @dataclass
@@ -286,23 +285,6 @@ def _batch_reader(first: object, rest: Iterator[Any], schema: pa.Schema | None) 
     return pa.RecordBatchReader.from_batches(sch, batches())
 
 
-def _error_args(on_error: str | None, dead_letter: object, where: str) -> tuple[str | None, _core.Topic | None]:
-    """Check an ``on_error``/``dead_letter`` pair; the topic as the native one."""
-    from riverbed.log import Topic
-
-    if on_error is not None and on_error not in _ON_ERROR:
-        raise ValueError(f"{where}: on_error must be 'raise', 'skip' or 'dead_letter', got {on_error!r}")
-    if dead_letter is not None:
-        if on_error != "dead_letter":
-            raise ValueError(f"{where}: dead_letter= goes with on_error='dead_letter'")
-        if isinstance(dead_letter, Topic):
-            return on_error, dead_letter._inner
-        if isinstance(dead_letter, _core.Topic):
-            return on_error, dead_letter
-        raise TypeError(f"{where}: dead_letter must be a Topic, got {type(dead_letter).__name__}")
-    return on_error, None
-
-
 def _make_source(
     source: object,
     schema: pa.Schema | None,
@@ -313,35 +295,18 @@ def _make_source(
     group: str | None = None,
     start: str = "earliest",
 ) -> _core.Source:
-    from riverbed.kafka import KafkaTopic
-    from riverbed.log import Topic  # late import: log.py imports nothing from here, but keep it light
-
-    is_topic = isinstance(source, (KafkaTopic, Topic, _core.Topic))
-    if not is_topic and fmt != "json":
+    # A topic hands over its own source (log.Topic, kafka.KafkaTopic: riverbed._topic_io).
+    own = getattr(source, "_riverbed_source", None)
+    if own is None and isinstance(source, _core.Topic):
+        own = functools.partial(_topic_io.log_source, source)
+    if own is not None:
+        return own(schema, fmt, batch_size, on_error, dead_letter, group, start)
+    if fmt != "json":
         raise ValueError(f"read: format={fmt!r} applies to topics (how their values decode); this source holds columns already")
-    if is_topic and fmt == "raw" and schema is not None:
-        raise ValueError("read: schema= has no effect with format='raw' (a binary value column); decode with format='json' or drop schema=")
-    if isinstance(source, KafkaTopic):
-        if fmt not in _FORMATS:
-            raise ValueError(f"format must be 'json' or 'raw', got {fmt!r}")
-        if on_error is not None and on_error not in _ON_ERROR:
-            raise ValueError(f"read: on_error must be 'raise', 'skip' or 'dead_letter', got {on_error!r}")
-        if dead_letter is not None and on_error != "dead_letter":
-            raise ValueError("read: dead_letter= goes with on_error='dead_letter'")
-        return source._source(group, start, fmt, schema, batch_size, on_error, dead_letter)
     if group is not None or start != "earliest":
         raise TypeError("read: group= and start= apply to Kafka topics")
-    if isinstance(source, Topic):
-        source = source._inner
-    if on_error is not None and not isinstance(source, _core.Topic):
+    if on_error is not None:
         raise TypeError("read: on_error= applies to topic sources (values that may not decode); use pipeline.on_error(...) for Python functions")
-    if isinstance(source, _core.Topic):
-        if fmt not in _FORMATS:
-            raise ValueError(f"format must be 'json' or 'raw', got {fmt!r}")
-        mode, dlq = _error_args(on_error, dead_letter, "read")
-        if mode == "dead_letter" and dlq is None:
-            dlq = source.sibling(f"{source.name}.dlq")
-        return _core.Source.log(source, fmt, schema, batch_size or 65_536, mode, dlq)
     if isinstance(source, _core.Source):
         return source
     if isinstance(source, pa.RecordBatch):
@@ -405,22 +370,18 @@ def _batch_reader_from_reader(reader: pa.RecordBatchReader, schema: pa.Schema) -
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
-def _sink_of(target: object, key: str | None) -> tuple:
-    from riverbed.kafka import KafkaTopic
-    from riverbed.log import Topic
-
+def _sink_of(target: object, key: str | None) -> _core.Sink:
     if key is not None and not isinstance(key, str):
         raise TypeError(f"write: key must name a column (str), got {type(key).__name__}")
-    if isinstance(target, KafkaTopic):
-        return ("kafka", target.kafka._inner, target.name, key)
-    if isinstance(target, Topic):
-        return ("topic", target._inner, key)
+    own = getattr(target, "_riverbed_sink", None)  # a topic hands over its own (riverbed._topic_io)
+    if own is not None:
+        return own(key)
     if isinstance(target, _core.Topic):
-        return ("topic", target, key)
+        return target.sink(key)
     if callable(target):
         if key is not None:
             raise TypeError("write: key applies to topics, not to a callback")
-        return ("callback", target)
+        return _core.Sink.callback(target)
     raise TypeError(f"write: expected a Topic, a KafkaTopic or a callable taking a RecordBatch, got {type(target).__name__}")
 
 
@@ -499,13 +460,9 @@ class _StatefulUdf:
         try:
             states = _state_codec.decode(bytes(state), self.codec)
         except _state_codec.StateDecodeError as e:
-            from riverbed.exceptions import PlanError
-
-            raise PlanError(f"stateful_map {self.__name__!r}: {e}") from None
+            raise CheckpointError(f"stateful_map {self.__name__!r}: {e}") from None
         if type(states) is not dict:
-            from riverbed.exceptions import PlanError
-
-            raise PlanError(f"stateful_map {self.__name__!r}: the checkpointed state is not a dict of per-key states")
+            raise CheckpointError(f"stateful_map {self.__name__!r}: the checkpointed state is not a dict of per-key states")
         # A NaN key read back is a new NaN object: key it as the engine does again.
         self.states = {_key_value(k): v for k, v in states.items()}
 
@@ -574,7 +531,7 @@ class Pipeline:
         node: dict[str, Any],
         sources: list[_core.Source],
         udfs: list[Callable[[pa.RecordBatch], pa.RecordBatch]],
-        sink: tuple | None = None,
+        sink: _core.Sink | None = None,
     ) -> None:
         self._node = node
         self._sources = list(sources)
@@ -651,7 +608,7 @@ class Pipeline:
             raise TypeError(f"timestamp must name a column (str) or be None, got {type(timestamp).__name__}")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be str or None, got {type(name).__name__}")
-        if format not in _FORMATS:
+        if format not in _topic_io.FORMATS:
             raise ValueError(f"format must be 'json' or 'raw', got {format!r}")
         node: dict[str, Any] = {
             "op": "source",
@@ -663,13 +620,10 @@ class Pipeline:
         }
         src = _make_source(source, _as_schema(schema), format, _batch_size(batch_size), on_error, dead_letter, group, start)
         p = cls(node, [src], [])
-        from riverbed.kafka import KafkaTopic
-        from riverbed.log import Topic
-
-        p._from_topic = [isinstance(source, (Topic, _core.Topic, KafkaTopic))]
-
-        if isinstance(source, KafkaTopic):
-            p._state_dir = str(source.kafka.state_dir)
+        p._from_topic = [hasattr(source, "_riverbed_source") or isinstance(source, _core.Topic)]
+        kafka_state = getattr(source, "_riverbed_state_dir", None)  # a Kafka topic: group runs
+        if kafka_state is not None:
+            p._state_dir = kafka_state
             p._group = group
             p._kafka_topic = source
             p._partitioned_by = ["key"] if partitioned_by is None else _names((partitioned_by,), "partitioned_by")
@@ -697,7 +651,7 @@ class Pipeline:
         ``.partition`` / ``.offset`` headers; a function's failing record is written as a JSON
         object of its columns). A batch a function fails on is retried record by record, so every
         good record still goes through."""
-        mode_, dlq = _error_args(mode, dead_letter, "on_error")
+        mode_, dlq = _topic_io.error_args(mode, dead_letter, "on_error")
         if mode_ == "dead_letter" and dlq is None:
             raise ValueError("on_error('dead_letter') needs dead_letter=<a Topic> (e.g. log.topic('bars.dlq'))")
         p = self._derive(self._node)
@@ -1089,12 +1043,10 @@ class Pipeline:
     def write(self, target: object, key: str | None = None) -> Pipeline:
         """Send the output to a topic (rows as JSON values, ``key`` naming the key column) or to a
         callable taking each RecordBatch; ``run()`` or ``start()`` then writes."""
-        from riverbed.kafka import KafkaTopic
-
         p = self._derive(self._node)
         p._sink = _sink_of(target, key)
-        if isinstance(target, KafkaTopic) and p._state_dir is None:
-            p._state_dir = str(target.kafka.state_dir)
+        if p._state_dir is None:
+            p._state_dir = getattr(target, "_riverbed_state_dir", None)
         return p
 
     # -- running ----------------------------------------------------------------------------
@@ -1130,8 +1082,8 @@ class Pipeline:
             name = f"group-{self._group}"
         ckpt = _checkpoint_args(name, interval, reset, self._state_dir)
         sink = self._sink
-        if name is None and sink is not None and sink[0] in ("topic", "kafka") and self._from_topic and all(self._from_topic):
-            out = sink[2] if sink[0] == "kafka" else sink[1].name
+        if name is None and sink is not None and sink.topic is not None and self._from_topic and all(self._from_topic):
+            out = sink.topic
             if out not in _WARNED_UNNAMED:
                 _WARNED_UNNAMED.add(out)
                 warnings.warn(
@@ -1152,7 +1104,7 @@ class Pipeline:
             return False
         return len(repartition.stages(self._node, self._group, "", self._partitioned_by)) > 1
 
-    def _start(self, sink: tuple, follow: bool, ckpt: tuple, workers: int = 0) -> Any:
+    def _start(self, sink: _core.Sink, follow: bool, ckpt: tuple, workers: int = 0) -> Any:
         """Start the run: the native handle, or for a repartitioning group run one handle over
         its stages (each its own native pipeline, checkpointed as ``<name>.stage<k>``)."""
         native = self._fresh()
@@ -1178,7 +1130,7 @@ class Pipeline:
             stage = _core.Pipeline(node, [src], self._udfs)
             if st.writes is not None:
                 repartition.ensure_topic(kafka, st.writes, partitions)
-                stage_sink: tuple = ("kafka", kafka._inner, st.writes, st.key, partitions)
+                stage_sink = kafka._inner.sink(st.writes, st.key, partitions)
                 schema, ts = stage.schema, stage.event_time_column
             else:
                 stage_sink = sink
@@ -1196,7 +1148,7 @@ class Pipeline:
         return self._inner
 
     def _bounded(
-        self, sink: tuple, progress: bool, ckpt: tuple = (None, None, False, None), workers: int = 0
+        self, sink: _core.Sink, progress: bool, ckpt: tuple = (None, None, False, None), workers: int = 0
     ) -> RunResult:
         """A bounded run; past a second it shows a progress bar with records/s (tqdm.auto: a
         terminal bar or a notebook widget) unless ``progress`` is False."""
@@ -1273,7 +1225,7 @@ class Pipeline:
             raise ValueError("progress= has no effect with follow=True (a following run shows no progress bar); drop it")
         ckpt = self._checkpoint(name, checkpoint_interval, reset)
         if follow and self._staged(ckpt):
-            handle = self._start(self._sink or ("collect",), True, ckpt)
+            handle = self._start(self._sink or _core.Sink.collect(), True, ckpt)
             try:
                 while not handle.wait(0.2):
                     pass
@@ -1282,14 +1234,14 @@ class Pipeline:
             return self._result(raw)
         if follow:
             return self._result(
-                self._fresh().run(self._sink or ("collect",), True, None, *self._on_error, *ckpt, workers=n)
+                self._fresh().run(self._sink or _core.Sink.collect(), True, None, *self._on_error, *ckpt, workers=n)
             )
-        return self._bounded(self._sink or ("collect",), progress is not False, ckpt, n)
+        return self._bounded(self._sink or _core.Sink.collect(), progress is not False, ckpt, n)
 
     def collect(self, progress: bool = True, *, workers: int | None = None) -> pa.Table:
         """Run to the end of the input and return the output as one Table (a sink set by
         ``write()`` is not written to: use ``run()`` for that). ``workers`` as in ``run()``."""
-        return self._bounded(("collect",), progress, workers=_workers(workers)).output
+        return self._bounded(_core.Sink.collect(), progress, workers=_workers(workers)).output
 
     def to_pandas(self) -> Any:
         return self.collect().to_pandas()
@@ -1304,7 +1256,7 @@ class Pipeline:
         operators dropped as late. Lateness is judged per record: against the watermark its own
         partition's earlier records left (max event time before it - ``lateness``), or the
         pipeline's if later, so it does not depend on batching."""
-        return self._bounded(("collect",), False).late
+        return self._bounded(_core.Sink.collect(), False).late
 
     def start(
         self,
@@ -1321,7 +1273,7 @@ class Pipeline:
             raise RuntimeError("this pipeline is already running; stop() it first")
         n = _workers(workers)
         ckpt = self._checkpoint(name, checkpoint_interval, reset)
-        self._handle = self._start(self._sink or ("collect",), bool(follow), ckpt, n)
+        self._handle = self._start(self._sink or _core.Sink.collect(), bool(follow), ckpt, n)
         _RUNNING.add(self)
         return self
 
@@ -1329,7 +1281,8 @@ class Pipeline:
         """Stop a ``start()``-ed run (waiting up to ``timeout`` seconds; ``None`` or ``inf``: as
         long as it takes); returns what it collected, the late records and the metrics. An error
         of the run is raised here; a bad ``timeout`` (NaN, negative, absurdly long) is a
-        ``ValueError`` that leaves the run as it was."""
+        ``ValueError`` that leaves the run as it was. A run that has not stopped within
+        ``timeout`` raises ``TimeoutError`` and goes on stopping: call ``stop()`` again."""
         if self._handle is None:
             raise RuntimeError("this pipeline was not started")
         limit = timeout_s(timeout, "timeout")  # a bad timeout leaves the run as it is

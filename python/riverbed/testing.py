@@ -233,8 +233,8 @@ def _run_native(pipeline: Pipeline, node: dict, sources: list, end_watermark: in
     native = _core.Pipeline(node, sources, pipeline._udfs)
     on_error = getattr(pipeline, "_on_error", (None, None))
     if on_error and on_error[0] is not None:
-        return native.run(("collect",), False, end_watermark, *on_error)
-    return native.run(("collect",), False, end_watermark)
+        return native.run(_core.Sink.collect(), False, end_watermark, *on_error)
+    return native.run(_core.Sink.collect(), False, end_watermark)
 
 
 def _cleanup(log: Log, directory: str, remove: bool) -> None:
@@ -668,12 +668,12 @@ class TestDriver:
 
     def _check_sink(self, ref: object) -> None:
         sink = self._pipeline._sink
-        topic = sink[1] if sink is not None and sink[0] == "topic" else None
-        names = [] if topic is None else [topic.name]
+        topic = sink.topic if sink is not None and sink.kind == "topic" else None
+        names = [] if topic is None else [topic]
         if isinstance(ref, Topic):
             ref = ref._inner
         if isinstance(ref, _core.Topic):
-            if topic is not None and ref.name == topic.name:
+            if topic is not None and ref.name == topic:
                 return
         elif isinstance(ref, str):
             if ref in names:
@@ -734,7 +734,7 @@ class TestDriver:
         schema = s.value_schema if s.fmt == "json" else None
         native = _core.Source.log(s.topic._inner, format=s.fmt, schema=schema, batch_size=1 << 30)
         node = {"op": "source", "source": 0, "timestamp": None, "lateness_ms": 0, "idle_timeout_ms": 60_000, "name": None}
-        raw = _core.Pipeline(node, [native], []).run(("collect",), False)
+        raw = _core.Pipeline(node, [native], []).run(_core.Sink.collect(), False)
         batches = [b for b in raw["output"] if b.num_rows]
         tbl = pa.Table.from_batches(batches, schema=native.schema) if batches else native.schema.empty_table()
         if "partition" not in s.value_schema.names and "offset" not in s.value_schema.names:

@@ -32,10 +32,26 @@ pub enum KafkaError {
     Other(String),
 }
 
+impl KafkaError {
+    /// Which of the engine's kinds of connector failure this is.
+    pub fn kind(&self) -> riverbed_stream::ConnectorErrorKind {
+        use riverbed_stream::ConnectorErrorKind as K;
+        match self {
+            KafkaError::Unreachable { .. } => K::Unreachable,
+            KafkaError::UnknownTopic { .. } => K::UnknownTopic,
+            KafkaError::Authentication { .. } => K::Authentication,
+            KafkaError::Timeout { .. } => K::Timeout,
+            KafkaError::Config(_) => K::Config,
+            KafkaError::Produce { .. } | KafkaError::Other(_) => K::Other,
+        }
+    }
+}
+
 impl From<KafkaError> for riverbed_stream::StreamError {
     fn from(e: KafkaError) -> Self {
         riverbed_stream::StreamError::Connector {
             system: "Kafka",
+            kind: e.kind(),
             message: e.to_string(),
         }
     }

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 pub type Result<T, E = LogError> = std::result::Result<T, E>;
 
+// Not `non_exhaustive`: the binding maps every kind to its Python class with no catch-all.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum LogError {
     #[error("I/O error on {path}: {source}")]
     Io {

@@ -93,9 +93,66 @@ create_exception!(
     RiverbedError,
     "An error from a Kafka cluster."
 );
+create_exception!(
+    riverbed._core,
+    KafkaUnreachable,
+    KafkaError,
+    "No Kafka broker answered in time: names the bootstrap servers and the timeout."
+);
+create_exception!(
+    riverbed._core,
+    KafkaAuthenticationError,
+    KafkaError,
+    "Kafka refused the credentials or the security (SASL/TLS) handshake."
+);
+create_exception!(
+    riverbed._core,
+    KafkaTopicNotFound,
+    KafkaError,
+    "The Kafka topic does not exist (and is not auto-created)."
+);
+create_exception!(
+    riverbed._core,
+    KafkaTimeout,
+    KafkaError,
+    "A Kafka call did not complete in time: names the call and the timeout."
+);
+create_exception!(
+    riverbed._core,
+    CheckpointError,
+    PlanError,
+    "A named run cannot resume from its checkpoints: they are unusable (damaged, not signed by \
+     this log), hold state of another shape, or do not fit the plan or its input. A PlanError, \
+     as a plan that does not fit its checkpoint always was; pass reset=True to start over."
+);
+create_exception!(
+    riverbed._core,
+    StorageError,
+    RiverbedError,
+    "A file or directory of a run's own state (checkpoints) could not be read or written: names \
+     the path and the operating system's error."
+);
+create_exception!(
+    riverbed._core,
+    InternalError,
+    RiverbedError,
+    "A bug in riverbed (a thread panicked, with its message) or the run's machinery failing (a \
+     thread the OS would not start). Please report it."
+);
+create_exception!(
+    riverbed._core,
+    UdfError,
+    RiverbedError,
+    "A Python function of the pipeline failed where its own exception could not be kept."
+);
 
 pub fn to_py(e: RustLogError) -> PyErr {
     let msg = e.to_string();
+    log_to_py_as(e, msg)
+}
+
+/// The Python exception for the log error `e`'s kind, carrying `msg`.
+fn log_to_py_as(e: RustLogError, msg: String) -> PyErr {
     match e {
         RustLogError::TopicNotFound(_) => TopicNotFound::new_err(msg),
         RustLogError::OffsetOutOfRange { .. } => OffsetOutOfRange::new_err(msg),
@@ -108,22 +165,39 @@ pub fn to_py(e: RustLogError) -> PyErr {
             PyValueError::new_err(msg)
         }
         RustLogError::Schema(_) => SchemaError::new_err(msg),
-        _ => LogError::new_err(msg),
+        RustLogError::Io { .. } | RustLogError::Closed => LogError::new_err(msg),
     }
 }
 
 pub fn stream_to_py(e: riverbed_stream::StreamError) -> PyErr {
-    use riverbed_stream::StreamError as S;
     let msg = e.to_string();
+    stream_to_py_as(e, msg)
+}
+
+/// The Python exception for `e`'s kind, carrying `msg`.
+pub fn stream_to_py_as(e: riverbed_stream::StreamError, msg: String) -> PyErr {
+    use riverbed_stream::ConnectorErrorKind as K;
+    use riverbed_stream::StreamError as S;
     match e {
         S::Plan { .. } => PlanError::new_err(msg),
         S::Schema(_) | S::Arrow { .. } => SchemaError::new_err(msg),
         S::Decode { .. } => DecodeError::new_err(msg),
-        S::Log(l) => to_py(l),
-        S::Connector {
-            system: "Kafka", ..
-        } => KafkaError::new_err(msg),
-        _ => RiverbedError::new_err(msg),
+        S::Log(l) => log_to_py_as(l, msg),
+        // The side write's own kind (a full log, an unreachable Kafka), with where it went.
+        S::Writing { source, .. } => stream_to_py_as(*source, msg),
+        S::Io { .. } => StorageError::new_err(msg),
+        S::Checkpoint(_) => CheckpointError::new_err(msg),
+        S::Connector { kind, .. } => match kind {
+            K::Unreachable => KafkaUnreachable::new_err(msg),
+            K::Authentication => KafkaAuthenticationError::new_err(msg),
+            K::UnknownTopic => KafkaTopicNotFound::new_err(msg),
+            K::Timeout => KafkaTimeout::new_err(msg),
+            K::Config => PyValueError::new_err(msg),
+            K::Other => KafkaError::new_err(msg),
+        },
+        S::Panicked { .. } | S::Internal(_) => InternalError::new_err(msg),
+        // The binding keeps the UDF's own exception; this is for when it could not.
+        S::Udf { .. } | S::Interrupted { .. } => UdfError::new_err(msg),
     }
 }
 
@@ -147,5 +221,16 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SchemaError", py.get_type::<SchemaError>())?;
     m.add("DecodeError", py.get_type::<DecodeError>())?;
     m.add("KafkaError", py.get_type::<KafkaError>())?;
+    m.add("KafkaUnreachable", py.get_type::<KafkaUnreachable>())?;
+    m.add(
+        "KafkaAuthenticationError",
+        py.get_type::<KafkaAuthenticationError>(),
+    )?;
+    m.add("KafkaTopicNotFound", py.get_type::<KafkaTopicNotFound>())?;
+    m.add("KafkaTimeout", py.get_type::<KafkaTimeout>())?;
+    m.add("CheckpointError", py.get_type::<CheckpointError>())?;
+    m.add("StorageError", py.get_type::<StorageError>())?;
+    m.add("InternalError", py.get_type::<InternalError>())?;
+    m.add("UdfError", py.get_type::<UdfError>())?;
     Ok(())
 }

@@ -17,17 +17,15 @@ use riverbed_kafka::{Kafka, KafkaConfig};
 use riverbed_stream::errors::{DeadLetterTopic, ErrorHandler};
 use riverbed_stream::SourceSpec;
 
-use crate::error::KafkaError;
+use crate::error::{stream_to_py_as, KafkaError};
 use crate::log::batches_from;
 use crate::stream::PySource;
 
+/// A Kafka call's error as its Python class (`KafkaUnreachable`, ..., `ValueError` for a bad
+/// setting), with the connector's own message.
 pub fn kafka_to_py(e: riverbed_kafka::KafkaError) -> PyErr {
-    match e {
-        riverbed_kafka::KafkaError::Config(m) => {
-            pyo3::exceptions::PyValueError::new_err(format!("invalid Kafka configuration: {m}"))
-        }
-        other => KafkaError::new_err(other.to_string()),
-    }
+    let msg = e.to_string();
+    stream_to_py_as(e.into(), msg)
 }
 
 fn parse_start(start: &str) -> PyResult<Start> {
@@ -55,8 +53,8 @@ impl PyKafka {
         Ok(self.producer.get_or_init(|| p).clone())
     }
 
-    /// A pipeline sink writing to `topic`, keyed by `key`, stamped with `timestamp`.
-    pub(crate) fn sink(
+    /// The engine's sink writing to `topic`, keyed by `key`, stamped with `timestamp`.
+    pub(crate) fn engine_sink(
         &self,
         topic: &str,
         key: Option<String>,
@@ -209,6 +207,18 @@ impl PyKafka {
         Ok(PyKafkaConsumer {
             inner: parking_lot::Mutex::new(Some(c)),
         })
+    }
+
+    /// A pipeline sink writing to `topic`, `key` naming the key column; `partitions` for an
+    /// internal repartition topic (the writer partitions by key and passes its watermark on).
+    #[pyo3(signature = (topic, key=None, partitions=None))]
+    fn sink(
+        slf: Bound<'_, Self>,
+        topic: String,
+        key: Option<String>,
+        partitions: Option<usize>,
+    ) -> crate::sink::PySink {
+        crate::sink::PySink::to_kafka(slf.unbind(), topic, key, partitions)
     }
 
     /// A pipeline source reading `topic` (with `group`: as one member of a consumer group).

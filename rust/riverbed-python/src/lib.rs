@@ -13,6 +13,7 @@ mod error;
 mod kafka;
 mod log;
 mod server;
+mod sink;
 mod stream;
 mod timeout;
 
@@ -24,6 +25,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<log::PyTopic>()?;
     m.add_class::<consumer::PyConsumer>()?;
     m.add_class::<stream::PySource>()?;
+    m.add_class::<sink::PySink>()?;
     m.add_class::<stream::PyPipeline>()?;
     m.add_class::<stream::PyRunHandle>()?;
     m.add_class::<kafka::PyKafka>()?;

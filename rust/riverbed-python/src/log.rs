@@ -195,6 +195,12 @@ pub(crate) fn batches_from(data: &Bound<'_, PyAny>) -> PyResult<Vec<RecordBatch>
 impl PyTopic {
     /// Topic `name` of the same log, created (one partition) if missing: where a source's
     /// dead letters go by default (`<topic>.dlq`).
+    /// A pipeline sink writing to this topic, `key` naming the key column.
+    #[pyo3(signature = (key=None))]
+    fn sink(&self, key: Option<String>) -> crate::sink::PySink {
+        crate::sink::PySink::to_topic(self.inner.clone(), key)
+    }
+
     fn sibling(&self, py: Python<'_>, name: &str) -> PyResult<PyTopic> {
         let opts = TopicOptions::default();
         let topic = py.detach(|| self.log.topic(name, &opts)).map_err(to_py)?;

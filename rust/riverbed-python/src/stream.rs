@@ -11,7 +11,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::Schema;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList};
 
 use riverbed_stream::checkpoint::checkpoint_dir;
 use riverbed_stream::errors::{DeadLetterTopic, ErrorHandler, ErrorPolicy};
@@ -23,6 +23,7 @@ use riverbed_stream::{
 
 use crate::error::{stream_to_py, type_error};
 use crate::log::PyTopic;
+use crate::sink::{PySink, SinkTarget};
 
 const SIGNAL_CHECK: Duration = Duration::from_millis(200);
 
@@ -285,7 +286,7 @@ impl PyPipeline {
     /// that only mean something for a named run are refused without a name.
     fn checkpoint_config(
         &self,
-        sink: &Bound<'_, PyTuple>,
+        sink: &PySink,
         name: Option<&str>,
         interval_ms: Option<u64>,
         reset: bool,
@@ -304,15 +305,9 @@ impl PyPipeline {
             return Ok(None);
         };
         let interval_ms = interval_ms.unwrap_or(10_000);
-        let kind: String = sink.get_item(0)?.extract()?;
-        let from_sink = if kind == "topic" {
-            let t = sink.get_item(1)?;
-            let t = t
-                .cast::<PyTopic>()
-                .map_err(|_| type_error("sink topic must be a riverbed Topic"))?;
-            t.get().inner.dir.parent().map(|p| p.to_path_buf())
-        } else {
-            None
+        let from_sink = match &sink.target {
+            SinkTarget::Topic { topic, .. } => topic.dir.parent().map(|p| p.to_path_buf()),
+            _ => None,
         };
         let Some(base) = state_dir.or(from_sink).or_else(|| self.inner.log_dir()) else {
             return Err(pyo3::exceptions::PyValueError::new_err(
@@ -328,60 +323,38 @@ impl PyPipeline {
         }))
     }
 
-    fn make_sink(&self, sink: &Bound<'_, PyTuple>) -> PyResult<(Box<dyn Sink>, Collected)> {
-        let kind: String = sink.get_item(0)?.extract()?;
+    fn make_sink(&self, sink: &PySink) -> PyResult<(Box<dyn Sink>, Collected)> {
         let collected = Collected::default();
-        let s: Box<dyn Sink> = match kind.as_str() {
-            "collect" => Box::new(CollectInto(collected.clone())),
-            "topic" => {
-                let topic = sink.get_item(1)?;
-                let topic = topic
-                    .cast::<PyTopic>()
-                    .map_err(|_| type_error("sink topic must be a riverbed Topic"))?;
-                let key: Option<String> = sink.get_item(2)?.extract()?;
-                // Without an explicit key, a single key column (key_by, a window's by) is the record key.
-                let key = key.or_else(|| match self.inner.key_columns() {
-                    [one] => Some(one.clone()),
-                    _ => None,
-                });
-                Box::new(TopicSink {
-                    topic: topic.get().inner.clone(),
-                    key,
-                    timestamp: self.inner.event_time_column().map(str::to_string),
-                })
-            }
-            "kafka" => {
-                let kafka = sink.get_item(1)?;
-                let kafka = kafka
-                    .cast::<crate::kafka::PyKafka>()
-                    .map_err(|_| type_error("sink cluster must be a riverbed Kafka"))?;
-                let topic: String = sink.get_item(2)?.extract()?;
-                let key: Option<String> = sink.get_item(3)?.extract()?;
-                let key = key.or_else(|| match self.inner.key_columns() {
-                    [one] => Some(one.clone()),
-                    _ => None,
-                });
-                // A fifth item: the partition count of a repartition topic.
-                let repartition: Option<usize> = match sink.len() {
-                    n if n > 4 => sink.get_item(4)?.extract()?,
-                    _ => None,
-                };
-                Box::new(kafka.get().sink(
-                    &topic,
-                    key,
-                    self.inner.event_time_column().map(str::to_string),
-                    repartition,
-                )?)
-            }
-            "callback" => Box::new(CallbackSink {
-                func: sink.get_item(1)?.unbind(),
+        // Without an explicit key, a single key column (key_by, a window's by) is the record key.
+        let key_or_default = |key: &Option<String>| {
+            key.clone().or_else(|| match self.inner.key_columns() {
+                [one] => Some(one.clone()),
+                _ => None,
+            })
+        };
+        let timestamp = self.inner.event_time_column().map(str::to_string);
+        let s: Box<dyn Sink> = match &sink.target {
+            SinkTarget::Collect => Box::new(CollectInto(collected.clone())),
+            SinkTarget::Topic { topic, key } => Box::new(TopicSink {
+                topic: topic.clone(),
+                key: key_or_default(key),
+                timestamp,
+            }),
+            SinkTarget::Kafka {
+                kafka,
+                topic,
+                key,
+                partitions,
+            } => Box::new(kafka.get().engine_sink(
+                topic,
+                key_or_default(key),
+                timestamp,
+                *partitions,
+            )?),
+            SinkTarget::Callback(func) => Box::new(CallbackSink {
+                func: Python::attach(|py| func.clone_ref(py)),
                 error: self.udf_error.clone(),
             }),
-            other => {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "unknown sink {other:?}"
-                )))
-            }
         };
         Ok((s, collected))
     }
@@ -513,7 +486,7 @@ impl PyPipeline {
     fn run<'py>(
         &self,
         py: Python<'py>,
-        sink: &Bound<'py, PyTuple>,
+        sink: PyRef<'py, PySink>,
         follow: bool,
         end_watermark: Option<i64>,
         on_error: Option<&str>,
@@ -525,8 +498,8 @@ impl PyPipeline {
         workers: usize,
     ) -> PyResult<Bound<'py, PyDict>> {
         let handler = error_handler(on_error, dead_letter)?;
-        let ckpt = self.checkpoint_config(sink, name, checkpoint_interval_ms, reset, state_dir)?;
-        let (s, collected) = self.make_sink(sink)?;
+        let ckpt = self.checkpoint_config(&sink, name, checkpoint_interval_ms, reset, state_dir)?;
+        let (s, collected) = self.make_sink(&sink)?;
         let run = RunControl {
             end_watermark,
             on_error: handler,
@@ -550,7 +523,7 @@ impl PyPipeline {
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err(crate::error::RiverbedError::new_err(
+                    return Err(crate::error::InternalError::new_err(
                         "the pipeline worker thread died",
                     ))
                 }
@@ -563,7 +536,7 @@ impl PyPipeline {
     #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
-        sink: &Bound<'_, PyTuple>,
+        sink: PyRef<'_, PySink>,
         follow: bool,
         on_error: Option<&str>,
         dead_letter: Option<PyRef<'_, PyTopic>>,
@@ -574,8 +547,8 @@ impl PyPipeline {
         workers: usize,
     ) -> PyResult<PyRunHandle> {
         let handler = error_handler(on_error, dead_letter)?;
-        let ckpt = self.checkpoint_config(sink, name, checkpoint_interval_ms, reset, state_dir)?;
-        let (s, collected) = self.make_sink(sink)?;
+        let ckpt = self.checkpoint_config(&sink, name, checkpoint_interval_ms, reset, state_dir)?;
+        let (s, collected) = self.make_sink(&sink)?;
         let run = RunControl {
             on_error: handler,
             checkpoint: ckpt,
@@ -617,7 +590,7 @@ impl PyRunHandle {
         self.wait_inner(py, limit)?;
         match self.result.lock().take() {
             Some(r) => self.pipeline.to_result(py, r),
-            None => Err(crate::error::RiverbedError::new_err(format!(
+            None => Err(pyo3::exceptions::PyTimeoutError::new_err(format!(
                 "the pipeline did not stop within {} s",
                 timeout.unwrap_or(f64::INFINITY)
             ))),
@@ -691,7 +664,7 @@ impl PyRunHandle {
                 }
                 // The worker catches panics and always sends; a lost sender is a bug.
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err(crate::error::RiverbedError::new_err(
+                    return Err(crate::error::InternalError::new_err(
                         "the pipeline worker thread ended without a result",
                     ))
                 }

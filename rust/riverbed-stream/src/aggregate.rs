@@ -508,15 +508,11 @@ impl AccStore {
         let len = r.len()?;
         let free = r.u32s()?;
         if r.len()? != self.cols.len() {
-            return Err(StreamError::Schema(
-                "checkpoint: the aggregates changed".into(),
-            ));
+            return Err(StreamError::Checkpoint("the aggregates changed".into()));
         }
         let check = |v: usize| -> Result<()> {
             if v != len {
-                return Err(StreamError::Schema(
-                    "checkpoint: mangled aggregate state".into(),
-                ));
+                return Err(StreamError::Checkpoint("mangled aggregate state".into()));
             }
             Ok(())
         };

@@ -164,17 +164,20 @@ impl Checkpoint {
     }
 }
 
-fn io(what: &str, path: &Path, e: std::io::Error) -> StreamError {
-    StreamError::Schema(format!("checkpoint: cannot {what} {}: {e}", path.display()))
+fn io(what: &'static str, path: &Path, e: std::io::Error) -> StreamError {
+    StreamError::io(what, path, e)
 }
 
 /// Where the pipeline `name`'s checkpoints live in the log at `log_dir`: `~checkpoints/<name>`
 /// ('~' cannot start a topic name, so it never clashes with a topic).
 pub fn checkpoint_dir(log_dir: &Path, name: &str) -> Result<PathBuf> {
     if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
-        return Err(StreamError::Schema(format!(
+        return Err(StreamError::plan(
+            "name",
+            format!(
             "name must be a non-empty name without slashes, not starting with '.', got {name:?}"
-        )));
+        ),
+        ));
     }
     Ok(log_dir.join("~checkpoints").join(name))
 }

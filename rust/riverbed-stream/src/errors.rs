@@ -133,11 +133,9 @@ impl ErrorHandler {
                         bad.timestamp,
                         &headers,
                     )
-                    .map_err(|e| {
-                        StreamError::Schema(format!(
-                            "cannot write to the dead-letter topic '{}': {e}",
-                            topic.name()
-                        ))
+                    .map_err(|source| StreamError::Writing {
+                        what: format!("the dead-letter topic '{}'", topic.name()),
+                        source: Box::new(source),
                     })?;
                 self.count.fetch_add(1, Ordering::Relaxed);
                 Ok(())

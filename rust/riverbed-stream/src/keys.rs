@@ -116,7 +116,7 @@ impl KeyInterner {
         }
         let null_id = r.opt_i64()?.map(|v| v as u32);
         if ends.iter().any(|&e| e > arena.len()) || ends.windows(2).any(|w| w[0] > w[1]) {
-            return Err(StreamError::Schema("checkpoint: mangled key table".into()));
+            return Err(StreamError::Checkpoint("mangled key table".into()));
         }
         self.arena.clear();
         self.ends.clear();

@@ -36,7 +36,7 @@ pub mod window;
 mod workers;
 
 pub use checkpoint::CheckpointStats;
-pub use error::{Result, StreamError};
+pub use error::{ConnectorErrorKind, Result, StreamError};
 pub use expr::Expr;
 pub use operator::{BatchUdf, OpMetrics};
 pub use plan::{Emit, Node, WindowSpec};

@@ -80,8 +80,8 @@ pub trait Operator: Send {
         if state.is_empty() {
             return Ok(());
         }
-        Err(StreamError::Schema(
-            "checkpoint: state for an operator that keeps none (the plan changed?)".into(),
+        Err(StreamError::Checkpoint(
+            "state for an operator that keeps none (the plan changed?)".into(),
         ))
     }
 }

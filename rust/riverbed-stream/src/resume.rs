@@ -7,10 +7,9 @@ use crate::error::{Result, StreamError};
 use crate::source::SourceSpec;
 
 fn refuse(message: String) -> StreamError {
-    StreamError::plan(
-        "checkpoint",
-        format!("{message}; the checkpoint does not fit its input (pass reset=True to start over)"),
-    )
+    StreamError::Checkpoint(format!(
+        "{message}; the checkpoint does not fit its input (pass reset=True to start over)"
+    ))
 }
 
 /// Whether `start` (a checkpoint's positions for this source) are places in it.

@@ -1149,12 +1149,9 @@ impl Graph {
         what: &str,
     ) -> Result<(Vec<Option<usize>>, Vec<String>)> {
         let refuse = |why: String| {
-            Err(StreamError::plan(
-                "checkpoint",
-                format!(
-                    "{why}; pass reset=True to start over (the output topics keep what they hold)"
-                ),
-            ))
+            Err(StreamError::Checkpoint(format!(
+                "{why}; pass reset=True to start over (the output topics keep what they hold)"
+            )))
         };
         let mine: Vec<&GNode> = self.order.iter().map(|&i| &self.nodes[i]).collect();
         // A checkpoint before version 3 holds the text of that time: compare with that.
@@ -1431,14 +1428,11 @@ impl Pipeline {
                 let (latest, notes) = store.latest()?;
                 if latest.is_none() && !notes.is_empty() {
                     // Starting over would write the whole output again after what is there.
-                    return Err(StreamError::plan(
-                        "checkpoint",
-                        format!(
-                            "every checkpoint in {} is unusable ({}); pass reset=True to start over (the output topics keep what they hold)",
-                            cfg.dir.display(),
-                            notes.join("; ")
-                        ),
-                    ));
+                    return Err(StreamError::Checkpoint(format!(
+                        "every checkpoint in {} is unusable ({}); pass reset=True to start over (the output topics keep what they hold)",
+                        cfg.dir.display(),
+                        notes.join("; ")
+                    )));
                 }
                 control.notes.lock().extend(notes);
                 let fit = match &latest {
@@ -1490,8 +1484,10 @@ impl Pipeline {
         }
         let mut seq = 0;
         if let Some((c, fit)) = &resume {
-            sink.rollback(&c.sinks)?;
+            // State first: a checkpoint whose state cannot be restored is refused before the
+            // output topics are rolled back to it (a refused restart leaves them as they were).
             g.restore(&c.operators, fit)?;
+            sink.rollback(&c.sinks)?;
             seq = c.seq;
         }
         // A named run checkpoints its one graph; any other run splits it between workers (by

@@ -153,9 +153,7 @@ impl KeyState {
     fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()> {
         let n = r.len()?;
         if n != self.history.len() {
-            return Err(StreamError::Schema(
-                "checkpoint: the series ops changed".into(),
-            ));
+            return Err(StreamError::Checkpoint("the series ops changed".into()));
         }
         for h in &mut self.history {
             let k = r.len()?;
@@ -164,8 +162,8 @@ impl KeyState {
         self.sums = r.f64s()?;
         self.last_ts = r.opt_i64()?;
         if r.len()? != self.windows.len() {
-            return Err(StreamError::Schema(
-                "checkpoint: the rolling windows changed".into(),
+            return Err(StreamError::Checkpoint(
+                "the rolling windows changed".into(),
             ));
         }
         for win in &mut self.windows {

@@ -71,7 +71,7 @@ pub trait Source: Send {
     }
     /// Consumer groups: continue partition `partition` at `offset` (a restored checkpoint's).
     fn seek(&mut self, partition: usize, _offset: i64) -> Result<()> {
-        Err(StreamError::Schema(format!(
+        Err(StreamError::Internal(format!(
             "{} cannot seek partition {partition}",
             self.describe()
         )))
@@ -282,7 +282,7 @@ impl SourceSpec {
             }),
             SourceSpec::Stream { schema, reader } => {
                 let r = reader.lock().take().ok_or_else(|| {
-                    StreamError::Schema("this pipeline reads a Python iterator or stream, which can only be run once".into())
+                    StreamError::plan("read", "this pipeline reads a Python iterator or stream, which can only be run once")
                 })?;
                 Box::new(StreamSource {
                     schema: schema.clone(),
@@ -952,7 +952,7 @@ impl LogSource {
             });
         let failed = spawned
             .err()
-            .map(|e| StreamError::Schema(format!("cannot start the reader thread: {e}")));
+            .map(|e| StreamError::Internal(format!("cannot start the reader thread: {e}")));
         LogSource {
             spec,
             follow,

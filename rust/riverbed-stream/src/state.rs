@@ -136,10 +136,10 @@ impl StateWriter {
         let mut out = Vec::new();
         {
             let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut out, &b.schema())
-                .map_err(|e| StreamError::Schema(format!("checkpoint: {e}")))?;
+                .map_err(|e| StreamError::Checkpoint(format!("{e}")))?;
             w.write(b)
                 .and_then(|_| w.finish())
-                .map_err(|e| StreamError::Schema(format!("checkpoint: {e}")))?;
+                .map_err(|e| StreamError::Checkpoint(format!("{e}")))?;
         }
         self.bytes(&out);
         Ok(())
@@ -159,8 +159,8 @@ impl<'a> StateReader<'a> {
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.buf.len() - self.pos < n {
-            return Err(StreamError::Schema(format!(
-                "checkpoint: the state of {} is truncated (needs {n} more bytes at {})",
+            return Err(StreamError::Checkpoint(format!(
+                "the state of {} is truncated (needs {n} more bytes at {})",
                 self.what, self.pos
             )));
         }
@@ -196,8 +196,8 @@ impl<'a> StateReader<'a> {
     pub fn len(&mut self) -> Result<usize> {
         let n = self.u64()? as usize;
         if n > self.buf.len().saturating_mul(8) + 1024 {
-            return Err(StreamError::Schema(format!(
-                "checkpoint: the state of {} is mangled (a length of {n})",
+            return Err(StreamError::Checkpoint(format!(
+                "the state of {} is mangled (a length of {n})",
                 self.what
             )));
         }
@@ -234,15 +234,12 @@ impl<'a> StateReader<'a> {
     pub fn batch(&mut self) -> Result<RecordBatch> {
         let bytes = self.bytes()?;
         let mut r = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
-            .map_err(|e| StreamError::Schema(format!("checkpoint: {}: {e}", self.what)))?;
+            .map_err(|e| StreamError::Checkpoint(format!("{}: {e}", self.what)))?;
         match r.next() {
             Some(Ok(b)) => Ok(b),
-            Some(Err(e)) => Err(StreamError::Schema(format!(
-                "checkpoint: {}: {e}",
-                self.what
-            ))),
-            None => Err(StreamError::Schema(format!(
-                "checkpoint: {}: an empty batch stream",
+            Some(Err(e)) => Err(StreamError::Checkpoint(format!("{}: {e}", self.what))),
+            None => Err(StreamError::Checkpoint(format!(
+                "{}: an empty batch stream",
                 self.what
             ))),
         }
@@ -253,8 +250,8 @@ impl<'a> StateReader<'a> {
     }
     pub fn done(&self) -> Result<()> {
         if self.pos != self.buf.len() {
-            return Err(StreamError::Schema(format!(
-                "checkpoint: the state of {} has {} bytes left over",
+            return Err(StreamError::Checkpoint(format!(
+                "the state of {} has {} bytes left over",
                 self.what,
                 self.buf.len() - self.pos
             )));

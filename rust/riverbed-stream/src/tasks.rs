@@ -80,9 +80,7 @@ pub(crate) fn run_group(
     };
     if let Some(cfg) = &control.checkpoint {
         if cfg.reset && cfg.dir.exists() {
-            std::fs::remove_dir_all(&cfg.dir).map_err(|e| {
-                StreamError::Schema(format!("cannot clear {}: {e}", cfg.dir.display()))
-            })?;
+            std::fs::remove_dir_all(&cfg.dir).map_err(|e| StreamError::io("clear", &cfg.dir, e))?;
         }
     }
     let src = pipeline.sources[0].open(follow, &on_error, None)?;

@@ -157,7 +157,7 @@ impl Pool {
             let t = std::thread::Builder::new()
                 .name(format!("riverbed-worker-{me}"))
                 .spawn(move || w.run())
-                .map_err(|e| StreamError::Schema(format!("cannot start a worker thread: {e}")))?;
+                .map_err(|e| StreamError::Internal(format!("cannot start a worker thread: {e}")))?;
             threads.push(t);
         }
         Ok(Pool {
@@ -235,7 +235,7 @@ impl Pool {
                 return Err(StreamError::panicked("a worker thread of the run", p));
             }
         }
-        Err(StreamError::Schema("the run's workers stopped".into()))
+        Err(StreamError::Internal("the run's workers stopped".into()))
     }
 }
 
@@ -302,7 +302,7 @@ impl Engine for Pool {
     }
 
     fn snapshot(&self) -> Result<Vec<OperatorState>> {
-        Err(StreamError::Schema(
+        Err(StreamError::Internal(
             "a run on several workers takes no checkpoints (a named run uses one worker)".into(),
         ))
     }

@@ -207,7 +207,7 @@ fn every_expression_kind_changed_in_a_named_window_is_refused() -> TestResult {
         assert_ne!(v, base_expr(), "{what}: the variant must differ");
         let err = run(&plan(&v, false, 10_000), dir.path()).expect_err(what);
         let msg = err.to_string();
-        assert!(matches!(err, StreamError::Plan { .. }), "{what}: {msg}");
+        assert!(matches!(err, StreamError::Checkpoint(_)), "{what}: {msg}");
         assert!(
             msg.contains("operator 'w' changed") && msg.contains("reset=True"),
             "{what}: {msg}"
