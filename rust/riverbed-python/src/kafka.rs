@@ -19,7 +19,7 @@ use riverbed_stream::SourceSpec;
 
 use crate::error::{stream_to_py_as, KafkaError};
 use crate::log::batches_from;
-use crate::stream::PySource;
+use crate::source::PySource;
 
 /// A Kafka call's error as its Python class (`KafkaUnreachable`, ..., `ValueError` for a bad
 /// setting), with the connector's own message.
@@ -218,7 +218,13 @@ impl PyKafka {
         key: Option<String>,
         partitions: Option<usize>,
     ) -> crate::sink::PySink {
-        crate::sink::PySink::to_kafka(slf.unbind(), topic, key, partitions)
+        let kafka: Py<PyKafka> = slf.unbind();
+        let name = topic.clone();
+        let make: crate::sink::MakeSink = Box::new(move |key, timestamp| {
+            let s = kafka.get().engine_sink(&name, key, timestamp, partitions)?;
+            Ok(Box::new(s) as Box<dyn riverbed_stream::Sink>)
+        });
+        crate::sink::PySink::to_kafka(make, topic, key)
     }
 
     /// A pipeline source reading `topic` (with `group`: as one member of a consumer group).
@@ -238,7 +244,7 @@ impl PyKafka {
         writers: Option<usize>,
     ) -> PyResult<PySource> {
         let start = parse_start(start)?;
-        let format = crate::stream::parse_format(format)?;
+        let format = crate::source::parse_format(format)?;
         let mut spec = py
             .detach(|| {
                 KafkaTopicSource::new(
@@ -265,7 +271,7 @@ impl PyKafka {
         on_error: Option<&str>,
         dead_letter: Option<&str>,
     ) -> PyResult<Option<Arc<ErrorHandler>>> {
-        crate::stream::policy_handler(on_error, || {
+        crate::source::policy_handler(on_error, || {
             Ok(match dead_letter {
                 Some(t) => Some(Arc::new(KafkaDeadLetter {
                     producer: self.producer()?,

@@ -14,6 +14,7 @@ mod kafka;
 mod log;
 mod server;
 mod sink;
+mod source;
 mod stream;
 mod timeout;
 
@@ -24,7 +25,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<log::PyLog>()?;
     m.add_class::<log::PyTopic>()?;
     m.add_class::<consumer::PyConsumer>()?;
-    m.add_class::<stream::PySource>()?;
+    m.add_class::<source::PySource>()?;
     m.add_class::<sink::PySink>()?;
     m.add_class::<stream::PyPipeline>()?;
     m.add_class::<stream::PyRunHandle>()?;

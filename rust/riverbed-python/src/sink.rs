@@ -7,8 +7,14 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 
+use riverbed_stream::Sink;
+
 use crate::error::type_error;
-use crate::kafka::PyKafka;
+
+/// Builds the engine's sink for a topic of another system once the run knows its output's key
+/// and event-time columns (the connector's handle stays with the connector: `kafka.rs`).
+pub(crate) type MakeSink =
+    Box<dyn Fn(Option<String>, Option<String>) -> PyResult<Box<dyn Sink>> + Send + Sync>;
 
 /// What a `Sink` writes to.
 pub(crate) enum SinkTarget {
@@ -19,13 +25,11 @@ pub(crate) enum SinkTarget {
         topic: Arc<riverbed_log::Topic>,
         key: Option<String>,
     },
-    /// A Kafka topic; `partitions` when it is an internal repartition topic (the writer then
-    /// partitions by key itself and passes its watermark along).
+    /// A Kafka topic, its sink built by `make` from (key, event-time column).
     Kafka {
-        kafka: Py<PyKafka>,
+        make: MakeSink,
         topic: String,
         key: Option<String>,
-        partitions: Option<usize>,
     },
     /// A Python callable taking each output `RecordBatch`.
     Callback(Py<PyAny>),
@@ -43,19 +47,9 @@ impl PySink {
         }
     }
 
-    pub(crate) fn to_kafka(
-        kafka: Py<PyKafka>,
-        topic: String,
-        key: Option<String>,
-        partitions: Option<usize>,
-    ) -> Self {
+    pub(crate) fn to_kafka(make: MakeSink, topic: String, key: Option<String>) -> Self {
         PySink {
-            target: SinkTarget::Kafka {
-                kafka,
-                topic,
-                key,
-                partitions,
-            },
+            target: SinkTarget::Kafka { make, topic, key },
         }
     }
 }

@@ -7,9 +7,9 @@ use arrow_array::RecordBatch;
 
 use crate::checkpoint::OperatorState;
 use crate::error::Result;
+use crate::graph::Graph;
 use crate::keys::FastMap;
 use crate::operator::OpMetrics;
-use crate::runtime::Graph;
 use crate::sink::Sink;
 
 pub(crate) trait Engine {

@@ -1,12 +1,18 @@
 //! riverbed-stream: event-time stream processing over Arrow record batches.
 //!
-//! A [`plan::Node`] tree (decoded from Python) is validated into a [`runtime::Pipeline`], which
+//! A [`plan::Node`] tree (decoded from Python) is validated into a [`pipeline::Pipeline`], which
 //! runs it over [`source::SourceSpec`]s into a [`sink::Sink`].
 
 pub mod aggregate;
 mod bad_times;
 pub mod buffered;
 pub mod checkpoint;
+mod compile;
+pub mod control;
+mod driver;
+mod graph;
+mod intake;
+pub mod pipeline;
 pub use riverbed_log::checkpoint_key;
 mod engine;
 pub mod error;
@@ -23,7 +29,6 @@ mod ordered;
 pub mod plan;
 pub mod resume;
 pub mod rolling;
-pub mod runtime;
 pub mod series;
 pub mod signature;
 pub mod sink;
@@ -36,10 +41,11 @@ pub mod window;
 mod workers;
 
 pub use checkpoint::CheckpointStats;
+pub use control::{CheckpointConfig, RunControl, RunOutput};
 pub use error::{ConnectorErrorKind, Result, StreamError};
 pub use expr::Expr;
 pub use operator::{BatchUdf, OpMetrics};
+pub use pipeline::Pipeline;
 pub use plan::{Emit, Node, WindowSpec};
-pub use runtime::{Pipeline, RunControl, RunOutput};
 pub use sink::{CollectSink, Sink, TopicSink};
 pub use source::{Decoder, ExternalSource, Format, RawRecords, Rebalance, Source, SourceSpec};

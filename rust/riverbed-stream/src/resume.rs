@@ -4,7 +4,6 @@
 //! negative one would read input twice; both are refused, naming the topic and partition.
 
 use crate::error::{Result, StreamError};
-use crate::source::SourceSpec;
 
 fn refuse(message: String) -> StreamError {
     StreamError::Checkpoint(format!(
@@ -12,45 +11,49 @@ fn refuse(message: String) -> StreamError {
     ))
 }
 
-/// Whether `start` (a checkpoint's positions for this source) are places in it.
-pub fn check_positions(spec: &SourceSpec, start: &[i64]) -> Result<()> {
-    match spec {
-        SourceSpec::Log(l) => {
-            let parts = l.topic.partitions();
-            if start.len() != parts.len() {
+/// What a source's positions are places in (the source says: `SourceSpec::extent`).
+pub enum Extent<'a> {
+    /// A log topic: each partition's end offset.
+    Partitions { topic: &'a str, ends: Vec<i64> },
+    /// A table of so many batches.
+    Batches(usize),
+    /// A source whose positions cannot be checked here (a stream, an external source).
+    Unchecked,
+}
+
+/// Whether `start` (a checkpoint's positions for a source) are places in it.
+pub fn check_positions(extent: &Extent<'_>, start: &[i64]) -> Result<()> {
+    match extent {
+        Extent::Partitions { topic, ends } => {
+            if start.len() != ends.len() {
                 return Err(refuse(format!(
-                    "it holds positions for {} partitions of topic '{}', which has {}",
+                    "it holds positions for {} partitions of topic '{topic}', which has {}",
                     start.len(),
-                    l.topic.name,
-                    parts.len()
+                    ends.len()
                 )));
             }
-            for (p, (&pos, part)) in start.iter().zip(parts).enumerate() {
-                let (_, end) = part.offsets();
+            for (p, (&pos, &end)) in start.iter().zip(ends).enumerate() {
                 if pos < 0 {
                     return Err(refuse(format!(
-                        "its position {pos} in {}/{p} is negative",
-                        l.topic.name
+                        "its position {pos} in {topic}/{p} is negative"
                     )));
                 }
                 if pos > end {
                     return Err(refuse(format!(
-                        "its position {pos} in {}/{p} is beyond the partition's end ({end}): the topic was truncated or recreated since",
-                        l.topic.name
+                        "its position {pos} in {topic}/{p} is beyond the partition's end ({end}): the topic was truncated or recreated since"
                     )));
                 }
             }
         }
-        SourceSpec::Table { batches, .. } => {
-            let ok = start.len() == 1 && (0..=batches.len() as i64).contains(&start[0]);
+        &Extent::Batches(n) => {
+            let ok = start.len() == 1 && (0..=n as i64).contains(&start[0]);
             if !ok {
                 return Err(refuse(format!(
-                    "its position {start:?} is not a batch count of a table of {} batches",
-                    batches.len()
+                    "its position {start:?} is not a batch count of a table of {n} batches"
                 )));
             }
         }
-        SourceSpec::Stream { .. } | SourceSpec::External(_) => {}
+        Extent::Unchecked => {}
     }
     Ok(())
 }

@@ -262,6 +262,19 @@ impl SourceSpec {
     }
 
     /// Open for reading; `on_error` is the pipeline's policy for bad records.
+    /// What this source's positions are places in, to check a checkpoint's against.
+    fn extent(&self) -> crate::resume::Extent<'_> {
+        use crate::resume::Extent;
+        match self {
+            SourceSpec::Log(l) => Extent::Partitions {
+                topic: &l.topic.name,
+                ends: l.topic.partitions().iter().map(|p| p.offsets().1).collect(),
+            },
+            SourceSpec::Table { batches, .. } => Extent::Batches(batches.len()),
+            SourceSpec::Stream { .. } | SourceSpec::External(_) => Extent::Unchecked,
+        }
+    }
+
     /// `start`: the positions of a checkpoint to resume from.
     pub fn open(
         &self,
@@ -270,7 +283,7 @@ impl SourceSpec {
         start: Option<&[i64]>,
     ) -> Result<Box<dyn Source>> {
         if let Some(s) = start {
-            crate::resume::check_positions(self, s)?;
+            crate::resume::check_positions(&self.extent(), s)?;
         }
         Ok(match self {
             SourceSpec::Table { schema, batches } => Box::new(TableSource {

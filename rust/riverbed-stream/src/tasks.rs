@@ -15,11 +15,14 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::{Checkpoint, CheckpointStore, SourceState};
+use crate::control::{RunControl, RunOutput};
 use crate::error::{Result, StreamError};
 use crate::errors::{ErrorHandler, ErrorPolicy};
+use crate::graph::Graph;
+use crate::intake::{stamp, without_null_times};
 use crate::keys::FastMap;
 use crate::operator::OpMetrics;
-use crate::runtime::{stamp, without_null_times, Graph, Pipeline, RunControl, RunOutput};
+use crate::pipeline::Pipeline;
 use crate::sink::Sink;
 use crate::source::{Polled, Source};
 use crate::watermark::WatermarkTracker;

@@ -29,10 +29,10 @@ use crate::checkpoint::OperatorState;
 use crate::engine::Engine;
 use crate::error::{ArrowContext, Result, StreamError};
 use crate::exchange::{Route, Splitter};
+use crate::graph::{Graph, Outbox, Outgoing};
 use crate::keys::FastMap;
 use crate::operator::OpMetrics;
 use crate::ordered::Ordered;
-use crate::runtime::{Graph, Outbox, Outgoing};
 use crate::sink::{CollectSink, Sink};
 
 /// Batches in flight (handed to a worker, not yet processed) per worker before the run loop

@@ -12,7 +12,7 @@ use arrow_array::{Int64Array, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use common::*;
 use riverbed_stream::checkpoint::{CheckpointStore, VERSION};
-use riverbed_stream::runtime::CheckpointConfig;
+use riverbed_stream::control::CheckpointConfig;
 use riverbed_stream::{
     CollectSink, Emit, Node, Pipeline, RunControl, SourceSpec, StreamError, WindowSpec,
 };

@@ -1,0 +1,78 @@
+//! A validated pipeline: a plan with its sources and UDFs, compiled once to check it, with
+//! what the caller can ask of it before running (schema, keys, `explain`).
+
+use std::sync::Arc;
+
+use arrow_schema::SchemaRef;
+
+use crate::error::Result;
+use crate::errors::{ErrorHandler, ErrorPolicy};
+use crate::graph::Graph;
+use crate::operator::BatchUdf;
+use crate::plan::Node;
+use crate::source::SourceSpec;
+
+/// A validated plan with its sources and UDFs.
+pub struct Pipeline {
+    pub(crate) plan: Node,
+    pub(crate) sources: Vec<SourceSpec>,
+    pub(crate) udfs: Vec<Arc<dyn BatchUdf>>,
+    pub(crate) schema: Option<SchemaRef>,
+    pub(crate) ts: Option<String>,
+    pub(crate) key: Vec<String>,
+}
+
+impl Pipeline {
+    /// Validate the plan (building its operators once); plan errors name operator and field.
+    pub fn new(
+        plan: Node,
+        sources: Vec<SourceSpec>,
+        udfs: Vec<Arc<dyn BatchUdf>>,
+    ) -> Result<Pipeline> {
+        let g = Graph::compile(
+            &plan,
+            &sources,
+            &udfs,
+            ErrorHandler::new(ErrorPolicy::Raise),
+        )?;
+        Ok(Pipeline {
+            schema: g.out_schema.clone(),
+            ts: g.out_ts.clone(),
+            key: g.out_key.clone(),
+            plan,
+            sources,
+            udfs,
+        })
+    }
+
+    /// The output schema; `None` downstream of a UDF (known only at run time).
+    pub fn schema(&self) -> Option<SchemaRef> {
+        self.schema.clone()
+    }
+
+    /// The event-time column of the output, if it has one.
+    pub fn event_time_column(&self) -> Option<&str> {
+        self.ts.as_deref()
+    }
+
+    /// The output's key columns (from `key_by` or a window's `by`), if any.
+    pub fn key_columns(&self) -> &[String] {
+        &self.key
+    }
+
+    /// The directory of the log the first topic source lives in, if any.
+    pub fn log_dir(&self) -> Option<std::path::PathBuf> {
+        self.sources.iter().find_map(|s| match s {
+            SourceSpec::Log(l) => l.topic.dir.parent().map(|p| p.to_path_buf()),
+            _ => None,
+        })
+    }
+
+    pub fn plan(&self) -> &Node {
+        &self.plan
+    }
+
+    pub fn explain(&self) -> String {
+        crate::explain::explain(&self.plan, &self.sources, false)
+    }
+}
