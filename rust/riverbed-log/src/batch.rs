@@ -71,6 +71,12 @@ pub enum BatchError {
     Corrupt(String),
 }
 
+impl From<compression::CompressionError> for BatchError {
+    fn from(e: compression::CompressionError) -> Self {
+        BatchError::Corrupt(e.0)
+    }
+}
+
 #[cold]
 #[inline(never)]
 fn corrupt(msg: impl Into<String>) -> BatchError {

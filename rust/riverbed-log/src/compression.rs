@@ -8,8 +8,6 @@
 
 use std::io::Read;
 
-use crate::batch::BatchError;
-
 /// No batch inflates past this many bytes, whatever its compressed size.
 pub const MAX_DECOMPRESSED: usize = 128 << 20;
 /// Any batch may inflate to this many bytes, whatever its ratio.
@@ -52,13 +50,19 @@ pub fn decompressed_limit(compressed_len: usize) -> usize {
         .clamp(MIN_DECOMPRESSED_ALLOWANCE, MAX_DECOMPRESSED)
 }
 
+/// A compressed payload that does not decode, or would decode past the size limit (a record
+/// batch that holds it is corrupt: `batch.rs` turns this into its `BatchError::Corrupt`).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct CompressionError(pub String);
+
 #[cold]
-fn bad(codec: u8, msg: impl std::fmt::Display) -> BatchError {
-    BatchError::Corrupt(format!("{} payload: {msg}", codec_name(codec)))
+fn bad(codec: u8, msg: impl std::fmt::Display) -> CompressionError {
+    CompressionError(format!("{} payload: {msg}", codec_name(codec)))
 }
 
 /// Decompresses the records section of a batch compressed with `codec`.
-pub fn decompress(codec: u8, data: &[u8]) -> Result<Vec<u8>, BatchError> {
+pub fn decompress(codec: u8, data: &[u8]) -> Result<Vec<u8>, CompressionError> {
     let limit = decompressed_limit(data.len());
     match codec {
         GZIP => {
@@ -90,7 +94,7 @@ pub fn decompress(codec: u8, data: &[u8]) -> Result<Vec<u8>, BatchError> {
                 zstd::stream::read::Decoder::with_buffer(data).map_err(|e| bad(codec, e))?;
             read_bounded(&mut decoder, codec, limit, data.len())
         }
-        other => Err(BatchError::Corrupt(format!(
+        other => Err(CompressionError(format!(
             "unknown compression codec {other} (known: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd)"
         ))),
     }
@@ -102,7 +106,7 @@ fn read_bounded(
     codec: u8,
     limit: usize,
     compressed_len: usize,
-) -> Result<Vec<u8>, BatchError> {
+) -> Result<Vec<u8>, CompressionError> {
     let mut out: Vec<u8> = Vec::with_capacity(compressed_len.saturating_mul(4).min(limit));
     let mut chunk = vec![0u8; CHUNK];
     loop {
@@ -125,7 +129,7 @@ fn read_bounded(
 }
 
 #[cold]
-fn too_large(codec: u8, compressed_len: usize, limit: usize) -> BatchError {
+fn too_large(codec: u8, compressed_len: usize, limit: usize) -> CompressionError {
     bad(
         codec,
         format!(
@@ -138,7 +142,7 @@ fn too_large(codec: u8, compressed_len: usize, limit: usize) -> BatchError {
 
 /// One raw snappy block, appended to `out`; the block declares its length up front, which is
 /// checked against the limit before anything is allocated.
-fn raw_snappy(block: &[u8], limit: usize, mut out: Vec<u8>) -> Result<Vec<u8>, BatchError> {
+fn raw_snappy(block: &[u8], limit: usize, mut out: Vec<u8>) -> Result<Vec<u8>, CompressionError> {
     let len = snap::raw::decompress_len(block).map_err(|e| bad(SNAPPY, e))?;
     if len > limit - out.len() {
         return Err(too_large(SNAPPY, block.len(), limit));
@@ -159,7 +163,7 @@ fn raw_snappy(block: &[u8], limit: usize, mut out: Vec<u8>) -> Result<Vec<u8>, B
 
 /// snappy-java's stream: the 16-byte header, then blocks of (i32 big-endian length, raw
 /// snappy block) to the end.
-fn xerial_snappy(data: &[u8], limit: usize) -> Result<Vec<u8>, BatchError> {
+fn xerial_snappy(data: &[u8], limit: usize) -> Result<Vec<u8>, CompressionError> {
     let mut out = Vec::new();
     let Some(mut rest) = data.get(XERIAL_HEADER_LEN..) else {
         return Err(bad(SNAPPY, "truncated xerial stream header"));
@@ -271,7 +275,7 @@ mod tests {
             for cut in [1, c.len() / 3, c.len() / 2, c.len() - 1] {
                 let r = decompress(codec, &c[..cut]);
                 assert!(
-                    matches!(r, Err(BatchError::Corrupt(_))),
+                    matches!(r, Err(CompressionError(_))),
                     "codec {codec} cut at {cut}/{}: {:?}",
                     c.len(),
                     r.map(|v| v.len())
@@ -288,7 +292,7 @@ mod tests {
         let mut c = lz4_frame(b"hello hello hello");
         // Byte 6 is the frame descriptor's header checksum (magic 4, FLG, BD, HC): KIP-57.
         c[6] ^= 0x55;
-        let e = decompress(LZ4, &c).unwrap_err();
+        let e = crate::batch::BatchError::from(decompress(LZ4, &c).unwrap_err());
         assert!(
             e.to_string().starts_with("corrupt batch: lz4 payload"),
             "{e}"

@@ -12,11 +12,9 @@ use std::sync::Arc;
 
 use crate::config::{Cleanup, TopicOptions};
 use crate::error::{LogError, Result};
-use crate::log::Log;
 use crate::partition::NewRecord;
 use crate::topic::Topic;
-
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+pub use crate::topic::OFFSETS_TOPIC;
 
 type CommitKey = (String, String, u32);
 
@@ -89,8 +87,17 @@ fn decode_value(v: &[u8]) -> Option<OffsetEntry> {
     })
 }
 
-fn offsets_topic(log: &Log) -> Result<Arc<Topic>> {
-    log.topic(
+/// Where a coordinator keeps the committed offsets: the log that owns it (`Log` implements
+/// this in `log.rs`; the coordinator does not know the log otherwise).
+pub trait OffsetsHome {
+    /// The topic named `name`, created with `options` if missing.
+    fn offsets_topic_named(&self, name: &str, options: &TopicOptions) -> Result<Arc<Topic>>;
+    /// Whether the log is closed (a member leaving then commits nothing).
+    fn is_closed(&self) -> bool;
+}
+
+fn offsets_topic(log: &dyn OffsetsHome) -> Result<Arc<Topic>> {
+    log.offsets_topic_named(
         OFFSETS_TOPIC,
         &TopicOptions {
             partitions: Some(1),
@@ -110,7 +117,7 @@ pub struct Assignment {
 
 impl GroupCoordinator {
     /// Read every committed offset back from `__consumer_offsets`.
-    pub(crate) fn load(&self, log: &Log) -> Result<()> {
+    pub(crate) fn load(&self, log: &dyn OffsetsHome) -> Result<()> {
         let topic = match offsets_topic(log) {
             Ok(t) => t,
             // Damaged metadata: reported in the open report; commits fail until it is repaired.
@@ -149,7 +156,7 @@ impl GroupCoordinator {
     /// Durably record committed offsets for (group, topic).
     pub fn commit(
         &self,
-        log: &Log,
+        log: &dyn OffsetsHome,
         group: &str,
         topic: &str,
         offsets: &[(u32, i64)],
@@ -169,7 +176,12 @@ impl GroupCoordinator {
 
     /// Durably record offsets of any topics for `group` in one append (one fsync under the
     /// `batch` policy); visible to readers once durable.
-    pub fn commit_entries(&self, log: &Log, group: &str, commits: &[NewCommit]) -> Result<()> {
+    pub fn commit_entries(
+        &self,
+        log: &dyn OffsetsHome,
+        group: &str,
+        commits: &[NewCommit],
+    ) -> Result<()> {
         if commits.is_empty() {
             return Ok(());
         }
@@ -250,7 +262,12 @@ impl GroupCoordinator {
 
     /// Durably remove `group`'s commits for these (topic, partition)s (tombstones); the ones
     /// that had no commit are skipped. Returns how many were removed.
-    pub fn delete_offsets(&self, log: &Log, group: &str, keys: &[(String, u32)]) -> Result<usize> {
+    pub fn delete_offsets(
+        &self,
+        log: &dyn OffsetsHome,
+        group: &str,
+        keys: &[(String, u32)],
+    ) -> Result<usize> {
         let _writer = self.writer.lock();
         let present: Vec<CommitKey> = {
             let committed = self.committed.lock();
@@ -264,7 +281,7 @@ impl GroupCoordinator {
     }
 
     /// Durably remove every commit of `group`. Returns how many were removed.
-    pub fn delete_group_offsets(&self, log: &Log, group: &str) -> Result<usize> {
+    pub fn delete_group_offsets(&self, log: &dyn OffsetsHome, group: &str) -> Result<usize> {
         let _writer = self.writer.lock();
         let keys: Vec<CommitKey> = self
             .committed
@@ -278,7 +295,7 @@ impl GroupCoordinator {
     }
 
     /// Append tombstones for `keys`, then forget them (the caller holds `writer`).
-    fn tombstone(&self, log: &Log, keys: &[CommitKey]) -> Result<()> {
+    fn tombstone(&self, log: &dyn OffsetsHome, keys: &[CommitKey]) -> Result<()> {
         if keys.is_empty() {
             return Ok(());
         }
@@ -299,7 +316,7 @@ impl GroupCoordinator {
     }
 
     /// Tombstone every commit for a deleted topic.
-    pub(crate) fn forget_topic(&self, log: &Log, topic: &str) -> Result<()> {
+    pub(crate) fn forget_topic(&self, log: &dyn OffsetsHome, topic: &str) -> Result<()> {
         let _writer = self.writer.lock();
         let keys: Vec<CommitKey> = self
             .committed
@@ -312,7 +329,7 @@ impl GroupCoordinator {
     }
 
     /// Add a member subscribed to `topic`; returns its id. Triggers a rebalance.
-    pub fn join(&self, log: &Log, group: &str, topic: Arc<Topic>) -> Result<u64> {
+    pub fn join(&self, log: &dyn OffsetsHome, group: &str, topic: Arc<Topic>) -> Result<u64> {
         let mut groups = self.groups.lock();
         let state = groups.entry(group.to_string()).or_default();
         let id = state.next_member;
@@ -329,7 +346,7 @@ impl GroupCoordinator {
     }
 
     /// Remove a member, committing its positions, and rebalance the rest.
-    pub fn leave(&self, log: &Log, group: &str, member: u64) -> Result<()> {
+    pub fn leave(&self, log: &dyn OffsetsHome, group: &str, member: u64) -> Result<()> {
         let mut groups = self.groups.lock();
         let Some(state) = groups.get_mut(group) else {
             return Ok(());
@@ -354,7 +371,7 @@ impl GroupCoordinator {
 
     /// Range assignment per topic: members sorted by id, each gets a contiguous run of
     /// partitions, the first `n % m` one extra.
-    fn rebalance(&self, log: &Log, group: &str, state: &mut GroupState) -> Result<()> {
+    fn rebalance(&self, log: &dyn OffsetsHome, group: &str, state: &mut GroupState) -> Result<()> {
         let mut by_topic: BTreeMap<String, (u32, Vec<u64>)> = BTreeMap::new();
         for (&id, m) in &state.members {
             by_topic
@@ -478,13 +495,5 @@ impl GroupCoordinator {
                     .collect()
             })
             .unwrap_or_default()
-    }
-}
-
-impl Log {
-    /// The log's consumer groups: in-process members and the durable committed offsets that the
-    /// broker's group coordinator shares with them.
-    pub fn groups(&self) -> &GroupCoordinator {
-        &self.inner().groups
     }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use crate::config::{FsyncPolicy, LogOptions, TopicConfig, TopicOptions};
 use crate::error::{IoContext, LogError, Result};
-use crate::group::GroupCoordinator;
+use crate::group::{GroupCoordinator, OffsetsHome};
 use crate::lock::DirLock;
 use crate::notify::Notifier;
 use crate::segment::Damage;
@@ -800,5 +800,22 @@ impl Drop for LogInner {
                 let _ = t.close();
             }
         }
+    }
+}
+
+impl Log {
+    /// The log's consumer groups: in-process members and the durable committed offsets that the
+    /// broker's group coordinator shares with them.
+    pub fn groups(&self) -> &GroupCoordinator {
+        &self.inner().groups
+    }
+}
+
+impl OffsetsHome for Log {
+    fn offsets_topic_named(&self, name: &str, options: &TopicOptions) -> Result<Arc<Topic>> {
+        self.topic(name, options)
+    }
+    fn is_closed(&self) -> bool {
+        Log::is_closed(self)
     }
 }

@@ -44,12 +44,13 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
     }
 }
 
+/// Where consumer groups' committed offsets are kept (Kafka's name; `group.rs` writes it).
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
 /// Topics that hold riverbed's (or Kafka's) own state: readable, but the public API can't write
 /// to or delete them.
 pub fn is_internal_topic(name: &str) -> bool {
-    name == crate::group::OFFSETS_TOPIC
-        || name == "__transaction_state"
-        || name.starts_with("__riverbed")
+    name == OFFSETS_TOPIC || name == "__transaction_state" || name.starts_with("__riverbed")
 }
 
 /// Per-partition info for `describe()`.
