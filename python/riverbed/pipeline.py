@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 __all__ = ["GroupBy", "Pipeline", "RunResult", "WindowedPipeline"]
 
 _DICT_CHUNK = 10_000
+# Rows per batch: an Arrow array's offsets are 32-bit.
+_MAX_BATCH = 2**31 - 1
 _EMITS = ("final", "update")
 
 
@@ -71,8 +73,8 @@ def _batch_size(value: object) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"batch_size must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"batch_size must be >= 1, got {value}")
+    if not 1 <= value <= _MAX_BATCH:
+        raise ValueError(f"batch_size must be between 1 and {_MAX_BATCH}, got {value}")
     return value
 
 
@@ -393,6 +395,8 @@ def _checkpoint_args(
     ignored."""
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
+    if not isinstance(reset, bool):  # reset="no" would be true, and throw the checkpoints away
+        raise TypeError(f"reset must be True or False, got {type(reset).__name__}")
     if name is None:
         for given, what in ((interval is not None, "checkpoint_interval"), (bool(reset), "reset=True")):
             if given:
@@ -731,7 +735,9 @@ class Pipeline:
 
         @functools.wraps(fn)
         def per_record(batch: pa.RecordBatch) -> pa.RecordBatch:
-            rows = [r for r in map(fn, batch.to_pylist()) if r is not None]
+            # A comprehension, not map(): a StopIteration the function raises must stop the run
+            # (or be a bad record), not end the batch early as it ends map()'s iteration.
+            rows = [r for r in [fn(row) for row in batch.to_pylist()] if r is not None]
             if not rows and state["schema"] is None:
                 return pa.RecordBatch.from_pylist([])  # no columns yet; dropped when collecting
             out = pa.RecordBatch.from_pylist(rows, schema=state["schema"])

@@ -151,7 +151,7 @@ class StagedHandle:
     handle: following, every stage runs at once; bounded, one after the other (each reads what
     the one before wrote)."""
 
-    def __init__(self, runs: list[tuple[Any, tuple, tuple]], follow: bool) -> None:
+    def __init__(self, runs: list[tuple[Any, Any, tuple]], follow: bool) -> None:
         import threading
 
         self._runs = runs
@@ -159,6 +159,8 @@ class StagedHandle:
         self._results: list[dict[str, Any]] = []
         self._error: BaseException | None = None
         self._stopping = False
+        # Who stops a bounded stage: the thread when it ends, or stop() when asked first.
+        self._lock = threading.Lock()
         if follow:
             self._handles = [native.start(sink, True, *args) for native, sink, args in runs]
             self._thread = None
@@ -169,12 +171,16 @@ class StagedHandle:
     def _in_turn(self) -> None:
         try:
             for native, sink, args in self._runs:
-                if self._stopping:
-                    return
-                h = native.start(sink, False, *args)
-                self._handles.append(h)
+                with self._lock:
+                    if self._stopping:
+                        return
+                    h = native.start(sink, False, *args)
+                    self._handles.append(h)
                 h.wait(None)
-                self._results.append(h.stop(3600.0))
+                with self._lock:
+                    if self._stopping:
+                        return  # stop() stops it and takes its result
+                    self._results.append(h.stop(3600.0))
         except BaseException as e:  # noqa: BLE001 - re-raised by stop()
             self._error = e
 
@@ -208,7 +214,10 @@ class StagedHandle:
         return merge_checkpoint_stats(done + live)
 
     def stop(self, timeout: float = 5.0) -> dict[str, Any]:
-        self._stopping = True
+        with self._lock:
+            self._stopping = True
+            # The stages the thread has not stopped (one that failed was: its error is raised).
+            pending = self._handles[len(self._results) + (self._error is not None) :]
         if self._thread is None:
             errors = []
             for h in self._handles:
@@ -219,8 +228,8 @@ class StagedHandle:
             if errors:
                 raise errors[0]
         else:
-            for h in self._handles[len(self._results) :]:
-                h.stop(timeout)
+            for h in pending:
+                self._results.append(h.stop(timeout))
             self._thread.join(timeout)
         if self._error is not None:
             raise self._error

@@ -205,9 +205,13 @@ impl Kafka {
             })?;
         for r in results {
             if let Err((topic, code)) = r {
-                return Err(KafkaError::Other(format!(
-                    "cannot create topic '{topic}': {code}"
-                )));
+                return Err(crate::error::classify_code(
+                    Some(code),
+                    &code.to_string(),
+                    &self.config.bootstrap,
+                    self.config.timeout,
+                    &format!("cannot create topic '{topic}'"),
+                ));
             }
         }
         // The metadata shows a new topic a little after the broker created it.

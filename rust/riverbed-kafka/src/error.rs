@@ -64,26 +64,50 @@ pub(crate) fn classify(
     timeout: Duration,
     what: &str,
 ) -> KafkaError {
+    // librdkafka's code, also for an admin call's (which `rdkafka_error_code` leaves out).
+    let code = match e {
+        rdkafka::error::KafkaError::AdminOp(c) => Some(*c),
+        _ => e.rdkafka_error_code(),
+    };
+    classify_code(code, &e.to_string(), bootstrap, timeout, what)
+}
+
+/// The kind of a failure librdkafka reported as `code` (with its text `message`), for the call
+/// `what` (also for a per-topic result of an admin call, which has a code but no error value).
+pub(crate) fn classify_code(
+    code: Option<rdkafka::types::RDKafkaErrorCode>,
+    message: &str,
+    bootstrap: &str,
+    timeout: Duration,
+    what: &str,
+) -> KafkaError {
     use rdkafka::types::RDKafkaErrorCode as C;
-    let code = e.rdkafka_error_code();
     match code {
         Some(C::Authentication | C::SaslAuthenticationFailed | C::TopicAuthorizationFailed) => {
             KafkaError::Authentication {
                 bootstrap: bootstrap.into(),
-                message: e.to_string(),
+                message: message.into(),
             }
         }
+        // A broker was reached, and did not answer this request in time.
+        Some(C::RequestTimedOut) => KafkaError::Timeout {
+            what: format!("{what} at '{bootstrap}' ({message})"),
+            timeout,
+        },
+        // No broker (or no group coordinator) could be reached in time.
         Some(
             C::OperationTimedOut
             | C::AllBrokersDown
             | C::BrokerTransportFailure
             | C::Resolve
-            | C::RequestTimedOut,
+            | C::WaitingForCoordinator
+            | C::CoordinatorNotAvailable
+            | C::NotCoordinator,
         ) => KafkaError::Unreachable {
             bootstrap: bootstrap.into(),
             timeout,
-            message: format!("{what}: {e}"),
+            message: format!("{what}: {message}"),
         },
-        _ => KafkaError::Other(format!("{what}: {e}")),
+        _ => KafkaError::Other(format!("{what}: {message}")),
     }
 }

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use arrow_schema::SchemaRef;
 use rdkafka::message::{Headers, Message};
+use riverbed_stream::decode::Headers as RecordHeaders;
 use riverbed_stream::errors::ErrorHandler;
-use riverbed_stream::source::{Headers as RecordHeaders, Polled};
+use riverbed_stream::source::Polled;
 use riverbed_stream::{
     Decoder, ExternalSource, Format, RawRecords, Rebalance, Result as StreamResult, Source,
     StreamError,
@@ -86,7 +87,7 @@ fn infer(c: &TopicConsumer) -> Result<SchemaRef> {
             values.extend(m.payload().map(<[u8]>::to_vec));
         }
     }
-    riverbed_stream::source::infer_json_schema(&c.topic, values.iter().map(Vec::as_slice))
+    riverbed_stream::decode::infer_json_schema(&c.topic, values.iter().map(Vec::as_slice))
         .map_err(|e| KafkaError::Other(e.to_string()))
 }
 

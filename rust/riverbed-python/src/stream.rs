@@ -41,8 +41,9 @@ impl BatchUdf for PyUdf {
             };
             run().map_err(|e| {
                 let message = e.to_string();
-                let fatal = e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
-                    || e.is_instance_of::<pyo3::exceptions::PySystemExit>(py);
+                // Only an Exception is a bad record a policy may skip; KeyboardInterrupt,
+                // SystemExit, GeneratorExit and any other BaseException stop the run.
+                let fatal = !e.is_instance_of::<pyo3::exceptions::PyException>(py);
                 *self.error.lock() = Some(e);
                 let name = self.name.clone();
                 if fatal {
@@ -453,6 +454,10 @@ impl PyRunHandle {
         self.wait_inner(py, limit)?;
         match self.result.lock().take() {
             Some(r) => self.pipeline.to_result(py, r),
+            // Ended, and its result (or error) went to an earlier stop(): not a timeout.
+            None if self.rx.lock().is_none() => Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "this run was already stopped: its result (or its error) went to the first stop()",
+            )),
             None => Err(pyo3::exceptions::PyTimeoutError::new_err(format!(
                 "the pipeline did not stop within {} s",
                 timeout.unwrap_or(f64::INFINITY)

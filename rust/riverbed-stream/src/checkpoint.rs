@@ -170,13 +170,23 @@ fn io(what: &'static str, path: &Path, e: std::io::Error) -> StreamError {
 
 /// Where the pipeline `name`'s checkpoints live in the log at `log_dir`: `~checkpoints/<name>`
 /// ('~' cannot start a topic name, so it never clashes with a topic).
+/// The longest pipeline name (bytes).
+pub const MAX_NAME: usize = 200;
+
 pub fn checkpoint_dir(log_dir: &Path, name: &str) -> Result<PathBuf> {
-    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+    // A directory name on every filesystem: no separators, no control characters (NUL), and
+    // short enough for the suffixes group and staged runs add (file names stop at 255 bytes).
+    if name.is_empty()
+        || name.contains(['/', '\\'])
+        || name.starts_with('.')
+        || name.chars().any(char::is_control)
+        || name.len() > MAX_NAME
+    {
         return Err(StreamError::plan(
             "name",
             format!(
-            "name must be a non-empty name without slashes, not starting with '.', got {name:?}"
-        ),
+                "name must be a non-empty name of at most {MAX_NAME} bytes without slashes or control characters, not starting with '.', got {name:?}"
+            ),
         ));
     }
     Ok(log_dir.join("~checkpoints").join(name))

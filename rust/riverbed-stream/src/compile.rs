@@ -12,10 +12,11 @@ use crate::error::{Result, StreamError};
 use crate::errors::ErrorHandler;
 use crate::exchange::Route;
 use crate::graph::{GNode, Graph, SourceUse};
+use crate::group_by::GroupBy;
 use crate::operator::{BatchUdf, Filter, MapBatches, OpMetrics, Operator, Project, Projection};
 use crate::plan::{Node, WindowSpec};
 use crate::source::SourceSpec;
-use crate::window::{GroupBy, SessionWindows, TimeWindows, WindowCore};
+use crate::window::{SessionWindows, TimeWindows, WindowCore};
 
 /// Counts what passes through (sources and unions).
 struct Passthrough {

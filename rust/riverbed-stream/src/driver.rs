@@ -119,6 +119,17 @@ impl Pipeline {
             // output topics are rolled back to it (a refused restart leaves them as they were).
             g.restore(&c.operators, fit)?;
             sink.rollback(&c.sinks)?;
+            // Another output topic than the checkpoint's (a grown plan may mean it): it gets
+            // only what follows the checkpoint; what came before is in the old one. Said.
+            let was: Vec<&str> = c.sinks.iter().map(|(n, _)| n.as_str()).collect();
+            let now = sink.topic_names();
+            if !was.is_empty() && !now.is_empty() && !now.iter().any(|n| was.contains(&n.as_str()))
+            {
+                control.notes.lock().push(format!(
+                    "checkpoint {} was taken writing to output topic {was:?}: this run writes to {now:?} only what follows it (what came before is in {was:?})",
+                    c.seq
+                ));
+            }
             seq = c.seq;
         }
         // A named run checkpoints its one graph; any other run splits it between workers (by

@@ -10,6 +10,7 @@ use crate::error::{Result, StreamError};
 use crate::exchange::Route;
 use crate::keys::FastMap;
 use crate::operator::{OpMetrics, Operator};
+use crate::signature::{fits, source_change};
 use crate::sink::Sink;
 
 pub(crate) struct GNode {
@@ -282,7 +283,7 @@ impl Graph {
         };
         let same_ops = c.operators.len() == mine.len()
             && c.operators.iter().zip(&mine).all(|(o, n)| {
-                o.name == n.name && (o.signature.is_empty() || o.signature == sig(n))
+                o.name == n.name && (o.signature.is_empty() || fits(&o.signature, sig(n)))
             });
         if c.plan == plan_text && same_ops {
             return Ok(((0..mine.len()).map(Some).collect(), Vec::new()));
@@ -313,7 +314,30 @@ this plan:
             .filter(|n| is_read(sig(n)))
             .map(|n| (n.name.as_str(), sig(n)))
             .collect();
-        if old != new {
+        let same_reads = old.len() == new.len()
+            && old
+                .iter()
+                .zip(&new)
+                .all(|((on, os), (nn, ns))| on == nn && fits(os, ns));
+        if !same_reads {
+            // Said in words when the same sources changed in place (a column type, partitions).
+            let words: Vec<String> = if old.len() == new.len() {
+                old.iter()
+                    .zip(&new)
+                    .filter(|((on, os), (nn, ns))| on == nn && !fits(os, ns))
+                    .filter_map(|((on, os), (_, ns))| {
+                        source_change(os, ns).map(|w| format!("source '{on}': {w}"))
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if !words.is_empty() {
+                return refuse(format!(
+                    "{changed}: its sources changed ({}), so their positions and the state kept from them do not carry over",
+                    words.join("; ")
+                ));
+            }
             return refuse(format!(
                 "{changed}: its sources changed (were {old:?}, are {new:?}), so their positions do not carry over"
             ));
@@ -339,7 +363,7 @@ this plan:
                     o.name, o.signature
                 ));
             };
-            if sig(mine[k]) != o.signature {
+            if !fits(&o.signature, sig(mine[k])) {
                 return refuse(format!(
                     "{changed}: operator '{}' changed (was `{}`, is `{}`), so its state does not fit",
                     o.name,

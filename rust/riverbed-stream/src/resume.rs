@@ -5,7 +5,7 @@
 
 use crate::error::{Result, StreamError};
 
-fn refuse(message: String) -> StreamError {
+pub(crate) fn refuse(message: String) -> StreamError {
     StreamError::Checkpoint(format!(
         "{message}; the checkpoint does not fit its input (pass reset=True to start over)"
     ))
@@ -58,9 +58,11 @@ pub fn check_positions(extent: &Extent<'_>, start: &[i64]) -> Result<()> {
     Ok(())
 }
 
-/// Whether a checkpoint's end offsets for the output topic `name` (of `partitions` partitions)
-/// name each of its partitions once; the offsets themselves are range-checked by the truncation.
-pub fn check_sink_ends(name: &str, partitions: usize, ends: &[i64]) -> Result<()> {
+/// Whether a checkpoint's end offsets for the output topic `name` (whose partitions end at
+/// `now`) name each of its partitions once, and lie within them: an end beyond one means the
+/// output topic was truncated or recreated since.
+pub fn check_sink_ends(name: &str, now: &[i64], ends: &[i64]) -> Result<()> {
+    let partitions = now.len();
     if ends.len() != partitions {
         return Err(refuse(format!(
             "it holds end offsets for {} partitions of output topic '{name}', which has {partitions}",
@@ -70,6 +72,16 @@ pub fn check_sink_ends(name: &str, partitions: usize, ends: &[i64]) -> Result<()
     if let Some((p, o)) = ends.iter().enumerate().find(|(_, &o)| o < 0) {
         return Err(refuse(format!(
             "its end offset {o} for output {name}/{p} is negative"
+        )));
+    }
+    if let Some((p, (o, end))) = ends
+        .iter()
+        .zip(now)
+        .enumerate()
+        .find(|(_, (o, end))| o > end)
+    {
+        return Err(refuse(format!(
+            "its end offset {o} for output {name}/{p} is beyond the partition's end ({end}): the output topic was truncated or recreated since"
         )));
     }
     Ok(())

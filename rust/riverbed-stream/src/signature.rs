@@ -21,8 +21,10 @@ const INPUTS: [&str; 4] = ["input", "inputs", "left", "right"];
 
 /// The signature of plan node `node`: `<op> <canonical JSON>`, e.g.
 /// `window {"aggs":[["n",{"agg":{"func":"count"}}]],"by":["k"],"emit":"final","op":"window",...}`.
-/// A source also names what it reads (topic or table, its columns and partitions), so a
-/// checkpoint's source positions are only taken for the same input.
+/// A source also names what it reads (topic or table, its columns with their types, and its
+/// partitions), so a checkpoint's source positions are only taken for the same input, and state
+/// kept for one column type is never read back as another (`read(schema=)` changed, or a schema
+/// inferred from a sample that grew).
 pub fn signature(node: &Node, specs: &[SourceSpec]) -> String {
     let mut v = serde_json::to_value(node).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
@@ -34,6 +36,15 @@ pub fn signature(node: &Node, specs: &[SourceSpec]) -> String {
             if let Some(s) = specs.get(*source) {
                 m.insert("origin".into(), Value::from(s.origin()));
                 m.insert("columns".into(), Value::from(s.schema().fields().len()));
+                let types = s
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        Value::from(vec![f.name().to_string(), format!("{:?}", f.data_type())])
+                    })
+                    .collect::<Vec<_>>();
+                m.insert(SCHEMA.into(), Value::from(types));
                 m.insert("partitions".into(), Value::from(s.partitions()));
             }
         }
@@ -42,6 +53,94 @@ pub fn signature(node: &Node, specs: &[SourceSpec]) -> String {
     out.push(' ');
     canonical(&v, &mut out);
     out
+}
+
+/// The key of a source signature's column types.
+const SCHEMA: &str = "schema";
+
+/// Whether the checkpointed signature `stored` is that of the node whose signature is now
+/// `mine`. A source's signature names its column types since 2026-12; one stored by an older
+/// riverbed, without them, is compared without them (its checkpoints keep working).
+pub fn fits(stored: &str, mine: &str) -> bool {
+    if stored == mine {
+        return true;
+    }
+    let (Some(old), Some(new)) = (stored.strip_prefix("read "), mine.strip_prefix("read ")) else {
+        return false;
+    };
+    let (Ok(Value::Object(old)), Ok(Value::Object(mut new))) = (
+        serde_json::from_str::<Value>(old),
+        serde_json::from_str::<Value>(new),
+    ) else {
+        return false;
+    };
+    if old.contains_key(SCHEMA) || new.remove(SCHEMA).is_none() {
+        return false;
+    }
+    let mut text = String::new();
+    canonical(&Value::Object(new), &mut text);
+    let mut was = String::new();
+    canonical(&Value::Object(old), &mut was);
+    text == was
+}
+
+/// What differs between two signatures of a source, in words (`column 'v' was Int64, is
+/// Float64; partitions was 1, is 2`); `None` when they do not parse as source signatures.
+pub fn source_change(stored: &str, mine: &str) -> Option<String> {
+    let parse = |s: &str| match serde_json::from_str::<Value>(s.strip_prefix("read ")?) {
+        Ok(Value::Object(m)) => Some(m),
+        _ => None,
+    };
+    let (old, new) = (parse(stored)?, parse(mine)?);
+    let columns = |m: &serde_json::Map<String, Value>| -> Vec<(String, String)> {
+        m.get(SCHEMA)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| {
+                        Some((
+                            c.get(0)?.as_str()?.to_string(),
+                            c.get(1)?.as_str()?.to_string(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut said = Vec::new();
+    if old.contains_key(SCHEMA) {
+        let (was, is) = (columns(&old), columns(&new));
+        for (name, t) in &was {
+            match is.iter().find(|(n, _)| n == name) {
+                Some((_, u)) if u != t => said.push(format!("column '{name}' was {t}, is {u}")),
+                None => said.push(format!("column '{name}' ({t}) is gone")),
+                _ => {}
+            }
+        }
+        for (name, u) in &is {
+            if !was.iter().any(|(n, _)| n == name) {
+                said.push(format!("column '{name}' ({u}) is new"));
+            }
+        }
+    }
+    let mut keys: Vec<&String> = old
+        .keys()
+        .chain(new.keys())
+        .filter(|k| *k != SCHEMA)
+        .collect();
+    keys.sort();
+    keys.dedup();
+    for k in keys {
+        if old.get(k) != new.get(k) {
+            let show = |v: Option<&Value>| v.map_or("absent".to_string(), Value::to_string);
+            said.push(format!(
+                "{k} was {}, is {}",
+                show(old.get(k)),
+                show(new.get(k))
+            ));
+        }
+    }
+    Some(said.join("; "))
 }
 
 /// `v` as JSON with sorted object keys and no whitespace. serde_json writes numbers (shortest
@@ -78,6 +177,33 @@ pub fn canonical(v: &Value, out: &mut String) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_source_signature_without_types_fits_the_same_source_with_them() {
+        let old = r#"read {"columns":2,"op":"source","origin":"topic 'e'","partitions":1}"#;
+        let new = r#"read {"columns":2,"op":"source","origin":"topic 'e'","partitions":1,"schema":[["a","Int64"],["b","Utf8"]]}"#;
+        assert!(fits(old, new));
+        assert!(fits(new, new));
+        let other = new.replace("Int64", "Float64");
+        assert!(!fits(new, &other), "a column type changed");
+        assert!(!fits(
+            &old.replace("\"partitions\":1", "\"partitions\":2"),
+            new
+        ));
+        assert!(!fits("window {}", "window {\"a\":1}"));
+        assert_eq!(
+            source_change(new, &other).as_deref(),
+            Some("column 'a' was Int64, is Float64")
+        );
+        let fewer = new
+            .replace(r#",["b","Utf8"]"#, "")
+            .replace("\"columns\":2", "\"columns\":1");
+        assert_eq!(
+            source_change(new, &fewer).as_deref(),
+            Some("column 'b' (Utf8) is gone; columns was 2, is 1")
+        );
+    }
+
     use super::*;
 
     fn node(json: &str) -> Node {

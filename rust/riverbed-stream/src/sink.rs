@@ -23,6 +23,10 @@ pub trait Sink: Send {
     }
     /// On restart from a checkpoint: drop what was written after it (log sinks truncate back
     /// to the checkpointed end offsets, which makes a log-to-log pipeline exactly-once).
+    /// The log topics this sink writes (whose ends a checkpoint keeps).
+    fn topic_names(&self) -> Vec<String> {
+        Vec::new()
+    }
     fn rollback(&mut self, _ends: &[(String, Vec<i64>)]) -> Result<()> {
         Ok(())
     }
@@ -81,12 +85,22 @@ impl Sink for TopicSink {
         ))
     }
 
+    fn topic_names(&self) -> Vec<String> {
+        vec![self.topic.name.to_string()]
+    }
+
     fn rollback(&mut self, ends: &[(String, Vec<i64>)]) -> Result<()> {
         for (name, offsets) in ends {
             if **name != *self.topic.name {
                 continue;
             }
-            crate::resume::check_sink_ends(name, self.topic.partitions().len(), offsets)?;
+            let now: Vec<i64> = self
+                .topic
+                .partitions()
+                .iter()
+                .map(|p| p.offsets().1)
+                .collect();
+            crate::resume::check_sink_ends(name, &now, offsets)?;
             let cut: Vec<(u32, i64)> = offsets
                 .iter()
                 .enumerate()
