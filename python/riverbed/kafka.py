@@ -23,8 +23,9 @@ from typing import Any
 import pyarrow as pa
 
 from riverbed import _core, _topic_io
+from riverbed._tabular import arrow_input as _arrow_input
 from riverbed._units import duration_ms, timeout_s, timestamp_ms
-from riverbed.log import _arrow_input, _headers, _to_bytes
+from riverbed.log import _headers, _to_bytes
 
 __all__ = ["Kafka", "KafkaConsumer", "KafkaTopic"]
 

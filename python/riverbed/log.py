@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pyarrow as pa
 
 from riverbed import _core, _topic_io
+from riverbed._tabular import arrow_input as _arrow_input
 from riverbed._units import duration_ms, timeout_s, timestamp_ms
 
 if TYPE_CHECKING:
@@ -118,34 +119,6 @@ def _start_spec(start: object, field: str = "start") -> str | tuple[str, int]:
     if isinstance(start, int) and not isinstance(start, bool):
         return ("offset", _int_in(start, field, -_I64_MAX - 1, _I64_MAX))
     raise TypeError(f"{field} must be 'earliest', 'latest', an int offset or a datetime, got {type(start).__name__}")
-
-
-def _arrow_input(data: object, index: bool = False) -> object:
-    """Anything tabular as an object with ``__arrow_c_stream__``. A pandas index is a column only
-    with ``index=True`` (pandas' own ``to_parquet``/``to_json`` convention), named after the index
-    (``index`` when unnamed)."""
-    if type(data).__module__.startswith("pandas"):
-        import pandas as pd
-
-        if not isinstance(data, pd.DataFrame):
-            raise TypeError(f"data must be a DataFrame, got a pandas {type(data).__name__}")
-        if index:
-            names = [n if n is not None else ("index" if data.index.nlevels == 1 else f"level_{i}") for i, n in enumerate(data.index.names)]
-            data = data.rename_axis(names).reset_index()
-        if not data.columns.is_unique:
-            dup = data.columns[data.columns.duplicated()][0]
-            raise _core.SchemaError(f"column name {dup!r} appears more than once; rename one (a JSON object cannot hold a key twice)")
-        return pa.Table.from_pandas(data, preserve_index=False)
-    if index:
-        raise ValueError("index=True applies to a pandas DataFrame only")
-    if isinstance(data, pa.RecordBatch):
-        return pa.Table.from_batches([data])
-    if isinstance(data, (pa.Table, pa.RecordBatchReader)) or hasattr(data, "__arrow_c_stream__"):
-        return data
-    raise TypeError(
-        "data must be a pyarrow Table/RecordBatch, a pandas or polars DataFrame, "
-        f"or an object with __arrow_c_stream__, got {type(data).__name__}"
-    )
 
 
 class Record(NamedTuple):

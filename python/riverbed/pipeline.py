@@ -33,6 +33,12 @@ import pyarrow as pa
 
 from riverbed import _core, _state_codec, _topic_io
 from riverbed._keys import key_value as _key_value
+from riverbed._tabular import concat as _concat
+from riverbed._tabular import conform as _conform
+from riverbed._tabular import frame_table as _frame_table
+from riverbed._tabular import is_pandas as _is_pandas
+from riverbed._tabular import is_polars as _is_polars
+from riverbed._tabular import to_batch as _to_batch
 from riverbed._units import duration_ms, timeout_s
 from riverbed.exceptions import CheckpointError
 from riverbed.expr import Expr, _node
@@ -85,86 +91,6 @@ def _as_schema(schema: object) -> pa.Schema | None:
         return pa.schema(schema)  # type: ignore[arg-type]
     except (TypeError, ValueError, pa.ArrowInvalid) as e:
         raise TypeError(f"schema must be a pyarrow Schema (or a list/dict of fields): {e}") from None
-
-
-def _is_pandas(obj: object) -> bool:
-    return type(obj).__module__.split(".")[0] == "pandas" and hasattr(obj, "columns")
-
-
-def _is_polars(obj: object) -> bool:
-    return type(obj).__module__.split(".")[0] == "polars" and hasattr(obj, "columns")
-
-
-def _plain_type(t: pa.DataType) -> pa.DataType:
-    if pa.types.is_large_string(t) or str(t) == "string_view":
-        return pa.string()
-    if pa.types.is_large_binary(t) or str(t) == "binary_view":
-        return pa.binary()
-    return t
-
-
-def _plain(tbl: pa.Table) -> pa.Table:
-    """A DataFrame's Arrow export with plain string/binary types and no pandas metadata."""
-    schema = pa.schema([f.with_type(_plain_type(f.type)) for f in tbl.schema])
-    if not schema.equals(tbl.schema):
-        tbl = tbl.cast(schema)
-    return tbl.replace_schema_metadata(None)
-
-
-def _frame_table(obj: object) -> pa.Table:
-    """A pandas or polars DataFrame as a Table."""
-    if _is_pandas(obj):
-        return _plain(pa.Table.from_pandas(obj, preserve_index=False))
-    return _plain(obj.to_arrow())  # type: ignore[attr-defined]
-
-
-def _conform(tbl: pa.Table, schema: pa.Schema | None) -> pa.Table:
-    if schema is None:
-        return tbl
-    missing = [n for n in schema.names if n not in tbl.column_names]
-    if missing:
-        raise ValueError(f"read: data has no column(s) {missing} of the given schema")
-    return tbl.select(schema.names).cast(schema)
-
-
-def _to_batch(result: object, where: str) -> pa.RecordBatch:
-    """A UDF's return value as one RecordBatch."""
-    if isinstance(result, pa.RecordBatch):
-        return result
-    if isinstance(result, pa.Table):
-        tbl = result
-    elif _is_pandas(result) or _is_polars(result):
-        tbl = _frame_table(result)
-    elif hasattr(result, "__arrow_c_stream__"):
-        tbl = pa.table(result)
-    elif hasattr(result, "__arrow_c_array__"):
-        return pa.record_batch(result)
-    else:
-        raise TypeError(
-            f"{where} must return a pyarrow RecordBatch or Table, or a pandas or polars DataFrame, "
-            f"got {type(result).__name__}"
-        )
-    batches = tbl.combine_chunks().to_batches()
-    if not batches:
-        return pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in tbl.schema], schema=tbl.schema)
-    if len(batches) == 1:
-        return batches[0]
-    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
-
-
-def _concat(batches: list[pa.RecordBatch], schema: pa.Schema | None) -> pa.Table:
-    """Output batches as one Table; with no batches, an empty Table of ``schema`` when known."""
-    if not batches:
-        # Table.from_batches, unlike schema.empty_table() or pa.table({}), never imports pandas.
-        return pa.Table.from_batches([], schema=schema if schema is not None else pa.schema([]))
-    first = batches[0].schema
-    if all(b.schema.equals(first) for b in batches):
-        return pa.Table.from_batches(batches)
-    batches = [b for b in batches if b.num_rows] or batches[:1]
-    first = batches[0].schema
-    if all(b.schema.equals(first) for b in batches):
-        return pa.Table.from_batches(batches)
-    return pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="permissive")
 
 
 def _rolling_agg(name: str, e: object) -> tuple[str, str]:

@@ -68,10 +68,14 @@ from typing import Any
 import pyarrow as pa
 
 from riverbed import _core
+from riverbed._tabular import concat as _concat
+from riverbed._tabular import frame_table as _frame_table
+from riverbed._tabular import is_pandas as _is_pandas
+from riverbed._tabular import is_polars as _is_polars
 from riverbed._units import timestamp_ms
 from riverbed.expr import col
 from riverbed.log import Log, Topic, _to_bytes
-from riverbed.pipeline import Pipeline, RunResult, _concat, _frame_table, _is_pandas, _is_polars
+from riverbed.pipeline import Pipeline, RunResult
 
 __all__ = ["MockKafka", "TestDriver", "UnknownSourceError"]
 
