@@ -65,33 +65,30 @@ pub fn fits(stored: &str, mine: &str) -> bool {
     if stored == mine {
         return true;
     }
-    let (Some(old), Some(new)) = (stored.strip_prefix("read "), mine.strip_prefix("read ")) else {
-        return false;
-    };
-    let (Ok(Value::Object(old)), Ok(Value::Object(mut new))) = (
-        serde_json::from_str::<Value>(old),
-        serde_json::from_str::<Value>(new),
-    ) else {
+    let (Some(old), Some(mut new)) = (read_fields(stored), read_fields(mine)) else {
         return false;
     };
     if old.contains_key(SCHEMA) || new.remove(SCHEMA).is_none() {
         return false;
     }
-    let mut text = String::new();
+    // The stored text is canonical already: compare it with this one's, types left out.
+    let mut text = String::from("read ");
     canonical(&Value::Object(new), &mut text);
-    let mut was = String::new();
-    canonical(&Value::Object(old), &mut was);
-    text == was
+    text == stored
+}
+
+/// The fields of a source's signature (`read {...}`); `None` for any other.
+fn read_fields(sig: &str) -> Option<serde_json::Map<String, Value>> {
+    match serde_json::from_str::<Value>(sig.strip_prefix("read ")?) {
+        Ok(Value::Object(m)) => Some(m),
+        _ => None,
+    }
 }
 
 /// What differs between two signatures of a source, in words (`column 'v' was Int64, is
 /// Float64; partitions was 1, is 2`); `None` when they do not parse as source signatures.
 pub fn source_change(stored: &str, mine: &str) -> Option<String> {
-    let parse = |s: &str| match serde_json::from_str::<Value>(s.strip_prefix("read ")?) {
-        Ok(Value::Object(m)) => Some(m),
-        _ => None,
-    };
-    let (old, new) = (parse(stored)?, parse(mine)?);
+    let (old, new) = (read_fields(stored)?, read_fields(mine)?);
     let columns = |m: &serde_json::Map<String, Value>| -> Vec<(String, String)> {
         m.get(SCHEMA)
             .and_then(Value::as_array)
