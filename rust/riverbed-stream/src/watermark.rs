@@ -104,6 +104,9 @@ impl Part {
     fn own_watermark(&self) -> i64 {
         match self.reported {
             Some(r) => r,
+            // Its records come from several writers, each at its own pace: their times say
+            // nothing of what is still to come until every writer has said where it is.
+            None if self.carries_watermarks => i64::MIN,
             None => self
                 .max_ts
                 .map_or(i64::MIN, |t| t.saturating_sub(self.lateness)),
@@ -227,6 +230,8 @@ impl WatermarkTracker {
             && (!follow
                 || match p.reported {
                     Some(_) => !p.writers_idle,
+                    // Its writers have not said where they are yet: it holds the watermark.
+                    None if p.carries_watermarks => true,
                     None => now.duration_since(p.last_active) < p.idle_timeout || !caught_up(),
                 })
     }
@@ -285,6 +290,7 @@ impl WatermarkTracker {
         parts()
             .map(|p| match p.reported {
                 Some(r) => r,
+                None if p.carries_watermarks => i64::MIN,
                 None => p.max_ts.map_or(i64::MIN, |t| {
                     t.saturating_sub(p.lateness).saturating_add(elapsed)
                 }),
@@ -389,6 +395,34 @@ mod tests {
         t.report(0, 1, 8_000, true);
         assert!(t.idle(true, AT_END));
         assert_eq!(t.watermarks(true, AT_END), vec![8_000]);
+    }
+
+    #[test]
+    fn a_source_carrying_watermarks_holds_until_its_first_report() {
+        // A repartition topic's partition: records of a fast writer come first; a slow writer's
+        // earlier records follow. Their times must not move the watermark (the slow writer's
+        // would be late): only the writers' reports do.
+        for follow in [false, true] {
+            let mut t = WatermarkTracker::new();
+            t.add_source(1, 0, Duration::from_millis(0));
+            t.carries_watermarks(0);
+            t.observe(0, 0, Some(9_000));
+            assert_eq!(
+                t.watermarks(follow, AT_END),
+                vec![i64::MIN],
+                "follow={follow}"
+            );
+            t.report(0, 0, 2_000, false);
+            assert_eq!(t.watermarks(follow, AT_END), vec![2_000], "follow={follow}");
+        }
+        // Following, a partition no writer has reported to yet is not idle by the clock: it
+        // holds back the partitions that have reports.
+        let mut t = WatermarkTracker::new();
+        t.add_source(2, 0, Duration::from_millis(0));
+        t.carries_watermarks(0);
+        t.report(0, 1, 5_000, false);
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(t.watermarks(true, AT_END), vec![i64::MIN]);
     }
 
     #[test]
