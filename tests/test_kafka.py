@@ -657,6 +657,52 @@ def test_a_key_other_than_the_partitioning_repartitions_through_an_internal_topi
     )
 
 
+def test_a_failing_stage_ends_the_whole_following_group_run(kafka):
+    """A group run cut into stages is one run: when the last stage fails (its sink raises), the
+    stage feeding it stops too, and the run ends with the sink's error instead of running on."""
+    tin = kafka.create_topic(fresh("failing"), partitions=2)
+    data = trades(3000)
+    tin.produce_batch(data, key="px", timestamp="ts")  # partitioned by px, windowed by sym
+
+    class SinkDown(Exception):
+        pass
+
+    def sink(batch: pa.RecordBatch) -> None:
+        raise SinkDown("the sink is down")
+
+    p = (
+        rb.Pipeline.read(tin, timestamp="ts", group=fresh("fg"), idle_timeout="100ms")
+        .window(rb.tumbling("1s"), by="sym")
+        .agg(n=rb.count())
+        .write(sink)
+    )
+    p.start(checkpoint_interval="100ms")
+    assert p.wait(60), "the first stage went on after the second failed"
+    with pytest.raises(SinkDown, match="the sink is down"):
+        p.stop()
+
+
+def test_a_staged_group_run_reports_every_stage(kafka):
+    tin = kafka.create_topic(fresh("report"), partitions=3)
+    data = trades(2000)
+    tin.produce_batch(data, key="px", timestamp="ts")
+    res = (
+        rb.Pipeline.read(tin, timestamp="ts", group=fresh("rg"))
+        .filter(rb.col("px") >= 0)
+        .window(rb.tumbling("1s"), by="sym")
+        .agg(n=rb.count(), s=rb.sum("px"))
+        .run(progress=False, name=fresh("staged"), checkpoint_interval="50ms")
+    )
+    ops = [m["operator"] for m in res.metrics]
+    # stage 0 reads the topic, filters and drops the record columns; stage 1 reads the internal
+    # topic and windows
+    assert ops == ["read#0", "filter#1", "drop#2", "repartition-1", "window#1"], ops
+    assert [m["records_in"] for m in res.metrics if m["operator"].startswith("window")] == [len(data)]
+    assert res.checkpoints["written"] >= 2  # each stage checkpoints (at least at its end)
+    got = {(r["sym"], int(r["window_start"])): (r["n"], r["s"]) for r in res.output.to_pylist()}
+    assert_same_windows(got, reference_windows(data, 1000))
+
+
 def test_group_runs_refuse_what_processes_cannot_split(kafka):
     tin = kafka.create_topic(fresh("refuse"), partitions=2)
     tin.produce_batch(trades(10), key="sym", timestamp="ts")

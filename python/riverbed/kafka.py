@@ -177,17 +177,29 @@ class KafkaTopic:
         return KafkaConsumer(self.kafka._inner.consumer(self.name, group, start, commit))
 
     def read(self, timeout: float = 5.0) -> pa.Table:
-        """Every record now in the topic, as a Table (stops when a poll finds nothing for
-        ``timeout`` seconds)."""
-        timeout_s(timeout, "timeout")  # checked before the consumer is made
+        """Every record now in the topic, as a Table: each partition is read up to the end
+        offset it has when called. When nothing comes for ``timeout`` seconds, or the client's
+        own ``timeout`` if longer, it returns what it has (the last offsets of a partition may
+        hold no record: transaction markers, compaction)."""
+        wait = timeout_s(timeout, "timeout")  # checked before the consumer is made
         c = self.consumer(start="earliest")
         batches = []
         try:
-            while True:
-                b = c.poll(100_000, timeout)
+            ends = {p: hi for p, (lo, hi) in enumerate(c._inner.offsets()) if hi > lo}
+            patience = max(wait or 0.0, self.kafka._inner.timeout_ms / 1000)
+            quiet_since = time.monotonic()
+            while ends:
+                b = c.poll(100_000, 0.2)
                 if b.num_rows == 0:
-                    break
+                    if time.monotonic() - quiet_since >= patience:
+                        break  # the rest of the known offsets hold no record
+                    continue
+                quiet_since = time.monotonic()
                 batches.append(b)
+                last = pa.table(b).group_by("partition").aggregate([("offset", "max")])
+                for p, o in zip(last["partition"].to_pylist(), last["offset_max"].to_pylist()):
+                    if o + 1 >= ends.get(p, 0):
+                        ends.pop(p, None)
         finally:
             c.close()
         if not batches:

@@ -474,8 +474,6 @@ class Pipeline:
         # Kafka: where named runs keep checkpoints, and the consumer group read with.
         self._state_dir: str | None = None
         self._group: str | None = None
-        self._kafka_topic: Any = None
-        self._partitioned_by: list[str] = ["key"]
         # Per source: whether it is a topic (log or Kafka), i.e. a run can resume its position.
         self._from_topic: list[bool] = [False] * len(self._sources)
 
@@ -530,7 +528,8 @@ class Pipeline:
         timestamp; watermarks are per Kafka partition. A keyed operator (window, group_by, series,
         stateful_map) whose key is not what the topic is partitioned by — its record ``key``, or
         the columns named by ``partitioned_by`` — repartitions through an internal topic, as
-        Kafka Streams does (see ``riverbed.repartition``), so N processes give one's results.
+        Kafka Streams does (the engine cuts the plan into stages there: ``riverbed-stream``'s
+        ``stages.rs``), so N processes give one's results.
         """
         if group is not None and not isinstance(group, str):
             raise TypeError(f"group must be str or None, got {type(group).__name__}")
@@ -548,17 +547,17 @@ class Pipeline:
             "idle_timeout_ms": duration_ms(idle_timeout, "idle_timeout"),
             "name": name,
         }
+        kafka_state = getattr(source, "_riverbed_state_dir", None)  # a Kafka topic: group runs
+        if partitioned_by is not None:
+            if kafka_state is None or group is None:
+                raise TypeError("read: partitioned_by= applies to Kafka topics read with a group")
+            node["partitioned_by"] = _names((partitioned_by,), "partitioned_by")
         src = _make_source(source, _as_schema(schema), format, _batch_size(batch_size), on_error, dead_letter, group, start)
         p = cls(node, [src], [])
         p._from_topic = [hasattr(source, "_riverbed_source") or isinstance(source, _core.Topic)]
-        kafka_state = getattr(source, "_riverbed_state_dir", None)  # a Kafka topic: group runs
         if kafka_state is not None:
             p._state_dir = kafka_state
             p._group = group
-            p._kafka_topic = source
-            p._partitioned_by = ["key"] if partitioned_by is None else _names((partitioned_by,), "partitioned_by")
-        elif partitioned_by is not None:
-            raise TypeError("read: partitioned_by= applies to Kafka topics read with a group")
         return p
 
     def _derive(self, node: dict[str, Any], sources: list | None = None, udfs: list | None = None) -> Pipeline:
@@ -566,8 +565,6 @@ class Pipeline:
         p._on_error = self._on_error
         p._state_dir = self._state_dir
         p._group = self._group
-        p._kafka_topic = self._kafka_topic
-        p._partitioned_by = self._partitioned_by
         p._from_topic = list(self._from_topic) if sources is None else [False] * len(p._sources)
         return p
 
@@ -1028,47 +1025,9 @@ class Pipeline:
                 )
         return ckpt
 
-    def _staged(self, ckpt: tuple) -> bool:
-        """Whether this is a group run that repartitions (runs in several stages)."""
-        from riverbed import repartition
-
-        if self._group is None:
-            return False
-        return len(repartition.stages(self._node, self._group, "", self._partitioned_by)) > 1
-
     def _start(self, sink: _core.Sink, follow: bool, ckpt: tuple, workers: int = 0) -> Any:
-        """Start the run: the native handle, or for a repartitioning group run one handle over
-        its stages (each its own native pipeline, checkpointed as ``<name>.stage<k>``)."""
-        native = self._fresh()
-        if not self._staged(ckpt):
-            return native.start(sink, follow, *self._on_error, *ckpt, workers=workers)
-        from riverbed import repartition
-
-        name, ms, reset, state_dir = ckpt
-        base = name or f"group-{self._group}"  # names the internal topics
-        kafka = self._kafka_topic.kafka
-        partitions = self._kafka_topic.partitions
-        runs = []
-        schema = None
-        ts: str | None = None
-        for k, st in enumerate(repartition.stages(self._node, self._group, base, self._partitioned_by)):
-            if st.topic is None:
-                src = self._sources[0]
-                node = st.node
-            else:
-                src = kafka._inner.source(st.topic, st.group, "earliest", "json", schema, 65_536, None, None, partitions)
-                node = repartition.with_event_time(st.node, ts)
-            node = repartition.resolve_drops(node, lambda n, s=src: _core.Pipeline(n, [s], self._udfs).schema)
-            stage = _core.Pipeline(node, [src], self._udfs)
-            if st.writes is not None:
-                repartition.ensure_topic(kafka, st.writes, partitions)
-                stage_sink = kafka._inner.sink(st.writes, st.key, partitions)
-                schema, ts = stage.schema, stage.event_time_column
-            else:
-                stage_sink = sink
-            stage_name = None if name is None else f"{name}.stage{k}"
-            runs.append((stage, stage_sink, (*self._on_error, stage_name, ms, reset, state_dir)))
-        return repartition.StagedHandle(runs, follow)
+        """Start the run on a native thread and return its handle."""
+        return self._fresh().start(sink, follow, *self._on_error, *ckpt, workers=workers)
 
     def _fresh(self) -> Any:
         """The native pipeline, with the state of Python functions reset for a new run."""
@@ -1085,10 +1044,6 @@ class Pipeline:
         """A bounded run; past a second it shows a progress bar with records/s (tqdm.auto: a
         terminal bar or a notebook widget) unless ``progress`` is False."""
         if not progress:
-            if self._staged(ckpt):
-                handle = self._start(sink, False, ckpt)
-                handle.wait(None)
-                return self._result(handle.stop(3600.0))
             return self._result(self._fresh().run(sink, False, None, *self._on_error, *ckpt, workers=workers))
         handle = self._start(sink, False, ckpt, workers)
         bar = None
@@ -1156,14 +1111,6 @@ class Pipeline:
         if follow and progress is not None:
             raise ValueError("progress= has no effect with follow=True (a following run shows no progress bar); drop it")
         ckpt = self._checkpoint(name, checkpoint_interval, reset)
-        if follow and self._staged(ckpt):
-            handle = self._start(self._sink or _core.Sink.collect(), True, ckpt)
-            try:
-                while not handle.wait(0.2):
-                    pass
-            finally:
-                raw = handle.stop(10.0)
-            return self._result(raw)
         if follow:
             return self._result(
                 self._fresh().run(self._sink or _core.Sink.collect(), True, None, *self._on_error, *ckpt, workers=n)

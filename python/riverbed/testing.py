@@ -817,6 +817,7 @@ class MockKafka:
 
         k = Kafka(self.bootstrap_servers, **kwargs)
         k._mock = self
+        k._inner.attach_mock(self._inner)
         return k
 
     def _create_topic(self, name: str, partitions: int, replication: int) -> None:

@@ -8,9 +8,11 @@
 //!   key, value, headers`).
 //! - [`source`]: a topic as a pipeline source, alone or as a member of a consumer group.
 //! - [`sink`]: a topic as a pipeline sink.
+//! - [`connector`]: the cluster as home of a group run's internal (repartition) topics.
 //! - [`mock`]: librdkafka's in-process mock cluster, a real Kafka-protocol broker on loopback.
 
 pub mod client;
+pub mod connector;
 pub mod consumer;
 pub mod error;
 pub mod mock;

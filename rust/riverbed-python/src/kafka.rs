@@ -8,6 +8,7 @@ use arrow::pyarrow::{PyArrowType, ToPyArrow};
 use arrow_schema::Schema;
 use pyo3::prelude::*;
 
+use riverbed_kafka::connector::KafkaConnector;
 use riverbed_kafka::consumer::{Start, TopicConsumer};
 use riverbed_kafka::mock::Mock;
 use riverbed_kafka::producer::{KafkaDeadLetter, KafkaProducer, OutRecord};
@@ -42,6 +43,8 @@ fn parse_start(start: &str) -> PyResult<Start> {
 pub struct PyKafka {
     pub(crate) inner: Arc<Kafka>,
     producer: OnceLock<Arc<KafkaProducer>>,
+    /// The mock cluster this client talks to, which creates its topics (it has no admin API).
+    mock: OnceLock<Py<PyMockKafka>>,
 }
 
 impl PyKafka {
@@ -89,6 +92,7 @@ impl PyKafka {
         Ok(PyKafka {
             inner: Arc::new(kafka),
             producer: OnceLock::new(),
+            mock: OnceLock::new(),
         })
     }
 
@@ -100,6 +104,14 @@ impl PyKafka {
     #[getter]
     fn timeout_ms(&self) -> u64 {
         self.inner.config.timeout.as_millis() as u64
+    }
+
+    /// Create topics on this mock cluster (it has no admin API), in runs that need internal
+    /// topics too.
+    fn attach_mock(&self, mock: Py<PyMockKafka>) -> PyResult<()> {
+        self.mock.set(mock).map_err(|_| {
+            pyo3::exceptions::PyRuntimeError::new_err("this client is attached to a mock already")
+        })
     }
 
     /// [(name, partitions)] of every topic.
@@ -260,7 +272,16 @@ impl PyKafka {
             .map_err(kafka_to_py)?;
         spec.on_error = self.error_handler(on_error, dead_letter)?;
         spec.writers = writers;
-        Ok(PySource::from_spec(SourceSpec::External(Arc::new(spec))))
+        let mut connector = KafkaConnector::new(self.inner.config.clone());
+        if let Some(m) = self.mock.get() {
+            let m = Python::attach(|py| m.clone_ref(py));
+            connector = connector.creating_topics_with(Arc::new(move |name, partitions| {
+                m.get().create(name, partitions, 1)
+            }));
+        }
+        let mut source = PySource::from_spec(SourceSpec::External(Arc::new(spec)));
+        source.connector = Some(Arc::new(connector));
+        Ok(source)
     }
 }
 
@@ -327,6 +348,17 @@ impl PyKafkaConsumer {
         .map_err(kafka_to_py)
     }
 
+    /// [(first offset, end offset)] of every partition of the topic now.
+    fn offsets(&self, py: Python<'_>) -> PyResult<Vec<(i64, i64)>> {
+        py.detach(|| match self.inner.lock().as_ref() {
+            Some(c) => (0..c.partitions).map(|p| c.watermarks(p)).collect(),
+            None => Err(riverbed_kafka::KafkaError::Other(
+                "the consumer is closed".into(),
+            )),
+        })
+        .map_err(kafka_to_py)
+    }
+
     /// [partition] currently assigned to this consumer.
     fn assignment(&self) -> Vec<usize> {
         self.inner
@@ -350,6 +382,22 @@ pub struct PyMockKafka {
     bootstrap: String,
 }
 
+impl PyMockKafka {
+    fn create(
+        &self,
+        name: &str,
+        partitions: usize,
+        replication: usize,
+    ) -> riverbed_kafka::Result<()> {
+        match self.inner.lock().as_ref() {
+            Some(m) => m.create_topic(name, partitions, replication),
+            None => Err(riverbed_kafka::KafkaError::Other(
+                "the mock cluster is stopped".into(),
+            )),
+        }
+    }
+}
+
 #[pymethods]
 impl PyMockKafka {
     #[new]
@@ -369,12 +417,8 @@ impl PyMockKafka {
 
     #[pyo3(signature = (name, partitions=1, replication=1))]
     fn create_topic(&self, name: &str, partitions: usize, replication: usize) -> PyResult<()> {
-        match self.inner.lock().as_ref() {
-            Some(m) => m
-                .create_topic(name, partitions, replication)
-                .map_err(kafka_to_py),
-            None => Err(KafkaError::new_err("the mock cluster is stopped")),
-        }
+        self.create(name, partitions, replication)
+            .map_err(kafka_to_py)
     }
 
     /// Take broker `broker` (1-based) down (`up=False`) or up.

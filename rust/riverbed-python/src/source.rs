@@ -19,6 +19,8 @@ use crate::log::PyTopic;
 #[pyclass(module = "riverbed._core", name = "Source", frozen)]
 pub struct PySource {
     pub(crate) spec: SourceSpec,
+    /// Where a group run over it keeps internal topics (a Kafka source's cluster).
+    pub(crate) connector: Option<riverbed_stream::connector::SharedConnector>,
 }
 
 fn read_all(data: &Bound<'_, PyAny>) -> PyResult<(Arc<Schema>, Vec<RecordBatch>)> {
@@ -32,7 +34,10 @@ fn read_all(data: &Bound<'_, PyAny>) -> PyResult<(Arc<Schema>, Vec<RecordBatch>)
 
 impl PySource {
     pub(crate) fn from_spec(spec: SourceSpec) -> PySource {
-        PySource { spec }
+        PySource {
+            spec,
+            connector: None,
+        }
     }
 }
 
@@ -44,16 +49,14 @@ impl PySource {
     fn table(data: &Bound<'_, PyAny>, batch_size: Option<usize>) -> PyResult<PySource> {
         let (schema, batches) = read_all(data)?;
         let spec = SourceSpec::table(schema, batches, batch_size).map_err(stream_to_py)?;
-        Ok(PySource { spec })
+        Ok(PySource::from_spec(spec))
     }
 
     /// A single-use Arrow stream (e.g. a RecordBatchReader over a Python iterator).
     #[staticmethod]
     fn stream(reader: &Bound<'_, PyAny>) -> PyResult<PySource> {
         let r = RecordBatchStreamReader::from_pyarrow_bound(reader)?;
-        Ok(PySource {
-            spec: SourceSpec::stream(Box::new(r)),
-        })
+        Ok(PySource::from_spec(SourceSpec::stream(Box::new(r))))
     }
 
     /// A log topic; `format` is "json" (values decoded into `schema`, inferred when None) or "raw".
@@ -78,7 +81,7 @@ impl PySource {
             Some(h) => spec.with_on_error(h),
             None => spec,
         };
-        Ok(PySource { spec })
+        Ok(PySource::from_spec(spec))
     }
 
     #[getter]

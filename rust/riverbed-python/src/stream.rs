@@ -300,6 +300,7 @@ impl PyPipeline {
         let node: Node = pythonize::depythonize(plan)
             .map_err(|e| crate::error::PlanError::new_err(format!("invalid plan: {e}")))?;
         let specs: Vec<SourceSpec> = sources.iter().map(|s| s.spec.clone()).collect();
+        let connector = sources.iter().find_map(|s| s.connector.clone());
         let udf_error = Arc::new(Mutex::new(None));
         let udfs: Vec<Arc<dyn BatchUdf>> = udfs
             .into_iter()
@@ -317,7 +318,7 @@ impl PyPipeline {
             })
             .collect();
         let inner = py
-            .detach(|| Pipeline::new(node, specs, udfs))
+            .detach(|| Pipeline::new(node, specs, udfs).map(|p| p.with_connector(connector)))
             .map_err(stream_to_py)?;
         Ok(PyPipeline {
             inner: Arc::new(inner),

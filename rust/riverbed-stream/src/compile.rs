@@ -494,6 +494,7 @@ impl Builder<'_> {
                 lateness_ms,
                 idle_timeout_ms,
                 name,
+                ..
             } => {
                 let spec = self.specs.get(*source).ok_or_else(|| {
                     StreamError::plan(

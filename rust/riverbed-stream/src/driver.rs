@@ -38,7 +38,33 @@ impl Pipeline {
                     format!("group '{group}': a pipeline reading a topic with a consumer group reads only that topic (joins and unions of several sources are not supported there yet)"),
                 ));
             }
-            return crate::tasks::run_group(self, sink, follow, control);
+            // Internal topics are named after the run (its checkpoints' name), else its group.
+            let name = control
+                .checkpoint
+                .as_ref()
+                .and_then(|c| c.dir.file_name())
+                .map_or_else(
+                    || format!("group-{group}"),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+            let stages = crate::stages::cut(&self.plan, &group, &name)?;
+            if stages.len() == 1 {
+                return crate::tasks::run_group(self, sink, follow, control);
+            }
+            let Some(connector) = &self.connector else {
+                return Err(StreamError::plan(
+                    "read",
+                    format!("group '{group}': this plan needs a repartition (an operator keyed by other columns than the topic's partitioning), and this source cannot create internal topics"),
+                ));
+            };
+            return crate::staged::run_staged(
+                self,
+                stages,
+                connector.as_ref(),
+                sink,
+                follow,
+                control,
+            );
         }
         let on_error = control
             .on_error

@@ -1,6 +1,7 @@
 //! A validated pipeline: a plan with its sources and UDFs, compiled once to check it, with
 //! what the caller can ask of it before running (schema, keys, `explain`).
 
+use crate::connector::SharedConnector;
 use std::sync::Arc;
 
 use arrow_schema::SchemaRef;
@@ -20,6 +21,9 @@ pub struct Pipeline {
     pub(crate) schema: Option<SchemaRef>,
     pub(crate) ts: Option<String>,
     pub(crate) key: Vec<String>,
+    /// Where a consumer-group run keeps its internal (repartition) topics: the cluster of the
+    /// topic it reads (`staged.rs`).
+    pub(crate) connector: Option<SharedConnector>,
 }
 
 impl Pipeline {
@@ -42,7 +46,14 @@ impl Pipeline {
             plan,
             sources,
             udfs,
+            connector: None,
         })
+    }
+
+    /// This pipeline with `connector` as the home of its internal topics.
+    pub fn with_connector(mut self, connector: Option<SharedConnector>) -> Pipeline {
+        self.connector = connector;
+        self
     }
 
     /// The output schema; `None` downstream of a UDF (known only at run time).

@@ -40,6 +40,10 @@ pub enum Node {
         idle_timeout_ms: i64,
         #[serde(default)]
         name: Option<String>,
+        /// The columns its records are partitioned by (the producers keyed them by these), for
+        /// the stages of a consumer-group run (`stages.rs`); `None`: the record `key`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partitioned_by: Option<Vec<String>>,
     },
     Filter {
         input: Box<Node>,

@@ -127,6 +127,7 @@ fn read(source: usize, lateness_ms: i64) -> Node {
         lateness_ms,
         idle_timeout_ms: 5_000,
         name: None,
+        partitioned_by: None,
     }
 }
 

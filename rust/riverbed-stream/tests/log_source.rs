@@ -494,6 +494,7 @@ fn follow_mode_idle_inputs_flush_windows() -> TestResult {
             lateness_ms: 0,
             idle_timeout_ms: 100,
             name: None,
+            partitioned_by: None,
         },
         WindowSpec::Tumbling {
             size_ms: 1_000,

@@ -449,6 +449,7 @@ fn union_watermark_is_the_minimum_over_sources() {
         lateness_ms: 0,
         idle_timeout_ms: 5_000,
         name: None,
+        partitioned_by: None,
     };
     let plan = count_sum(
         Node::Union {
@@ -929,6 +930,7 @@ fn union_and_source_plan_errors() {
         lateness_ms: 0,
         idle_timeout_ms: 5_000,
         name: None,
+        partitioned_by: None,
     };
     let table = |b: &RecordBatch| SourceSpec::table(b.schema(), vec![b.clone()], None).expect("t");
     let union = |inputs| Node::Union { inputs };

@@ -43,6 +43,7 @@ fn union_of(parts: usize) -> Node {
                 lateness_ms: 50,
                 idle_timeout_ms: 5_000,
                 name: None,
+                partitioned_by: None,
             })
             .collect(),
     }

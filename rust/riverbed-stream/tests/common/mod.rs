@@ -47,6 +47,7 @@ pub fn source(timestamp: Option<&str>, lateness_ms: i64) -> Node {
         lateness_ms,
         idle_timeout_ms: 5_000,
         name: None,
+        partitioned_by: None,
     }
 }
 

@@ -1,0 +1,271 @@
+//! The driver of a staged run: a consumer-group run cut into stages (`stages.rs`) that pass
+//! records through internal topics. Each stage is a group run of its own (`tasks.rs`), with
+//! its own consumer group and checkpoints (`<name>.stage<k>`). Following, every stage runs at
+//! once; bounded, one after the other (each reads what the one before wrote). One stage's
+//! failure stops the others and is the run's error.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use arrow_schema::SchemaRef;
+
+use crate::checkpoint::CheckpointStats;
+use crate::connector::Connector;
+use crate::control::{CheckpointConfig, RunControl, RunOutput};
+use crate::error::{Result, StreamError};
+use crate::pipeline::Pipeline;
+use crate::plan::Node;
+use crate::sink::Sink;
+use crate::source::SourceSpec;
+use crate::stages::{with_event_time, Stage};
+
+/// How often a running stage's metrics are passed up and a stop passed down.
+const WATCH: Duration = Duration::from_millis(20);
+
+/// The checkpoint directory of stage `k` of the run checkpointed in `dir`.
+fn stage_dir(dir: &Path, k: usize) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    dir.with_file_name(format!("{name}.stage{k}"))
+}
+
+/// A stage's `drop` of the record columns, reduced to those its input has.
+fn resolve_drop(
+    plan: Node,
+    spec: &SourceSpec,
+    udfs: &[std::sync::Arc<dyn crate::BatchUdf>],
+) -> Result<Node> {
+    let Node::Drop { input, columns } = plan else {
+        return Ok(plan);
+    };
+    let feed = Pipeline::new((*input).clone(), vec![spec.clone()], udfs.to_vec())?;
+    let Some(schema) = feed.schema() else {
+        return Err(StreamError::plan(
+            "repartition",
+            "a Python function (map/map_batches) before a keyed operator that needs a repartition decides the columns only at run time; key the records before it, or give the function's output schema with map(schema=...)",
+        ));
+    };
+    let present: Vec<String> = columns
+        .into_iter()
+        .filter(|c| schema.index_of(c).is_ok())
+        .collect();
+    Ok(if present.is_empty() {
+        *input
+    } else {
+        Node::Drop {
+            input,
+            columns: present,
+        }
+    })
+}
+
+/// A stage ready to run, with the internal sink it writes (none for the last).
+type Built = (Pipeline, Option<Box<dyn Sink>>);
+
+/// The stages as pipelines, each with the internal sink it writes (none for the last), their
+/// topics created: every plan error shows before anything runs.
+fn build(pipeline: &Pipeline, stages: Vec<Stage>, connector: &dyn Connector) -> Result<Vec<Built>> {
+    let partitions = pipeline.sources[0].partitions();
+    let mut out = Vec::new();
+    // What the stage before wrote: its schema and event-time column.
+    let mut prev: Option<(SchemaRef, Option<String>)> = None;
+    for st in stages {
+        let (spec, plan) = match (&st.reads, &prev) {
+            (Some(topic), Some((schema, ts))) => (
+                connector.source(topic, &st.group, schema.clone(), partitions)?,
+                with_event_time(&st.plan, ts.as_deref()),
+            ),
+            _ => (pipeline.sources[0].clone(), st.plan),
+        };
+        let plan = resolve_drop(plan, &spec, &pipeline.udfs)?;
+        let p = Pipeline::new(plan, vec![spec], pipeline.udfs.clone())?;
+        let sink = match &st.writes {
+            Some((topic, key)) => {
+                let schema = p.schema().ok_or_else(|| {
+                    StreamError::Internal("a stage writing an internal topic has no schema".into())
+                })?;
+                let ts = p.event_time_column().map(str::to_string);
+                connector.ensure_topic(topic, partitions)?;
+                let sink = connector.sink(topic, key, ts.clone(), partitions)?;
+                prev = Some((schema, ts));
+                Some(sink)
+            }
+            None => None,
+        };
+        out.push((p, sink));
+    }
+    Ok(out)
+}
+
+pub(crate) fn run_staged(
+    pipeline: &Pipeline,
+    stages: Vec<Stage>,
+    connector: &dyn Connector,
+    sink: &mut dyn Sink,
+    follow: bool,
+    control: &RunControl,
+) -> Result<RunOutput> {
+    let built = build(pipeline, stages, connector)?;
+    let controls: Vec<RunControl> = (0..built.len())
+        .map(|k| RunControl {
+            end_watermark: control.end_watermark,
+            on_error: control.on_error.clone(),
+            checkpoint: control.checkpoint.as_ref().map(|c| CheckpointConfig {
+                dir: stage_dir(&c.dir, k),
+                ..c.clone()
+            }),
+            workers: control.workers,
+            ..Default::default()
+        })
+        .collect();
+    let (pipelines, internal): (Vec<Pipeline>, Vec<Option<Box<dyn Sink>>>) =
+        built.into_iter().unzip();
+    let mut internal: Vec<Box<dyn Sink>> = internal.into_iter().flatten().collect();
+    let mut sinks: Vec<Option<&mut dyn Sink>> = internal
+        .iter_mut()
+        .map(|b| Some(b.as_mut() as &mut dyn Sink))
+        .collect();
+    sinks.push(Some(sink));
+    let n = pipelines.len();
+    // Following, all at once; bounded, one after the other.
+    let turns: Vec<Vec<usize>> = if follow {
+        vec![(0..n).collect()]
+    } else {
+        (0..n).map(|k| vec![k]).collect()
+    };
+    let mut results: Vec<Option<Result<RunOutput>>> = (0..n).map(|_| None).collect();
+    for turn in turns {
+        if control.stop.load(Ordering::Acquire) || results.iter().flatten().any(|r| r.is_err()) {
+            break;
+        }
+        let jobs = turn
+            .into_iter()
+            .map(|k| {
+                (
+                    k,
+                    &pipelines[k],
+                    sinks[k].take().expect("each stage runs once"),
+                )
+            })
+            .collect();
+        for (k, r) in together(jobs, &controls, control, follow) {
+            results[k] = Some(r);
+        }
+    }
+    let mut outputs = Vec::new();
+    for r in results.into_iter().flatten() {
+        outputs.push(r?);
+    }
+    let mut notes: Vec<String> = Vec::new();
+    for n in outputs.iter().flat_map(|o| o.notes.iter()) {
+        if !notes.contains(n) {
+            notes.push(n.clone());
+        }
+    }
+    Ok(RunOutput {
+        notes,
+        late: outputs
+            .iter_mut()
+            .flat_map(|o| std::mem::take(&mut o.late))
+            .collect(),
+        metrics: outputs
+            .iter()
+            .flat_map(|o| o.metrics.iter().cloned())
+            .collect(),
+        checkpoints: merged(
+            &outputs
+                .iter()
+                .map(|o| o.checkpoints.clone())
+                .collect::<Vec<_>>(),
+        ),
+    })
+}
+
+/// Run `jobs` (stage index, pipeline, sink) at once on threads of their own, passing the
+/// parent's stop down and the stages' metrics up while they run; a stage that fails stops the
+/// others. Their results, by stage index.
+fn together(
+    jobs: Vec<(usize, &Pipeline, &mut dyn Sink)>,
+    controls: &[RunControl],
+    parent: &RunControl,
+    follow: bool,
+) -> Vec<(usize, Result<RunOutput>)> {
+    let stop_all = || {
+        for c in controls {
+            c.stop.store(true, Ordering::Release);
+        }
+    };
+    std::thread::scope(|s| {
+        let mut running: Vec<_> = jobs
+            .into_iter()
+            .map(|(k, p, sink)| {
+                let ctl = &controls[k];
+                let h = std::thread::Builder::new()
+                    .name(format!("riverbed-stage{k}"))
+                    .spawn_scoped(s, move || p.run(sink, follow, ctl));
+                (k, h)
+            })
+            .collect();
+        let mut done = Vec::new();
+        loop {
+            let mut i = 0;
+            while i < running.len() {
+                let finished = match &running[i].1 {
+                    Ok(h) => h.is_finished(),
+                    Err(_) => true,
+                };
+                if !finished {
+                    i += 1;
+                    continue;
+                }
+                let (k, h) = running.swap_remove(i);
+                let r = match h {
+                    Ok(h) => h.join().unwrap_or_else(|p| {
+                        Err(StreamError::panicked(format!("the thread of stage {k}"), p))
+                    }),
+                    Err(e) => Err(StreamError::Internal(format!(
+                        "cannot start the thread of stage {k}: {e}"
+                    ))),
+                };
+                if r.is_err() {
+                    stop_all();
+                }
+                done.push((k, r));
+            }
+            if parent.stop.load(Ordering::Acquire) {
+                stop_all();
+            }
+            *parent.metrics.lock() = controls
+                .iter()
+                .flat_map(|c| c.metrics.lock().clone())
+                .collect();
+            *parent.checkpoint_stats.lock() = merged(
+                &controls
+                    .iter()
+                    .map(|c| c.checkpoint_stats.lock().clone())
+                    .collect::<Vec<_>>(),
+            );
+            if running.is_empty() {
+                return done;
+            }
+            std::thread::sleep(WATCH);
+        }
+    })
+}
+
+/// The checkpoint costs of several stages as one run's: counts summed, the longest kept, the
+/// newest figures of the last stage that wrote any.
+fn merged(stats: &[CheckpointStats]) -> CheckpointStats {
+    let mut out = stats
+        .iter()
+        .rev()
+        .find(|s| s.written > 0)
+        .cloned()
+        .unwrap_or_default();
+    out.written = stats.iter().map(|s| s.written).sum();
+    out.max_pause_ms = stats.iter().map(|s| s.max_pause_ms).fold(0.0, f64::max);
+    out.max_write_ms = stats.iter().map(|s| s.max_write_ms).fold(0.0, f64::max);
+    out
+}
