@@ -870,6 +870,31 @@ def test_an_unchanged_definition_restores_its_state(log):
     assert sum(json.loads(v)["n"] for vs in per_key(out).values() for v in vs) == 1200
 
 
+def test_checkpoints_of_count_x_as_older_riverbed_planned_it_still_resume(log):
+    """``rb.count("v")`` was sent to the engine as ``sum(v.is_not_null().cast("int64"))`` until
+    the engine counted non-null values itself, with another operator signature and state
+    layout. A checkpoint of that form (written here by spelling it out) still resumes under
+    ``rb.count("v")``, and the output is one run's; a plan it does not fit is still refused."""
+    events = events_topic(log)
+    produce_rows(events, 0, 550)
+    out = log.topic("bars", partitions=2)
+    old_count = rb.sum(rb.col("v").is_not_null().cast("int64"))
+    identity_bars(events, old_count).write(out).run(name="bars", checkpoint_interval="10ms", progress=False)
+    produce_rows(events, 550, 1200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to say: the same pipeline
+        identity_bars(events, rb.count("v")).write(out).run(name="bars", checkpoint_interval="10ms", progress=False)
+    ref = log.topic("ref", partitions=2)
+    identity_bars(events, rb.count("v")).write(ref).run(name="ref", progress=False)
+    assert per_key(out) == per_key(ref)
+    assert sum(json.loads(v)["x"] for vs in per_key(out).values() for v in vs) == 1200
+    # ... and the run went on in the form its checkpoints are in: a third run resumes too
+    produce_rows(events, 1200, 1300)
+    identity_bars(events, rb.count("v")).write(out).run(name="bars", progress=False)
+    with pytest.raises(rb.exceptions.CheckpointError, match="reset"):
+        identity_bars(events, rb.count("k")).write(out).run(name="bars", progress=False)
+
+
 def test_explain_prints_every_expression_in_full(log):
     p = identity_bars(events_topic(log), _base_agg()).with_columns(
         y=rb.when(rb.col("n") > 1).then(rb.col("x").clip(upper=2.5)).when(rb.col("n").is_null()).then(None).otherwise(rb.col("x"))

@@ -255,7 +255,6 @@ def _inputs(node: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-_COUNT = re.compile(r"""sum\(col\("(\w+)"\)\.is_not_null\(\)\.cast\('int64'\)\)""")
 _COL = re.compile(r'col\("([A-Za-z_][A-Za-z0-9_]*)"\)')
 
 
@@ -267,7 +266,7 @@ def _expr(e: object) -> str:
         s = _fmt(e)
     except Exception:  # noqa: BLE001 - an unknown shape: show its JSON
         s = json.dumps(e, default=str)
-    return _COL.sub(r"\1", _COUNT.sub(r"count(\1)", s))
+    return _COL.sub(r"\1", s)
 
 
 def _names(cols: object) -> str:

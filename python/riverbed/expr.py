@@ -326,7 +326,7 @@ def count(x: object = None) -> Expr:
     """Number of records; ``count(x)``: number of non-null values of ``x``."""
     if x is None:
         return Expr({"agg": {"func": "count"}})
-    return sum(Expr(_agg_input(x, "count")).is_not_null().cast("int64"))
+    return _agg("count", x)
 
 
 def sum(x: object) -> Expr:

@@ -100,13 +100,6 @@ def _rolling_agg(name: str, e: object) -> tuple[str, str]:
     inner = (agg or {}).get("expr") or {}
     if agg and "col" in inner:
         return agg["func"], inner["col"]
-    # rb.count("x") is sum(is_not_null(x)) under the hood
-    try:
-        col = inner["cast"]["expr"]["unary"]["expr"]["col"]
-        if agg["func"] == "sum" and inner["cast"]["expr"]["unary"]["op"] == "is_not_null":
-            return "count", col
-    except (KeyError, TypeError):
-        pass
     raise TypeError(f"rolling: {name}= must be rb.count/sum/mean/min/max/first/last/std/var of one column")
 
 

@@ -74,7 +74,7 @@ impl Pipeline {
         let mut tracker = WatermarkTracker::new();
         tracker.set_end(control.end_watermark);
         // A named pipeline resumes from its last checkpoint (its sinks rolled back to it first).
-        let plan_text = self.explain();
+        let mut plan_text = self.explain();
         let (store, resume) = match &control.checkpoint {
             None => (None, None),
             Some(cfg) => {
@@ -95,7 +95,8 @@ impl Pipeline {
                 let fit = match &latest {
                     Some(c) => {
                         let what = format!("checkpoint {} in {}", c.seq, cfg.dir.display());
-                        let (fit, notes) = g.fit(c, &plan_text, &what)?;
+                        let (fit, notes) =
+                            self.fit(&mut g, &mut plan_text, c, &what, on_error.clone())?;
                         control.notes.lock().extend(notes);
                         fit
                     }

@@ -27,6 +27,7 @@ pub mod held;
 pub mod join;
 mod json_ints;
 pub mod keys;
+mod legacy_counts;
 pub mod operator;
 mod ordered;
 pub mod plan;

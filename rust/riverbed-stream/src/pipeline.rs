@@ -86,4 +86,36 @@ impl Pipeline {
     pub fn explain(&self) -> String {
         crate::explain::explain(&self.plan, &self.sources, false)
     }
+
+    /// Where each operator of `g` (this plan's graph, `plan_text` its text) finds its state in
+    /// checkpoint `c` (see `Graph::fit`). A checkpoint of an older riverbed, which planned
+    /// `count(x)` as a sum, is fitted by this plan written that way (`legacy_counts`): its graph
+    /// and text then replace `g` and `plan_text`, so the run restores and goes on checkpointing
+    /// that form (same results).
+    pub(crate) fn fit(
+        &self,
+        g: &mut Graph,
+        plan_text: &mut String,
+        c: &crate::checkpoint::Checkpoint,
+        what: &str,
+        on_error: Arc<crate::errors::ErrorHandler>,
+    ) -> Result<(Vec<Option<usize>>, Vec<String>)> {
+        let refused = match g.fit(c, plan_text, what) {
+            Ok(fit) => return Ok(fit),
+            Err(e) => e,
+        };
+        let Some(old) = crate::legacy_counts::counts_as_sums(&self.plan) else {
+            return Err(refused);
+        };
+        let old_text = crate::explain::explain(&old, &self.sources, false);
+        let old_g = Graph::compile(&old, &self.sources, &self.udfs, on_error)?;
+        match old_g.fit(c, &old_text, what) {
+            Ok(fit) => {
+                *g = old_g;
+                *plan_text = old_text;
+                Ok(fit)
+            }
+            Err(_) => Err(refused),
+        }
+    }
 }

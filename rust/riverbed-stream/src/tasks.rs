@@ -37,6 +37,8 @@ struct Task {
     last_wm: Option<i64>,
     store: Option<CheckpointStore>,
     seq: u64,
+    /// The text of the plan its checkpoints are of (an older form when it resumed from one).
+    plan_text: String,
     /// Its input is all in (bounded runs) and it was checkpointed before the final flush.
     ended: bool,
 }
@@ -241,16 +243,18 @@ impl GroupRun<'_> {
         if self.src.carries_watermarks() {
             tracker.carries_watermarks(0);
         }
-        let task = |g, tracker, store, seq| Task {
+        let mut plan_text = self.plan_text.clone();
+        let task = |g, tracker, store, seq, plan_text| Task {
             g,
             tracker,
             last_wm: None,
             store,
             seq,
+            plan_text,
             ended: false,
         };
         let Some(cfg) = &self.control.checkpoint else {
-            return Ok(task(g, tracker, None, 0));
+            return Ok(task(g, tracker, None, 0, plan_text));
         };
         let store = CheckpointStore::open(cfg.dir.join(format!("p{p}")))?;
         let (latest, notes) = store.latest()?;
@@ -258,7 +262,9 @@ impl GroupRun<'_> {
         if let Some(c) = latest {
             // Every partition's checkpoints are of the same plan: say what changed once.
             let what = format!("the checkpoints in {}", cfg.dir.display());
-            let (fit, notes) = g.fit(&c, &self.plan_text, &what)?;
+            let (fit, notes) =
+                self.pipeline
+                    .fit(&mut g, &mut plan_text, &c, &what, self.on_error.clone())?;
             let mut said = self.control.notes.lock();
             for n in notes {
                 if !said.contains(&n) {
@@ -275,9 +281,9 @@ impl GroupRun<'_> {
                     self.src.seek(p, pos)?;
                 }
             }
-            return Ok(task(g, tracker, Some(store), c.seq));
+            return Ok(task(g, tracker, Some(store), c.seq, plan_text));
         }
-        Ok(task(g, tracker, Some(store), 0))
+        Ok(task(g, tracker, Some(store), 0, plan_text))
     }
 
     /// Checkpoint the tasks of `partitions`: flush the output first (the sink's checkpoint),
@@ -303,7 +309,7 @@ impl GroupRun<'_> {
                 let size = store.write(&Checkpoint {
                     version: crate::checkpoint::VERSION,
                     seq: t.seq,
-                    plan: self.plan_text.clone(),
+                    plan: t.plan_text.clone(),
                     sources: vec![SourceState {
                         positions: vec![pos],
                         max_ts: t.tracker.max_ts(0),
