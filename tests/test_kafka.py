@@ -703,6 +703,91 @@ def test_a_staged_group_run_reports_every_stage(kafka):
     assert_same_windows(got, reference_windows(data, 1000))
 
 
+def test_a_following_staged_run_emits_when_an_input_partition_is_empty(kafka):
+    """The task of an empty input partition never has a watermark of its own: once idle, it
+    must not hold the repartition topic back (it held every window back, forever)."""
+    tin = kafka.create_topic(fresh("one-sided"), partitions=2)
+    rows = [{"sym": "s0", "b": f"b{i % 3}", "ts": T0 + i * 1000} for i in range(60)]
+    tin.produce_batch(pa.Table.from_pylist(rows), key="sym", timestamp="ts")  # one key: one partition
+    assert len(set(tin.read().column("partition").to_pylist())) == 1
+    out: list[pa.RecordBatch] = []
+    p = (
+        rb.Pipeline.read(tin, timestamp="ts", group=fresh("os"), idle_timeout="300ms")
+        .window(rb.tumbling("10s"), by="b")
+        .agg(n=rb.count())
+        .write(out.append)
+    )
+    p.start(checkpoint_interval="100ms")
+    try:
+        deadline = time.monotonic() + 60
+        while sum(b.num_rows for b in out) < 18 and time.monotonic() < deadline:
+            assert p.running, "the run ended"
+            time.sleep(0.1)
+    finally:
+        p.stop()
+    got = Counter()
+    for b in out:
+        for r in b.to_pylist():
+            got[(r["b"], r["window_start"])] += r["n"]
+    want = Counter()
+    for r in rows:
+        want[(r["b"], r["ts"] - r["ts"] % 10_000)] += 1
+    assert dict(got) == dict(want)
+
+
+def test_key_by_then_a_window_naming_no_key_repartitions_by_the_declared_key(kafka):
+    tin = kafka.create_topic(fresh("kb"), partitions=3)
+    data = trades(1500)
+    tin.produce_batch(data, key="px", timestamp="ts")
+    res = (
+        rb.Pipeline.read(tin, timestamp="ts", group=fresh("kbg"))
+        .key_by("sym")
+        .window(rb.tumbling("1s"))
+        .agg(n=rb.count(), s=rb.sum("px"))
+        .run(progress=False)
+    )
+    got = {(r["sym"], int(r["window_start"])): (r["n"], r["s"]) for r in res.output.to_pylist()}
+    assert_same_windows(got, reference_windows(data, 1000))
+
+
+def test_reset_starts_a_group_run_over_and_a_changed_repartition_is_refused(kafka):
+    tin = kafka.create_topic(fresh("again"), partitions=2)
+    data = trades(1000)
+    tin.produce_batch(data, key="sym", timestamp="ts")
+    group = fresh("ag")
+
+    def run(declared: bool, **kw) -> rb.RunResult:
+        # declared: the topic is partitioned by sym (keyed by it), so windows by sym need no
+        # repartition; undeclared, the partitioning is the record key, and they do
+        return (
+            rb.Pipeline.read(tin, timestamp="ts", group=group, partitioned_by="sym" if declared else None)
+            .window(rb.tumbling("1s"), by="sym")
+            .agg(n=rb.count(), s=rb.sum("px"))
+            .run(progress=False, **kw)
+        )
+
+    assert run(True).metrics[0]["records_out"] == len(data)
+    assert run(True).metrics[0]["records_out"] == 0  # resumed: nothing new
+    # reset forgets the checkpoints and the offsets committed with them: all of it again
+    again = run(True, reset=True)
+    assert again.metrics[0]["records_out"] == len(data)
+    got = {(r["sym"], int(r["window_start"])): (r["n"], r["s"]) for r in again.output.to_pylist()}
+    assert_same_windows(got, reference_windows(data, 1000))
+    # the same run needing a repartition: its checkpoints and committed offsets are of the plan
+    # without one, so it is refused, not run over nothing
+    with pytest.raises(rb.exceptions.CheckpointError, match="without a repartition"):
+        run(False)
+    with pytest.raises(rb.exceptions.PlanError, match="reset=True is not supported yet"):
+        run(False, reset=True)
+
+
+def test_reading_an_empty_topic_gives_an_empty_table(kafka):
+    t = kafka.create_topic(fresh("empty"), partitions=3)
+    got = t.read(timeout=0.2)
+    assert isinstance(got, pa.Table) and got.num_rows == 0
+    assert {"key", "value", "partition", "offset"} <= set(got.column_names)
+
+
 def test_group_runs_refuse_what_processes_cannot_split(kafka):
     tin = kafka.create_topic(fresh("refuse"), partitions=2)
     tin.produce_batch(trades(10), key="sym", timestamp="ts")

@@ -188,8 +188,10 @@ class KafkaTopic:
             ends = {p: hi for p, (lo, hi) in enumerate(c._inner.offsets()) if hi > lo}
             patience = max(wait or 0.0, self.kafka._inner.timeout_ms / 1000)
             quiet_since = time.monotonic()
-            while ends:
-                b = c.poll(100_000, 0.2)
+            first = True  # one poll at least: it gives the columns of an empty result
+            while ends or first:
+                b = c.poll(100_000, 0.0 if first else 0.2)
+                first = False
                 if b.num_rows == 0:
                     if time.monotonic() - quiet_since >= patience:
                         break  # the rest of the known offsets hold no record

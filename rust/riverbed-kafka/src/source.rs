@@ -38,7 +38,7 @@ pub struct KafkaTopicSource {
     pub batch_size: usize,
     pub on_error: Option<Arc<ErrorHandler>>,
     /// A repartition topic written by this many tasks: its watermark marker records give each
-    /// partition's watermark (the lowest of its writers').
+    /// partition's watermark (the lowest of its writers', see `fill`).
     pub writers: Option<usize>,
 }
 
@@ -138,6 +138,8 @@ pub struct KafkaSource {
     decoder: Decoder,
     follow: bool,
     start: Start,
+    /// Start over: the group's committed offsets are not used (`Source::ignore_commits`).
+    ignore_commits: bool,
     batch_size: usize,
     /// Partitions this process reads (all of them without a group).
     assigned: BTreeSet<usize>,
@@ -177,6 +179,7 @@ impl KafkaSource {
             decoder: spec.decoder.clone(),
             follow,
             start: spec.start,
+            ignore_commits: false,
             batch_size: spec.batch_size,
             assigned: BTreeSet::new(),
             positions: vec![-1; n],
@@ -209,13 +212,21 @@ impl KafkaSource {
         let (lo, hi) = self.consumer.watermarks(p)?;
         let at = match at {
             Some(o) => o,
-            None => match self.consumer.committed(p)? {
+            None => match (!self.ignore_commits)
+                .then(|| self.consumer.committed(p))
+                .transpose()?
+                .flatten()
+            {
                 Some(o) => o,
                 None if self.start == Start::Latest => hi,
                 None => lo,
             },
         };
         self.positions[p] = at.max(lo);
+        if self.ignore_commits {
+            // The consumer itself would start at the committed offset.
+            self.consumer.seek(p, self.positions[p])?;
+        }
         self.ends[p] = (!self.follow).then_some(hi);
         Ok(())
     }
@@ -323,8 +334,18 @@ impl KafkaSource {
         // After the data read with them (records after a marker are not behind it).
         for (p, next) in marked {
             if let (true, Some(marks)) = (self.assigned.contains(&p), self.marks.as_ref()) {
-                let wm = marks[p].iter().map(|m| m.0).min().unwrap_or(i64::MIN);
+                // Every writer holds the partition back, idle ones too: a live idle writer's
+                // watermark moves on with the wall clock (it resends it), while a dead one's
+                // stays where it was until the writer's new owner takes over, which must not
+                // find its records late. A writer that never had a watermark (its input
+                // partition is empty) and says it is idle does not hold anything back.
                 let idle = marks[p].iter().all(|m| m.1);
+                let wm = marks[p]
+                    .iter()
+                    .filter(|m| !m.1 || m.0 > i64::MIN)
+                    .map(|m| m.0)
+                    .min()
+                    .unwrap_or(i64::MIN);
                 self.ready
                     .push_back((Polled::Watermark(p, wm, idle), Some((p, next))));
             }
@@ -497,6 +518,10 @@ impl Source for KafkaSource {
         self.forget_read(partition);
         Ok(())
     }
+    fn ignore_commits(&mut self) {
+        self.ignore_commits = true;
+    }
+
     fn commit(&mut self, offsets: &[(usize, i64)]) -> StreamResult<()> {
         // Offsets of partitions revoked meanwhile cannot be committed by this member any more;
         // their checkpoint (written before) is what the next owner continues from.

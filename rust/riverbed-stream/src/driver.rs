@@ -49,6 +49,7 @@ impl Pipeline {
                 );
             let stages = crate::stages::cut(&self.plan, &group, &name)?;
             if stages.len() == 1 {
+                crate::staged::check_form(control, false)?;
                 return crate::tasks::run_group(self, sink, follow, control);
             }
             let Some(connector) = &self.connector else {

@@ -77,6 +77,9 @@ pub trait Source: Send {
     fn commit(&mut self, _offsets: &[(usize, i64)]) -> Result<()> {
         Ok(())
     }
+    /// Consumer groups: start partitions without a checkpoint where a new group would (the
+    /// source's start), not at the group's committed offsets: a run told to start over.
+    fn ignore_commits(&mut self) {}
 }
 
 /// Partitions that moved to or from this process in a consumer group's rebalance.

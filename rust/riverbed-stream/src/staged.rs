@@ -31,6 +31,44 @@ fn stage_dir(dir: &Path, k: usize) -> PathBuf {
     dir.with_file_name(format!("{name}.stage{k}"))
 }
 
+/// Checkpoints of this run in the other form — with stages for a plan that has none now, or the
+/// other way round — mean the plan changed into or out of a repartition. Each form's checkpoints
+/// live apart and the group's offsets were committed with the old ones, so going on would skip
+/// the input they cover: refused, unless `reset` (the old form's checkpoints are forgotten; a
+/// staged run cannot start over yet, see `run_staged`).
+pub(crate) fn check_form(control: &RunControl, staged: bool) -> Result<()> {
+    let Some(cfg) = &control.checkpoint else {
+        return Ok(());
+    };
+    let others: Vec<PathBuf> = if staged {
+        vec![cfg.dir.clone()]
+    } else {
+        (0..)
+            .map(|k| stage_dir(&cfg.dir, k))
+            .take_while(|d| d.exists())
+            .collect()
+    };
+    let held = |d: &PathBuf| std::fs::read_dir(d).is_ok_and(|mut e| e.next().is_some());
+    let Some(other) = others.iter().find(|d| held(d)) else {
+        return Ok(());
+    };
+    if cfg.reset && !staged {
+        for d in &others {
+            std::fs::remove_dir_all(d).map_err(|e| StreamError::io("clear", d, e))?;
+        }
+        return Ok(());
+    }
+    let (was, is) = if staged {
+        ("without a repartition", "repartitions its input")
+    } else {
+        ("with a repartition", "has none")
+    };
+    Err(StreamError::Checkpoint(format!(
+        "the plan changed since the checkpoints in {}: they are of a plan {was}, this one {is}; pass reset=True to start over (the output topics keep what they hold)",
+        other.display()
+    )))
+}
+
 /// A stage's `drop` of the record columns, reduced to those its input has.
 fn resolve_drop(
     plan: Node,
@@ -44,7 +82,7 @@ fn resolve_drop(
     let Some(schema) = feed.schema() else {
         return Err(StreamError::plan(
             "repartition",
-            "a Python function (map/map_batches) before a keyed operator that needs a repartition decides the columns only at run time; key the records before it, or give the function's output schema with map(schema=...)",
+            "a Python function (map/map_batches) before a keyed operator that needs a repartition decides its output columns only at run time, and a repartition topic needs them before the run; do that step with expressions (with_columns, filter, select) or after the keyed operator",
         ));
     };
     let present: Vec<String> = columns
@@ -107,6 +145,13 @@ pub(crate) fn run_staged(
     follow: bool,
     control: &RunControl,
 ) -> Result<RunOutput> {
+    if control.checkpoint.as_ref().is_some_and(|c| c.reset) {
+        return Err(StreamError::plan(
+            "reset",
+            "reset=True is not supported yet for a group run that repartitions: its internal topics still hold what the last run wrote, which the restarted stages would count again; start over under a new group (and name=) instead",
+        ));
+    }
+    check_form(control, true)?;
     let built = build(pipeline, stages, connector)?;
     let controls: Vec<RunControl> = (0..built.len())
         .map(|k| RunControl {

@@ -125,8 +125,9 @@ pub fn cut(root: &Node, group: &str, name: &str) -> Result<Vec<Stage>> {
     );
     // key_by's columns: the default key of later operators.
     let mut declared: Option<&[String]> = None;
-    // (index in the chain of the keyed node, its key column)
-    let mut cuts: Vec<(usize, String)> = Vec::new();
+    // (index in the chain of the keyed node, its key column, the key_by columns it takes as
+    // its key when it names none: the stage after the cut declares them again)
+    let mut cuts: Vec<(usize, String, Option<Vec<String>>)> = Vec::new();
     for (i, n) in chain.iter().enumerate().skip(1) {
         if let Node::KeyBy { columns, .. } = n {
             declared = Some(columns);
@@ -151,7 +152,8 @@ pub fn cut(root: &Node, group: &str, name: &str) -> Result<Vec<Stage>> {
                         format!("by={by:?} needs a repartition by several columns, which is not supported yet; combine them into one column with with_columns and key by that"),
                     ));
                 };
-                cuts.push((i, one.clone()));
+                let inherited = own.is_empty().then(|| by.clone());
+                cuts.push((i, one.clone(), inherited));
                 current = Some(by);
             }
             // Its output rows are keyed by `by` (windows and group-bys keep the key columns).
@@ -166,7 +168,7 @@ pub fn cut(root: &Node, group: &str, name: &str) -> Result<Vec<Stage>> {
     let mut prev_cut = 0;
     let mut reads: Option<String> = None;
     let mut read_group = group.to_string();
-    for (k, (i, key)) in cuts.into_iter().enumerate() {
+    for (k, (i, key, inherited)) in cuts.into_iter().enumerate() {
         let k = k + 1;
         let internal = format!("{name}-repartition-{k}");
         // The stage before the cut: what feeds the keyed node, minus the record columns.
@@ -181,6 +183,12 @@ pub fn cut(root: &Node, group: &str, name: &str) -> Result<Vec<Stage>> {
             writes: Some((internal.clone(), key.clone())),
         });
         below = internal_source(chain[0], k, &key);
+        if let Some(columns) = inherited {
+            below = Node::KeyBy {
+                input: Box::new(below),
+                columns,
+            };
+        }
         prev_cut = i - 1;
         reads = Some(internal);
         read_group = format!("{group}-repartition-{k}");
@@ -349,6 +357,21 @@ mod tests {
             columns: vec!["acct".into()],
         };
         assert_eq!(cut(&window(keyed, &[]), "g", "r").unwrap().len(), 1);
+        // keyed by another column: the stage after the cut declares the key again, so its
+        // window (naming no key) is keyed by it there too
+        let keyed = Node::KeyBy {
+            input: Box::new(source(None)),
+            columns: vec!["b".into()],
+        };
+        let st = cut(&window(keyed, &[]), "g", "r").unwrap();
+        assert_eq!(st.len(), 2);
+        assert_eq!(st[0].writes, Some(("r-repartition-1".into(), "b".into())));
+        let Node::Window { input, by, .. } = &st[1].plan else {
+            panic!()
+        };
+        assert!(by.is_empty());
+        assert!(matches!(&**input, Node::KeyBy { columns, .. } if columns == &["b"]));
+        assert_eq!(cut(&st[1].plan, &st[1].group, "r").unwrap().len(), 1);
     }
 
     #[test]

@@ -83,12 +83,17 @@ pub(crate) fn run_group(
             "the plan does not read its source",
         ));
     };
+    let reset = control.checkpoint.as_ref().is_some_and(|c| c.reset);
     if let Some(cfg) = &control.checkpoint {
         if cfg.reset && cfg.dir.exists() {
             std::fs::remove_dir_all(&cfg.dir).map_err(|e| StreamError::io("clear", &cfg.dir, e))?;
         }
     }
-    let src = pipeline.sources[0].open(follow, &on_error, None)?;
+    let mut src = pipeline.sources[0].open(follow, &on_error, None)?;
+    if reset {
+        // Its offsets were committed with the checkpoints just forgotten.
+        src.ignore_commits();
+    }
     let mut run = GroupRun {
         pipeline,
         control,
