@@ -105,8 +105,13 @@ def test_pipeline_stop_and_wait(events):
         refused(p.stop, v, "timeout")
     assert p.running
     assert p.stop(INF).output.num_rows == 10
-    with pytest.raises(RuntimeError, match="not started"):
+    with pytest.raises(RuntimeError, match="not started, or stop\\(\\) already returned"):
         p.stop()
+    assert p.wait(0) is True  # stopped: over
+    for v in BAD_TIMEOUTS:
+        refused(p.wait, v, "timeout")
+    with pytest.raises(RuntimeError, match="not started"):
+        rb.Pipeline.read(events, timestamp="ts", schema=SCHEMA).wait(0)
     # a table maintained in the background stops the same way
     table = rb.Pipeline.read(events, timestamp="ts", schema=SCHEMA).to_table("k").start()
     deadline = time.monotonic() + 30

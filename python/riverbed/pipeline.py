@@ -522,7 +522,10 @@ class Pipeline:
         stateful_map) whose key is not what the topic is partitioned by — its record ``key``, or
         the columns named by ``partitioned_by`` — repartitions through an internal topic, as
         Kafka Streams does (the engine cuts the plan into stages there: ``riverbed-stream``'s
-        ``stages.rs``), so N processes give one's results.
+        ``stages.rs``), so N processes give one's results. Topics of a ``union`` or join read
+        with the same ``group`` are read together: partition p of each in one task
+        (co-partitioned; one partition count, keyed operators keyed by each side's
+        partitioning).
         """
         if group is not None and not isinstance(group, str):
             raise TypeError(f"group must be str or None, got {type(group).__name__}")
@@ -1156,7 +1159,7 @@ class Pipeline:
         ``ValueError`` that leaves the run as it was. A run that has not stopped within
         ``timeout`` raises ``TimeoutError`` and goes on stopping: call ``stop()`` again."""
         if self._handle is None:
-            raise RuntimeError("this pipeline was not started")
+            raise RuntimeError("this pipeline is not running: it was not started, or stop() already returned its result")
         limit = timeout_s(timeout, "timeout")  # a bad timeout leaves the run as it is
         try:
             raw = self._handle.stop(limit)
@@ -1171,8 +1174,11 @@ class Pipeline:
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for a ``start()``-ed run to end by itself (a bounded run, ``start(follow=False)``),
         up to ``timeout`` seconds (``None`` or ``inf``: no limit); True when it has ended
-        (``stop()`` then returns its result at once)."""
+        (``stop()`` then returns its result at once). After ``stop()`` it is True at once."""
         if self._handle is None:
+            if self._last is not None:  # stopped already: over
+                timeout_s(timeout, "timeout")
+                return True
             raise RuntimeError("this pipeline was not started")
         return bool(self._handle.wait(timeout_s(timeout, "timeout")))
 

@@ -168,11 +168,11 @@ fn io(what: &'static str, path: &Path, e: std::io::Error) -> StreamError {
     StreamError::io(what, path, e)
 }
 
-/// Where the pipeline `name`'s checkpoints live in the log at `log_dir`: `~checkpoints/<name>`
-/// ('~' cannot start a topic name, so it never clashes with a topic).
 /// The longest pipeline name (bytes).
 pub const MAX_NAME: usize = 200;
 
+/// Where the pipeline `name`'s checkpoints live in the log at `log_dir`: `~checkpoints/<name>`
+/// ('~' cannot start a topic name, so it never clashes with a topic).
 pub fn checkpoint_dir(log_dir: &Path, name: &str) -> Result<PathBuf> {
     // A directory name on every filesystem: no separators, no control characters (NUL), and
     // short enough for the suffixes group and staged runs add (file names stop at 255 bytes).
@@ -188,6 +188,16 @@ pub fn checkpoint_dir(log_dir: &Path, name: &str) -> Result<PathBuf> {
                 "name must be a non-empty name of at most {MAX_NAME} bytes without slashes or control characters, not starting with '.', got {name:?}"
             ),
         ));
+    }
+    // "<name>.stage<k>" holds stage k of the staged run `name` (staged.rs): a run of its own
+    // under that name would share its checkpoints.
+    if let Some((_, k)) = name.rsplit_once(".stage") {
+        if !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(StreamError::plan(
+                "name",
+                format!("name {name:?} ends in '.stage{k}', which riverbed keeps for stage {k} of the staged run '{}'; choose another name", &name[..name.len() - k.len() - 6]),
+            ));
+        }
     }
     Ok(log_dir.join("~checkpoints").join(name))
 }
@@ -469,6 +479,16 @@ fn sync_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stage_name_is_not_a_run_name() {
+        let d = Path::new("/log");
+        let e = checkpoint_dir(d, "g.stage1").unwrap_err().to_string();
+        assert!(e.contains("stage 1 of the staged run 'g'"), "{e}");
+        for ok in ["g.stage", "g.stagex", "g.stage1b", "stage1"] {
+            checkpoint_dir(d, ok).unwrap();
+        }
+    }
 
     fn sample(seq: u64, state: usize) -> Checkpoint {
         Checkpoint {
