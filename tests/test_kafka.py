@@ -21,6 +21,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -609,6 +610,124 @@ def test_two_processes_split_a_group_and_survive_a_kill(kafka, cluster, tmp_path
                 m.kill()
 
 
+JOIN_MEMBER = textwrap.dedent(
+    """
+    import json, signal, sys, time
+    import pyarrow as pa
+    import riverbed as rb
+
+    bootstrap, state, group, ta, tb, tq, tout, report = sys.argv[1:9]
+    k = rb.Kafka(bootstrap, timeout=10, state_dir=state)
+    TRADE = pa.schema([("sym", pa.string()), ("px", pa.float64()), ("ts", pa.int64())])
+    QUOTE = pa.schema([("sym", pa.string()), ("bid", pa.float64()), ("ts", pa.int64())])
+
+    def read(t, schema):
+        return rb.Pipeline.read(
+            k.topic(t), timestamp="ts", group=group, idle_timeout="1s", schema=schema, partitioned_by="sym"
+        ).select("sym", *[c for c in schema.names if c != "sym"])
+
+    p = (
+        read(ta, TRADE)
+        .union(read(tb, TRADE))
+        .join_asof(read(tq, QUOTE), on="ts", by="sym")
+        .with_columns(edge=rb.col("px") - rb.col("bid"))
+        .window(rb.tumbling("1s"), by="sym")
+        .agg(n=rb.count(), s=rb.sum("edge"))
+        .write(k.topic(tout))
+    )
+    p.start(checkpoint_interval="200ms")
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *a: stopping.append(1))
+    while not stopping:
+        time.sleep(0.1)
+        with open(report, "w") as f:
+            json.dump(p.metrics(), f)
+    p.stop()
+    """
+)
+
+
+def test_a_join_and_a_union_as_a_two_process_group_run_equal_one_process(kafka, cluster, tmp_path):
+    """Topics partitioned by the join key (co-partitioned) are read together: partition p of each
+    goes to the same member, so a union and an as-of join need no repartition, and two members
+    give exactly what one process gives."""
+    bootstrap = cluster[0]
+    n = 6000
+    trades_a = trades(n, symbols=11, step_ms=5)
+    trades_b = trades(n, symbols=11, step_ms=5).set_column(1, "px", pa.array([float(i % 53) for i in range(n)]))
+    quotes = pa.table(
+        {
+            "sym": [f"s{(i * 3) % 11}" for i in range(n)],
+            "bid": [float(i % 41) / 2 for i in range(n)],
+            "ts": [T0 - 500 + i * 5 for i in range(n)],
+        }
+    )
+    inputs = (("a", trades_a), ("b", trades_b), ("q", quotes))
+    # the group's topics (written once the group has settled) and the solo run's
+    names = {x: fresh(f"jn-{x}") for x, _ in inputs}
+    topics = {x: kafka.create_topic(name, partitions=4) for x, name in names.items()}
+    solo_topics = {x: kafka.create_topic(fresh(f"jn-solo-{x}"), partitions=4) for x, _ in inputs}
+    out = kafka.create_topic(fresh("jn-out"), partitions=2)
+    # one process, no group: the reference
+    for x, tbl in inputs:
+        solo_topics[x].produce_batch(tbl, key="sym", timestamp="ts")
+
+    def read(x: str) -> rb.Pipeline:
+        return rb.Pipeline.read(solo_topics[x], timestamp="ts").select("sym", "px" if x != "q" else "bid", "ts")
+
+    solo: list[pa.RecordBatch] = []
+    (
+        read("a")
+        .union(read("b"))
+        .join_asof(read("q"), on="ts", by="sym")
+        .with_columns(edge=rb.col("px") - rb.col("bid"))
+        .window(rb.tumbling("1s"), by="sym")
+        .agg(n=rb.count(), s=rb.sum("edge"))
+        .write(solo.append)
+        .run(progress=False)
+    )
+    want = {(r["sym"], int(r["window_start"])): (r["n"], r["s"]) for r in pa.Table.from_batches(solo).to_pylist()}
+    assert sum(v[0] for v in want.values()) == 2 * n
+    # the as-of join really matched (pandas merge_asof as the independent reference of one window)
+    left = pa.concat_tables([trades_a, trades_b]).to_pandas().sort_values("ts", kind="stable")
+    ref = pd.merge_asof(left, quotes.to_pandas().sort_values("ts"), on="ts", by="sym")
+    ref["edge"] = ref["px"] - ref["bid"]
+    ref["w"] = ref["ts"] // 1000 * 1000
+    g = ref.groupby(["sym", "w"])["edge"].agg(["size", "sum"])
+    assert_same_windows(want, {(s, int(w)): (int(r["size"]), float(r["sum"])) for (s, w), r in g.iterrows()})
+
+    group = fresh("jn-group")
+    reports = [tmp_path / f"member{i}.json" for i in range(2)]
+    members = [
+        subprocess.Popen(
+            [sys.executable, "-c", JOIN_MEMBER, bootstrap, str(tmp_path / "state"), group]
+            + [names["a"], names["b"], names["q"], out.name, str(r)]
+        )
+        for r in reports
+    ]
+    try:
+        # the group settles, then the input comes (a rebalance while records flow may repeat
+        # output, at-least-once, which this test does not allow)
+        _wait_for_split(reports, 4, 60)
+        for x, tbl in inputs:
+            topics[x].produce_batch(tbl, key="sym", timestamp="ts")
+        rows = _wait_windows(out, set(want), 120)
+        assert_same_windows(dict(rows), want)
+        assert len(rows) == len(want)  # each window once
+        time.sleep(0.5)
+        shares = [[m["partitions"] for m in _report(r) if "partitions" in m] for r in reports]
+        assert all(s and s[0] for s in shares), shares  # each member held partitions
+    finally:
+        for m in members:
+            if m.poll() is None:
+                m.send_signal(signal.SIGTERM)
+        for m in members:
+            try:
+                m.wait(30)
+            except subprocess.TimeoutExpired:
+                m.kill()
+
+
 def test_a_key_other_than_the_partitioning_repartitions_through_an_internal_topic(kafka):
     tin = kafka.create_topic(fresh("pay"), partitions=4)
     tout = kafka.create_topic(fresh("by-merchant"), partitions=2)
@@ -798,6 +917,24 @@ def test_group_runs_refuse_what_processes_cannot_split(kafka):
     with pytest.raises(rb.exceptions.PlanError, match="several columns"):
         rb.Pipeline.read(tin, timestamp="ts", group=fresh("g")).window(rb.tumbling("1s"), by=["sym", "px"]).agg(
             n=rb.count()
+        ).run(progress=False)
+    # topics read together by a group: only of that group, co-partitioned by the keys used
+    other = kafka.create_topic(fresh("refuse-b"), partitions=2)
+    other.produce_batch(trades(10), key="sym", timestamp="ts")
+    g = fresh("g")
+    with pytest.raises(rb.exceptions.PlanError, match="read by group"):
+        rb.Pipeline.read(tin, timestamp="ts", group=g).union(
+            rb.Pipeline.read(other, timestamp="ts", group=fresh("h"))
+        ).run(progress=False)
+    with pytest.raises(rb.exceptions.PlanError, match="cannot repartition yet"):
+        rb.Pipeline.read(tin, timestamp="ts", group=g).union(
+            rb.Pipeline.read(other, timestamp="ts", group=g)
+        ).window(rb.tumbling("1s"), by="sym").agg(n=rb.count()).run(progress=False)
+    three = kafka.create_topic(fresh("refuse-c"), partitions=3)
+    three.produce_batch(trades(10), key="sym", timestamp="ts")
+    with pytest.raises(ValueError, match="one partition count"):
+        rb.Pipeline.read(tin, timestamp="ts", group=g).union(
+            rb.Pipeline.read(three, timestamp="ts", group=g)
         ).run(progress=False)
 
 

@@ -1,6 +1,12 @@
 //! Reading from Kafka: a consumer of one topic, either assigned every partition (no group) or a
 //! member of a consumer group, and polling it into Arrow batches with the embedded log's
 //! columns (`topic, partition, offset, timestamp, key, value, headers`).
+//!
+//! A group member may also read several topics of one partition count together
+//! ([`TopicConsumer::open_together`]): partition `p` of every topic is assigned to the same
+//! member (the range assignor gives each topic's partitions to the members in the same order),
+//! as Kafka Streams' co-partitioned tasks need. Its partitions are numbered across the topics:
+//! index `t * partitions + p` is partition `p` of topic `t`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,14 +29,24 @@ pub enum Start {
     Latest,
 }
 
-/// Partitions assigned and revoked by the group since they were last taken.
+/// Partitions assigned and revoked by the group since they were last taken (by index).
 #[derive(Default, Clone)]
 pub struct GroupEvents {
     pub log: ErrorLog,
     changes: Arc<Mutex<(Vec<usize>, Vec<usize>)>>,
+    /// The topics read, and the partition count of each: how an assigned partition is indexed.
+    topics: Arc<std::sync::OnceLock<(Vec<String>, usize)>>,
 }
 
 impl GroupEvents {
+    fn index(&self, e: &rdkafka::topic_partition_list::TopicPartitionListElem<'_>) -> usize {
+        let p = e.partition() as usize;
+        match self.topics.get() {
+            Some((topics, n)) => topics.iter().position(|t| t == e.topic()).unwrap_or(0) * n + p,
+            None => p,
+        }
+    }
+
     /// (assigned, revoked) since the last call.
     pub fn take(&self) -> (Vec<usize>, Vec<usize>) {
         std::mem::take(&mut *self.changes.lock())
@@ -51,7 +67,7 @@ impl ConsumerContext for GroupEvents {
         if let Rebalance::Revoke(tpl) = rebalance {
             let mut ch = self.changes.lock();
             for e in tpl.elements() {
-                let p = e.partition() as usize;
+                let p = self.index(&e);
                 ch.0.retain(|&a| a != p);
                 ch.1.push(p);
             }
@@ -61,16 +77,44 @@ impl ConsumerContext for GroupEvents {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut ch = self.changes.lock();
             for e in tpl.elements() {
-                ch.0.push(e.partition() as usize);
+                ch.0.push(self.index(&e));
             }
         }
     }
 }
 
-/// A consumer of one topic.
+/// The consumer settings riverbed sets (the user's own settings override them).
+fn settings(start: Start, auto_commit: bool) -> Vec<(&'static str, &'static str)> {
+    vec![
+        (
+            "auto.offset.reset",
+            match start {
+                Start::Earliest => "earliest",
+                Start::Latest => "latest",
+            },
+        ),
+        (
+            "enable.auto.commit",
+            if auto_commit { "true" } else { "false" },
+        ),
+        ("enable.auto.offset.store", "true"),
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "500"),
+        ("fetch.wait.max.ms", "50"),
+        ("queued.min.messages", "200000"),
+        // Fetch again soon after the local queue drains (librdkafka waits 1 s by default).
+        ("fetch.queue.backoff.ms", "10"),
+        ("allow.auto.create.topics", "false"),
+    ]
+}
+
+/// A consumer of one topic (or of several read together, see the module's doc).
 pub struct TopicConsumer {
     pub config: KafkaConfig,
+    /// The first topic (the only one, unless read together with others).
     pub topic: String,
+    pub topics: Vec<String>,
+    /// Partitions per topic.
     pub partitions: usize,
     pub group: Option<String>,
     pub inner: BaseConsumer<GroupEvents>,
@@ -90,25 +134,7 @@ impl TopicConsumer {
         auto_commit: bool,
     ) -> Result<TopicConsumer> {
         let events = GroupEvents::default();
-        let reset = match start {
-            Start::Earliest => "earliest",
-            Start::Latest => "latest",
-        };
-        let mut defaults = vec![
-            ("auto.offset.reset", reset),
-            (
-                "enable.auto.commit",
-                if auto_commit { "true" } else { "false" },
-            ),
-            ("enable.auto.offset.store", "true"),
-            ("session.timeout.ms", "6000"),
-            ("heartbeat.interval.ms", "500"),
-            ("fetch.wait.max.ms", "50"),
-            ("queued.min.messages", "200000"),
-            // Fetch again soon after the local queue drains (librdkafka waits 1 s by default).
-            ("fetch.queue.backoff.ms", "10"),
-            ("allow.auto.create.topics", "false"),
-        ];
+        let mut defaults = settings(start, auto_commit);
         if let Some(g) = group {
             defaults.push(("group.id", g));
         } else {
@@ -142,11 +168,100 @@ impl TopicConsumer {
         Ok(TopicConsumer {
             config: config.clone(),
             topic: topic.to_string(),
+            topics: vec![topic.to_string()],
             partitions: n,
             group: group.map(str::to_string),
             inner,
             events,
         })
+    }
+
+    /// A member of `group` reading `topics` together: partition `p` of each is assigned to the
+    /// same member. They must have one partition count, and the group must use the range
+    /// assignor (the one that keeps partitions of equal numbers together).
+    pub fn open_together(
+        config: &KafkaConfig,
+        topics: &[String],
+        group: &str,
+        start: Start,
+    ) -> Result<TopicConsumer> {
+        if let Some((_, v)) = config
+            .options
+            .iter()
+            .find(|(k, _)| k == "partition.assignment.strategy")
+            .filter(|(_, v)| v.trim() != "range")
+        {
+            return Err(KafkaError::Config(format!(
+                "partition.assignment.strategy={v}: topics read together by group '{group}' need the range assignor, which assigns partition p of every topic to the same member"
+            )));
+        }
+        if let Some((_, t)) = topics
+            .iter()
+            .enumerate()
+            .find(|(i, t)| topics[..*i].contains(t))
+        {
+            return Err(KafkaError::Config(format!(
+                "group '{group}' would read topic '{t}' twice in one run: a join or union of a topic with itself is not supported in a group run (run it without group=)"
+            )));
+        }
+        let events = GroupEvents::default();
+        let mut defaults = settings(start, false);
+        defaults.extend([
+            ("partition.assignment.strategy", "range"),
+            ("group.id", group),
+        ]);
+        let inner: BaseConsumer<GroupEvents> = config
+            .client(&defaults)
+            .create_with_context(events.clone())
+            .map_err(|e| KafkaError::Config(e.to_string()))?;
+        let mut counts = Vec::new();
+        for t in topics {
+            counts.push(partitions(&inner, &events.log, config, t)?);
+        }
+        let n = counts[0];
+        if let Some(i) = counts.iter().position(|&c| c != n) {
+            return Err(KafkaError::Config(format!(
+                "group '{group}' reads topics '{}' ({n} partitions) and '{}' ({} partitions) together, which needs one partition count: partition p of each holds the same keys (co-partitioned); repartition one of them into a topic of {n} partitions first",
+                topics[0], topics[i], counts[i]
+            )));
+        }
+        let _ = events.topics.set((topics.to_vec(), n));
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        inner
+            .subscribe(&names)
+            .map_err(|e| config.error(&e, &events.log, &format!("subscribing to {names:?}")))?;
+        Ok(TopicConsumer {
+            config: config.clone(),
+            topic: topics[0].clone(),
+            topics: topics.to_vec(),
+            partitions: n,
+            group: Some(group.to_string()),
+            inner,
+            events,
+        })
+    }
+
+    /// The (topic, partition) of partition index `i`.
+    pub fn at(&self, i: usize) -> (&str, i32) {
+        (
+            &self.topics[i / self.partitions.max(1)],
+            (i % self.partitions.max(1)) as i32,
+        )
+    }
+
+    /// The partition index of a message.
+    pub fn index_of(&self, m: &BorrowedMessage<'_>) -> usize {
+        let t = if self.topics.len() == 1 {
+            0
+        } else {
+            self.topics.iter().position(|t| t == m.topic()).unwrap_or(0)
+        };
+        t * self.partitions + m.partition() as usize
+    }
+
+    /// Partition indexes in all.
+    pub fn indexes(&self) -> usize {
+        self.topics.len() * self.partitions
     }
 
     /// The next message within `timeout`, if any; a broker error fails.
@@ -193,8 +308,9 @@ impl TopicConsumer {
             return Ok(());
         }
         let mut tpl = TopicPartitionList::new();
-        for &(p, o) in offsets {
-            tpl.add_partition_offset(&self.topic, p as i32, Offset::Offset(o))
+        for &(i, o) in offsets {
+            let (topic, p) = self.at(i);
+            tpl.add_partition_offset(topic, p, Offset::Offset(o))
                 .map_err(|e| KafkaError::Other(e.to_string()))?;
         }
         self.inner.commit(&tpl, CommitMode::Sync).map_err(|e| {
@@ -224,8 +340,9 @@ impl TopicConsumer {
 
     /// The end (next) offset of partition `p` as librdkafka last heard it from the broker (each
     /// fetch response carries it), without a request; `None` when it has not heard yet.
-    pub fn cached_end(&self, p: usize) -> Option<i64> {
-        let topic = std::ffi::CString::new(self.topic.as_str()).ok()?;
+    pub fn cached_end(&self, i: usize) -> Option<i64> {
+        let (topic, p) = self.at(i);
+        let topic = std::ffi::CString::new(topic).ok()?;
         let (mut lo, mut hi) = (-1i64, -1i64);
         // SAFETY: the client pointer is valid while `self.inner` lives; librdkafka only reads
         // the topic name and writes the two offsets.
@@ -233,7 +350,7 @@ impl TopicConsumer {
             rdkafka::bindings::rd_kafka_get_watermark_offsets(
                 self.inner.client().native_ptr(),
                 topic.as_ptr(),
-                p as i32,
+                p,
                 &mut lo,
                 &mut hi,
             )
@@ -243,22 +360,24 @@ impl TopicConsumer {
     }
 
     /// (earliest, next) offsets of partition `p`.
-    pub fn watermarks(&self, p: usize) -> Result<(i64, i64)> {
+    pub fn watermarks(&self, i: usize) -> Result<(i64, i64)> {
+        let (topic, p) = self.at(i);
         self.inner
-            .fetch_watermarks(&self.topic, p as i32, self.config.timeout)
+            .fetch_watermarks(topic, p, self.config.timeout)
             .map_err(|e| {
                 self.config.error(
                     &e,
                     &self.events.log,
-                    &format!("reading offsets of {}/{p}", self.topic),
+                    &format!("reading offsets of {topic}/{p}"),
                 )
             })
     }
 
     /// The group's committed offset of partition `p`, if any.
-    pub fn committed(&self, p: usize) -> Result<Option<i64>> {
+    pub fn committed(&self, i: usize) -> Result<Option<i64>> {
+        let (topic, p) = self.at(i);
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.topic, p as i32);
+        tpl.add_partition(topic, p);
         let c = self
             .inner
             .committed_offsets(tpl, self.config.timeout)
@@ -273,15 +392,14 @@ impl TopicConsumer {
     }
 
     /// Continue partition `p` at `offset`.
-    pub fn seek(&self, p: usize, offset: i64) -> Result<()> {
+    pub fn seek(&self, i: usize, offset: i64) -> Result<()> {
+        let (topic, p) = self.at(i);
         let deadline = Instant::now() + self.config.timeout;
         loop {
-            match self.inner.seek(
-                &self.topic,
-                p as i32,
-                Offset::Offset(offset),
-                self.config.timeout,
-            ) {
+            match self
+                .inner
+                .seek(topic, p, Offset::Offset(offset), self.config.timeout)
+            {
                 Ok(()) => return Ok(()),
                 // A partition whose fetcher is not started yet refuses a seek for a moment.
                 Err(_) if Instant::now() < deadline => {
@@ -291,7 +409,7 @@ impl TopicConsumer {
                     return Err(self.config.error(
                         &e,
                         &self.events.log,
-                        &format!("seeking {}/{p} to offset {offset}", self.topic),
+                        &format!("seeking {topic}/{p} to offset {offset}"),
                     ))
                 }
             }
@@ -320,16 +438,11 @@ pub fn push_message(sink: &mut ArrowRecordSink, m: &BorrowedMessage<'_>) {
 }
 
 impl TopicConsumer {
-    /// The partitions currently assigned to this consumer.
+    /// The partitions (indexes) currently assigned to this consumer.
     pub fn assignment(&self) -> Vec<usize> {
         self.inner
             .assignment()
-            .map(|t| {
-                t.elements()
-                    .iter()
-                    .map(|e| e.partition() as usize)
-                    .collect()
-            })
+            .map(|t| t.elements().iter().map(|e| self.events.index(e)).collect())
             .unwrap_or_default()
     }
 }

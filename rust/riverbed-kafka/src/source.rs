@@ -130,12 +130,47 @@ impl ExternalSource for KafkaTopicSource {
     fn group(&self) -> Option<String> {
         self.group.clone()
     }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn open_together(
+        &self,
+        others: &[Arc<dyn ExternalSource>],
+        follow: bool,
+        on_error: Arc<ErrorHandler>,
+    ) -> StreamResult<Box<dyn Source>> {
+        let mut specs = vec![self];
+        for o in others {
+            let Some(k) = o.as_any().downcast_ref::<KafkaTopicSource>() else {
+                return Err(StreamError::plan(
+                    "read",
+                    format!(
+                        "{} cannot be read together with {} by one group",
+                        o.describe(),
+                        self.describe()
+                    ),
+                ));
+            };
+            if k.config.bootstrap != self.config.bootstrap {
+                return Err(StreamError::plan(
+                    "read",
+                    format!("{} and {} are on different clusters; a group reads topics of one cluster together", k.describe(), self.describe()),
+                ));
+            }
+            specs.push(k);
+        }
+        Ok(Box::new(KafkaSource::open_together(
+            &specs, follow, on_error,
+        )?))
+    }
 }
 
-/// A running reader of a Kafka topic.
+/// A running reader of a Kafka topic (or of several read together: its partitions are indexed
+/// as the consumer's, `t * partitions + p`).
 pub struct KafkaSource {
     consumer: TopicConsumer,
-    decoder: Decoder,
+    /// One per topic.
+    decoders: Vec<Decoder>,
     follow: bool,
     start: Start,
     /// Start over: the group's committed offsets are not used (`Source::ignore_commits`).
@@ -155,7 +190,8 @@ pub struct KafkaSource {
     marks: Option<Vec<Vec<(i64, bool)>>>,
     /// An error met while waiting, for the next poll to return.
     failed: Option<StreamError>,
-    on_error: Arc<ErrorHandler>,
+    /// Per topic: the policy for its bad records.
+    on_error: Vec<Arc<ErrorHandler>>,
     errors: AtomicU64,
 }
 
@@ -174,9 +210,53 @@ impl KafkaSource {
             start,
             false,
         )?;
-        let n = consumer.partitions;
-        let mut s = KafkaSource {
-            decoder: spec.decoder.clone(),
+        let mut s = KafkaSource::with(
+            spec,
+            consumer,
+            vec![spec.decoder.clone()],
+            follow,
+            vec![on_error],
+        );
+        if spec.group.is_none() {
+            for p in 0..s.consumer.partitions {
+                s.add(p, start.and_then(|s| s.get(p)).copied().filter(|&o| o >= 0))?;
+            }
+        }
+        Ok(s)
+    }
+
+    /// `specs` read together by their group (one consumer, partition p of each assigned to the
+    /// same member).
+    fn open_together(
+        specs: &[&KafkaTopicSource],
+        follow: bool,
+        on_error: Arc<ErrorHandler>,
+    ) -> Result<KafkaSource> {
+        let first = specs[0];
+        let group = first.group.as_deref().unwrap_or_default();
+        let topics: Vec<String> = specs.iter().map(|s| s.topic.clone()).collect();
+        let consumer = TopicConsumer::open_together(&first.config, &topics, group, first.start)?;
+        let decoders = specs.iter().map(|s| s.decoder.clone()).collect();
+        // Each topic's own policy, else the pipeline's.
+        let handlers = specs
+            .iter()
+            .map(|s| s.on_error.clone().unwrap_or_else(|| on_error.clone()))
+            .collect();
+        Ok(KafkaSource::with(
+            first, consumer, decoders, follow, handlers,
+        ))
+    }
+
+    fn with(
+        spec: &KafkaTopicSource,
+        consumer: TopicConsumer,
+        decoders: Vec<Decoder>,
+        follow: bool,
+        on_error: Vec<Arc<ErrorHandler>>,
+    ) -> KafkaSource {
+        let n = consumer.indexes();
+        KafkaSource {
+            decoders,
             follow,
             start: spec.start,
             ignore_commits: false,
@@ -193,13 +273,7 @@ impl KafkaSource {
             on_error,
             errors: AtomicU64::new(0),
             consumer,
-        };
-        if spec.group.is_none() {
-            for p in 0..n {
-                s.add(p, start.and_then(|s| s.get(p)).copied().filter(|&o| o >= 0))?;
-            }
         }
-        Ok(s)
     }
 
     /// Start reading partition `p` (from `at`, else its committed or first/last offset).
@@ -287,7 +361,7 @@ impl KafkaSource {
                 .next(if first { wait } else { Duration::ZERO })?;
             first = false;
             let Some(m) = m else { break };
-            let p = m.partition() as usize;
+            let p = self.consumer.index_of(&m);
             if !self.assigned.contains(&p) {
                 continue;
             }
@@ -323,11 +397,14 @@ impl KafkaSource {
                 continue;
             }
             let next = raw.next_offset();
-            let b = self
-                .decoder
-                .decode(p, &raw, &self.on_error, &self.errors, &|o| {
-                    headers.get(&(p, o)).cloned().unwrap_or_default()
-                })?;
+            let n = self.consumer.partitions;
+            let b = self.decoders[p / n].decode(
+                p % n,
+                &raw,
+                &self.on_error[p / n],
+                &self.errors,
+                &|o| headers.get(&(p, o)).cloned().unwrap_or_default(),
+            )?;
             self.ready
                 .push_back((Polled::Batch(p, b), next.map(|o| (p, o))));
         }
@@ -409,10 +486,10 @@ fn stream_err(e: KafkaError) -> StreamError {
 
 impl Source for KafkaSource {
     fn schema(&self) -> SchemaRef {
-        self.decoder.schema.clone()
+        self.decoders[0].schema.clone()
     }
     fn partitions(&self) -> usize {
-        self.consumer.partitions
+        self.consumer.indexes()
     }
     fn poll(&mut self) -> StreamResult<Polled> {
         if let Some(e) = self.failed.take() {
@@ -441,9 +518,9 @@ impl Source for KafkaSource {
                     .iter()
                     .filter(|&&p| !self.done[p])
                     .map(|&p| {
+                        let (topic, q) = self.consumer.at(p);
                         format!(
-                            "{}/{p} at offset {} of {}",
-                            self.consumer.topic,
+                            "{topic}/{q} at offset {} of {}",
                             self.positions[p],
                             self.ends[p].unwrap_or(-1)
                         )
@@ -479,7 +556,10 @@ impl Source for KafkaSource {
         }
     }
     fn describe(&self) -> String {
-        format!("Kafka topic '{}'", self.consumer.topic)
+        match self.consumer.topics.as_slice() {
+            [one] => format!("Kafka topic '{one}'"),
+            many => format!("Kafka topics {many:?}"),
+        }
     }
     fn positions(&self) -> Option<Vec<i64>> {
         Some(self.positions.clone())

@@ -32,11 +32,28 @@ impl Pipeline {
             SourceSpec::External(e) => e.group(),
             _ => None,
         }) {
-            if self.sources.len() != 1 {
-                return Err(StreamError::plan(
-                    "read",
-                    format!("group '{group}': a pipeline reading a topic with a consumer group reads only that topic (joins and unions of several sources are not supported there yet)"),
-                ));
+            // Several sources are read together, partition p of each in one task: all of them
+            // topics of this group.
+            for s in &self.sources {
+                let theirs = match s {
+                    SourceSpec::External(e) => e.group(),
+                    _ => None,
+                };
+                if theirs.as_deref() != Some(group.as_str()) {
+                    let what = match (s, theirs) {
+                        (SourceSpec::External(e), Some(other)) => {
+                            format!("{} is read by group '{other}'", e.describe())
+                        }
+                        (SourceSpec::External(e), None) => {
+                            format!("{} is read without a group", e.describe())
+                        }
+                        _ => "one of its sources is not a topic".to_string(),
+                    };
+                    return Err(StreamError::plan(
+                        "read",
+                        format!("group '{group}': a group run reads topics of its group only, and {what}; read every topic of a join or union with group='{group}'"),
+                    ));
+                }
             }
             // Internal topics are named after the run (its checkpoints' name), else its group.
             let name = control

@@ -111,6 +111,26 @@ pub trait ExternalSource: Send + Sync {
     fn group(&self) -> Option<String> {
         None
     }
+    /// This source as `Any`, for `open_together` to recognise sources of its own kind.
+    fn as_any(&self) -> &dyn std::any::Any;
+    /// One reader of this source and `others` (sources of the same group), read together so
+    /// that partition p of every one goes to the same group member (co-partitioned tasks). Its
+    /// partition index `t * partitions + p` is partition p of source t (this one is t = 0).
+    fn open_together(
+        &self,
+        others: &[Arc<dyn ExternalSource>],
+        follow: bool,
+        on_error: Arc<ErrorHandler>,
+    ) -> Result<Box<dyn Source>> {
+        let _ = (others, follow, on_error);
+        Err(StreamError::plan(
+            "read",
+            format!(
+                "{} cannot be read together with other sources by one group",
+                self.describe()
+            ),
+        ))
+    }
 }
 
 /// A description of a source, from which each run makes a fresh reader.

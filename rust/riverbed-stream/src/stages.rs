@@ -64,6 +64,106 @@ fn chain(root: &Node) -> Result<Vec<&Node>> {
     Ok(out)
 }
 
+/// How many source nodes the plan `node` has.
+fn sources(node: &Node) -> usize {
+    match node {
+        Node::Source { .. } => 1,
+        n => n.inputs().into_iter().map(sources).sum(),
+    }
+}
+
+/// What a plan node's output is known to be partitioned by, and the `key_by` columns in force.
+type Keys = (Option<Vec<String>>, Option<Vec<String>>);
+
+/// The partitioning of `node`'s output in a group run reading several topics together (their
+/// partition p in one task), and the `key_by` columns in force; an error where a keyed
+/// operator would need a repartition, which such a run cannot do yet. A join needs each side
+/// partitioned by its own key columns (co-partitioned topics, as Kafka Streams requires).
+fn together(node: &Node) -> Result<Keys> {
+    if let Node::Source { partitioned_by, .. } = node {
+        let by = partitioned_by
+            .clone()
+            .unwrap_or_else(|| vec!["key".to_string()]);
+        return Ok((Some(by), None));
+    }
+    let inputs = node
+        .inputs()
+        .into_iter()
+        .map(together)
+        .collect::<Result<Vec<_>>>()?;
+    let not_partitioned = |what: String| {
+        StreamError::plan(
+            node.op_name(),
+            format!("{what}; a group run that reads several topics cannot repartition yet: declare partitioned_by= on each read when the producers keyed its records by these columns (co-partitioned topics of one partition count), or repartition each topic by them into a topic of its own first"),
+        )
+    };
+    match node {
+        Node::Union { .. } => {
+            let same = |f: fn(&Keys) -> &Option<Vec<String>>| {
+                let first = f(&inputs[0]);
+                inputs
+                    .iter()
+                    .all(|i| f(i) == first)
+                    .then(|| first.clone())
+                    .flatten()
+            };
+            Ok((same(|i| &i.0), same(|i| &i.1)))
+        }
+        Node::Join {
+            left_by, right_by, ..
+        } => {
+            if left_by.is_empty() {
+                return Err(StreamError::plan(
+                    node.op_name(),
+                    "without a key (by=) it joins records of every partition, which the processes of a consumer group cannot do separately; give it a key",
+                ));
+            }
+            for (side, (part, _), by) in [
+                ("left", &inputs[0], left_by),
+                ("right", &inputs[1], right_by),
+            ] {
+                if part.as_ref() != Some(by) {
+                    return Err(not_partitioned(format!(
+                        "its {side} side is keyed by {by:?} but partitioned by {}",
+                        part.as_ref()
+                            .map_or("nothing known".to_string(), |p| format!("{p:?}"))
+                    )));
+                }
+            }
+            Ok((Some(left_by.clone()), None))
+        }
+        _ => {
+            let (part, declared) = inputs.into_iter().next().unwrap_or((None, None));
+            if let Node::KeyBy { columns, .. } = node {
+                return Ok((part, Some(columns.clone())));
+            }
+            if let Some(own) = keyed_by(node) {
+                let by = if own.is_empty() {
+                    declared.clone().unwrap_or_default()
+                } else {
+                    own.to_vec()
+                };
+                if by.is_empty() {
+                    return Err(StreamError::plan(
+                        node.op_name(),
+                        "without a key (by=) it aggregates over every partition, which the processes of a consumer group cannot do separately; give it a key",
+                    ));
+                }
+                if part.as_ref() != Some(&by) {
+                    return Err(not_partitioned(format!(
+                        "by={by:?} is not what its input is partitioned by ({})",
+                        part.as_ref()
+                            .map_or("nothing known".to_string(), |p| format!("{p:?}"))
+                    )));
+                }
+                return Ok((Some(by), declared));
+            }
+            let part = part.filter(|p| !touches(node, p));
+            Ok((part, declared))
+        }
+    }
+}
+
 /// Whether `node` may change or remove one of `cols` (so they no longer partition its output).
 fn touches(node: &Node, cols: &[String]) -> bool {
     let has = |c: &String| cols.contains(c);
@@ -114,6 +214,15 @@ fn stack(chain: &[&Node], start: usize, end: usize, bottom: Node) -> Node {
 /// Cut the plan `root` of a group run (named `name`, reading with consumer group `group`) into
 /// stages, source first. One stage when no keyed operator needs another partitioning.
 pub fn cut(root: &Node, group: &str, name: &str) -> Result<Vec<Stage>> {
+    if sources(root) > 1 {
+        together(root)?;
+        return Ok(vec![Stage {
+            plan: root.clone(),
+            reads: None,
+            group: group.to_string(),
+            writes: None,
+        }]);
+    }
     let chain = chain(root)?;
     let Node::Source { partitioned_by, .. } = chain[0] else {
         unreachable!("a chain starts at its source")
@@ -170,7 +279,7 @@ pub fn cut(root: &Node, group: &str, name: &str) -> Result<Vec<Stage>> {
     let mut read_group = group.to_string();
     for (k, (i, key, inherited)) in cuts.into_iter().enumerate() {
         let k = k + 1;
-        let internal = format!("{name}-repartition-{k}");
+        let internal = format!("{}-repartition-{k}", topic_safe(name));
         // The stage before the cut: what feeds the keyed node, minus the record columns.
         let feed = stack(&chain, prev_cut, i - 1, below);
         out.push(Stage {
@@ -200,6 +309,24 @@ pub fn cut(root: &Node, group: &str, name: &str) -> Result<Vec<Stage>> {
         writes: None,
     });
     Ok(out)
+}
+
+/// `name` as the start of a Kafka topic name: itself when every character is one Kafka allows
+/// ([a-zA-Z0-9._-]) and it is short enough, else those characters with the others replaced by
+/// '_', cut to length, and a hash of the whole name, so two names never share a topic.
+pub fn topic_safe(name: &str) -> String {
+    const MAX: usize = 200; // leaves room for "-repartition-<k>" within Kafka's 249
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.len() <= MAX && name.chars().all(allowed) {
+        return name.to_string();
+    }
+    let mut s: String = name
+        .chars()
+        .map(|c| if allowed(c) { c } else { '_' })
+        .take(MAX - 9)
+        .collect();
+    s.push_str(&format!("-{:08x}", crc32c::crc32c(name.as_bytes())));
+    s
 }
 
 /// The source node of stage `k`'s internal topic, partitioned by `key`: the pipeline's source
@@ -380,11 +507,70 @@ mod tests {
         assert!(e.to_string().contains("without a key"), "{e}");
         let e = cut(&window(source(None), &["a", "b"]), "g", "r").unwrap_err();
         assert!(e.to_string().contains("several columns"), "{e}");
-        let u = Node::Union {
-            inputs: vec![source(None), source(None)],
+    }
+
+    #[test]
+    fn topics_read_together_must_be_partitioned_by_the_key() {
+        let union = |a, b| Node::Union { inputs: vec![a, b] };
+        // Both partitioned by their record key: one stage, the plan as it is.
+        let plan = window(union(source(None), source(None)), &["key"]);
+        let st = cut(&plan, "g", "r").unwrap();
+        assert_eq!(st.len(), 1);
+        assert_eq!(st[0].plan, plan);
+        let e = cut(
+            &window(union(source(None), source(None)), &["sym"]),
+            "g",
+            "r",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("cannot repartition yet"), "{e}");
+        // One side partitioned otherwise: its records of a key are in other tasks.
+        let mixed = union(source(Some(vec!["sym"])), source(None));
+        let e = cut(&window(mixed, &["sym"]), "g", "r").unwrap_err();
+        assert!(e.to_string().contains("cannot repartition yet"), "{e}");
+        let join = |l, r, by: &[&str]| Node::Join {
+            left: Box::new(l),
+            right: Box::new(r),
+            kind: crate::join::JoinKind::Interval {
+                lower_ms: 0,
+                upper_ms: 0,
+                how: Default::default(),
+            },
+            left_by: by.iter().map(|s| s.to_string()).collect(),
+            right_by: by.iter().map(|s| s.to_string()).collect(),
+            left_on: None,
+            right_on: None,
+            suffix: "_right".into(),
+            right_columns: None,
         };
-        let e = cut(&window(u, &["key"]), "g", "r").unwrap_err();
-        assert!(e.to_string().contains("reads only that topic"), "{e}");
+        let ok = join(
+            source(Some(vec!["sym"])),
+            source(Some(vec!["sym"])),
+            &["sym"],
+        );
+        assert_eq!(
+            cut(&window(ok.clone(), &["sym"]), "g", "r").unwrap().len(),
+            1
+        );
+        let e = cut(
+            &join(source(None), source(Some(vec!["sym"])), &["sym"]),
+            "g",
+            "r",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("left side is keyed by"), "{e}");
+        let e = cut(&join(source(None), source(None), &[]), "g", "r").unwrap_err();
+        assert!(e.to_string().contains("without a key"), "{e}");
+        // A column the key is made from, changed after the join: no longer partitioned by it.
+        let changed = Node::WithColumns {
+            input: Box::new(ok),
+            columns: vec![(
+                "sym".into(),
+                crate::expr::Expr::Lit(crate::expr::Literal::Bool(true)),
+            )],
+        };
+        let e = cut(&window(changed, &["sym"]), "g", "r").unwrap_err();
+        assert!(e.to_string().contains("nothing known"), "{e}");
     }
 
     #[test]
@@ -402,5 +588,25 @@ mod tests {
             panic!()
         };
         assert_eq!(timestamp, None);
+    }
+
+    #[test]
+    fn internal_topic_names_are_valid_kafka_names() {
+        assert_eq!(topic_safe("group-g_1.x"), "group-g_1.x");
+        let a = topic_safe("group-my group");
+        let b = topic_safe("group-my:group");
+        assert!(a.starts_with("group-my_group-") && b.starts_with("group-my_group-"));
+        assert_ne!(
+            a, b,
+            "names that differ only in replaced characters share a topic"
+        );
+        let long = topic_safe(&"ü".repeat(300));
+        assert!(long.len() <= 200, "{}", long.len());
+        for n in [a, b, long] {
+            riverbed_log::topic::validate_topic_name(&format!("{n}-repartition-12")).unwrap();
+        }
+        let st = cut(&window(source(Some(vec!["sym"])), &["b"]), "g", "runs: 1/2").unwrap();
+        let topic = st[0].writes.as_ref().unwrap().0.clone();
+        riverbed_log::topic::validate_topic_name(&topic).unwrap();
     }
 }

@@ -10,6 +10,10 @@
 //! re-processing, never a gap: at-least-once). Offsets are committed with every checkpoint,
 //! after the results are written. Checkpoints live in `<dir>/p<partition>/`, a directory every
 //! process of the group must share (one machine, or a shared filesystem).
+//!
+//! A pipeline that joins or unions several topics of the group reads them together: task p
+//! reads partition p of every one (they are co-partitioned, see `stages::cut`), one leaf each,
+//! and its checkpoint holds a position per topic.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -24,7 +28,7 @@ use crate::keys::FastMap;
 use crate::operator::OpMetrics;
 use crate::pipeline::Pipeline;
 use crate::sink::Sink;
-use crate::source::{Polled, Source};
+use crate::source::{Polled, Source, SourceSpec};
 use crate::watermark::WatermarkTracker;
 
 /// How often output watermarks are passed on even when they did not move.
@@ -34,7 +38,8 @@ const MARK_INTERVAL: Duration = Duration::from_millis(200);
 struct Task {
     g: Graph,
     tracker: WatermarkTracker,
-    last_wm: Option<i64>,
+    /// Per source, the watermarks last passed to the graph.
+    last_wm: Option<Vec<i64>>,
     store: Option<CheckpointStore>,
     seq: u64,
     /// The text of the plan its checkpoints are of (an older form when it resumed from one).
@@ -43,18 +48,26 @@ struct Task {
     ended: bool,
 }
 
+/// How a task takes in one of the pipeline's sources.
+struct Input {
+    leaf: usize,
+    ts: Option<String>,
+    lateness: i64,
+    idle_timeout: Duration,
+}
+
 /// The group's view of one run: the pipeline, its source and its tasks.
 struct GroupRun<'a> {
     pipeline: &'a Pipeline,
     control: &'a RunControl,
     on_error: std::sync::Arc<ErrorHandler>,
+    /// Every source of the pipeline, read together: its partition index `t * parts + p` is
+    /// partition p of source t, which task p reads.
     src: Box<dyn Source>,
+    parts: usize,
     tasks: BTreeMap<usize, Task>,
     plan_text: String,
-    leaf: usize,
-    ts: Option<String>,
-    lateness: i64,
-    idle_timeout: Duration,
+    inputs: Vec<Input>,
     follow: bool,
     null_times: u64,
     /// Records operators dropped as late.
@@ -77,19 +90,41 @@ pub(crate) fn run_group(
         &pipeline.udfs,
         on_error.clone(),
     )?;
-    let Some(Some(u)) = probe.sources.first() else {
-        return Err(StreamError::plan(
-            "read",
-            "the plan does not read its source",
-        ));
-    };
+    let mut inputs = Vec::new();
+    for (i, u) in probe.sources.iter().enumerate() {
+        let Some(u) = u else {
+            return Err(StreamError::plan(
+                "read",
+                format!("the plan does not read its source #{i}"),
+            ));
+        };
+        inputs.push(Input {
+            leaf: u.leaf,
+            ts: u.ts.clone(),
+            lateness: u.lateness,
+            idle_timeout: Duration::from_millis(u.idle_timeout.max(0) as u64),
+        });
+    }
     let reset = control.checkpoint.as_ref().is_some_and(|c| c.reset);
     if let Some(cfg) = &control.checkpoint {
         if cfg.reset && cfg.dir.exists() {
             std::fs::remove_dir_all(&cfg.dir).map_err(|e| StreamError::io("clear", &cfg.dir, e))?;
         }
     }
-    let mut src = pipeline.sources[0].open(follow, &on_error, None)?;
+    let mut src = match pipeline.sources.as_slice() {
+        [SourceSpec::External(first), rest @ ..] if !rest.is_empty() => {
+            let others: Vec<_> = rest
+                .iter()
+                .filter_map(|s| match s {
+                    SourceSpec::External(e) => Some(e.clone()),
+                    _ => None,
+                })
+                .collect();
+            first.open_together(&others, follow, on_error.clone())?
+        }
+        _ => pipeline.sources[0].open(follow, &on_error, None)?,
+    };
+    let parts = src.partitions() / inputs.len().max(1);
     if reset {
         // Its offsets were committed with the checkpoints just forgotten.
         src.ignore_commits();
@@ -99,12 +134,10 @@ pub(crate) fn run_group(
         control,
         on_error,
         src,
+        parts,
         tasks: BTreeMap::new(),
         plan_text: pipeline.explain(),
-        leaf: u.leaf,
-        ts: u.ts.clone(),
-        lateness: u.lateness,
-        idle_timeout: Duration::from_millis(u.idle_timeout.max(0) as u64),
+        inputs,
         follow,
         null_times: 0,
         late: Vec::new(),
@@ -139,27 +172,40 @@ impl GroupRun<'_> {
                 return Ok(());
             }
             if let Some(rb) = self.src.rebalance() {
-                self.checkpoint(&rb.revoked, sink)?;
-                for p in &rb.revoked {
+                // Partition p of every source belongs to task p: they come and go together.
+                let parts = self.parts.max(1);
+                let tasks = |v: &[usize]| -> Vec<usize> {
+                    let mut t: Vec<usize> = v.iter().map(|i| i % parts).collect();
+                    t.sort_unstable();
+                    t.dedup();
+                    t
+                };
+                let revoked = tasks(&rb.revoked);
+                self.checkpoint(&revoked, sink)?;
+                for p in &revoked {
                     self.tasks.remove(p);
                 }
-                for p in rb.assigned {
-                    let t = self.new_task(p)?;
-                    self.tasks.insert(p, t);
+                for p in tasks(&rb.assigned) {
+                    if !self.tasks.contains_key(&p) {
+                        let t = self.new_task(p)?;
+                        self.tasks.insert(p, t);
+                    }
                 }
             }
             let mut progressed = false;
             match self.src.poll()? {
-                Polled::Batch(p, b) => {
+                Polled::Batch(i, b) => {
                     progressed = true;
+                    let (k, p) = (i / self.parts, i % self.parts);
+                    let input = &self.inputs[k];
                     let b = crate::keys::wide_batch(b)?;
-                    let b = match &self.ts {
+                    let b = match &input.ts {
                         Some(c) => {
                             let n = b.num_rows();
                             let b = without_null_times(
                                 b,
                                 c,
-                                &self.pipeline.sources[0],
+                                &self.pipeline.sources[k],
                                 &self.on_error,
                             )?;
                             self.null_times += (n - b.num_rows()) as u64;
@@ -170,26 +216,33 @@ impl GroupRun<'_> {
                     // A batch of a partition no longer ours (revoked meanwhile) is dropped: its
                     // new owner reads it again from the checkpoint.
                     if let Some(t) = self.tasks.get_mut(&p) {
-                        let b = stamp(&mut t.tracker, 0, 0, b, self.ts.as_deref())?;
-                        t.g.push(self.leaf, 0, b, sink)?;
+                        let b = stamp(&mut t.tracker, k, 0, b, input.ts.as_deref())?;
+                        t.g.push(input.leaf, 0, b, sink)?;
                     }
                 }
-                Polled::PartitionDone(p) => {
+                Polled::PartitionDone(i) => {
                     progressed = true;
-                    // Checkpoint before the end-of-input flush (as a bounded log run does), so
-                    // a later run continues the stream instead of after a provisional flush.
-                    if self.tasks.get(&p).is_some_and(|t| !t.ended) {
+                    let (k, p) = (i / self.parts, i % self.parts);
+                    // The task's last input in: checkpoint before the end-of-input flush (as a
+                    // bounded log run does), so a later run continues the stream instead of
+                    // after a provisional flush.
+                    let last = self.tasks.get(&p).is_some_and(|t| {
+                        !t.ended
+                            && (0..self.inputs.len()).all(|j| j == k || t.tracker.is_finished(j, 0))
+                    });
+                    if last {
                         self.checkpoint(&[p], sink)?;
                     }
                     if let Some(t) = self.tasks.get_mut(&p) {
-                        t.ended = true;
-                        t.tracker.finish_partition(0, 0);
+                        t.ended |= last;
+                        t.tracker.finish_partition(k, 0);
                     }
                 }
-                Polled::Watermark(p, wm, idle) => {
+                Polled::Watermark(i, wm, idle) => {
                     progressed = true;
+                    let (k, p) = (i / self.parts, i % self.parts);
                     if let Some(t) = self.tasks.get_mut(&p) {
-                        t.tracker.report(0, 0, wm, idle);
+                        t.tracker.report(k, 0, wm, idle);
                     }
                 }
                 Polled::Idle => {}
@@ -201,20 +254,27 @@ impl GroupRun<'_> {
             if resend {
                 last_marks = Instant::now();
             }
+            let parts = self.parts;
             for (&p, t) in self.tasks.iter_mut() {
                 let src = &self.src;
-                let wm = t.tracker.watermarks(self.follow, |_, _| src.caught_up(p))[0];
-                let moved = t.last_wm != Some(wm);
+                let caught_up = |k: usize, _| src.caught_up(k * parts + p);
+                let wms = t.tracker.watermarks(self.follow, caught_up);
+                let moved = t.last_wm.as_ref() != Some(&wms);
                 if moved {
-                    let leaf_wm: FastMap<usize, i64> = [(self.leaf, wm)].into_iter().collect();
+                    let leaf_wm: FastMap<usize, i64> = self
+                        .inputs
+                        .iter()
+                        .map(|i| i.leaf)
+                        .zip(wms.iter().copied())
+                        .collect();
                     t.g.advance(&leaf_wm, sink)?;
-                    t.last_wm = Some(wm);
+                    t.last_wm = Some(wms);
                 }
                 if moved || resend {
                     sink.watermark(
                         p,
                         t.g.output_watermark(),
-                        t.tracker.idle(self.follow, |_, _| src.caught_up(p)),
+                        t.tracker.idle(self.follow, caught_up),
                     )?;
                 }
                 self.late.extend(t.g.take_late());
@@ -244,9 +304,11 @@ impl GroupRun<'_> {
             self.on_error.clone(),
         )?;
         let mut tracker = WatermarkTracker::new();
-        tracker.add_source(1, self.lateness, self.idle_timeout);
-        if self.src.carries_watermarks() {
-            tracker.carries_watermarks(0);
+        for (k, i) in self.inputs.iter().enumerate() {
+            tracker.add_source(1, i.lateness, i.idle_timeout);
+            if self.src.carries_watermarks() {
+                tracker.carries_watermarks(k);
+            }
         }
         let mut plan_text = self.plan_text.clone();
         let task = |g, tracker, store, seq, plan_text| Task {
@@ -278,12 +340,12 @@ impl GroupRun<'_> {
             }
             drop(said);
             g.restore(&c.operators, &fit)?;
-            if let Some(s) = c.sources.first() {
+            for (k, s) in c.sources.iter().enumerate().take(self.inputs.len()) {
                 if let Some(t) = s.max_ts.first() {
-                    tracker.observe(0, 0, *t);
+                    tracker.observe(k, 0, *t);
                 }
                 if let Some(&pos) = s.positions.first().filter(|&&o| o >= 0) {
-                    self.src.seek(p, pos)?;
+                    self.src.seek(k * self.parts + p, pos)?;
                 }
             }
             return Ok(task(g, tracker, Some(store), c.seq, plan_text));
@@ -307,7 +369,9 @@ impl GroupRun<'_> {
             let Some(t) = self.tasks.get_mut(p).filter(|t| !t.ended) else {
                 continue;
             };
-            let pos = positions.get(*p).copied().unwrap_or(-1);
+            let pos: Vec<i64> = (0..self.inputs.len())
+                .map(|k| positions.get(k * self.parts + p).copied().unwrap_or(-1))
+                .collect();
             if let Some(store) = &t.store {
                 t.seq += 1;
                 let t1 = Instant::now();
@@ -315,10 +379,14 @@ impl GroupRun<'_> {
                     version: crate::checkpoint::VERSION,
                     seq: t.seq,
                     plan: t.plan_text.clone(),
-                    sources: vec![SourceState {
-                        positions: vec![pos],
-                        max_ts: t.tracker.max_ts(0),
-                    }],
+                    sources: pos
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &o)| SourceState {
+                            positions: vec![o],
+                            max_ts: t.tracker.max_ts(k),
+                        })
+                        .collect(),
                     sinks: Vec::new(),
                     operators: t.g.snapshot()?,
                 })?;
@@ -327,8 +395,10 @@ impl GroupRun<'_> {
                     .lock()
                     .wrote(t1.elapsed(), size);
             }
-            if pos >= 0 {
-                commits.push((*p, pos));
+            for (k, &o) in pos.iter().enumerate() {
+                if o >= 0 {
+                    commits.push((k * self.parts + p, o));
+                }
             }
         }
         // Written on this thread: processing waits for all of it.

@@ -255,6 +255,14 @@ impl WatermarkTracker {
         }
     }
 
+    /// Whether partition `partition` of `source` is all in.
+    pub fn is_finished(&self, source: usize, partition: usize) -> bool {
+        self.parts
+            .get(source)
+            .and_then(|s| s.get(partition))
+            .is_some_and(|p| p.done)
+    }
+
     pub fn finish_source(&mut self, source: usize) {
         if let Some(s) = self.parts.get_mut(source) {
             for p in s {
