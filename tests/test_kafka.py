@@ -443,6 +443,20 @@ def test_bad_configuration_is_a_value_error():
 
 # -- scale-out ---------------------------------------------------------------------------------
 
+# A member process's main loop: run the pipeline `p` until SIGTERM, its metrics in `report`.
+MEMBER_LOOP = textwrap.dedent(
+    """
+    p.start(checkpoint_interval="200ms")
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *a: stopping.append(1))
+    while not stopping:
+        time.sleep(0.1)
+        with open(report, "w") as f:
+            json.dump(p.metrics(), f)
+    p.stop()
+    """
+)
+
 MEMBER = textwrap.dedent(
     """
     import json, signal, sys, time
@@ -463,16 +477,8 @@ MEMBER = textwrap.dedent(
         .agg(n=rb.count(), s=rb.sum("px"))
         .write(k.topic(tout))
     )
-    p.start(checkpoint_interval="200ms")
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda *a: stopping.append(1))
-    while not stopping:
-        time.sleep(0.1)
-        with open(report, "w") as f:
-            json.dump(p.metrics(), f)
-    p.stop()
     """
-)
+) + MEMBER_LOOP
 
 
 def assert_same_windows(got: dict, want: dict) -> None:
@@ -635,16 +641,8 @@ JOIN_MEMBER = textwrap.dedent(
         .agg(n=rb.count(), s=rb.sum("edge"))
         .write(k.topic(tout))
     )
-    p.start(checkpoint_interval="200ms")
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda *a: stopping.append(1))
-    while not stopping:
-        time.sleep(0.1)
-        with open(report, "w") as f:
-            json.dump(p.metrics(), f)
-    p.stop()
     """
-)
+) + MEMBER_LOOP
 
 
 def test_a_join_and_a_union_as_a_two_process_group_run_equal_one_process(kafka, cluster, tmp_path):

@@ -44,6 +44,23 @@ fn keyed_by(node: &Node) -> Option<&[String]> {
     }
 }
 
+/// The key of keyed operator `node` (its own `by`, else the `key_by` columns in force); an
+/// error without one: the processes of a group cannot aggregate over every partition.
+fn key_of(node: &Node, own: &[String], declared: Option<&[String]>) -> Result<Vec<String>> {
+    let by = if own.is_empty() {
+        declared.unwrap_or_default().to_vec()
+    } else {
+        own.to_vec()
+    };
+    if by.is_empty() {
+        return Err(StreamError::plan(
+            node.op_name(),
+            "without a key (by=) it aggregates over every partition, which the processes of a consumer group cannot do separately; give it a key",
+        ));
+    }
+    Ok(by)
+}
+
 /// The nodes from the source up to `root` (a group pipeline reads one source).
 fn chain(root: &Node) -> Result<Vec<&Node>> {
     let mut out = vec![root];
@@ -138,17 +155,7 @@ fn together(node: &Node) -> Result<Keys> {
                 return Ok((part, Some(columns.clone())));
             }
             if let Some(own) = keyed_by(node) {
-                let by = if own.is_empty() {
-                    declared.clone().unwrap_or_default()
-                } else {
-                    own.to_vec()
-                };
-                if by.is_empty() {
-                    return Err(StreamError::plan(
-                        node.op_name(),
-                        "without a key (by=) it aggregates over every partition, which the processes of a consumer group cannot do separately; give it a key",
-                    ));
-                }
+                let by = key_of(node, own, declared.as_deref())?;
                 if part.as_ref() != Some(&by) {
                     return Err(not_partitioned(format!(
                         "by={by:?} is not what its input is partitioned by ({})",
@@ -243,17 +250,7 @@ pub fn cut(root: &Node, group: &str, name: &str) -> Result<Vec<Stage>> {
             continue;
         }
         if let Some(own) = keyed_by(n) {
-            let by: Vec<String> = if own.is_empty() {
-                declared.unwrap_or_default().to_vec()
-            } else {
-                own.to_vec()
-            };
-            if by.is_empty() {
-                return Err(StreamError::plan(
-                    n.op_name(),
-                    "without a key (by=) it aggregates over every partition, which the processes of a consumer group cannot do separately; give it a key",
-                ));
-            }
+            let by = key_of(n, own, declared)?;
             if current.as_ref() != Some(&by) {
                 let [one] = by.as_slice() else {
                     return Err(StreamError::plan(
