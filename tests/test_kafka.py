@@ -446,13 +446,17 @@ def test_bad_configuration_is_a_value_error():
 # A member process's main loop: run the pipeline `p` until SIGTERM, its metrics in `report`.
 MEMBER_LOOP = textwrap.dedent(
     """
+    import os
     p.start(checkpoint_interval="200ms")
     stopping = []
     signal.signal(signal.SIGTERM, lambda *a: stopping.append(1))
     while not stopping:
         time.sleep(0.1)
-        with open(report, "w") as f:
-            json.dump(p.metrics(), f)
+        # written whole, then renamed: the test never reads a half-written report
+        metrics = p.metrics()
+        with open(report + ".tmp", "w") as f:
+            json.dump(metrics, f)
+        os.replace(report + ".tmp", report)
     p.stop()
     """
 )
