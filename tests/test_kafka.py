@@ -362,6 +362,9 @@ def test_group_runs_commit_with_checkpoints_and_continue(kafka):
     for k, (n, s) in latest.items():
         assert ref[k][0] == n and ref[k][1] == pytest.approx(s)
     assert len(rows) < 1.2 * len(ref)  # only the windows open at the end of run 1 are repeated
+    # a third run with nothing new writes nothing (both stages of this staged run resume)
+    assert run().metrics[0]["records_out"] == 0
+    assert len(_read_windows(tout)) == len(rows)
 
 
 def test_bad_records_go_to_a_kafka_dead_letter_topic(kafka):
@@ -730,6 +733,34 @@ def test_a_join_and_a_union_as_a_two_process_group_run_equal_one_process(kafka, 
                 m.kill()
 
 
+@pytest.mark.parametrize("how", ["named", "group"])
+def test_bounded_reruns_of_a_union_add_up_when_one_topic_got_new_input(kafka, how):
+    """Run again (by name, or as the same group) after only topic a got new records: b, with
+    nothing new, must still hold back the windows its next records fall in. It did not (a
+    finished topic stopped holding the other back), so b's next records were dropped as late."""
+    a, b = (kafka.create_topic(fresh(x), partitions=4) for x in ("ua", "ub"))
+    data_a = trades(500, symbols=7, step_ms=5)  # to T0 + 2.5 s
+    data_b = trades(500, symbols=7, step_ms=5).set_column(2, "ts", pa.array([T0 + 2 + i * 5 for i in range(500)]))
+    name, group = fresh("union"), fresh("ug")
+
+    def run() -> rb.RunResult:
+        kw = {"group": group, "partitioned_by": "sym"} if how == "group" else {}
+        left, right = (rb.Pipeline.read(t, timestamp="ts", **kw) for t in (a, b))
+        p = left.union(right).window(rb.tumbling("1s"), by="sym").agg(n=rb.count(), s=rb.sum("px"))
+        return p.run(progress=False, **({"name": name} if how == "named" else {}))
+
+    latest: dict = {}
+    steps = [((a, data_a.slice(0, 400)), (b, data_b.slice(0, 300))), ((a, data_a.slice(400)),), ((b, data_b.slice(300)),)]
+    for step in steps:  # b's second part (1.5 s to 2.5 s) comes after a's (2 s to 2.5 s) was run
+        for t, part in step:
+            t.produce_batch(part, key="sym", timestamp="ts")
+        res = run()
+        assert res.late.num_rows == 0, f"{res.late.num_rows} records dropped as late"
+        latest.update({(r["sym"], int(r["window_start"])): (r["n"], r["s"]) for r in res.output.to_pylist()})
+    assert_same_windows(latest, reference_windows(pa.concat_tables([data_a, data_b]), 1000))
+    assert run().output.num_rows == 0  # nothing new: the last run's end flush is not repeated
+
+
 def test_a_key_other_than_the_partitioning_repartitions_through_an_internal_topic(kafka):
     tin = kafka.create_topic(fresh("pay"), partitions=4)
     tout = kafka.create_topic(fresh("by-merchant"), partitions=2)
@@ -888,7 +919,8 @@ def test_reset_starts_a_group_run_over_and_a_changed_repartition_is_refused(kafk
         )
 
     assert run(True).metrics[0]["records_out"] == len(data)
-    assert run(True).metrics[0]["records_out"] == 0  # resumed: nothing new
+    again = run(True)  # resumed: nothing new, and nothing emitted again
+    assert again.metrics[0]["records_out"] == 0 and again.output.num_rows == 0
     # reset forgets the checkpoints and the offsets committed with them: all of it again
     again = run(True, reset=True)
     assert again.metrics[0]["records_out"] == len(data)
@@ -934,9 +966,24 @@ def test_group_runs_refuse_what_processes_cannot_split(kafka):
         ).window(rb.tumbling("1s"), by="sym").agg(n=rb.count()).run(progress=False)
     three = kafka.create_topic(fresh("refuse-c"), partitions=3)
     three.produce_batch(trades(10), key="sym", timestamp="ts")
-    with pytest.raises(ValueError, match="one partition count"):
+    with pytest.raises(rb.exceptions.PlanError, match="one partition count"):
         rb.Pipeline.read(tin, timestamp="ts", group=g).union(
             rb.Pipeline.read(three, timestamp="ts", group=g)
+        ).run(progress=False)
+    with pytest.raises(rb.exceptions.PlanError, match="twice"):
+        rb.Pipeline.read(tin, timestamp="ts", group=g).union(rb.Pipeline.read(tin, timestamp="ts", group=g)).run(
+            progress=False
+        )
+    rr = rb.Kafka(kafka.bootstrap_servers, timeout=10, state_dir=kafka.state_dir, partition_assignment_strategy="roundrobin")
+    with pytest.raises(rb.exceptions.PlanError, match="range assignor"):
+        rb.Pipeline.read(rr.topic(tin.name), timestamp="ts", group=g).union(
+            rb.Pipeline.read(rr.topic(other.name), timestamp="ts", group=g)
+        ).run(progress=False)
+    with pytest.raises(rb.exceptions.PlanError, match=r"partitioned_by: unknown column 'sm'"):
+        rb.Pipeline.read(tin, timestamp="ts", group=g, partitioned_by="sm")
+    with pytest.raises(rb.exceptions.PlanError, match=r"without a key \(on=\)"):
+        rb.Pipeline.read(tin, timestamp="ts", group=g).join_interval(
+            rb.Pipeline.read(other, timestamp="ts", group=g), lower="-1s", upper="1s"
         ).run(progress=False)
 
 

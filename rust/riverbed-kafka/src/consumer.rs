@@ -191,7 +191,7 @@ impl TopicConsumer {
             .find(|(k, _)| k == "partition.assignment.strategy")
             .filter(|(_, v)| v.trim() != "range")
         {
-            return Err(KafkaError::Config(format!(
+            return Err(KafkaError::Together(format!(
                 "partition.assignment.strategy={v}: topics read together by group '{group}' need the range assignor, which assigns partition p of every topic to the same member"
             )));
         }
@@ -200,7 +200,7 @@ impl TopicConsumer {
             .enumerate()
             .find(|(i, t)| topics[..*i].contains(t))
         {
-            return Err(KafkaError::Config(format!(
+            return Err(KafkaError::Together(format!(
                 "group '{group}' would read topic '{t}' twice in one run: a join or union of a topic with itself is not supported in a group run (run it without group=)"
             )));
         }
@@ -220,7 +220,7 @@ impl TopicConsumer {
         }
         let n = counts[0];
         if let Some(i) = counts.iter().position(|&c| c != n) {
-            return Err(KafkaError::Config(format!(
+            return Err(KafkaError::Together(format!(
                 "group '{group}' reads topics '{}' ({n} partitions) and '{}' ({} partitions) together, which needs one partition count: partition p of each holds the same keys (co-partitioned); repartition one of them into a topic of {n} partitions first",
                 topics[0], topics[i], counts[i]
             )));

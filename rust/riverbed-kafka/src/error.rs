@@ -28,6 +28,9 @@ pub enum KafkaError {
     /// Records that could not be delivered.
     #[error("cannot write to Kafka topic '{topic}': {message}")]
     Produce { topic: String, message: String },
+    /// Topics a group cannot read together (see `TopicConsumer::open_together`): a plan error.
+    #[error("{0}")]
+    Together(String),
     #[error("{0}")]
     Other(String),
 }
@@ -41,7 +44,7 @@ impl KafkaError {
             KafkaError::UnknownTopic { .. } => K::UnknownTopic,
             KafkaError::Authentication { .. } => K::Authentication,
             KafkaError::Timeout { .. } => K::Timeout,
-            KafkaError::Config(_) => K::Config,
+            KafkaError::Config(_) | KafkaError::Together(_) => K::Config,
             KafkaError::Produce { .. } | KafkaError::Other(_) => K::Other,
         }
     }
@@ -49,6 +52,9 @@ impl KafkaError {
 
 impl From<KafkaError> for riverbed_stream::StreamError {
     fn from(e: KafkaError) -> Self {
+        if let KafkaError::Together(message) = e {
+            return riverbed_stream::StreamError::plan("read", message);
+        }
         riverbed_stream::StreamError::Connector {
             system: "Kafka",
             kind: e.kind(),

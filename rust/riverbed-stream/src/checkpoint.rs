@@ -345,16 +345,37 @@ impl CheckpointStore {
         }
         fs::rename(&tmp, &path).map_err(|e| io("rename", &tmp, e))?;
         sync_dir(&self.dir)?;
-        for (_, old) in self.files()?.into_iter().skip(KEEP) {
+        for (seq, old) in self.files()?.into_iter().skip(KEEP) {
             let _ = fs::remove_file(old);
+            let _ = fs::remove_file(self.flushed_marker(seq));
         }
         Ok(size)
     }
 
+    fn flushed_marker(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!("{seq:020}.flushed"))
+    }
+
+    /// Record that the end-of-input flush following checkpoint `seq` (a bounded run's last)
+    /// reached the sink: a run resuming from `seq` that reads nothing new has nothing to emit.
+    pub fn mark_flushed(&self, seq: u64) -> Result<()> {
+        let path = self.flushed_marker(seq);
+        fs::File::create(&path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io("create", &path, e))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Whether checkpoint `seq`'s end-of-input flush reached the sink (`mark_flushed`).
+    pub fn is_flushed(&self, seq: u64) -> bool {
+        self.flushed_marker(seq).exists()
+    }
+
     /// Forget every checkpoint (a reset).
     pub fn clear(&self) -> Result<()> {
-        for (_, p) in self.files()? {
+        for (seq, p) in self.files()? {
             fs::remove_file(&p).map_err(|e| io("remove", &p, e))?;
+            let _ = fs::remove_file(self.flushed_marker(seq));
         }
         sync_dir(&self.dir)
     }
@@ -538,6 +559,31 @@ mod tests {
         let (got, notes) = store.latest().unwrap();
         assert_eq!(got, Some(sample(4, 100_004)));
         assert!(notes[0].contains("checksum mismatch"), "{notes:?}");
+    }
+
+    #[test]
+    fn a_flushed_mark_belongs_to_its_checkpoint_and_goes_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        store.write(&sample(1, 10)).unwrap();
+        assert!(!store.is_flushed(1));
+        store.mark_flushed(1).unwrap();
+        assert!(store.is_flushed(1));
+        // a newer checkpoint is not flushed until marked; the old mark goes when its file does
+        for seq in 2..=(KEEP as u64 + 1) {
+            store.write(&sample(seq, 10)).unwrap();
+            assert!(!store.is_flushed(seq));
+        }
+        assert!(!store.is_flushed(1));
+        assert!(!dir.path().join(format!("{:020}.flushed", 1)).exists());
+        store.mark_flushed(KEEP as u64 + 1).unwrap();
+        store.clear().unwrap();
+        let left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".flushed") || n.ends_with(".ckpt"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     /// Members of a consumer group share a partition's checkpoint directory: the old owner of a

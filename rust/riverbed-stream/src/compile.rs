@@ -494,7 +494,7 @@ impl Builder<'_> {
                 lateness_ms,
                 idle_timeout_ms,
                 name,
-                ..
+                partitioned_by,
             } => {
                 let spec = self.specs.get(*source).ok_or_else(|| {
                     StreamError::plan(
@@ -506,14 +506,30 @@ impl Builder<'_> {
                 positive("read", "idle_timeout", *idle_timeout_ms)?;
                 // As the run loop hands the batches on (`keys::wide_batch`).
                 let schema = crate::keys::wide_schema(&spec.schema());
+                let cols =
+                    || -> Vec<&str> { schema.fields().iter().map(|f| f.name().as_str()).collect() };
+                if let Some(c) = partitioned_by
+                    .iter()
+                    .flatten()
+                    .find(|c| schema.field_with_name(c).is_err())
+                {
+                    return Err(StreamError::plan(
+                        "read",
+                        format!(
+                            "partitioned_by: unknown column '{c}'; the source has {:?}",
+                            cols()
+                        ),
+                    ));
+                }
                 let ts = match timestamp {
                     Some(t) => {
                         let f = schema.field_with_name(t).map_err(|_| {
-                            let cols: Vec<&str> =
-                                schema.fields().iter().map(|f| f.name().as_str()).collect();
                             StreamError::plan(
                                 "read",
-                                format!("timestamp: unknown column '{t}'; the source has {cols:?}"),
+                                format!(
+                                    "timestamp: unknown column '{t}'; the source has {:?}",
+                                    cols()
+                                ),
                             )
                         })?;
                         let ok = matches!(f.data_type(), arrow_schema::DataType::Timestamp(_, _))

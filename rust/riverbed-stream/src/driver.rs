@@ -206,6 +206,15 @@ impl Pipeline {
         } else {
             Box::new(Local(g))
         };
+        // Resumed after a bounded run whose end-of-input flush reached the sink: until a record
+        // arrives, the state is what that flush emitted, so it is not flushed (+inf) again and
+        // no checkpoint is taken (`quiet`). A log topic sink was rolled back to before that flush
+        // instead, so it gets the flush again.
+        let flushed = match (&store, &resume) {
+            (Some(s), Some((c, _))) => s.is_flushed(c.seq) && sink.topic_names().is_empty(),
+            _ => false,
+        };
+        let mut read_any = false;
         let store = store.map(Arc::new);
         let stats = control.checkpoint_stats.clone();
         let mut writer = store
@@ -282,6 +291,7 @@ impl Pipeline {
                 }
                 match src.poll()? {
                     Polled::Batch(p, b) => {
+                        read_any = true;
                         let b = crate::keys::wide_batch(b)?;
                         let b = match &uses[k].ts {
                             Some(c) => {
@@ -315,14 +325,17 @@ impl Pipeline {
             // A bounded input is all in: checkpoint before the end-of-input flush, so running the
             // pipeline again by name with more input rolls the flushed output back and goes on
             // as if the stream had continued (the flush is provisional).
+            let quiet = flushed && !read_any;
             if !ended && !follow && tracker.all_done() {
-                checkpoint(&*engine, sink, &srcs, &tracker, true)?;
+                if !quiet {
+                    checkpoint(&*engine, sink, &srcs, &tracker, true)?;
+                }
                 ended = true;
             }
             let wms = tracker.watermarks(follow, |k, p| {
                 srcs.get(k).is_none_or(|(_, s)| s.caught_up(p))
             });
-            if wms != last_wm {
+            if wms != last_wm && !(quiet && wms.contains(&i64::MAX)) {
                 let leaf_wm: FastMap<usize, i64> = uses
                     .iter()
                     .map(|u| u.leaf)
@@ -334,6 +347,7 @@ impl Pipeline {
             late.extend(engine.take_late(sink)?);
             *control.metrics.lock() = metrics_with_sources(&*engine, &srcs, &uses, &null_times);
             if !ended
+                && !quiet
                 && interval.is_some_and(|i| last_checkpoint.elapsed() >= i)
                 && checkpoint(&*engine, sink, &srcs, &tracker, false)?
             {
@@ -361,10 +375,14 @@ impl Pipeline {
         late.extend(engine.finish(sink)?);
         // On stop() (not after an error: the last good one stands; the end of a bounded input
         // was checkpointed before its flush).
-        if !ended {
+        let quiet = flushed && !read_any;
+        if !ended && !quiet {
             checkpoint(&*engine, sink, &srcs, &tracker, true)?;
         }
         sink.close()?;
+        if let Some(store) = store.as_ref().filter(|_| ended && !quiet) {
+            store.mark_flushed(seq)?;
+        }
         let metrics = metrics_with_sources(&*engine, &srcs, &uses, &null_times);
         *control.metrics.lock() = metrics.clone();
         let notes = std::mem::take(&mut *control.notes.lock());

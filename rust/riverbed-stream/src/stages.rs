@@ -130,9 +130,15 @@ fn together(node: &Node) -> Result<Keys> {
             left_by, right_by, ..
         } => {
             if left_by.is_empty() {
+                // join_asof's key is by= (on= is its time column); the other joins' is on=
+                let arg = if node.op_name() == "join_asof" {
+                    "by="
+                } else {
+                    "on="
+                };
                 return Err(StreamError::plan(
                     node.op_name(),
-                    "without a key (by=) it joins records of every partition, which the processes of a consumer group cannot do separately; give it a key",
+                    format!("without a key ({arg}) it joins records of every partition, which the processes of a consumer group cannot do separately; give it a key"),
                 ));
             }
             for (side, (part, _), by) in [

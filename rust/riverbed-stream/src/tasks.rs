@@ -46,6 +46,10 @@ struct Task {
     plan_text: String,
     /// Its input is all in (bounded runs) and it was checkpointed before the final flush.
     ended: bool,
+    /// Resumed from a checkpoint whose end-of-input flush reached the sink, and nothing was
+    /// read since: its state is what that flush emitted, so it is not flushed again and takes
+    /// no checkpoint until a record arrives.
+    quiet: bool,
 }
 
 /// How a task takes in one of the pipeline's sources.
@@ -150,6 +154,11 @@ pub(crate) fn run_group(
     }
     result?;
     sink.close()?;
+    for t in run.tasks.values().filter(|t| t.ended && !t.quiet) {
+        if let Some(store) = &t.store {
+            store.mark_flushed(t.seq)?;
+        }
+    }
     let metrics = run.metrics();
     *control.metrics.lock() = metrics.clone();
     let notes = std::mem::take(&mut *control.notes.lock());
@@ -216,6 +225,11 @@ impl GroupRun<'_> {
                     // A batch of a partition no longer ours (revoked meanwhile) is dropped: its
                     // new owner reads it again from the checkpoint.
                     if let Some(t) = self.tasks.get_mut(&p) {
+                        if t.quiet {
+                            // the watermarks it skipped are passed to the graph now
+                            t.quiet = false;
+                            t.last_wm = None;
+                        }
                         let b = stamp(&mut t.tracker, k, 0, b, input.ts.as_deref())?;
                         t.g.push(input.leaf, 0, b, sink)?;
                     }
@@ -230,7 +244,7 @@ impl GroupRun<'_> {
                         !t.ended
                             && (0..self.inputs.len()).all(|j| j == k || t.tracker.is_finished(j, 0))
                     });
-                    if last {
+                    if last && self.tasks.get(&p).is_some_and(|t| !t.quiet) {
                         self.checkpoint(&[p], sink)?;
                     }
                     if let Some(t) = self.tasks.get_mut(&p) {
@@ -259,8 +273,18 @@ impl GroupRun<'_> {
                 let src = &self.src;
                 let caught_up = |k: usize, _| src.caught_up(k * parts + p);
                 let wms = t.tracker.watermarks(self.follow, caught_up);
+                // A quiet task is not flushed (+inf): that flush's output is out there already;
+                // its readers (a repartition sink's) still hear that it is at the end.
                 let moved = t.last_wm.as_ref() != Some(&wms);
-                if moved {
+                let skip = t.quiet && wms.contains(&i64::MAX);
+                let out_wm = if skip && wms.iter().all(|&w| w == i64::MAX) {
+                    i64::MAX
+                } else {
+                    t.g.output_watermark()
+                };
+                if moved && skip {
+                    t.last_wm = Some(wms);
+                } else if moved {
                     let leaf_wm: FastMap<usize, i64> = self
                         .inputs
                         .iter()
@@ -271,11 +295,7 @@ impl GroupRun<'_> {
                     t.last_wm = Some(wms);
                 }
                 if moved || resend {
-                    sink.watermark(
-                        p,
-                        t.g.output_watermark(),
-                        t.tracker.idle(self.follow, caught_up),
-                    )?;
+                    sink.watermark(p, out_wm, t.tracker.idle(self.follow, caught_up))?;
                 }
                 self.late.extend(t.g.take_late());
             }
@@ -315,6 +335,7 @@ impl GroupRun<'_> {
             g,
             tracker,
             last_wm: None,
+            quiet: matches!(&store, Some(s) if seq > 0 && CheckpointStore::is_flushed(s, seq)),
             store,
             seq,
             plan_text,
@@ -366,7 +387,7 @@ impl GroupRun<'_> {
         for p in partitions {
             // A task whose input ended keeps the checkpoint taken before its end-of-input flush
             // (a later run continues from there; after the flush its watermark is +inf).
-            let Some(t) = self.tasks.get_mut(p).filter(|t| !t.ended) else {
+            let Some(t) = self.tasks.get_mut(p).filter(|t| !t.ended && !t.quiet) else {
                 continue;
             };
             let pos: Vec<i64> = (0..self.inputs.len())

@@ -309,7 +309,8 @@ impl WatermarkTracker {
 
     /// Each source's watermark now: the minimum over its active partitions. A source whose
     /// partitions are all idle follows the active ones; when every input is idle, every
-    /// watermark advances with the wall clock (`quiet_watermark`); a finished source is at +inf.
+    /// watermark advances with the wall clock (`quiet_watermark`); once every source is
+    /// finished, they are all at +inf (or the end set by `set_end`).
     /// `follow` enables idleness; `caught_up(source, partition)` says whether a partition's
     /// reader is at its end. Never moves backwards.
     pub fn watermarks(
@@ -349,9 +350,13 @@ impl WatermarkTracker {
             .min()
             .unwrap_or(i64::MIN);
         let quiet = (!any_active).then(|| self.quiet_watermark(now));
+        // The same for a finished source: it holds the others back at its data until every
+        // source is done (a union or join of a topic that got new records and one that did
+        // not closes nothing the second's next records, read by a rerun, still need).
+        let all_done = self.all_done();
         let mut next = Vec::with_capacity(self.parts.len());
         for (s, parts) in self.parts.iter().enumerate() {
-            let wm = if parts.iter().all(|p| p.done) {
+            let wm = if all_done {
                 match self.end {
                     None => i64::MAX,
                     Some(e) => parts
@@ -451,6 +456,22 @@ mod tests {
         t.add_source(1, 10, Duration::from_secs(60));
         t.carries_watermarks(1);
         assert_eq!(t.stream_times(1, 0, &[100, 50]), None);
+    }
+
+    #[test]
+    fn a_finished_source_holds_the_others_until_every_source_is_done() {
+        // Source 1 (nothing new since the last run) ended at 1_500; source 0 reads on to 2_500.
+        let mut t = WatermarkTracker::new();
+        t.add_source(1, 0, Duration::from_secs(60));
+        t.add_source(1, 0, Duration::from_secs(60));
+        t.observe(1, 0, Some(1_500));
+        t.finish_source(1);
+        t.observe(0, 0, Some(2_500));
+        // Source 1 holds at its data, not +inf (a rerun's next records of it may fall after
+        // 1_500): an operator joining the two stays at 1_500.
+        assert_eq!(t.watermarks(false, AT_END), vec![2_500, 1_500]);
+        t.finish_source(0);
+        assert_eq!(t.watermarks(false, AT_END), vec![i64::MAX, i64::MAX]);
     }
 
     #[test]
