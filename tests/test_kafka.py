@@ -521,6 +521,18 @@ def _members_read(report: Path) -> int:
     return int(metrics[0]["records_out"]) if metrics else 0
 
 
+def _stop_members(members: list[subprocess.Popen]) -> None:
+    """SIGTERM every member still running (each stops its run), then wait; kill what hangs."""
+    for m in members:
+        if m.poll() is None:
+            m.send_signal(signal.SIGTERM)
+    for m in members:
+        try:
+            m.wait(30)
+        except subprocess.TimeoutExpired:
+            m.kill()
+
+
 def _wait_for_split(reports: list[Path], partitions: int, limit: float) -> None:
     """Wait until the members hold disjoint, non-empty shares of every stage's partitions (the
     ``partitions`` the source operator of each stage reports)."""
@@ -613,14 +625,7 @@ def test_two_processes_split_a_group_and_survive_a_kill(kafka, cluster, tmp_path
             assert all(c[0] == ref[k][0] for c in copies)
             assert k[1] >= 0
     finally:
-        for m in members:
-            if m.poll() is None:
-                m.send_signal(signal.SIGTERM)
-        for m in members:
-            try:
-                m.wait(30)
-            except subprocess.TimeoutExpired:
-                m.kill()
+        _stop_members(members)
 
 
 JOIN_MEMBER = textwrap.dedent(
@@ -723,14 +728,7 @@ def test_a_join_and_a_union_as_a_two_process_group_run_equal_one_process(kafka, 
         shares = [[m["partitions"] for m in _report(r) if "partitions" in m] for r in reports]
         assert all(s and s[0] for s in shares), shares  # each member held partitions
     finally:
-        for m in members:
-            if m.poll() is None:
-                m.send_signal(signal.SIGTERM)
-        for m in members:
-            try:
-                m.wait(30)
-            except subprocess.TimeoutExpired:
-                m.kill()
+        _stop_members(members)
 
 
 @pytest.mark.parametrize("how", ["named", "group"])

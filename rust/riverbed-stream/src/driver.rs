@@ -210,11 +210,10 @@ impl Pipeline {
         // arrives, the state is what that flush emitted, so it is not flushed (+inf) again and
         // no checkpoint is taken (`quiet`). A log topic sink was rolled back to before that flush
         // instead, so it gets the flush again.
-        let flushed = match (&store, &resume) {
+        let mut quiet = match (&store, &resume) {
             (Some(s), Some((c, _))) => s.is_flushed(c.seq) && sink.topic_names().is_empty(),
             _ => false,
         };
-        let mut read_any = false;
         let store = store.map(Arc::new);
         let stats = control.checkpoint_stats.clone();
         let mut writer = store
@@ -291,7 +290,7 @@ impl Pipeline {
                 }
                 match src.poll()? {
                     Polled::Batch(p, b) => {
-                        read_any = true;
+                        quiet = false;
                         let b = crate::keys::wide_batch(b)?;
                         let b = match &uses[k].ts {
                             Some(c) => {
@@ -325,7 +324,6 @@ impl Pipeline {
             // A bounded input is all in: checkpoint before the end-of-input flush, so running the
             // pipeline again by name with more input rolls the flushed output back and goes on
             // as if the stream had continued (the flush is provisional).
-            let quiet = flushed && !read_any;
             if !ended && !follow && tracker.all_done() {
                 if !quiet {
                     checkpoint(&*engine, sink, &srcs, &tracker, true)?;
@@ -375,7 +373,6 @@ impl Pipeline {
         late.extend(engine.finish(sink)?);
         // On stop() (not after an error: the last good one stands; the end of a bounded input
         // was checkpointed before its flush).
-        let quiet = flushed && !read_any;
         if !ended && !quiet {
             checkpoint(&*engine, sink, &srcs, &tracker, true)?;
         }
