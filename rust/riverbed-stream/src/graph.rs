@@ -235,6 +235,27 @@ impl Graph {
         self.nodes[self.root].out_wm
     }
 
+    /// The output watermark the graph would have with its leaves at `leaf_wm`, given what its
+    /// operators hold now (nothing is emitted): where a task whose input ended stood before its
+    /// end-of-input flush, which the readers of a repartition topic are told instead of +inf.
+    pub(crate) fn output_watermark_at(&self, leaf_wm: &FastMap<usize, i64>) -> i64 {
+        let mut out = vec![i64::MIN; self.nodes.len()];
+        for &idx in &self.order {
+            let n = &self.nodes[idx];
+            let input = if n.children.is_empty() {
+                leaf_wm.get(&idx).copied().unwrap_or(i64::MAX)
+            } else {
+                n.children.iter().map(|&c| out[c]).min().unwrap_or(i64::MAX)
+            };
+            out[idx] = if input == i64::MAX {
+                i64::MAX
+            } else {
+                n.op.output_watermark(input)
+            };
+        }
+        out[self.root]
+    }
+
     pub(crate) fn take_late(&mut self) -> Vec<RecordBatch> {
         self.nodes
             .iter_mut()

@@ -50,6 +50,8 @@ struct Task {
     /// read since: its state is what that flush emitted, so it is not flushed again and takes
     /// no checkpoint until a record arrives.
     quiet: bool,
+    /// Its output watermark when its input ended, before the end-of-input flush.
+    end_wm: Option<i64>,
 }
 
 /// How a task takes in one of the pipeline's sources.
@@ -269,32 +271,37 @@ impl GroupRun<'_> {
                 last_marks = Instant::now();
             }
             let parts = self.parts;
+            let inputs = &self.inputs;
+            let leaves = |wms: &[i64]| -> FastMap<usize, i64> {
+                inputs
+                    .iter()
+                    .map(|i| i.leaf)
+                    .zip(wms.iter().copied())
+                    .collect()
+            };
             for (&p, t) in self.tasks.iter_mut() {
                 let src = &self.src;
                 let caught_up = |k: usize, _| src.caught_up(k * parts + p);
                 let wms = t.tracker.watermarks(self.follow, caught_up);
-                // A quiet task is not flushed (+inf): that flush's output is out there already;
-                // its readers (a repartition sink's) still hear that it is at the end.
                 let moved = t.last_wm.as_ref() != Some(&wms);
-                let skip = t.quiet && wms.contains(&i64::MAX);
-                let out_wm = if skip && wms.iter().all(|&w| w == i64::MAX) {
-                    i64::MAX
-                } else {
-                    t.g.output_watermark()
-                };
-                if moved && skip {
-                    t.last_wm = Some(wms);
-                } else if moved {
-                    let leaf_wm: FastMap<usize, i64> = self
-                        .inputs
-                        .iter()
-                        .map(|i| i.leaf)
-                        .zip(wms.iter().copied())
-                        .collect();
-                    t.g.advance(&leaf_wm, sink)?;
+                let at_end = wms.iter().all(|&w| w == i64::MAX);
+                // The readers of a repartition topic hear a task whose input ended at its data's
+                // watermark, never the end (+inf): they hold their windows open at it until
+                // their own input ends, so the checkpoint they take then closes nothing a rerun
+                // with more input in this task's partition still fills; and a +inf left in the
+                // topic would end the next run's reading of it early.
+                if at_end && t.end_wm.is_none() {
+                    t.end_wm = Some(t.g.output_watermark_at(&leaves(&t.tracker.at_data())));
+                }
+                // A quiet task is not flushed (+inf): that flush's output is out there already.
+                if moved && !(t.quiet && at_end) {
+                    t.g.advance(&leaves(&wms), sink)?;
+                }
+                if moved {
                     t.last_wm = Some(wms);
                 }
                 if moved || resend {
+                    let out_wm = t.end_wm.unwrap_or_else(|| t.g.output_watermark());
                     sink.watermark(p, out_wm, t.tracker.idle(self.follow, caught_up))?;
                 }
                 self.late.extend(t.g.take_late());
@@ -340,6 +347,7 @@ impl GroupRun<'_> {
             seq,
             plan_text,
             ended: false,
+            end_wm: None,
         };
         let Some(cfg) = &self.control.checkpoint else {
             return Ok(task(g, tracker, None, 0, plan_text));

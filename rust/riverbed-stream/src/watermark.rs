@@ -279,6 +279,27 @@ impl WatermarkTracker {
             .unwrap_or_default()
     }
 
+    /// Each source's watermark at its data, as if its input went on: where a task that read
+    /// all its input stood before the end (+inf) moved it (it never moves back).
+    pub fn at_data(&self) -> Vec<i64> {
+        self.parts
+            .iter()
+            .zip(&self.current)
+            .map(|(parts, &current)| {
+                let w = parts
+                    .iter()
+                    .map(Part::own_watermark)
+                    .min()
+                    .unwrap_or(i64::MIN);
+                if current == i64::MAX {
+                    w
+                } else {
+                    w.max(current)
+                }
+            })
+            .collect()
+    }
+
     pub fn all_done(&self) -> bool {
         self.parts.iter().flatten().all(|p| p.done)
     }
@@ -408,6 +429,28 @@ mod tests {
         t.report(0, 1, 8_000, true);
         assert!(t.idle(true, AT_END));
         assert_eq!(t.watermarks(true, AT_END), vec![8_000]);
+    }
+
+    #[test]
+    fn at_data_is_where_a_finished_input_stood_before_its_end() {
+        let mut t = WatermarkTracker::new();
+        t.add_source(2, 10, Duration::from_millis(0));
+        t.observe(0, 0, Some(500));
+        t.observe(0, 1, Some(300));
+        assert_eq!(t.watermarks(false, AT_END), vec![290]);
+        t.finish_source(0);
+        assert_eq!(t.watermarks(false, AT_END), vec![i64::MAX]);
+        assert_eq!(t.at_data(), vec![290]);
+        // A task restored from a checkpoint that reads nothing new: from the times it restored.
+        let mut r = WatermarkTracker::new();
+        r.add_source(1, 10, Duration::from_millis(0));
+        r.add_source(1, 10, Duration::from_millis(0));
+        r.observe(0, 0, Some(700));
+        r.finish_source(0);
+        r.finish_source(1);
+        assert_eq!(r.watermarks(false, AT_END), vec![i64::MAX, i64::MAX]);
+        // A partition that never had a record holds its source where nothing is known.
+        assert_eq!(r.at_data(), vec![690, i64::MIN]);
     }
 
     #[test]
