@@ -12,35 +12,27 @@ A pipeline is immutable: every step returns a new one and checks the plan right 
 misspelt column raises ``PlanError`` where the step is written, not when the pipeline runs.
 
 Internally a ``Pipeline`` is a plan (``rust/riverbed-stream/src/plan.rs``) plus the native sources
-and Python functions its nodes refer to by index.
+and Python functions its nodes refer to by index. This module builds the plan; running it is
+``riverbed._running`` (the ``Running`` base class), what it reads and writes ``riverbed._inputs``,
+and its Python functions ``riverbed._udfs``.
 """
 
 from __future__ import annotations
 
-import atexit
 import copy
-import functools
-import itertools
-import operator
-import time
-import warnings
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from riverbed import _core, _state_codec, _topic_io
-from riverbed._keys import key_value as _key_value
-from riverbed._tabular import concat as _concat
-from riverbed._tabular import conform as _conform
-from riverbed._tabular import frame_table as _frame_table
-from riverbed._tabular import is_pandas as _is_pandas
-from riverbed._tabular import is_polars as _is_polars
-from riverbed._tabular import to_batch as _to_batch
-from riverbed._units import duration_ms, timeout_s
-from riverbed.exceptions import CheckpointError
+from riverbed._inputs import as_schema as _as_schema
+from riverbed._inputs import batch_size as _batch_size
+from riverbed._inputs import make_source as _make_source
+from riverbed._inputs import sink_of as _sink_of
+from riverbed._running import Running, RunResult
+from riverbed._udfs import StatefulUdf, batch_udf, record_udf
+from riverbed._units import duration_ms
 from riverbed.expr import Expr, _node
 from riverbed.windows import Window
 
@@ -49,48 +41,10 @@ if TYPE_CHECKING:
 
 __all__ = ["GroupBy", "Pipeline", "RunResult", "WindowedPipeline"]
 
-_DICT_CHUNK = 10_000
-# Rows per batch: an Arrow array's offsets are 32-bit.
-_MAX_BATCH = 2**31 - 1
 _EMITS = ("final", "update")
 
 
-@dataclass
-class RunResult:
-    """What a run produced: the output (empty when writing to a topic), the records dropped as
-    late by window operators, and one metrics dict per operator."""
-
-    output: pa.Table
-    late: pa.Table
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    #: What a named run's checkpoints cost: see ``Pipeline.checkpoint_stats``.
-    checkpoints: dict[str, Any] = field(default_factory=dict)
-
-    def __repr__(self) -> str:
-        late = sum(m.get("late_records", 0) for m in self.metrics)
-        return f"RunResult(output={self.output.num_rows} rows, late={self.late.num_rows} rows, late_records={late})"
-
-
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def _batch_size(value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"batch_size must be an int, got {type(value).__name__}")
-    if not 1 <= value <= _MAX_BATCH:
-        raise ValueError(f"batch_size must be between 1 and {_MAX_BATCH}, got {value}")
-    return value
-
-
-def _as_schema(schema: object) -> pa.Schema | None:
-    if schema is None or isinstance(schema, pa.Schema):
-        return schema
-    try:
-        return pa.schema(schema)  # type: ignore[arg-type]
-    except (TypeError, ValueError, pa.ArrowInvalid) as e:
-        raise TypeError(f"schema must be a pyarrow Schema (or a list/dict of fields): {e}") from None
 
 
 def _rolling_agg(name: str, e: object) -> tuple[str, str]:
@@ -161,291 +115,9 @@ def _walk(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _walk(n)
 
 
-def _dict_reader(first: dict, rest: Iterator[Any], schema: pa.Schema | None, chunk: int) -> pa.RecordBatchReader:
-    """A reader over an iterator of dicts, in batches of ``chunk`` records."""
-    head = [first, *itertools.islice(rest, chunk - 1)]
-    first_batch = pa.RecordBatch.from_pylist(head, schema=schema)
-    schema = first_batch.schema
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        yield first_batch
-        while True:
-            rows = list(itertools.islice(rest, chunk))
-            if not rows:
-                return
-            for r in rows:
-                if not isinstance(r, Mapping):
-                    raise TypeError(f"read: expected an iterator of dicts, got a {type(r).__name__} after dicts")
-            yield pa.RecordBatch.from_pylist(rows, schema=schema)
-
-    return pa.RecordBatchReader.from_batches(schema, batches())
-
-
-def _batch_reader(first: object, rest: Iterator[Any], schema: pa.Schema | None) -> pa.RecordBatchReader:
-    """A reader over an iterator of RecordBatches (or Tables)."""
-
-    def as_batches(item: object) -> list[pa.RecordBatch]:
-        if isinstance(item, pa.RecordBatch):
-            bs = [item]
-        elif isinstance(item, pa.Table):
-            bs = item.to_batches()
-        else:
-            raise TypeError(f"read: expected an iterator of RecordBatches, got a {type(item).__name__}")
-        if schema is not None:
-            bs = [b.select(schema.names).cast(schema) if not b.schema.equals(schema) else b for b in bs]
-        return bs
-
-    first_batches = as_batches(first)
-    sch = schema if schema is not None else (first_batches[0].schema if first_batches else first.schema)  # type: ignore[attr-defined]
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        yield from first_batches
-        for item in rest:
-            yield from as_batches(item)
-
-    return pa.RecordBatchReader.from_batches(sch, batches())
-
-
-def _make_source(
-    source: object,
-    schema: pa.Schema | None,
-    fmt: str,
-    batch_size: int | None,
-    on_error: str | None = None,
-    dead_letter: object = None,
-    group: str | None = None,
-    start: str = "earliest",
-) -> _core.Source:
-    # A topic hands over its own source (log.Topic, kafka.KafkaTopic: riverbed._topic_io).
-    own = getattr(source, "_riverbed_source", None)
-    if own is None and isinstance(source, _core.Topic):
-        own = functools.partial(_topic_io.log_source, source)
-    if own is not None:
-        return own(schema, fmt, batch_size, on_error, dead_letter, group, start)
-    if fmt != "json":
-        raise ValueError(f"read: format={fmt!r} applies to topics (how their values decode); this source holds columns already")
-    if group is not None or start != "earliest":
-        raise TypeError("read: group= and start= apply to Kafka topics")
-    if on_error is not None:
-        raise TypeError("read: on_error= applies to topic sources (values that may not decode); use pipeline.on_error(...) for Python functions")
-    if isinstance(source, _core.Source):
-        return source
-    if isinstance(source, pa.RecordBatch):
-        return _core.Source.table(_conform(pa.Table.from_batches([source]), schema), batch_size)
-    if isinstance(source, pa.Table):
-        return _core.Source.table(_conform(source, schema), batch_size)
-    if isinstance(source, pa.RecordBatchReader):  # single-use, possibly unbounded: stream it
-        if batch_size is not None:
-            raise ValueError("read: batch_size= has no effect on a RecordBatchReader (its batches go through as they come)")
-        if schema is not None and not source.schema.equals(schema):
-            source = _batch_reader_from_reader(source, schema)
-        return _core.Source.stream(source)
-    if _is_pandas(source) or _is_polars(source):
-        return _core.Source.table(_conform(_frame_table(source), schema), batch_size)
-    if hasattr(source, "__arrow_c_stream__"):
-        if schema is not None:
-            return _core.Source.table(_conform(pa.table(source), schema), batch_size)
-        return _core.Source.table(source, batch_size)
-    if isinstance(source, (str, bytes, bytearray, Mapping)):
-        raise TypeError(
-            f"read: cannot read a {type(source).__name__}; pass a Topic, a pyarrow Table/RecordBatch, "
-            "a pandas or polars DataFrame, or an iterator of dicts or RecordBatches"
-        )
-    try:
-        it = iter(source)  # type: ignore[call-overload]
-    except TypeError:
-        raise TypeError(
-            f"read: cannot read a {type(source).__name__}; pass a Topic, a pyarrow Table/RecordBatch, "
-            "a pandas or polars DataFrame, an object with __arrow_c_stream__, or an iterator of dicts "
-            "or RecordBatches"
-        ) from None
-    materialised = isinstance(source, (list, tuple))  # re-runnable: read it into memory
-    sentinel = object()
-    first = next(it, sentinel)
-    if first is sentinel:
-        if schema is None:
-            raise ValueError("read: the data is empty; pass schema= so the pipeline knows its columns")
-        return _core.Source.table(schema.empty_table(), batch_size)
-    if isinstance(first, Mapping):
-        if materialised:
-            return _core.Source.table(pa.Table.from_pylist(list(source), schema=schema), batch_size)  # type: ignore[arg-type]
-        return _core.Source.stream(_dict_reader(first, it, schema, batch_size or _DICT_CHUNK))
-    if isinstance(first, (pa.RecordBatch, pa.Table)):
-        reader = _batch_reader(first, it, schema)
-        if materialised:
-            return _core.Source.table(reader.read_all(), batch_size)
-        if batch_size is not None:
-            raise ValueError(
-                "read: batch_size= has no effect on an iterator of RecordBatches (its batches go through as they "
-                "come); pass a list to re-chunk them"
-            )
-        return _core.Source.stream(reader)
-    raise TypeError(f"read: expected an iterator of dicts or RecordBatches, got one of {type(first).__name__}")
-
-
-def _batch_reader_from_reader(reader: pa.RecordBatchReader, schema: pa.Schema) -> pa.RecordBatchReader:
-    def batches() -> Iterator[pa.RecordBatch]:
-        for b in reader:
-            yield b.select(schema.names).cast(schema)
-
-    return pa.RecordBatchReader.from_batches(schema, batches())
-
-
-def _sink_of(target: object, key: str | None) -> _core.Sink:
-    if key is not None and not isinstance(key, str):
-        raise TypeError(f"write: key must name a column (str), got {type(key).__name__}")
-    own = getattr(target, "_riverbed_sink", None)  # a topic hands over its own (riverbed._topic_io)
-    if own is not None:
-        return own(key)
-    if isinstance(target, _core.Topic):
-        return target.sink(key)
-    if callable(target):
-        if key is not None:
-            raise TypeError("write: key applies to topics, not to a callback")
-        return _core.Sink.callback(target)
-    raise TypeError(f"write: expected a Topic, a KafkaTopic or a callable taking a RecordBatch, got {type(target).__name__}")
-
-
-def _checkpoint_args(
-    name: str | None, interval: object, reset: bool, state_dir: str | None = None
-) -> tuple[str | None, int | None, bool, str | None]:
-    """The native run's checkpoint arguments. ``checkpoint_interval`` (default: 10 s) and
-    ``reset`` only mean something for a named run: without ``name`` they are an error, not
-    ignored."""
-    if name is not None and not isinstance(name, str):
-        raise TypeError(f"name must be a str, got {type(name).__name__}")
-    if not isinstance(reset, bool):  # reset="no" would be true, and throw the checkpoints away
-        raise TypeError(f"reset must be True or False, got {type(reset).__name__}")
-    if name is None:
-        for given, what in ((interval is not None, "checkpoint_interval"), (bool(reset), "reset=True")):
-            if given:
-                raise ValueError(
-                    f"{what} has no effect without name=: only a named run is checkpointed; "
-                    "pass name='...' to checkpoint this run (and resume it after a restart)"
-                )
-        return None, None, False, state_dir
-    ms = None if interval is None else duration_ms(interval, "checkpoint_interval")
-    if ms is not None and ms <= 0:
-        raise ValueError(f"checkpoint_interval must be positive, got {interval!r}")
-    return name, ms, bool(reset), state_dir
-
-
-# Output topics already warned about (once per process): a topic-to-topic run without a name.
-_WARNED_UNNAMED: set[str] = set()
-
-
-def _workers(workers: object) -> int:
-    """The native worker count of ``workers=``: 0 (one per core) for None."""
-    if workers is None:
-        return 0
-    if isinstance(workers, bool) or not hasattr(type(workers), "__index__"):
-        raise TypeError(f"workers must be an int (threads) or None (one per core), not {type(workers).__name__}")
-    workers = operator.index(workers)  # numpy integers too
-    if not 1 <= workers <= 256:
-        # every worker tells every other of each watermark step: hundreds cost more than they add
-        raise ValueError(f"workers must be between 1 and 256, not {workers}")
-    return workers
-
-
-def _records_read(metrics: list[dict[str, Any]]) -> int:
-    """Records the sources of a run have read so far (their ``read`` operators' output)."""
-    return sum(int(m.get("records_out", 0)) for m in metrics if str(m.get("operator", "")).startswith("read"))
-
-
-class _StatefulUdf:
-    """The Python half of ``stateful_map``: the engine hands over the ready records of several
-    keys, grouped by key and in event-time order; this calls the user's function per key with
-    that key's state."""
-
-    def __init__(
-        self, fn: Callable, keys: list[str], initial: object, schema: pa.Schema | None, label: str, codec: str = "data"
-    ) -> None:
-        self.fn, self.keys, self.initial, self.schema, self.__name__ = fn, keys, initial, schema, label
-        self.codec = codec
-        self.states: dict[Any, Any] = {}
-        # Under on_error "skip"/"dead_letter" the engine calls once per key and a key's call may
-        # fail: it then gets a copy of the state, so a failure leaves the state as it was.
-        self.isolate = False
-
-    def reset(self) -> None:
-        """Forget every key's state: a new run starts from ``initial``."""
-        self.states = {}
-
-    def __riverbed_snapshot__(self) -> bytes:
-        """The per-key states for a checkpoint, as data (``riverbed._state_codec``) unless the
-        pipeline chose ``state_codec="pickle"``."""
-        try:
-            return _state_codec.encode(self.states, self.codec)
-        except TypeError as e:
-            raise TypeError(f"stateful_map {self.__name__!r}: cannot checkpoint its state: {e}") from None
-
-    def __riverbed_restore__(self, state: bytes) -> None:
-        try:
-            states = _state_codec.decode(bytes(state), self.codec)
-        except _state_codec.StateDecodeError as e:
-            raise CheckpointError(f"stateful_map {self.__name__!r}: {e}") from None
-        if type(states) is not dict:
-            raise CheckpointError(f"stateful_map {self.__name__!r}: the checkpointed state is not a dict of per-key states")
-        # A NaN key read back is a new NaN object: key it as the engine does again.
-        self.states = {_key_value(k): v for k, v in states.items()}
-
-    def _new_state(self) -> Any:
-        return self.initial() if callable(self.initial) else copy.deepcopy(self.initial)
-
-    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        keys = self.keys
-        out: list[dict[str, Any]] = []
-        # All or nothing: states change only when every key's call succeeded, so the engine can
-        # retry key by key after an error (on_error="skip"/"dead_letter").
-        changed: dict[Any, Any] = {}
-        for key, group in itertools.groupby(batch.to_pylist(), key=lambda r: tuple(_key_value(r[k]) for k in keys)):
-            k = key[0] if len(key) == 1 else key
-            state = self.states[k] if k in self.states else self._new_state()
-            if self.isolate:
-                state = copy.deepcopy(state)
-            result = self.fn(state, list(group))
-            if not (isinstance(result, tuple) and len(result) == 2):
-                raise TypeError(
-                    f"stateful_map function {self.__name__!r} must return (new_state, records), got {type(result).__name__}"
-                )
-            new_state, records = result
-            changed[k] = new_state
-            if records is not None:
-                for r in records:
-                    if not isinstance(r, Mapping):
-                        raise TypeError(f"stateful_map function {self.__name__!r}: output records must be dicts, got {type(r).__name__}")
-                    out.append(dict(r))
-        for k, new_state in changed.items():
-            if new_state is None:
-                self.states.pop(k, None)
-            else:
-                self.states[k] = new_state
-        if not out and self.schema is None:
-            return pa.RecordBatch.from_pylist([])  # no columns yet; dropped when collecting
-        b = pa.RecordBatch.from_pylist(out, schema=self.schema)
-        if self.schema is None:
-            self.schema = b.schema
-        return b
-
-
 # -- Pipeline ---------------------------------------------------------------------------------
 
-# Pipelines started in the background: stopped when the interpreter exits, so no run calls into
-# Python (a callback sink, a UDF) while it is being torn down.
-_RUNNING: weakref.WeakSet[Pipeline] = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_running() -> None:
-    for p in list(_RUNNING):
-        try:
-            p.stop(timeout=5.0)
-        except BaseException:  # noqa: BLE001 - exiting: nothing left to report to
-            pass
-
-
-
-class Pipeline:
+class Pipeline(Running):
     """An event-time pipeline: ``Pipeline.read(...)``, transformations, windows, then ``collect()``,
     ``run()``, ``write(topic).run()`` or ``start()``/``stop()``."""
 
@@ -632,14 +304,8 @@ class Pipeline:
         if not callable(fn):
             raise TypeError(f"map_batches takes a function, got {type(fn).__name__}")
         label = name or getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
-        where = f"map_batches function {label!r}"
-
-        @functools.wraps(fn)
-        def udf(batch: pa.RecordBatch) -> pa.RecordBatch:
-            return _to_batch(fn(batch), where)
-
         node = {"op": "map_batches", "input": self._node, "udf": len(self._udfs), "name": label}
-        return self._derive(node, udfs=[*self._udfs, udf])
+        return self._derive(node, udfs=[*self._udfs, batch_udf(fn, label)])
 
     def map(self, fn: Callable[[dict[str, Any]], dict[str, Any] | None], schema: object = None) -> Pipeline:
         """Apply ``fn`` to every record as a dict; it returns a dict (or None to drop the record).
@@ -650,22 +316,8 @@ class Pipeline:
         """
         if not callable(fn):
             raise TypeError(f"map takes a function, got {type(fn).__name__}")
-        state: dict[str, pa.Schema | None] = {"schema": _as_schema(schema)}
-
-        @functools.wraps(fn)
-        def per_record(batch: pa.RecordBatch) -> pa.RecordBatch:
-            # A comprehension, not map(): a StopIteration the function raises must stop the run
-            # (or be a bad record), not end the batch early as it ends map()'s iteration.
-            rows = [r for r in [fn(row) for row in batch.to_pylist()] if r is not None]
-            if not rows and state["schema"] is None:
-                return pa.RecordBatch.from_pylist([])  # no columns yet; dropped when collecting
-            out = pa.RecordBatch.from_pylist(rows, schema=state["schema"])
-            if state["schema"] is None:
-                state["schema"] = out.schema
-            return out
-
         label = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "map")
-        return self.map_batches(per_record, name=f"map({label})")
+        return self.map_batches(record_udf(fn, _as_schema(schema)), name=f"map({label})")
 
     def window(self, spec: Window, by: str | Iterable[str] | None = None, emit: str = "final") -> WindowedPipeline:
         """Window the records per key; finish with ``.agg(name=aggregate, ...)``.
@@ -924,7 +576,7 @@ class Pipeline:
             raise TypeError(f"stateful_map takes a function, got {type(fn).__name__}")
         keys = [] if by is None else _names((by,), "stateful_map by")
         label = name or getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or "stateful_map"
-        udf = _StatefulUdf(fn, keys, initial, _as_schema(schema), label, state_codec)
+        udf = StatefulUdf(fn, keys, initial, _as_schema(schema), label, state_codec)
         node = {"op": "stateful_map", "input": self._node, "by": keys, "udf": len(self._udfs), "name": label}
         return self._derive(node, udfs=[*self._udfs, udf])
 
@@ -974,7 +626,7 @@ class Pipeline:
             p._state_dir = getattr(target, "_riverbed_state_dir", None)
         return p
 
-    # -- running ----------------------------------------------------------------------------
+    # -- running (see riverbed._running) ----------------------------------------------------
     def _late_schema(self) -> pa.Schema | None:
         schemas = []
         for n in _walk(self._node):
@@ -986,229 +638,6 @@ class Pipeline:
         if len(schemas) == 1:
             return schemas[0]
         return None
-
-    def _result(self, raw: Mapping[str, Any]) -> RunResult:
-        for note in raw.get("notes", ()):
-            warnings.warn(note, RuntimeWarning, stacklevel=3)
-        late_batches = list(raw.get("late", []))
-        res = RunResult(
-            output=_concat(list(raw.get("output", [])), self.schema),
-            late=_concat(late_batches, None if late_batches else self._late_schema()),
-            metrics=list(raw.get("metrics", [])),
-            checkpoints=dict(raw.get("checkpoints", {})),
-        )
-        self._last = res
-        return res
-
-    def _checkpoint(self, name: str | None, interval: object, reset: bool) -> tuple:
-        """The native run's checkpoint arguments: a Kafka group run is named after its group.
-        A topic-to-topic run without a name is warned about (once per output topic)."""
-        if name is None and self._group is not None:
-            name = f"group-{self._group}"
-        ckpt = _checkpoint_args(name, interval, reset, self._state_dir)
-        sink = self._sink
-        if name is None and sink is not None and sink.topic is not None and self._from_topic and all(self._from_topic):
-            out = sink.topic
-            if out not in _WARNED_UNNAMED:
-                _WARNED_UNNAMED.add(out)
-                warnings.warn(
-                    f"riverbed: this run reads topics and writes topic {out!r} without name=, so it keeps no "
-                    "checkpoint: run again (after a restart or a crash), it reprocesses its input from the start "
-                    "and writes every result again. Pass name='...' to run()/start() to make it resumable "
-                    "(it then continues where it stopped, exactly once for a log topic).",
-                    UserWarning,
-                    stacklevel=3,
-                )
-        return ckpt
-
-    def _start(self, sink: _core.Sink, follow: bool, ckpt: tuple, workers: int = 0) -> Any:
-        """Start the run on a native thread and return its handle."""
-        return self._fresh().start(sink, follow, *self._on_error, *ckpt, workers=workers)
-
-    def _fresh(self) -> Any:
-        """The native pipeline, with the state of Python functions reset for a new run."""
-        for udf in self._udfs:
-            reset = getattr(udf, "reset", None)
-            if reset is not None:
-                reset()
-                udf.isolate = self._on_error[0] in ("skip", "dead_letter")
-        return self._inner
-
-    def _bounded(
-        self, sink: _core.Sink, progress: bool, ckpt: tuple = (None, None, False, None), workers: int = 0
-    ) -> RunResult:
-        """A bounded run; past a second it shows a progress bar with records/s (tqdm.auto: a
-        terminal bar or a notebook widget) unless ``progress`` is False."""
-        if not progress:
-            return self._result(self._fresh().run(sink, False, None, *self._on_error, *ckpt, workers=workers))
-        handle = self._start(sink, False, ckpt, workers)
-        bar = None
-        try:
-            t0 = time.monotonic()
-            while not handle.wait(0.2):
-                if bar is None and time.monotonic() - t0 >= 1.0:
-                    from tqdm.auto import tqdm
-
-                    # Start from what was read already, so the rate is not inflated by it.
-                    bar = tqdm(
-                        desc="riverbed",
-                        unit=" records",
-                        unit_scale=True,
-                        leave=False,
-                        initial=_records_read(handle.metrics()),
-                    )
-                if bar is not None:
-                    bar.update(_records_read(handle.metrics()) - bar.n)
-            raw = handle.stop(10.0)
-        except BaseException:
-            if handle.running:  # interrupted (Ctrl-C): stop the run, then re-raise
-                try:
-                    handle.stop(10.0)
-                except BaseException:  # noqa: BLE001 - the interrupt is what the caller sees
-                    pass
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-        return self._result(raw)
-
-    def run(
-        self,
-        follow: bool = False,
-        progress: bool | None = None,
-        *,
-        name: str | None = None,
-        checkpoint_interval: object = None,
-        reset: bool = False,
-        workers: int | None = None,
-    ) -> RunResult:
-        """Run to the end of the input (``follow=True``: keep following topics until interrupted;
-        prefer ``start()``/``stop()`` for that). Writes to the sink set by ``write()``. A bounded
-        run longer than a second shows a progress bar; ``progress=False`` turns it off (a
-        following run has none: ``progress=`` with ``follow=True`` is a ``ValueError``).
-
-        ``name``: checkpoint the run (every ``checkpoint_interval``, by default 10 s, and at the end) under
-        ``<log>/~checkpoints/<name>``: source positions, operator state and the end offsets of
-        an output topic. Running it again with the same name resumes from the last checkpoint,
-        first truncating the output topic back to it, so a topic-to-topic pipeline is exactly
-        once across crashes (``kill -9``); a callback sink is at least once. A changed plan
-        raises ``PlanError`` unless ``reset=True`` (start over; the output topic is kept).
-        ``checkpoint_interval`` and ``reset`` need ``name`` (without it they are a ``ValueError``);
-        a topic-to-topic run without a name warns once that a restart reprocesses its input.
-
-        ``workers``: threads running the operators (default: one per core, but no more than the
-        inputs have partitions). Each input partition's records are handled by one worker and a
-        keyed operator's records by the worker owning the key, so the result is the same for any
-        number of workers (rows come out in the same event-time order where one worker emits them
-        so; see the README's "Every core" for what equal times and changelogs may change). A named
-        run uses one worker; at most 256.
-        """
-        n = _workers(workers)
-        if follow and progress is not None:
-            raise ValueError("progress= has no effect with follow=True (a following run shows no progress bar); drop it")
-        ckpt = self._checkpoint(name, checkpoint_interval, reset)
-        if follow:
-            return self._result(
-                self._fresh().run(self._sink or _core.Sink.collect(), True, None, *self._on_error, *ckpt, workers=n)
-            )
-        return self._bounded(self._sink or _core.Sink.collect(), progress is not False, ckpt, n)
-
-    def collect(self, progress: bool = True, *, workers: int | None = None) -> pa.Table:
-        """Run to the end of the input and return the output as one Table (a sink set by
-        ``write()`` is not written to: use ``run()`` for that). ``workers`` as in ``run()``."""
-        return self._bounded(_core.Sink.collect(), progress, workers=_workers(workers)).output
-
-    def to_pandas(self) -> Any:
-        return self.collect().to_pandas()
-
-    def to_polars(self) -> Any:
-        import polars as pl
-
-        return pl.from_arrow(self.collect())
-
-    def late(self) -> pa.Table:
-        """Run to the end of the input (without writing to a sink) and return the records window
-        operators dropped as late. Lateness is judged per record: against the watermark its own
-        partition's earlier records left (max event time before it - ``lateness``), or the
-        pipeline's if later, so it does not depend on batching."""
-        return self._bounded(_core.Sink.collect(), False).late
-
-    def start(
-        self,
-        follow: bool = True,
-        *,
-        name: str | None = None,
-        checkpoint_interval: object = None,
-        reset: bool = False,
-        workers: int | None = None,
-    ) -> Pipeline:
-        """Run in a background thread (following topics for new records) until ``stop()``;
-        ``name`` checkpoints it and ``workers`` sets its threads as in ``run()``."""
-        if self.running:
-            raise RuntimeError("this pipeline is already running; stop() it first")
-        n = _workers(workers)
-        ckpt = self._checkpoint(name, checkpoint_interval, reset)
-        self._handle = self._start(self._sink or _core.Sink.collect(), bool(follow), ckpt, n)
-        _RUNNING.add(self)
-        return self
-
-    def stop(self, timeout: float = 10.0) -> RunResult:
-        """Stop a ``start()``-ed run (waiting up to ``timeout`` seconds; ``None`` or ``inf``: as
-        long as it takes); returns what it collected, the late records and the metrics. An error
-        of the run is raised here; a bad ``timeout`` (NaN, negative, absurdly long) is a
-        ``ValueError`` that leaves the run as it was. A run that has not stopped within
-        ``timeout`` raises ``TimeoutError`` and goes on stopping: call ``stop()`` again."""
-        if self._handle is None:
-            raise RuntimeError("this pipeline is not running: it was not started, or stop() already returned its result")
-        limit = timeout_s(timeout, "timeout")  # a bad timeout leaves the run as it is
-        try:
-            raw = self._handle.stop(limit)
-        except BaseException:
-            if not self._handle.running:  # the run failed: it is over
-                self._handle = None
-            raise
-        self._handle = None
-        _RUNNING.discard(self)
-        return self._result(raw)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait for a ``start()``-ed run to end by itself (a bounded run, ``start(follow=False)``),
-        up to ``timeout`` seconds (``None`` or ``inf``: no limit); True when it has ended
-        (``stop()`` then returns its result at once). After ``stop()`` it is True at once."""
-        if self._handle is None:
-            if self._last is not None:  # stopped already: over
-                timeout_s(timeout, "timeout")
-                return True
-            raise RuntimeError("this pipeline was not started")
-        return bool(self._handle.wait(timeout_s(timeout, "timeout")))
-
-    @property
-    def running(self) -> bool:
-        return self._handle is not None and bool(self._handle.running)
-
-    def __enter__(self) -> Pipeline:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._handle is not None:
-            self.stop()
-
-    def metrics(self) -> list[dict[str, Any]]:
-        """Per-operator metrics of the running run, else of the last one (empty before any run)."""
-        if self._handle is not None:
-            return list(self._handle.metrics())
-        return list(self._last.metrics) if self._last is not None else []
-
-    def checkpoint_stats(self) -> dict[str, Any]:
-        """What the checkpoints of the running (else the last) named run have cost: ``written``
-        (checkpoints written), ``last_bytes`` (the newest file's size), ``last_pause_ms`` /
-        ``max_pause_ms`` (how long processing stopped for a periodic checkpoint: its state is
-        copied on the run's thread and written by another) and ``last_write_ms`` /
-        ``max_write_ms`` (output synced, file written, fsynced and renamed). Zeros for an unnamed
-        run; empty before any run."""
-        if self._handle is not None:
-            return dict(self._handle.checkpoint_stats())
-        return dict(self._last.checkpoints) if self._last is not None else {}
 
     # -- introspection ----------------------------------------------------------------------
     @property
