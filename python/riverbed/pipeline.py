@@ -13,7 +13,7 @@ misspelt column raises ``PlanError`` where the step is written, not when the pip
 
 Internally a ``Pipeline`` is a plan (``rust/riverbed-stream/src/plan.rs``) plus the native sources
 and Python functions its nodes refer to by index. This module builds the plan; running it is
-``riverbed._running`` (the ``Running`` base class), what it reads and writes ``riverbed._inputs``,
+``riverbed.run`` (the ``Running`` base class), what it reads and writes ``riverbed._inputs``,
 and its Python functions ``riverbed._udfs``.
 """
 
@@ -30,10 +30,10 @@ from riverbed._inputs import as_schema as _as_schema
 from riverbed._inputs import batch_size as _batch_size
 from riverbed._inputs import make_source as _make_source
 from riverbed._inputs import sink_of as _sink_of
-from riverbed._running import Running, RunResult
 from riverbed._udfs import StatefulUdf, batch_udf, record_udf
 from riverbed._units import duration_ms
 from riverbed.expr import Expr, _node
+from riverbed.run import Running, RunResult
 from riverbed.windows import Window
 
 if TYPE_CHECKING:
@@ -626,7 +626,7 @@ class Pipeline(Running):
             p._state_dir = getattr(target, "_riverbed_state_dir", None)
         return p
 
-    # -- running (see riverbed._running) ----------------------------------------------------
+    # -- running (see riverbed.run) ----------------------------------------------------
     def _late_schema(self) -> pa.Schema | None:
         schemas = []
         for n in _walk(self._node):
