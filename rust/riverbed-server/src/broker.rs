@@ -14,11 +14,6 @@ use crate::groups::Coordinator;
 use crate::metrics::Metrics;
 use crate::producers::ProducerTable;
 
-/// Per-partition state keyed by (topic, partition), with the partition it was built for: a
-/// topic deleted and created again has new partitions, and its entries start afresh.
-pub type ByPartition<T> =
-    std::collections::HashMap<(Arc<str>, u32), (std::sync::Weak<riverbed_log::Partition>, Arc<T>)>;
-
 pub struct Broker {
     pub log: Log,
     pub config: ServerConfig,

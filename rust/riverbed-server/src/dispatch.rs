@@ -2,8 +2,6 @@
 //! by the protocol crate, and routed by API key to its handler. A handler's in-order part runs
 //! here; the rest is the [`Pending`] future the connection's writer awaits in order.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -15,9 +13,8 @@ use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 use kafka_protocol::ResponseError;
 
 use crate::broker::Broker;
+use crate::future::BoxFuture;
 use crate::groups::ClientInfo;
-
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// A request whose response is (or will be) ready.
 pub struct Pending {

@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::broker::ByPartition;
+use crate::by_partition::ByPartition;
 
 use parking_lot::Mutex;
 use riverbed_log::{FsyncPolicy, Partition};

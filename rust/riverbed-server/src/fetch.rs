@@ -19,7 +19,7 @@ use riverbed_log::notify::Notifier;
 use riverbed_log::LogError;
 
 use crate::broker::Broker;
-use crate::dispatch::BoxFuture;
+use crate::future::BoxFuture;
 
 /// The longest a fetch waits for data, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);

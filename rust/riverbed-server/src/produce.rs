@@ -16,7 +16,7 @@ use riverbed_log::raw::{validate_batches, RawBatchError};
 use riverbed_log::{Cleanup, Partition};
 
 use crate::broker::Broker;
-use crate::dispatch::BoxFuture;
+use crate::future::BoxFuture;
 use crate::producers::Decision;
 
 /// One partition's outcome before durability.

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::broker::ByPartition;
+use crate::by_partition::ByPartition;
 
 use kafka_protocol::ResponseError;
 use parking_lot::Mutex;

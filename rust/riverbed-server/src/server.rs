@@ -99,7 +99,7 @@ impl Server {
         let (drained_tx, drained) = std::sync::mpsc::channel();
         runtime.spawn(accept_loop(listener, broker.clone(), tls, drained_tx));
         if let Some(l) = metrics_listener {
-            runtime.spawn(crate::metrics::serve_http(l, broker.clone()));
+            runtime.spawn(crate::exposition::serve_http(l, broker.clone()));
         }
         Ok(Server {
             bootstrap,
@@ -138,7 +138,7 @@ impl Server {
 
     /// Prometheus text exposition of the broker's metrics.
     pub fn metrics(&self) -> String {
-        crate::metrics::render(&self.broker)
+        crate::exposition::render(&self.broker)
     }
 }
 
