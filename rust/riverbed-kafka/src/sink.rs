@@ -5,8 +5,11 @@
 
 use std::sync::Arc;
 
-use arrow_array::RecordBatch;
-use riverbed_log::arrow::JsonOptions;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::DataType;
+use riverbed_log::arrow::{JsonOptions, NonFinite};
 use riverbed_stream::sink::SinkEnds;
 use riverbed_stream::{Result as StreamResult, Sink};
 
@@ -35,14 +38,19 @@ impl Sink for KafkaSink {
             .timestamp
             .as_deref()
             .filter(|c| batch.schema().index_of(c).is_ok());
-        self.producer.send_batch(
-            &self.topic,
-            &batch,
-            self.key.as_deref(),
-            None,
-            ts,
-            &JsonOptions::default(),
-        )?;
+        // A repartition topic carries every value as it was, NaN and infinities too (only
+        // riverbed reads it back), and sends equal keys to one partition.
+        let (batch, options) = match (self.repartition, self.key.as_deref()) {
+            (Some(_), Some(key)) => (
+                canonical_key(batch, key),
+                JsonOptions {
+                    non_finite: NonFinite::Text,
+                },
+            ),
+            _ => (batch, JsonOptions::default()),
+        };
+        self.producer
+            .send_batch(&self.topic, &batch, self.key.as_deref(), None, ts, &options)?;
         Ok(())
     }
 
@@ -87,4 +95,29 @@ impl Sink for KafkaSink {
     fn close(&mut self) -> StreamResult<()> {
         Ok(self.producer.flush(&self.topic)?)
     }
+}
+
+/// `batch` with -0.0 in its float key column made 0.0: every keyed operator takes the two as one
+/// key, so a repartition topic must send them to one partition (NaNs are one key already: their
+/// text is one).
+fn canonical_key(batch: RecordBatch, key: &str) -> RecordBatch {
+    let Ok(i) = batch.schema().index_of(key) else {
+        return batch;
+    };
+    let c = batch.column(i);
+    let fixed: ArrayRef = match c.data_type() {
+        DataType::Float64 => Arc::new(
+            c.as_primitive::<Float64Type>()
+                .unary::<_, Float64Type>(|v| v + 0.0),
+        ),
+        DataType::Float32 => Arc::new(
+            c.as_primitive::<Float32Type>()
+                .unary::<_, Float32Type>(|v| v + 0.0),
+        ),
+        _ => return batch,
+    };
+    let mut cols = batch.columns().to_vec();
+    cols[i] = fixed;
+    // Same type and length: this cannot fail.
+    RecordBatch::try_new(batch.schema(), cols).unwrap_or(batch)
 }

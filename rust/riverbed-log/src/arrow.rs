@@ -191,8 +191,8 @@ impl BytesColumn {
                     .map_err(|e| LogError::Schema(format!("column '{name}': {e}")))?,
             )),
             _ => {
-                json_rules::check_non_finite(array, name, options)?;
-                let array = json_rules::binary_as_base64(array, name)?;
+                let array = json_rules::non_finite(array, name, options)?;
+                let array = json_rules::binary_as_base64(&array, name)?;
                 let field = Field::new(name, array.data_type().clone(), true);
                 let batch =
                     RecordBatch::try_new(Arc::new(Schema::new(vec![field])), vec![array.clone()])

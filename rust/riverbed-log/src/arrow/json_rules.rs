@@ -27,6 +27,10 @@ pub enum NonFinite {
     Error,
     /// Write JSON `null`.
     Null,
+    /// Write a float column that holds one as JSON strings (`"NaN"`, `"inf"`, `"-inf"`, the other
+    /// values as their shortest round-trip text), which riverbed's JSON decoding reads back into
+    /// the float column exactly: for the internal (repartition) topics only riverbed reads.
+    Text,
 }
 
 /// Options of the JSON encoding of `produce_arrow`.
@@ -132,18 +136,31 @@ fn non_finite_rows(a: &dyn Array) -> Option<Vec<bool>> {
     Some(rows)
 }
 
-/// Refuse a NaN or infinite float in column `name` unless `options` say what to write.
-pub fn check_non_finite(a: &ArrayRef, name: &str, options: &JsonOptions) -> Result<()> {
-    if options.non_finite != NonFinite::Error {
-        return Ok(());
+/// Column `name` ready for JSON as to its NaN and infinite floats: refused unless `options`
+/// say what to write; as text (`NonFinite::Text`) when it is a float column holding one.
+pub fn non_finite(a: &ArrayRef, name: &str, options: &JsonOptions) -> Result<ArrayRef> {
+    if options.non_finite == NonFinite::Null {
+        return Ok(a.clone());
     }
-    if let Some(row) = non_finite_rows(a.as_ref()).and_then(|m| m.iter().position(|&b| b)) {
-        return Err(LogError::Schema(format!(
+    let Some(row) = non_finite_rows(a.as_ref()).and_then(|m| m.iter().position(|&b| b)) else {
+        return Ok(a.clone());
+    };
+    let float = matches!(
+        a.data_type(),
+        DataType::Float16 | DataType::Float32 | DataType::Float64
+    );
+    match options.non_finite {
+        NonFinite::Text if float => arrow_cast::cast(a, &DataType::Utf8)
+            .map_err(|e| LogError::Schema(format!("column '{name}': {e}"))),
+        NonFinite::Text => Err(LogError::Schema(format!(
+            "column '{name}' holds a NaN or infinite float inside a list, struct or map at row {row}, \
+             which a repartition topic cannot carry; replace it before the keyed operator"
+        ))),
+        _ => Err(LogError::Schema(format!(
             "column '{name}' holds a NaN or infinite float at row {row}, which JSON cannot hold; \
              pass non_finite=\"null\" to write null for it, or replace it first"
-        )));
+        ))),
     }
-    Ok(())
 }
 
 /// Refuse a schema with two columns of one name (they would be two keys of one JSON object, or
@@ -238,8 +255,8 @@ pub fn for_json(batch: &RecordBatch, options: &JsonOptions) -> Result<RecordBatc
     let mut fields = Vec::with_capacity(batch.num_columns());
     let mut columns = Vec::with_capacity(batch.num_columns());
     for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
-        check_non_finite(c, f.name(), options)?;
-        let c = binary_as_base64(c, f.name())?;
+        let c = non_finite(c, f.name(), options)?;
+        let c = binary_as_base64(&c, f.name())?;
         fields.push(Field::new(f.name(), c.data_type().clone(), true));
         columns.push(c);
     }
@@ -270,6 +287,43 @@ mod tests {
 
     fn rows(a: ArrayRef) -> Vec<bool> {
         non_finite_rows(a.as_ref()).expect("holds floats")
+    }
+
+    #[test]
+    fn text_mode_writes_a_float_column_holding_nan_or_infinity_as_text() {
+        let text = JsonOptions {
+            non_finite: NonFinite::Text,
+        };
+        let a: ArrayRef = Arc::new(Float64Array::from(vec![
+            1.5,
+            f64::NAN,
+            f64::INFINITY,
+            -f64::INFINITY,
+        ]));
+        let out = non_finite(&a, "x", &text).unwrap();
+        let got: Vec<&str> = out.as_string::<i32>().iter().map(|v| v.unwrap()).collect();
+        assert_eq!(got, ["1.5", "NaN", "inf", "-inf"]);
+        // Finite floats stay numbers; `null` leaves arrow-json to write null.
+        let finite: ArrayRef = Arc::new(Float64Array::from(vec![1.5, -0.0]));
+        assert_eq!(
+            non_finite(&finite, "x", &text).unwrap().data_type(),
+            &DataType::Float64
+        );
+        let null = JsonOptions {
+            non_finite: NonFinite::Null,
+        };
+        assert_eq!(
+            non_finite(&a, "x", &null).unwrap().data_type(),
+            &DataType::Float64
+        );
+        assert!(non_finite(&a, "x", &JsonOptions::default()).is_err());
+        // Inside a list it cannot be text: refused, saying so.
+        let mut b = ListBuilder::new(Float64Builder::new());
+        b.values().append_value(f64::NAN);
+        b.append(true);
+        let l: ArrayRef = Arc::new(b.finish());
+        let e = non_finite(&l, "xs", &text).unwrap_err().to_string();
+        assert!(e.contains("inside a list"), "{e}");
     }
 
     #[test]
