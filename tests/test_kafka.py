@@ -1023,6 +1023,13 @@ def test_group_runs_refuse_what_processes_cannot_split(kafka):
         rb.Pipeline.read(tin, timestamp="ts", group=fresh("g")).window(rb.tumbling("1s"), by=["sym", "px"]).agg(
             n=rb.count()
         ).run(progress=False)
+    # an internal topic left with another partition count (the input gained partitions since)
+    g = fresh("g")
+    kafka.create_topic(f"group-{g}-repartition-1", partitions=1)
+    with pytest.raises(rb.exceptions.PlanError, match=r"internal topic .* has 1 partitions and the input 2"):
+        rb.Pipeline.read(tin, timestamp="ts", group=g).window(rb.tumbling("1s"), by="px").agg(n=rb.count()).run(
+            progress=False
+        )
     # topics read together by a group: only of that group, co-partitioned by the keys used
     other = kafka.create_topic(fresh("refuse-b"), partitions=2)
     other.produce_batch(trades(10), key="sym", timestamp="ts")

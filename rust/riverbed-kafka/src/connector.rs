@@ -5,7 +5,7 @@
 use std::sync::{Arc, OnceLock};
 
 use arrow_schema::SchemaRef;
-use riverbed_stream::{Connector, Format, Result as StreamResult, Sink, SourceSpec};
+use riverbed_stream::{Connector, Format, Result as StreamResult, Sink, SourceSpec, StreamError};
 
 use crate::client::{Kafka, KafkaConfig};
 use crate::consumer::Start;
@@ -55,7 +55,15 @@ impl Connector for KafkaConnector {
         let kafka = Kafka::new(self.config.clone())?;
         let exists =
             |k: &Kafka| -> crate::Result<bool> { Ok(k.topics()?.iter().any(|(t, _)| t == name)) };
-        if exists(&kafka)? {
+        if let Some((_, n)) = kafka.topics()?.into_iter().find(|(t, _)| t == name) {
+            if n != partitions {
+                return Err(StreamError::plan(
+                    "repartition",
+                    format!(
+                        "the internal topic '{name}' has {n} partitions and the input {partitions}: a repartition topic has its input's partition count (the input gained partitions since it was made?); run under a new group (or name=), or delete the topic and the group's checkpoints to start over"
+                    ),
+                ));
+            }
             return Ok(());
         }
         let created = match &self.create {
