@@ -118,6 +118,7 @@ impl Connector for KafkaConnector {
             key: Some(key.to_string()),
             timestamp,
             repartition: Some(partitions),
+            provisional: None,
         }))
     }
 }

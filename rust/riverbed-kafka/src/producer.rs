@@ -186,7 +186,8 @@ impl KafkaProducer {
 
     /// Queue every row of `batch` (`key`/`value`/`timestamp` name columns; without a value
     /// column each row is written as a JSON object of all its columns; `options` say what to
-    /// do with what JSON cannot hold, as for the log). Returns the count.
+    /// do with what JSON cannot hold, as for the log), each with `headers`. Returns the count.
+    #[allow(clippy::too_many_arguments)]
     pub fn send_batch(
         &self,
         topic: &str,
@@ -195,6 +196,7 @@ impl KafkaProducer {
         value: Option<&str>,
         timestamp: Option<&str>,
         options: &JsonOptions,
+        headers: &[(String, Option<Vec<u8>>)],
     ) -> Result<usize> {
         let rows =
             EncodedRows::with_options(batch, key, value, timestamp, options).map_err(|e| {
@@ -213,7 +215,7 @@ impl KafkaProducer {
                     value: rows.value(i),
                     timestamp: Some(rows.timestamp(i)),
                     partition: None,
-                    headers: &[],
+                    headers,
                 },
             )?;
         }

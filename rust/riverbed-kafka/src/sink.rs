@@ -23,6 +23,9 @@ pub struct KafkaSink {
     /// A repartition topic with this many partitions: the writing tasks' watermarks go to every
     /// partition as marker records, so its readers know how far every writer has got.
     pub repartition: Option<usize>,
+    /// The rows written now are a task's end-of-input flush: whether its state changed since
+    /// its last run's (a repartition topic marks them, see `PROVISIONAL_HEADER`).
+    pub provisional: Option<bool>,
 }
 
 /// Headers of a watermark marker record: the watermark, and the input partition of the task
@@ -31,6 +34,10 @@ pub const WATERMARK_HEADER: &str = "riverbed.watermark";
 pub const WRITER_HEADER: &str = "riverbed.writer";
 /// "1" when the writing task's input is idle (its watermark is a flush past all it has read).
 pub const IDLE_HEADER: &str = "riverbed.idle";
+/// On a record of a bounded run's end-of-input flush: "1" when the writing task's state changed
+/// since its last run's flush, "0" when it is the same flush again (its readers take such rows
+/// in after their own end-of-input checkpoint, see riverbed-stream's `Polled::Provisional`).
+pub const PROVISIONAL_HEADER: &str = "riverbed.provisional";
 
 impl Sink for KafkaSink {
     fn write(&mut self, batch: RecordBatch) -> StreamResult<()> {
@@ -49,9 +56,31 @@ impl Sink for KafkaSink {
             ),
             _ => (batch, JsonOptions::default()),
         };
-        self.producer
-            .send_batch(&self.topic, &batch, self.key.as_deref(), None, ts, &options)?;
+        let headers = match self.provisional.filter(|_| self.repartition.is_some()) {
+            Some(changed) => vec![(
+                PROVISIONAL_HEADER.to_string(),
+                Some(vec![if changed { b'1' } else { b'0' }]),
+            )],
+            None => Vec::new(),
+        };
+        self.producer.send_batch(
+            &self.topic,
+            &batch,
+            self.key.as_deref(),
+            None,
+            ts,
+            &options,
+            &headers,
+        )?;
         Ok(())
+    }
+
+    fn relays_provisional(&self) -> bool {
+        self.repartition.is_some()
+    }
+
+    fn provisional(&mut self, flush: Option<bool>) {
+        self.provisional = flush;
     }
 
     fn checkpoint(&mut self) -> StreamResult<SinkEnds> {

@@ -309,7 +309,10 @@ impl KafkaSource {
     /// watermarks learnt from it: reading goes on from another position.
     fn forget_read(&mut self, p: usize) {
         self.ready.retain(|(item, _)| match item {
-            Polled::Batch(q, _) | Polled::PartitionDone(q) | Polled::Watermark(q, ..) => *q != p,
+            Polled::Batch(q, _)
+            | Polled::Provisional(q, ..)
+            | Polled::PartitionDone(q)
+            | Polled::Watermark(q, ..) => *q != p,
             _ => true,
         });
         if let Some(marks) = self.marks.as_mut() {
@@ -348,6 +351,9 @@ impl KafkaSource {
     /// Read what is there (up to a batch per partition) and decode it.
     fn fill(&mut self, wait: Duration) -> StreamResult<()> {
         let mut raws: BTreeMap<usize, RawRecords> = BTreeMap::new();
+        // A repartition topic's rows of its writers' end-of-input flushes, per (partition,
+        // changed since the writer's last run).
+        let mut flushes: BTreeMap<(usize, bool), RawRecords> = BTreeMap::new();
         let mut headers: HashMap<(usize, i64), RecordHeaders> = HashMap::new();
         let mut n = 0;
         let mut first = true;
@@ -378,9 +384,11 @@ impl KafkaSource {
                 .timestamp()
                 .to_millis()
                 .unwrap_or_else(riverbed_log::fsutil::now_ms);
-            raws.entry(p)
-                .or_default()
-                .push_parts(m.offset(), ts, m.key(), m.payload());
+            let into = match self.marks.is_some().then(|| provisional(&m)).flatten() {
+                Some(changed) => flushes.entry((p, changed)).or_default(),
+                None => raws.entry(p).or_default(),
+            };
+            into.push_parts(m.offset(), ts, m.key(), m.payload());
             if let Some(h) = m.headers() {
                 headers.insert(
                     (p, m.offset()),
@@ -392,7 +400,11 @@ impl KafkaSource {
             n += 1;
         }
         self.take_events()?;
-        for (p, raw) in raws {
+        let parts = raws
+            .into_iter()
+            .map(|(p, raw)| (p, None, raw))
+            .chain(flushes.into_iter().map(|((p, c), raw)| (p, Some(c), raw)));
+        for (p, flush, raw) in parts {
             if !self.assigned.contains(&p) {
                 continue;
             }
@@ -405,8 +417,11 @@ impl KafkaSource {
                 &self.errors,
                 &|o| headers.get(&(p, o)).cloned().unwrap_or_default(),
             )?;
-            self.ready
-                .push_back((Polled::Batch(p, b), next.map(|o| (p, o))));
+            let item = match flush {
+                Some(changed) => Polled::Provisional(p, b, changed),
+                None => Polled::Batch(p, b),
+            };
+            self.ready.push_back((item, next.map(|o| (p, o))));
         }
         // After the data read with them (records after a marker are not behind it).
         for (p, next) in marked {
@@ -460,6 +475,15 @@ impl KafkaSource {
             self.ready.push_back((Polled::Done, None));
         }
     }
+}
+
+/// Whether a record of a repartition topic is of its writer's end-of-input flush, and if so
+/// whether it changed since the writer's last run (`PROVISIONAL_HEADER`).
+fn provisional(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<bool> {
+    let h = m.headers()?;
+    h.iter()
+        .find(|x| x.key == crate::sink::PROVISIONAL_HEADER)
+        .map(|x| x.value != Some(b"0".as_slice()))
 }
 
 /// A watermark marker's (writer, watermark, idle), if the message is one.
@@ -541,7 +565,9 @@ impl Source for KafkaSource {
         match self.ready.pop_front() {
             Some((item, next)) => {
                 if let Some((p, o)) = next {
-                    self.positions[p] = o;
+                    // A fill hands out a partition's rows as two batches (its writers' flushes
+                    // apart): the position is past both once both are out.
+                    self.positions[p] = self.positions[p].max(o);
                 }
                 Ok(item)
             }

@@ -56,7 +56,8 @@ fn produced_batches_come_back_with_keys_timestamps_and_kafkas_partitions() {
                 Some("k"),
                 None,
                 Some("ts"),
-                &Default::default()
+                &Default::default(),
+                &[]
             )
             .unwrap(),
         n
@@ -113,7 +114,15 @@ fn metadata_errors_name_the_topic_and_the_unreachable_cluster() {
     }
     let producer = KafkaProducer::new(&kafka.config).unwrap();
     assert!(matches!(
-        producer.send_batch("missing", &batch(1), None, None, None, &Default::default()),
+        producer.send_batch(
+            "missing",
+            &batch(1),
+            None,
+            None,
+            None,
+            &Default::default(),
+            &[]
+        ),
         Err(KafkaError::UnknownTopic { .. })
     ));
 

@@ -289,7 +289,8 @@ impl Pipeline {
                     continue;
                 }
                 match src.poll()? {
-                    Polled::Batch(p, b) => {
+                    // Provisional rows come only from a repartition topic, which group runs read.
+                    Polled::Batch(p, b) | Polled::Provisional(p, b, _) => {
                         quiet = false;
                         let b = crate::keys::wide_batch(b)?;
                         let b = match &uses[k].ts {

@@ -35,6 +35,14 @@ pub trait Sink: Send {
     fn watermark(&mut self, _partition: usize, _wm: i64, _idle: bool) -> Result<()> {
         Ok(())
     }
+    /// Whether this sink is a repartition topic that tells its readers which rows are a
+    /// bounded run's provisional end-of-input flush (`provisional`).
+    fn relays_provisional(&self) -> bool {
+        false
+    }
+    /// The rows written next are a task's end-of-input flush (`Some(changed)`: whether its
+    /// state changed since its last run's flush), or ordinary output again (`None`).
+    fn provisional(&mut self, _flush: Option<bool>) {}
     /// At the end of a run: make what was written visible (an external sink waits until every
     /// record is acknowledged).
     fn close(&mut self) -> Result<()> {

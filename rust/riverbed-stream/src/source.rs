@@ -24,6 +24,10 @@ pub enum Polled {
     /// The watermark of a partition as its writers reported it (a repartition topic), and
     /// whether all their inputs are idle.
     Watermark(usize, i64, bool),
+    /// Rows a writer of a repartition topic wrote in its bounded run's end-of-input flush
+    /// (provisional: a later run emits them again), and whether they changed since its last
+    /// run's. The reading task takes them in after its end-of-input checkpoint, never into it.
+    Provisional(usize, RecordBatch, bool),
     /// Nothing available right now (follow mode).
     Idle,
     /// Every partition is done.

@@ -52,6 +52,20 @@ struct Task {
     quiet: bool,
     /// Its output watermark when its input ended, before the end-of-input flush.
     end_wm: Option<i64>,
+    /// Per source, the provisional rows its writers flushed (`Polled::Provisional`), taken in
+    /// after its end-of-input checkpoint.
+    provisional: Vec<(usize, arrow_array::RecordBatch)>,
+}
+
+impl Task {
+    /// Something new arrived: a quiet task is one no more (the watermarks it skipped are passed
+    /// to the graph now).
+    fn wake(&mut self) {
+        if self.quiet {
+            self.quiet = false;
+            self.last_wm = None;
+        }
+    }
 }
 
 /// How a task takes in one of the pipeline's sources.
@@ -208,32 +222,27 @@ impl GroupRun<'_> {
                 Polled::Batch(i, b) => {
                     progressed = true;
                     let (k, p) = (i / self.parts, i % self.parts);
-                    let input = &self.inputs[k];
-                    let b = crate::keys::wide_batch(b)?;
-                    let b = match &input.ts {
-                        Some(c) => {
-                            let n = b.num_rows();
-                            let b = without_null_times(
-                                b,
-                                c,
-                                &self.pipeline.sources[k],
-                                &self.on_error,
-                            )?;
-                            self.null_times += (n - b.num_rows()) as u64;
-                            b
-                        }
-                        None => b,
-                    };
+                    let b = self.intake(k, b)?;
                     // A batch of a partition no longer ours (revoked meanwhile) is dropped: its
                     // new owner reads it again from the checkpoint.
                     if let Some(t) = self.tasks.get_mut(&p) {
-                        if t.quiet {
-                            // the watermarks it skipped are passed to the graph now
-                            t.quiet = false;
-                            t.last_wm = None;
-                        }
+                        t.wake();
+                        let input = &self.inputs[k];
                         let b = stamp(&mut t.tracker, k, 0, b, input.ts.as_deref())?;
                         t.g.push(input.leaf, 0, b, sink)?;
+                    }
+                }
+                Polled::Provisional(i, b, changed) => {
+                    progressed = true;
+                    let (k, p) = (i / self.parts, i % self.parts);
+                    let b = self.intake(k, b)?;
+                    // Kept aside until the task's end-of-input checkpoint is taken: its state
+                    // must not hold what the writer emits again, changed, in its next run.
+                    if let Some(t) = self.tasks.get_mut(&p) {
+                        if changed {
+                            t.wake();
+                        }
+                        t.provisional.push((k, b));
                     }
                 }
                 Polled::PartitionDone(i) => {
@@ -248,9 +257,23 @@ impl GroupRun<'_> {
                     });
                     if last && self.tasks.get(&p).is_some_and(|t| !t.quiet) {
                         self.checkpoint(&[p], sink)?;
+                    } else if last && self.src.carries_watermarks() {
+                        // A quiet reader of a repartition topic read past this run's markers
+                        // and provisional rows: its state is the flushed one, at a new position
+                        // (read again, those rows would count twice in its next run).
+                        self.checkpoint_quiet(p, sink)?;
                     }
                     if let Some(t) = self.tasks.get_mut(&p) {
                         t.ended |= last;
+                        if last && !t.quiet {
+                            // The writers' provisional rows, after the checkpoint, before the
+                            // end-of-input flush.
+                            for (k, b) in std::mem::take(&mut t.provisional) {
+                                let input = &self.inputs[k];
+                                let b = stamp(&mut t.tracker, k, 0, b, input.ts.as_deref())?;
+                                t.g.push(input.leaf, 0, b, sink)?;
+                            }
+                        }
                         t.tracker.finish_partition(k, 0);
                     }
                 }
@@ -279,6 +302,7 @@ impl GroupRun<'_> {
                     .zip(wms.iter().copied())
                     .collect()
             };
+            let relay = sink.relays_provisional();
             for (&p, t) in self.tasks.iter_mut() {
                 let src = &self.src;
                 let caught_up = |k: usize, _| src.caught_up(k * parts + p);
@@ -293,8 +317,15 @@ impl GroupRun<'_> {
                 if at_end && t.end_wm.is_none() {
                     t.end_wm = Some(t.g.output_watermark_at(&leaves(&t.tracker.at_data())));
                 }
-                // A quiet task is not flushed (+inf): that flush's output is out there already.
-                if moved && !(t.quiet && at_end) {
+                if moved && at_end && relay {
+                    // Its readers rebuild their provisional state from this flush every run, so
+                    // a quiet task flushes too, saying nothing changed.
+                    sink.provisional(Some(!t.quiet));
+                    let flushed = t.g.advance(&leaves(&wms), sink);
+                    sink.provisional(None);
+                    flushed?;
+                } else if moved && !(t.quiet && at_end) {
+                    // A quiet task is not flushed (+inf): that flush's output is out there already.
                     t.g.advance(&leaves(&wms), sink)?;
                 }
                 if moved {
@@ -319,6 +350,23 @@ impl GroupRun<'_> {
                 self.src.wait(Duration::from_millis(50));
             }
         }
+    }
+
+    /// A batch of source `k` as the tasks take it: wide key columns, rows without an event time
+    /// to the error policy.
+    fn intake(
+        &mut self,
+        k: usize,
+        b: arrow_array::RecordBatch,
+    ) -> Result<arrow_array::RecordBatch> {
+        let b = crate::keys::wide_batch(b)?;
+        let Some(c) = &self.inputs[k].ts else {
+            return Ok(b);
+        };
+        let n = b.num_rows();
+        let b = without_null_times(b, c, &self.pipeline.sources[k], &self.on_error)?;
+        self.null_times += (n - b.num_rows()) as u64;
+        Ok(b)
     }
 
     /// A task for partition `p`, from the partition's newest checkpoint if it has one (the
@@ -348,6 +396,7 @@ impl GroupRun<'_> {
             plan_text,
             ended: false,
             end_wm: None,
+            provisional: Vec::new(),
         };
         let Some(cfg) = &self.control.checkpoint else {
             return Ok(task(g, tracker, None, 0, plan_text));
@@ -433,6 +482,27 @@ impl GroupRun<'_> {
         // Written on this thread: processing waits for all of it.
         self.control.checkpoint_stats.lock().paused(t0.elapsed());
         self.src.commit(&commits)
+    }
+
+    /// Checkpoint quiet task `p` where its reading got to; its state is what its last flush
+    /// emitted, so the checkpoint is marked flushed at once.
+    fn checkpoint_quiet(&mut self, p: usize, sink: &mut dyn Sink) -> Result<()> {
+        let Some(t) = self
+            .tasks
+            .get_mut(&p)
+            .filter(|t| t.quiet && t.store.is_some())
+        else {
+            return Ok(());
+        };
+        t.quiet = false;
+        let r = self.checkpoint(&[p], sink);
+        let t = self.tasks.get_mut(&p).expect("the task checkpointed above");
+        t.quiet = true;
+        r?;
+        match &t.store {
+            Some(store) => store.mark_flushed(t.seq),
+            None => Ok(()),
+        }
     }
 
     /// Each operator's metrics summed over the tasks (watermark: the lowest).
