@@ -543,7 +543,20 @@ class Pipeline(Running):
         joinable with ``join_table``."""
         from riverbed.table import Table
 
-        return Table(self, _names(key, "to_table"))
+        keys = _names(key, "to_table")
+        node = self._node
+        while node["op"] == "named":
+            node = node["input"]
+        # A session window retracts a session (by, window_start) that merged into an earlier one
+        # with a row whose aggregates are all null: in a table keyed by its start, that deletes it.
+        retracts = node["op"] == "window" and "session" in node["window"] and "window_start" in keys
+        if retracts and not any(e.get("agg", {}).get("func") == "count" for _, e in node["aggs"]):
+            raise ValueError(
+                "to_table over session windows keyed by window_start needs an rb.count() among the aggregates: "
+                "a retracted session is a row with every aggregate null, and so is a session whose aggregates "
+                "are all null (count never is)"
+            )
+        return Table(self, keys, tombstone=[a for a, _ in node["aggs"]] if retracts else None)
 
     def stateful_map(
         self,

@@ -42,7 +42,12 @@ class Table:
     follow), then read it with ``get(key)``, ``to_arrow()`` or ``to_pandas()`` — also while it runs.
     A table that has never run is run to the end of its input on its first read."""
 
-    def __init__(self, changelog: Pipeline, key: list[str], *, deletes: bool = False) -> None:
+    def __init__(
+        self, changelog: Pipeline, key: list[str], *, deletes: bool = False, tombstone: list[str] | None = None
+    ) -> None:
+        """``deletes``: a row whose values (every column but the key and the log's) are all null
+        deletes its key (a topic's tombstone). ``tombstone``: a row with these columns all null
+        deletes its key (a session window's retraction)."""
         schema = changelog.schema
         if not key:
             raise ValueError("a table needs key columns")
@@ -53,6 +58,7 @@ class Table:
         self._changelog = changelog
         self.key = list(key)
         self._deletes = deletes
+        self._tombstone = tombstone
         self._lock = threading.Lock()
         self._batches: list[pa.RecordBatch] = []
         self._rows = 0
@@ -160,11 +166,12 @@ class Table:
                 .combine_chunks()
             )
             view = whole.take(latest.take(pc.sort_indices(latest)))
-            if self._deletes:
+            values = self._tombstone
+            if values is None and self._deletes:
                 values = [n for n in view.column_names if n not in _LOG_COLUMNS and n not in self.key]
-                if values:
-                    deleted = functools.reduce(pc.and_kleene, [pc.is_null(view.column(n)) for n in values])
-                    view = view.filter(pc.invert(deleted))
+            if values:
+                deleted = functools.reduce(pc.and_kleene, [pc.is_null(view.column(n)) for n in values])
+                view = view.filter(pc.invert(deleted))
         self._batches = view.to_batches()
         self._rows = self._live = view.num_rows
         self._view = view

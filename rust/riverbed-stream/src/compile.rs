@@ -48,6 +48,8 @@ struct Lazy {
     name: String,
     /// State restored before the operator exists (it is built from the first batch).
     pending: Vec<u8>,
+    /// `open_was_emitted` came before the operator existed.
+    pending_emitted: bool,
 }
 
 impl Lazy {
@@ -66,6 +68,11 @@ impl Lazy {
                 let state = std::mem::take(&mut self.pending);
                 if let Some(op) = self.inner.as_mut() {
                     op.restore(&state)?;
+                }
+            }
+            if std::mem::take(&mut self.pending_emitted) {
+                if let Some(op) = self.inner.as_mut() {
+                    op.open_was_emitted();
                 }
             }
         }
@@ -131,6 +138,12 @@ impl Operator for Lazy {
                 self.pending = state.to_vec();
                 Ok(())
             }
+        }
+    }
+    fn open_was_emitted(&mut self) {
+        match self.inner.as_mut() {
+            Some(op) => op.open_was_emitted(),
+            None => self.pending_emitted = true,
         }
     }
     fn metrics(&self) -> OpMetrics {
@@ -767,6 +780,7 @@ impl Builder<'_> {
                                 inner: None,
                                 name: label.clone(),
                                 pending: Vec::new(),
+                                pending_emitted: false,
                             }),
                             None,
                             out_ts,
@@ -861,6 +875,9 @@ impl Operator for Named {
     }
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         self.inner.restore(state)
+    }
+    fn open_was_emitted(&mut self) {
+        self.inner.open_was_emitted()
     }
     fn metrics(&self) -> OpMetrics {
         let mut m = self.inner.metrics();

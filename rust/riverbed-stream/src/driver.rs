@@ -177,6 +177,20 @@ impl Pipeline {
             }
             seq = c.seq;
         }
+        // Resumed after a bounded run whose end-of-input flush reached the sink: until a record
+        // arrives, the state is what that flush emitted, so it is not flushed (+inf) again and
+        // no checkpoint is taken (`quiet`). A log topic sink was rolled back to before that flush
+        // instead, so it gets the flush again.
+        let mut quiet = match (&store, &resume) {
+            (Some(s), Some((c, _))) => s.is_flushed(c.seq) && sink.topic_names().is_empty(),
+            _ => false,
+        };
+        // A sink that cannot be rolled back may hold rows of what the state holds open: from
+        // that flush, from one cut short by a crash, or from updates after the checkpoint. They
+        // are retracted if they change identity (retracting a row never sent deletes nothing).
+        if resume.is_some() && sink.topic_names().is_empty() {
+            g.open_was_emitted();
+        }
         // A named run checkpoints its one graph; any other run splits it between workers (by
         // default as many as the inputs have partitions, up to one per core: a partition's
         // records are read in order by one worker).
@@ -205,14 +219,6 @@ impl Pipeline {
             Box::new(crate::workers::Pool::start(graphs, order)?)
         } else {
             Box::new(Local(g))
-        };
-        // Resumed after a bounded run whose end-of-input flush reached the sink: until a record
-        // arrives, the state is what that flush emitted, so it is not flushed (+inf) again and
-        // no checkpoint is taken (`quiet`). A log topic sink was rolled back to before that flush
-        // instead, so it gets the flush again.
-        let mut quiet = match (&store, &resume) {
-            (Some(s), Some((c, _))) => s.is_flushed(c.seq) && sink.topic_names().is_empty(),
-            _ => false,
         };
         let store = store.map(Arc::new);
         let stats = control.checkpoint_stats.clone();

@@ -432,6 +432,13 @@ this plan:
         Ok(())
     }
 
+    /// The restored state's end-of-input flush reached the sink (`Operator::open_was_emitted`).
+    pub(crate) fn open_was_emitted(&mut self) {
+        for n in &mut self.nodes {
+            n.op.open_was_emitted();
+        }
+    }
+
     pub(crate) fn metrics(&self) -> Vec<OpMetrics> {
         self.order
             .iter()

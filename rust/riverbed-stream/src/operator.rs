@@ -75,6 +75,11 @@ pub trait Operator: Send {
     fn snapshot(&self) -> Result<Vec<u8>> {
         Ok(Vec::new())
     }
+    /// The state just restored is one whose end-of-input flush reached the sink (a bounded
+    /// run's provisional output): what it holds open has been emitted. An operator whose later
+    /// output can supersede a row under another identity (a session merging into one with an
+    /// earlier start) must retract those rows, so it notes them as emitted.
+    fn open_was_emitted(&mut self) {}
     /// Load the state a `snapshot` of the same operator (same plan) took.
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         if state.is_empty() {

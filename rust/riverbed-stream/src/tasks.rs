@@ -66,6 +66,18 @@ impl Task {
             self.last_wm = None;
         }
     }
+
+    /// Give batch `b` of source `k` (its event times stamped) to the task's operators.
+    fn take_in(
+        &mut self,
+        k: usize,
+        input: &Input,
+        b: arrow_array::RecordBatch,
+        sink: &mut dyn Sink,
+    ) -> Result<()> {
+        let b = stamp(&mut self.tracker, k, 0, b, input.ts.as_deref())?;
+        self.g.push(input.leaf, 0, b, sink)
+    }
 }
 
 /// How a task takes in one of the pipeline's sources.
@@ -227,9 +239,7 @@ impl GroupRun<'_> {
                     // new owner reads it again from the checkpoint.
                     if let Some(t) = self.tasks.get_mut(&p) {
                         t.wake();
-                        let input = &self.inputs[k];
-                        let b = stamp(&mut t.tracker, k, 0, b, input.ts.as_deref())?;
-                        t.g.push(input.leaf, 0, b, sink)?;
+                        t.take_in(k, &self.inputs[k], b, sink)?;
                     }
                 }
                 Polled::Provisional(i, b, changed) => {
@@ -237,12 +247,15 @@ impl GroupRun<'_> {
                     let (k, p) = (i / self.parts, i % self.parts);
                     let b = self.intake(k, b)?;
                     // Kept aside until the task's end-of-input checkpoint is taken: its state
-                    // must not hold what the writer emits again, changed, in its next run.
+                    // must not hold what the writer emits again, changed, in its next run. A
+                    // following task never ends its input: the writer's real rows come later.
                     if let Some(t) = self.tasks.get_mut(&p) {
                         if changed {
                             t.wake();
                         }
-                        t.provisional.push((k, b));
+                        if !self.follow {
+                            t.provisional.push((k, b));
+                        }
                     }
                 }
                 Polled::PartitionDone(i) => {
@@ -269,9 +282,7 @@ impl GroupRun<'_> {
                             // The writers' provisional rows, after the checkpoint, before the
                             // end-of-input flush.
                             for (k, b) in std::mem::take(&mut t.provisional) {
-                                let input = &self.inputs[k];
-                                let b = stamp(&mut t.tracker, k, 0, b, input.ts.as_deref())?;
-                                t.g.push(input.leaf, 0, b, sink)?;
+                                t.take_in(k, &self.inputs[k], b, sink)?;
                             }
                         }
                         t.tracker.finish_partition(k, 0);
@@ -386,17 +397,25 @@ impl GroupRun<'_> {
             }
         }
         let mut plan_text = self.plan_text.clone();
-        let task = |g, tracker, store, seq, plan_text| Task {
-            g,
-            tracker,
-            last_wm: None,
-            quiet: matches!(&store, Some(s) if seq > 0 && CheckpointStore::is_flushed(s, seq)),
-            store,
-            seq,
-            plan_text,
-            ended: false,
-            end_wm: None,
-            provisional: Vec::new(),
+        let task = |mut g: Graph, tracker, store, seq, plan_text| {
+            // Restored: the output (Kafka, never rolled back) may hold rows of what the state
+            // holds open, from the end-of-input flush of the run that checkpointed it (`quiet`
+            // when that flush went out), one cut short by a crash, or updates since.
+            if seq > 0 {
+                g.open_was_emitted();
+            }
+            Task {
+                g,
+                tracker,
+                last_wm: None,
+                quiet: matches!(&store, Some(s) if seq > 0 && CheckpointStore::is_flushed(s, seq)),
+                store,
+                seq,
+                plan_text,
+                ended: false,
+                end_wm: None,
+                provisional: Vec::new(),
+            }
         };
         let Some(cfg) = &self.control.checkpoint else {
             return Ok(task(g, tracker, None, 0, plan_text));
@@ -434,6 +453,17 @@ impl GroupRun<'_> {
     /// Checkpoint the tasks of `partitions`: flush the output first (the sink's checkpoint),
     /// then write each task's state with its source offset, then commit those offsets.
     fn checkpoint(&mut self, partitions: &[usize], sink: &mut dyn Sink) -> Result<()> {
+        self.write_checkpoints(partitions, false, sink)
+    }
+
+    /// Checkpoint the tasks of `partitions` whose input has not ended (and that are not quiet,
+    /// unless `quiet_too`).
+    fn write_checkpoints(
+        &mut self,
+        partitions: &[usize],
+        quiet_too: bool,
+        sink: &mut dyn Sink,
+    ) -> Result<()> {
         if partitions.is_empty() || self.control.checkpoint.is_none() {
             return Ok(());
         }
@@ -444,7 +474,11 @@ impl GroupRun<'_> {
         for p in partitions {
             // A task whose input ended keeps the checkpoint taken before its end-of-input flush
             // (a later run continues from there; after the flush its watermark is +inf).
-            let Some(t) = self.tasks.get_mut(p).filter(|t| !t.ended && !t.quiet) else {
+            let Some(t) = self
+                .tasks
+                .get_mut(p)
+                .filter(|t| !t.ended && (quiet_too || !t.quiet))
+            else {
                 continue;
             };
             let pos: Vec<i64> = (0..self.inputs.len())
@@ -487,18 +521,15 @@ impl GroupRun<'_> {
     /// Checkpoint quiet task `p` where its reading got to; its state is what its last flush
     /// emitted, so the checkpoint is marked flushed at once.
     fn checkpoint_quiet(&mut self, p: usize, sink: &mut dyn Sink) -> Result<()> {
-        let Some(t) = self
+        if !self
             .tasks
-            .get_mut(&p)
-            .filter(|t| t.quiet && t.store.is_some())
-        else {
+            .get(&p)
+            .is_some_and(|t| t.quiet && t.store.is_some())
+        {
             return Ok(());
-        };
-        t.quiet = false;
-        let r = self.checkpoint(&[p], sink);
+        }
+        self.write_checkpoints(&[p], true, sink)?;
         let t = self.tasks.get_mut(&p).expect("the task checkpointed above");
-        t.quiet = true;
-        r?;
         match &t.store {
             Some(store) => store.mark_flushed(t.seq),
             None => Ok(()),

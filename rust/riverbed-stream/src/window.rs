@@ -84,22 +84,42 @@ impl WindowCore {
         });
         // Bounded output batches keep the peak memory of a large flush small.
         for chunk in items.chunks(EMIT_CHUNK) {
-            let ids: Vec<u32> = chunk.iter().map(|i| i.key).collect();
             let sids: Vec<u32> = chunk.iter().map(|i| i.sid).collect();
-            let mut cols: Vec<ArrayRef> = self.keys.columns(&ids)?;
-            cols.push(bounds_array(
-                chunk.iter().map(|i| i.start).collect(),
-                &self.bound_type,
-            )?);
-            cols.push(bounds_array(
-                chunk.iter().map(|i| i.end).collect(),
-                &self.bound_type,
-            )?);
+            let mut cols = self.keys_and_bounds(chunk)?;
             cols.extend(self.aggs.finish(&self.store, &sids)?);
             let b = RecordBatch::try_new(self.schema.clone(), cols).ctx("window output")?;
             self.m.records_out += b.num_rows() as u64;
             out.push(b);
         }
+        Ok(())
+    }
+
+    /// The `by` columns, `window_start` and `window_end` of `items`.
+    fn keys_and_bounds(&self, items: &[Item]) -> Result<Vec<ArrayRef>> {
+        let ids: Vec<u32> = items.iter().map(|i| i.key).collect();
+        let mut cols: Vec<ArrayRef> = self.keys.columns(&ids)?;
+        for bound in [|i: &Item| i.start, |i: &Item| i.end] {
+            cols.push(bounds_array(
+                items.iter().map(bound).collect(),
+                &self.bound_type,
+            )?);
+        }
+        Ok(cols)
+    }
+
+    /// Retract rows emitted before: each item's key, `window_start` and `window_end` with every
+    /// aggregate null (a tombstone: the window `(key, window_start)` no longer exists).
+    pub fn retract(&mut self, items: &[Item], out: &mut Vec<RecordBatch>) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut cols = self.keys_and_bounds(items)?;
+        for f in self.aggs.output_fields() {
+            cols.push(arrow_array::new_null_array(f.data_type(), items.len()));
+        }
+        let b = RecordBatch::try_new(self.schema.clone(), cols).ctx("window retractions")?;
+        self.m.records_out += b.num_rows() as u64;
+        out.push(b);
         Ok(())
     }
 
@@ -399,6 +419,11 @@ struct Session {
     start: i64,
     end: i64,
     sid: u32,
+    /// A row `(key, start)` of this session went out (an update, or the provisional end-of-input
+    /// flush of the run whose checkpoint this state came from). When the session merges into
+    /// one with an earlier start, that row is retracted (`WindowCore::retract`), as Kafka
+    /// Streams' session store sends a tombstone for the old session's key.
+    emitted: bool,
 }
 
 /// Session windows: per key, sessions sorted by start; a record within `gap` of sessions joins
@@ -450,6 +475,7 @@ impl Operator for SessionWindows {
         let inputs = self.core.aggs.inputs(&batch)?;
         let mut late = Vec::new();
         let mut touched: Vec<(u32, u32)> = Vec::new();
+        let mut retracted: Vec<Item> = Vec::new();
         let judge = Judge::new(self.core.wm, stream);
         for i in 0..n {
             let (t, k) = (ts[i], kids[i]);
@@ -476,6 +502,7 @@ impl Operator for SessionWindows {
                 late.push(i as u32);
                 continue;
             }
+            let mut emitted = false;
             let sid = if lo < hi {
                 let keep = list[lo].sid;
                 let merged: Vec<Session> = list.drain(lo..hi).collect();
@@ -485,24 +512,46 @@ impl Operator for SessionWindows {
                     if s.sid != keep {
                         self.core.store.merge(keep, s.sid);
                     }
+                    // A row keyed by this session's start went out: the merged session has that
+                    // start (its next row supersedes it) or the row is retracted.
+                    if s.emitted && s.start == start {
+                        emitted = true;
+                    } else if s.emitted {
+                        retracted.push(Item {
+                            key: k,
+                            start: s.start,
+                            end: s.end,
+                            sid: s.sid,
+                        });
+                    }
                 }
                 keep
             } else {
                 self.core.store.alloc()
             };
-            list.insert(lo, Session { start, end, sid });
+            list.insert(
+                lo,
+                Session {
+                    start,
+                    end,
+                    sid,
+                    emitted,
+                },
+            );
             self.closing
                 .insert((close_at(end, self.gap, self.grace), k, start));
             self.core.store.update(&[i as u32], &[sid], &inputs, &ts)?;
             touched.push((k, sid));
         }
         self.core.keep_late(&batch, late)?;
+        self.core.retract(&retracted, out)?;
         if self.emit == Emit::Update && !touched.is_empty() {
             let sids: std::collections::HashSet<u32> = touched.iter().map(|&(_, s)| s).collect();
             let mut items = Vec::new();
-            for (&k, list) in &self.sessions {
+            for (&k, list) in &mut self.sessions {
                 for s in list {
                     if sids.contains(&s.sid) {
+                        s.emitted = true;
                         items.push(Item {
                             key: k,
                             start: s.start,
@@ -567,11 +616,17 @@ impl Operator for SessionWindows {
         std::mem::take(&mut self.core.late)
     }
 
+    fn open_was_emitted(&mut self) {
+        for s in self.sessions.values_mut().flatten() {
+            s.emitted = true;
+        }
+    }
+
     fn snapshot(&self) -> Result<Vec<u8>> {
         let mut w = StateWriter::with_capacity(
             self.core.keys.state_bytes()
                 + self.core.store.state_bytes()
-                + 24 * self.closing.len()
+                + 36 * self.closing.len()
                 + 12 * self.closed_end.len(),
         );
         self.core.snapshot(&mut w);
@@ -597,6 +652,18 @@ impl Operator for SessionWindows {
             w.u32(*k);
             w.i64(*e);
         }
+        // The open sessions whose row went out, by key and start (absent in older checkpoints).
+        let mut emitted: Vec<(u32, i64)> = self
+            .sessions
+            .iter()
+            .flat_map(|(&k, l)| l.iter().filter(|s| s.emitted).map(move |s| (k, s.start)))
+            .collect();
+        emitted.sort_unstable();
+        w.len(emitted.len());
+        for (k, start) in emitted {
+            w.u32(k);
+            w.i64(start);
+        }
         Ok(w.buf)
     }
 
@@ -614,6 +681,7 @@ impl Operator for SessionWindows {
                     start: r.i64()?,
                     end: r.i64()?,
                     sid: r.u32()?,
+                    emitted: false,
                 };
                 self.closing
                     .insert((close_at(s.end, self.gap, self.grace), k, s.start));
@@ -626,6 +694,21 @@ impl Operator for SessionWindows {
             for _ in 0..r.len()? {
                 let k = r.u32()?;
                 self.closed_end.insert(k, r.i64()?);
+            }
+        }
+        if !r.at_end() {
+            for _ in 0..r.len()? {
+                let (k, start) = (r.u32()?, r.i64()?);
+                let s = self
+                    .sessions
+                    .get_mut(&k)
+                    .and_then(|l| l.iter_mut().find(|s| s.start == start))
+                    .ok_or_else(|| {
+                        crate::error::StreamError::Checkpoint(format!(
+                            "a session window checkpoint names an emitted session (key #{k}, start {start}) it does not hold"
+                        ))
+                    })?;
+                s.emitted = true;
             }
         }
         r.done()
