@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -230,6 +231,47 @@ def test_records_from_kafka_python_are_read_right(kafka, cluster):
     assert sorted(r[:3] for r in rows_of(got)) == sorted(want)
     ts = sorted(int(x.timestamp() * 1000) for x in got.column("timestamp").to_pylist())
     assert ts == [1_650_000_000_000 + i for i in range(150)]
+
+
+
+def test_a_kafka_record_without_a_timestamp_is_a_bad_record_not_the_wall_clock(kafka, cluster):
+    """A record whose timestamp is -1 (none: an old client, or a producer that sent none) reads
+    with a null timestamp, never the time it was read: as the event time, it is a bad record
+    whose error names topic, partition and offset, and which `on_error="skip"` counts."""
+    from kafka import KafkaProducer
+
+    t = kafka.create_topic(fresh("no-ts"), partitions=1)
+    prod = KafkaProducer(bootstrap_servers=cluster[0], api_version=(2, 0))
+    for i, ts in enumerate([T0, -1, T0 + 1500]):
+        prod.send(t.name, key=b"a", value=json.dumps({"x": i}).encode(), timestamp_ms=ts)
+    prod.flush(10)
+    prod.close()
+    got = t.read(timeout=1.0)
+    assert [None if x is None else int(x.timestamp() * 1000) for x in got.column("timestamp").to_pylist()] == [T0, None, T0 + 1500]
+    with pytest.raises(rb.exceptions.DecodeError, match=f"{t.name}/0@1: .*null"):
+        rb.Pipeline.read(t).collect(progress=False)
+    res = rb.Pipeline.read(t, on_error="skip").window(rb.tumbling("1s")).agg(n=rb.count()).run(progress=False)
+    assert [r["n"] for r in res.output.to_pylist()] == [1, 1]
+    assert res.metrics[0]["errors"] == 1
+    # with an event-time column of its own, the record is read, its Kafka timestamp null
+    assert rb.Pipeline.read(t, timestamp="x").collect(progress=False).column("timestamp").null_count == 1
+
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_an_event_time_a_kafka_timestamp_cannot_hold_is_refused_not_changed(kafka, bad):
+    """librdkafka sends the current time for a record timestamp of 0, and -1 means "none" to
+    every Kafka client: writing either as a record's event time is refused, naming the row, and
+    nothing of the batch is sent (it used to arrive as the wall clock, or as no timestamp)."""
+    t = kafka.create_topic(fresh("ts0"), partitions=1)
+    with pytest.raises(rb.exceptions.KafkaError, match=f"row 1: event time {bad} ms .column 'ts'"):
+        t.produce_batch(pa.table({"ts": [5, bad, 7]}), timestamp="ts")
+    with pytest.raises(rb.exceptions.KafkaError, match=f"event time {bad} ms"):
+        rb.Pipeline.read(pa.table({"ts": [3, bad, 9], "v": [1, 2, 3]}), timestamp="ts").write(t).run(progress=False)
+    assert t.read(timeout=0.5).num_rows == 0
+    # other times, before 1970 too, arrive as they were
+    t.produce_batch(pa.table({"ts": [-5, 1, T0]}), timestamp="ts")
+    assert [int(x.timestamp() * 1000) for x in t.read(timeout=1.0).column("timestamp").to_pylist()] == [-5, 1, T0]
 
 
 def test_riverbed_records_are_read_back_by_confluent_kafka_and_kafka_python(kafka, cluster):
@@ -840,6 +882,59 @@ def test_bounded_reruns_of_two_repartitions_in_a_row_count_each_record_once(kafk
     want = {int(w): (int(g["n"].sum()), len(g)) for w, g in per_window.groupby("window_start")}
     assert latest == want
     assert run().output.num_rows == 0  # nothing new: nothing emitted again
+
+
+
+@pytest.mark.parametrize("by", ["acct", "sym"], ids=["by-partition-key", "repartitioned"])
+def test_bounded_group_reruns_retract_sessions_that_new_records_merged(kafka, by):
+    """Session windows in bounded group reruns: each run's end flush emits the open sessions
+    (to a sink that keeps them); records of a later run that bridge two of them, or come just
+    before one, merge them into a session with an earlier start, and the run retracts the rows
+    of the ones it replaced (aggregates null). Applied as a changelog, the runs' output equals
+    brute-force sessions over every record (nothing is late: lateness 1 h)."""
+    tin = kafka.create_topic(fresh("se"), partitions=4)
+    account_of = account_per_partition(4)
+    group = fresh("seg")
+    rng = random.Random(7)
+    sent: list[dict] = []
+    got: list[dict] = []
+    for step in range(3):
+        part_rows = []
+        for part in range(4):
+            for j in range(15):
+                part_rows.append({"acct": account_of[part], "sym": f"s{rng.randrange(3)}", "v": len(sent) + len(part_rows), "ts": T0 + rng.randrange(0, 3000)})
+        tin.produce_batch(pa.Table.from_pylist(part_rows), key="acct", timestamp="ts")
+        sent += part_rows
+        res = (
+            rb.Pipeline.read(tin, timestamp="ts", lateness="1h", group=group)
+            .window(rb.session("60ms"), by=by)
+            .agg(n=rb.count(), total=rb.sum("v"))
+            .run(progress=False)
+        )
+        assert res.late.num_rows == 0
+        got += res.output.to_pylist()
+    table: dict = {}
+    for r in got:
+        key = (r[by], r["window_start"])
+        if r["n"] is None:
+            assert key in table, f"retracts {key}, which had no row"
+            del table[key]
+        else:
+            table[key] = (r["window_end"], r["n"], r["total"])
+    want: dict = {}
+    for k, g in pd.DataFrame(sent).sort_values("ts").groupby(by):
+        start = end = None
+        n = total = 0
+        for t, v in zip(g["ts"], g["v"]):
+            if end is not None and t - end > 60:
+                want[(k, start)] = (end, n, total)
+                start, n, total = None, 0, 0
+            start = t if start is None else start
+            end = t
+            n, total = n + 1, total + v
+        want[(k, start)] = (end, n, total)
+    assert table == want
+    assert any(r["n"] is None for r in got), "the data should make a rerun merge flushed sessions"
 
 
 def test_a_repartition_carries_nan_infinities_and_signed_zero_keys_as_one_process_sees_them(kafka):

@@ -419,10 +419,8 @@ impl TopicConsumer {
 
 /// Append a message to an Arrow batch being built.
 pub fn push_message(sink: &mut ArrowRecordSink, m: &BorrowedMessage<'_>) {
-    let ts = m
-        .timestamp()
-        .to_millis()
-        .unwrap_or_else(riverbed_log::fsutil::now_ms);
+    // A record without a timestamp (-1) has a null one: never a made-up time.
+    let ts = m.timestamp().to_millis();
     let headers: Vec<(&[u8], Option<&[u8]>)> = m
         .headers()
         .map(|h| h.iter().map(|h| (h.key.as_bytes(), h.value)).collect())

@@ -186,7 +186,9 @@ impl KafkaProducer {
 
     /// Queue every row of `batch` (`key`/`value`/`timestamp` name columns; without a value
     /// column each row is written as a JSON object of all its columns; `options` say what to
-    /// do with what JSON cannot hold, as for the log), each with `headers`. Returns the count.
+    /// do with what JSON cannot hold, as for the log), each with `headers`. `checked`: refuse
+    /// event times a Kafka record timestamp cannot hold (`check_kafka_timestamps`; an internal
+    /// topic's readers take event time from the value). Returns the count.
     #[allow(clippy::too_many_arguments)]
     pub fn send_batch(
         &self,
@@ -197,6 +199,7 @@ impl KafkaProducer {
         timestamp: Option<&str>,
         options: &JsonOptions,
         headers: &[(String, Option<Vec<u8>>)],
+        checked: bool,
     ) -> Result<usize> {
         let rows =
             EncodedRows::with_options(batch, key, value, timestamp, options).map_err(|e| {
@@ -206,6 +209,9 @@ impl KafkaProducer {
                 }
             })?;
         let partitions = self.check_topic(topic)?;
+        if let Some(col) = timestamp.filter(|_| checked) {
+            check_kafka_timestamps(&rows, topic, col)?;
+        }
         for i in 0..rows.len() {
             self.send_checked(
                 topic,
@@ -296,5 +302,22 @@ impl riverbed_stream::errors::DeadLetterTopic for KafkaDeadLetter {
         )?;
         self.producer.flush(&self.topic)?;
         Ok(())
+    }
+}
+
+/// Event times a Kafka record timestamp cannot hold: librdkafka sends the current time for 0, and
+/// -1 means "no timestamp" to every Kafka client. Refused (naming the row) rather than changed.
+fn check_kafka_timestamps(rows: &EncodedRows, topic: &str, col: &str) -> Result<()> {
+    match (0..rows.len()).find(|&i| matches!(rows.timestamp(i), 0 | -1)) {
+        Some(i) => Err(KafkaError::Produce {
+            topic: topic.into(),
+            message: format!(
+                "row {i}: event time {} ms (column '{col}') cannot be a Kafka record timestamp \
+                 (librdkafka sends the current time for 0; -1 means none); the column itself is \
+                 in the record's value",
+                rows.timestamp(i)
+            ),
+        }),
+        None => Ok(()),
     }
 }

@@ -71,6 +71,7 @@ impl Sink for KafkaSink {
             ts,
             &options,
             &headers,
+            self.repartition.is_none(),
         )?;
         Ok(())
     }

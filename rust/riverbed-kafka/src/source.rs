@@ -113,6 +113,9 @@ impl ExternalSource for KafkaTopicSource {
     ) -> StreamResult<Box<dyn Source>> {
         Ok(Box::new(KafkaSource::open(self, follow, on_error, start)?))
     }
+    fn topic_name(&self) -> Option<String> {
+        Some(self.topic.clone())
+    }
     fn describe(&self) -> String {
         format!(
             "Kafka topic '{}' at {} ({} partitions{})",
@@ -380,10 +383,8 @@ impl KafkaSource {
                     continue;
                 }
             }
-            let ts = m
-                .timestamp()
-                .to_millis()
-                .unwrap_or_else(riverbed_log::fsutil::now_ms);
+            // A record without a timestamp (-1) has a null one: never a made-up time.
+            let ts = m.timestamp().to_millis();
             let into = match self.marks.is_some().then(|| provisional(&m)).flatten() {
                 Some(changed) => flushes.entry((p, changed)).or_default(),
                 None => raws.entry(p).or_default(),

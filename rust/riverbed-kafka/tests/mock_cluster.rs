@@ -57,7 +57,8 @@ fn produced_batches_come_back_with_keys_timestamps_and_kafkas_partitions() {
                 None,
                 Some("ts"),
                 &Default::default(),
-                &[]
+                &[],
+                true
             )
             .unwrap(),
         n
@@ -121,7 +122,8 @@ fn metadata_errors_name_the_topic_and_the_unreachable_cluster() {
             None,
             None,
             &Default::default(),
-            &[]
+            &[],
+            true
         ),
         Err(KafkaError::UnknownTopic { .. })
     ));

@@ -32,10 +32,11 @@ pub fn record_schema() -> SchemaRef {
         Field::new("topic", DataType::Utf8, false),
         Field::new("partition", DataType::Int32, false),
         Field::new("offset", DataType::Int64, false),
+        // Null: a Kafka record without a timestamp (never one of the log's).
         Field::new(
             "timestamp",
             DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            false,
+            true,
         ),
         Field::new("key", DataType::Binary, true),
         Field::new("value", DataType::Binary, true),
@@ -106,12 +107,13 @@ impl ArrowRecordSink {
 }
 
 impl ArrowRecordSink {
-    /// Append one record given by its parts (a Kafka client's message, say).
+    /// Append one record given by its parts (a Kafka client's message, say; `timestamp` is None
+    /// for a Kafka record without one).
     pub fn push_parts<'h>(
         &mut self,
         partition: u32,
         offset: i64,
-        timestamp: i64,
+        timestamp: Option<i64>,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         headers: impl Iterator<Item = (&'h [u8], Option<&'h [u8]>)>,
@@ -119,7 +121,7 @@ impl ArrowRecordSink {
         self.topics.append_value(&*self.topic);
         self.partitions.append_value(partition as i32);
         self.offsets.append_value(offset);
-        self.timestamps.append_value(timestamp);
+        self.timestamps.append_option(timestamp);
         self.keys.append_option(key);
         self.values.append_option(value);
         let s = self.headers.values();
@@ -142,7 +144,7 @@ impl RecordSink for ArrowRecordSink {
         self.push_parts(
             partition,
             r.offset,
-            r.timestamp,
+            Some(r.timestamp),
             r.key,
             r.value,
             r.headers(),

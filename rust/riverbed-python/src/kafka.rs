@@ -189,7 +189,7 @@ impl PyKafka {
         py.detach(|| {
             let mut n = 0;
             for b in &batches {
-                n += producer.send_batch(topic, b, key, value, timestamp, &options, &[])?;
+                n += producer.send_batch(topic, b, key, value, timestamp, &options, &[], true)?;
             }
             Ok(n)
         })

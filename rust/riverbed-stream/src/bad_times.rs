@@ -58,25 +58,27 @@ pub(crate) fn without_bad_times(
         return Ok(b);
     }
     bad.sort_by_key(|(r, _)| *r);
-    let (handler, topic) = match spec {
+    let (handler, topic, name) = match spec {
         SourceSpec::Log(l) => (
             l.on_error
                 .clone()
                 .unwrap_or_else(|| pipeline_policy.clone()),
             Some(l.topic.clone()),
+            Some(l.topic.name.to_string()),
         ),
         SourceSpec::External(e) => (
             e.on_error().unwrap_or_else(|| pipeline_policy.clone()),
             None,
+            e.topic_name(),
         ),
-        _ => (pipeline_policy.clone(), None),
+        _ => (pipeline_policy.clone(), None, None),
     };
     for (row, why) in &bad {
         let record = crate::errors::bad_row(&b, *row, topic.as_deref());
         let message = format!("the event-time column '{col}' {why}");
-        let error = match (&topic, record.partition, record.offset) {
+        let error = match (&name, record.partition, record.offset) {
             (Some(t), Some(p), Some(o)) => StreamError::Decode {
-                topic: t.name.to_string(),
+                topic: t.clone(),
                 partition: p as u32,
                 offset: o,
                 message,

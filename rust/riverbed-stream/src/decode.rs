@@ -24,10 +24,11 @@ pub enum Format {
 fn metadata_fields() -> Vec<Field> {
     vec![
         Field::new("key", DataType::Binary, true),
+        // Null for a Kafka record without a timestamp: as an event time, a bad record.
         Field::new(
             "timestamp",
             DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            false,
+            true,
         ),
         Field::new("partition", DataType::Int32, false),
         Field::new("offset", DataType::Int64, false),
@@ -78,7 +79,7 @@ pub fn infer_json_schema<'a>(
 #[derive(Default)]
 pub struct RawRecords {
     offsets: Vec<i64>,
-    timestamps: Vec<i64>,
+    timestamps: Vec<Option<i64>>,
     keys: Vec<Option<Vec<u8>>>,
     values: Vec<u8>,
     value_ends: Vec<usize>,
@@ -87,13 +88,14 @@ pub struct RawRecords {
 
 impl RawRecords {
     pub(crate) fn push(&mut self, r: &RecordView<'_>) {
-        self.push_parts(r.offset, r.timestamp, r.key, r.value);
+        self.push_parts(r.offset, Some(r.timestamp), r.key, r.value);
     }
-    /// Append one record given by its parts (a Kafka client's message, say).
+    /// Append one record given by its parts (a Kafka client's message, say; `timestamp` is None
+    /// for a Kafka record without one).
     pub fn push_parts(
         &mut self,
         offset: i64,
-        timestamp: i64,
+        timestamp: Option<i64>,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
     ) {
@@ -217,7 +219,8 @@ impl Decoder {
                         key: raw.keys[i].clone(),
                         value: raw.value(i).map(<[u8]>::to_vec),
                         headers: headers_of(raw.offsets[i]),
-                        timestamp: raw.timestamps[i],
+                        // (a record without a timestamp is dead-lettered at the time it was)
+                        timestamp: raw.timestamps[i].unwrap_or_else(riverbed_log::fsutil::now_ms),
                         topic: Some(self.topic.clone()),
                         partition: Some(partition as i64),
                         offset: Some(raw.offsets[i]),

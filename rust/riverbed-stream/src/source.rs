@@ -107,6 +107,10 @@ pub trait ExternalSource: Send + Sync {
         start: Option<&[i64]>,
     ) -> Result<Box<dyn Source>>;
     fn describe(&self) -> String;
+    /// The topic it reads, to name a bad record's topic/partition/offset.
+    fn topic_name(&self) -> Option<String> {
+        None
+    }
     /// This source's own policy for bad records, if it has one.
     fn on_error(&self) -> Option<Arc<ErrorHandler>> {
         None
