@@ -681,3 +681,41 @@ def test_backfill_and_follow_mode_give_identical_features(log):
     assert follow.keys() == backfill.keys()
     diffs = {kt: (follow[kt], backfill[kt]) for kt in backfill if follow[kt] != backfill[kt]}
     assert not diffs, f"{len(diffs)} rows differ (follow, backfill), e.g. {list(diffs.items())[:3]}"
+
+
+def test_a_lookup_racing_a_new_batch_never_pairs_one_view_with_another_views_index(monkeypatch):
+    """``get`` took the table's view, then built (and kept) its key index; a batch absorbed in
+    between replaced the view, and the kept index was then used with the new view: ``get("a")``
+    returned b's row (or raised IndexError) while the table ran, and after it stopped."""
+    import riverbed.table as table_mod
+
+    t = rb.Pipeline.read(pa.table({"k": ["a", "b"], "v": [1, 2], "ts": [0, 1]}), timestamp="ts").to_table("k")
+    t.run()
+    orig = table_mod.Table.to_arrow
+    fired = []
+
+    def to_arrow_then_absorb(self):  # the engine thread delivers a batch right after the view is taken
+        view = orig(self)
+        if not fired:
+            fired.append(True)
+            self._absorb(pa.record_batch({"k": ["a"], "v": [3], "ts": [2]}))
+        return view
+
+    monkeypatch.setattr(table_mod.Table, "to_arrow", to_arrow_then_absorb)
+    assert t.get("a") == {"k": "a", "v": 1, "ts": 0}  # the view it read: consistent
+    monkeypatch.setattr(table_mod.Table, "to_arrow", orig)
+    assert t.get("a") == {"k": "a", "v": 3, "ts": 2}
+    assert t.get("b") == {"k": "b", "v": 2, "ts": 1}
+
+
+def test_a_topic_table_deletes_only_for_a_null_value_not_for_a_json_object_of_nulls(log):
+    """``log.table``: a tombstone is a record whose value is null. A JSON object whose fields
+    are all null (``{"px": null}``, ``{}``, or fields the schema lacks) decodes to the same
+    nulls, and used to delete its key too."""
+    t = log.topic("quotes", partitions=2, cleanup="compact")
+    for key, value in [("a", b'{"px": 1.0}'), ("b", b'{"px": 2.0}'), ("c", b'{"px": 3.0}'), ("c", None), ("d", b'{"px": null}'), ("e", b"{}"), ("b", b'{"qty": 5}')]:
+        t.produce(value, key=key, timestamp=1)
+    table = log.table(t, schema=pa.schema([("px", pa.float64())]))
+    want = {b"a": 1.0, b"b": None, b"d": None, b"e": None}  # c deleted; b's last value has no px
+    assert {r["key"]: r["px"] for r in table.to_arrow().to_pylist()} == want
+    assert table.get("c") is None and table.get("d") == {**table.get("d"), "px": None}

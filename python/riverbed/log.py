@@ -221,7 +221,23 @@ class Log:
         from riverbed.table import Table
 
         t = topic if isinstance(topic, Topic) else self[topic]
-        table = Table(Pipeline.read(t, schema=schema), ["key"], deletes=True)
+
+        def null_values(at: list[tuple[int, int]]) -> set[tuple[int, int]]:
+            # Rows that decoded to nulls only: a tombstone has a null value, a JSON object of
+            # nulls (or of fields the schema lacks) does not. Each record is read again.
+            out = set()
+            ends = {p: hi for p, (_, hi) in t.offsets().items()}
+            with t.consumer() as c:
+                for p, o in sorted(set(at)):
+                    for q, hi in ends.items():
+                        c.seek(q, hi)
+                    c.seek(p, o)
+                    got = c.poll(1, timeout=1.0)
+                    if got.num_rows and got.column("offset")[0].as_py() == o and got.column("value")[0].as_py() is None:
+                        out.add((p, o))
+            return out
+
+        table = Table(Pipeline.read(t, schema=schema), ["key"], deletes=True, null_values=null_values)
         table.run()
         return table
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -43,11 +44,19 @@ class Table:
     A table that has never run is run to the end of its input on its first read."""
 
     def __init__(
-        self, changelog: Pipeline, key: list[str], *, deletes: bool = False, tombstone: list[str] | None = None
+        self,
+        changelog: Pipeline,
+        key: list[str],
+        *,
+        deletes: bool = False,
+        tombstone: list[str] | None = None,
+        null_values: Callable[[list[tuple[int, int]]], set[tuple[int, int]]] | None = None,
     ) -> None:
         """``deletes``: a row whose values (every column but the key and the log's) are all null
-        deletes its key (a topic's tombstone). ``tombstone``: a row with these columns all null
-        deletes its key (a session window's retraction)."""
+        deletes its key (a topic's tombstone); ``null_values`` tells, of such rows' (partition,
+        offset), which records really have a null value (a JSON object of nulls is no tombstone).
+        ``tombstone``: a row with these columns all null deletes its key (a session window's
+        retraction)."""
         schema = changelog.schema
         if not key:
             raise ValueError("a table needs key columns")
@@ -59,12 +68,14 @@ class Table:
         self.key = list(key)
         self._deletes = deletes
         self._tombstone = tombstone
+        self._null_values = null_values
         self._lock = threading.Lock()
         self._batches: list[pa.RecordBatch] = []
         self._rows = 0
         self._live = 0
         self._view: pa.Table | None = None
-        self._index: dict[Any, int] | None = None
+        # The key -> row index of one view, with that view (a newer view needs its own).
+        self._index: tuple[pa.Table, dict[Any, int]] | None = None
         self._runner: Pipeline | None = None
         self._ran = False
 
@@ -171,10 +182,20 @@ class Table:
                 values = [n for n in view.column_names if n not in _LOG_COLUMNS and n not in self.key]
             if values:
                 deleted = functools.reduce(pc.and_kleene, [pc.is_null(view.column(n)) for n in values])
+                if self._null_values is not None and pc.any(deleted).as_py():
+                    deleted = self._confirmed(view, deleted)
                 view = view.filter(pc.invert(deleted))
         self._batches = view.to_batches()
         self._rows = self._live = view.num_rows
         self._view = view
+
+    def _confirmed(self, view: pa.Table, candidates: pa.ChunkedArray) -> pa.Array:
+        """Of the rows in ``candidates`` (values all null), those whose record's value is null."""
+        assert self._null_values is not None
+        rows = [i for i, c in enumerate(candidates.to_pylist()) if c]
+        parts, offs = view.column("partition").to_pylist(), view.column("offset").to_pylist()
+        nulls = self._null_values([(parts[i], offs[i]) for i in rows])
+        return pa.array([i in set(rows) and (parts[i], offs[i]) in nulls for i in range(view.num_rows)])
 
     def _empty(self) -> pa.Table:
         schema = self.schema
@@ -201,11 +222,14 @@ class Table:
     def _lookup(self) -> tuple[pa.Table, dict[Any, int]]:
         view = self.to_arrow()
         with self._lock:
-            if self._index is None or self._view is not view:
-                cols = [[_key_value(v) for v in view.column(k).to_pylist()] for k in self.key]
-                keys = cols[0] if len(cols) == 1 else list(zip(*cols))
-                self._index = {k: i for i, k in enumerate(keys)}
-            return view, self._index
+            if self._index is not None and self._index[0] is view:
+                return self._index
+            cols = [[_key_value(v) for v in view.column(k).to_pylist()] for k in self.key]
+            keys = cols[0] if len(cols) == 1 else list(zip(*cols))
+            index = {k: i for i, k in enumerate(keys)}
+            if self._view is view:  # still the newest: keep it for the next lookup
+                self._index = (view, index)
+            return view, index
 
     def get(self, key: object, default: object = None) -> Any:
         """The row (a dict) for ``key`` — a value, or a tuple for several key columns — or
