@@ -222,3 +222,57 @@ def test_a_float_event_time_with_a_fraction_is_a_bad_record_never_truncated(log)
     t2.produce('{"q": 9007199254740993}')  # 2^53 + 1: exact, no float rounding on the way
     got = rb.Pipeline.read(t2, schema=pa.schema([("q", pa.int64())])).on_error("skip").collect(progress=False)
     assert got.column("q").to_pylist() == [9007199254740993]
+
+
+def test_a_stream_whose_batches_change_type_is_refused_or_widened_never_misread():
+    """pyarrow's reader passes a batch of another schema on unchecked, and the engine read its
+    buffers as the first batch's types (int8 values read as int64, past the buffer's end). Now a
+    categorical whose codes grow from int8 to int16 is widened (one key per value, as a table
+    gives), and any other change of type is a TypeError naming the batch and column."""
+
+    def categoricals():
+        frames = [
+            pd.DataFrame({"k": pd.Categorical(["a", "b", "a"]), "v": [1, 2, 3], "ts": [0, 1, 2]}),
+            pd.DataFrame(
+                {"k": pd.Categorical(["a", "c5", "c299"], categories=[f"c{i}" for i in range(300)] + ["a"]), "v": [4, 5, 6], "ts": [3, 4, 5]}
+            ),
+            pd.DataFrame({"k": pd.Categorical(["b", None, "a"], categories=["b", "a"]), "v": [7, 8, 9], "ts": [6, 7, 8]}),
+        ]
+        return (pa.RecordBatch.from_pandas(f, preserve_index=False) for f in frames)
+
+    got = rb.Pipeline.read(categoricals(), timestamp="ts", lateness="1s").group_by("k").agg(n=rb.count(), s=rb.sum("v"))
+    want = {"a": (4, 17), "b": (2, 9), "c5": (1, 5), "c299": (1, 6), None: (1, 8)}
+    assert {r["k"]: (r["n"], r["s"]) for r in got.to_arrow().to_pylist()} == want
+
+    first = pa.record_batch({"v": pa.array([1], pa.int64()), "ts": [0]})
+    for later in (pa.array([1] * 1000, pa.int8()), pa.array([1] * 1000, pa.int32()), pa.array([1.5] * 1000)):
+        drift = pa.record_batch({"v": later, "ts": pa.array(range(1, 1001), pa.int64())})
+        # (a TypeError in the reader; the run reports it as a SchemaError of its stream source)
+        with pytest.raises((TypeError, SchemaError), match=rf"batch 1 of the stream has 'v' {later.type} \(first batch: int64\)"):
+            rb.Pipeline.read(iter([first, drift]), timestamp="ts").collect()
+        reader = pa.RecordBatchReader.from_batches(first.schema, iter([first, drift]))
+        with pytest.raises((TypeError, SchemaError), match="batch 1 of the stream"):
+            rb.Pipeline.read(reader, timestamp="ts").collect()
+    # with schema=, every batch is cast to it (the user asked)
+    drift = pa.record_batch({"v": pa.array([2] * 3, pa.int8()), "ts": pa.array([1, 2, 3], pa.int64())})
+    out = rb.Pipeline.read(iter([first, drift]), timestamp="ts", schema=first.schema).collect()
+    assert out.column("v").to_pylist() == [1, 2, 2, 2]
+
+
+def test_times_too_large_for_milliseconds_or_a_calendar_are_refused_not_wrapped(log):
+    """A timestamp[s] record time past ±9.2e15 s overflowed to milliseconds and wrapped (2**62 s
+    was written as 0 ms, 18446744073709552 s as 384 ms); a timestamp or date value no calendar
+    date can show was written into the JSON value as arrow-json's error message."""
+    t = log.topic("times", partitions=1)
+    for secs in (18_446_744_073_709_552, -18_446_744_073_709_552, 2**62):
+        tbl = pa.table({"v": ["x", "y"], "ts": pa.array([1, secs], pa.timestamp("s"))})
+        with pytest.raises(SchemaError, match=rf"'ts' is {secs} s at row 1, outside the years 1 to 9999"):
+            t.produce_batch(tbl, value="v", timestamp="ts")
+    for col in (pa.array([0, 10**13], pa.timestamp("s")), pa.array([0, 2**31 - 1], pa.date32())):
+        tbl = pa.table({"ts": pa.array([1, 2], pa.int64()), "other": col})
+        with pytest.raises(SchemaError, match=r"column 'other' .* at row 1, a time no calendar date can show"):
+            t.produce_batch(tbl, timestamp="ts")
+    assert t.read().num_rows == 0
+    # the largest times riverbed takes still go through
+    t.produce_batch(pa.table({"ts": pa.array([253_402_300_799], pa.timestamp("s"))}), timestamp="ts")
+    assert t.read().column("timestamp").cast(pa.int64()).to_pylist() == [253_402_300_799_000]

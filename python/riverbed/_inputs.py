@@ -63,6 +63,56 @@ def _dict_reader(first: dict, rest: Iterator[Any], schema: pa.Schema | None, chu
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
+def _widened(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with dictionary indexes of 8 and 16 bits made 32 (a later batch's categorical
+    may need more codes than the first's)."""
+    fields = [
+        f.with_type(pa.dictionary(pa.int32(), f.type.value_type, f.type.ordered))
+        if pa.types.is_dictionary(f.type) and f.type.index_type.bit_width < 32
+        else f
+        for f in schema
+    ]
+    return pa.schema(fields, metadata=schema.metadata)
+
+
+def _fits(got: pa.DataType, want: pa.DataType) -> bool:
+    """Whether a column of type ``got`` is one of ``want`` (a dictionary up to its index width)."""
+    if got.equals(want):
+        return True
+    return (
+        pa.types.is_dictionary(got)
+        and pa.types.is_dictionary(want)
+        and got.value_type.equals(want.value_type)
+        and got.index_type.bit_width <= want.index_type.bit_width
+    )
+
+
+def _conforming(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Each batch as ``schema`` (the stream's): a dictionary index widened, nullability as the
+    schema says; a batch with other columns or types is refused, naming them (pyarrow's reader
+    passes it on unchecked, and the engine would read its memory as the schema's types)."""
+    for i, b in enumerate(batches):
+        if b.schema.equals(schema):
+            yield b
+            continue
+        if b.schema.names != schema.names or not all(_fits(g.type, w.type) for g, w in zip(b.schema, schema)):
+            diff = [
+                f"'{w.name}' {g.type} (first batch: {w.type})"
+                for g, w in zip(b.schema, schema)
+                if g.name == w.name and not _fits(g.type, w.type)
+            ]
+            what = ", ".join(diff) if diff and b.schema.names == schema.names else f"columns {b.schema.names} (first batch: {schema.names})"
+            raise TypeError(f"read: batch {i} of the stream has {what}; pass schema= to cast every batch to one schema")
+        cols = [c.cast(w.type) if not c.type.equals(w.type) else c for c, w in zip(b.columns, schema)]
+        yield pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+def _checked_reader(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """``reader`` with every batch checked against (and made to fit) its declared schema."""
+    schema = _widened(reader.schema)
+    return pa.RecordBatchReader.from_batches(schema, _conforming(schema, iter(reader)))
+
+
 def _batch_reader(first: object, rest: Iterator[Any], schema: pa.Schema | None) -> pa.RecordBatchReader:
     """A reader over an iterator of RecordBatches (or Tables)."""
 
@@ -85,7 +135,8 @@ def _batch_reader(first: object, rest: Iterator[Any], schema: pa.Schema | None) 
         for item in rest:
             yield from as_batches(item)
 
-    return pa.RecordBatchReader.from_batches(sch, batches())
+    sch = _widened(sch)
+    return pa.RecordBatchReader.from_batches(sch, _conforming(sch, batches()))
 
 
 def make_source(
@@ -121,7 +172,7 @@ def make_source(
             raise ValueError("read: batch_size= has no effect on a RecordBatchReader (its batches go through as they come)")
         if schema is not None and not source.schema.equals(schema):
             source = _reader_cast(source, schema)
-        return _core.Source.stream(source)
+        return _core.Source.stream(_checked_reader(source))
     if _is_pandas(source) or _is_polars(source):
         return _core.Source.table(_conform(_frame_table(source), schema), batch_size)
     if hasattr(source, "__arrow_c_stream__"):

@@ -305,19 +305,39 @@ impl riverbed_stream::errors::DeadLetterTopic for KafkaDeadLetter {
     }
 }
 
-/// Event times a Kafka record timestamp cannot hold: librdkafka sends the current time for 0, and
-/// -1 means "no timestamp" to every Kafka client. Refused (naming the row) rather than changed.
+/// Refuse a record timestamp Kafka cannot carry as given: 0 (librdkafka sends the current time
+/// for it) and -1 (every Kafka client reads it as "none"), and one outside the years 1 to 9999
+/// riverbed takes. `what` names the row or record.
+pub fn check_record_timestamp(topic: &str, t: i64, what: &str) -> Result<()> {
+    use riverbed_log::arrow::{MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS};
+    let why = match t {
+        0 | -1 => "cannot be a Kafka record timestamp (librdkafka sends the current time for 0; -1 means none)",
+        t if !(MIN_TIMESTAMP_MS..=MAX_TIMESTAMP_MS).contains(&t) => {
+            "is outside the years 1 to 9999 riverbed takes"
+        }
+        _ => return Ok(()),
+    };
+    Err(KafkaError::Produce {
+        topic: topic.into(),
+        message: format!("{what}: event time {t} ms {why}"),
+    })
+}
+
+/// Every row's record timestamp (`check_record_timestamp`), before any is sent.
 fn check_kafka_timestamps(rows: &EncodedRows, topic: &str, col: &str) -> Result<()> {
-    match (0..rows.len()).find(|&i| matches!(rows.timestamp(i), 0 | -1)) {
-        Some(i) => Err(KafkaError::Produce {
-            topic: topic.into(),
-            message: format!(
-                "row {i}: event time {} ms (column '{col}') cannot be a Kafka record timestamp \
-                 (librdkafka sends the current time for 0; -1 means none); the column itself is \
-                 in the record's value",
-                rows.timestamp(i)
-            ),
-        }),
-        None => Ok(()),
-    }
+    (0..rows.len())
+        .try_for_each(|i| {
+            check_record_timestamp(
+                topic,
+                rows.timestamp(i),
+                &format!("row {i} (column '{col}')"),
+            )
+        })
+        .map_err(|e| match e {
+            KafkaError::Produce { topic, message } => KafkaError::Produce {
+                topic,
+                message: format!("{message}; the column itself is in the record's value"),
+            },
+            e => e,
+        })
 }

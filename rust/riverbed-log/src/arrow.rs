@@ -318,7 +318,22 @@ fn timestamps_ms(array: &ArrayRef, name: &str) -> Result<Vec<i64>> {
             convert!(TimestampMillisecondType, |v: i64| v)
         }
         DataType::Timestamp(TimeUnit::Second, _) => {
-            convert!(TimestampSecondType, |v: i64| v * 1000)
+            // Seconds past ±9.2e15 do not fit in ms: refused as out of range, never wrapped.
+            let ms: Result<Vec<Option<i64>>> =
+                convert!(TimestampSecondType, |v: i64| v.checked_mul(1000));
+            let ms = ms?;
+            let a = array.as_primitive::<TimestampSecondType>();
+            ms.into_iter()
+                .enumerate()
+                .map(|(i, m): (usize, Option<i64>)| {
+                    m.ok_or_else(|| {
+                        LogError::Schema(format!(
+                            "timestamp column '{name}' is {} s at row {i}, outside the years 1 to 9999 riverbed takes",
+                            a.value(i)
+                        ))
+                    })
+                })
+                .collect()
         }
         DataType::Timestamp(TimeUnit::Microsecond, _) => {
             convert!(TimestampMicrosecondType, |v: i64| v.div_euclid(1000))

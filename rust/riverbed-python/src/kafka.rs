@@ -155,6 +155,10 @@ impl PyKafka {
         partition: Option<i32>,
     ) -> PyResult<()> {
         let producer = self.producer()?;
+        if let Some(t) = timestamp {
+            riverbed_kafka::producer::check_record_timestamp(topic, t, "the record")
+                .map_err(kafka_to_py)?;
+        }
         py.detach(|| {
             producer.send(
                 topic,

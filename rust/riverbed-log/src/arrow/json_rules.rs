@@ -249,12 +249,69 @@ pub fn binary_as_base64(a: &ArrayRef, name: &str) -> Result<ArrayRef> {
     Ok(Arc::new(out))
 }
 
-/// `batch` ready for arrow-json: binary columns as base64 text, non-finite floats refused.
+/// Refuse a timestamp or date value arrow-json cannot format (outside chrono's years, about
+/// ±262,000): it would write an error message into the JSON in its place.
+pub fn formattable_times(a: &ArrayRef, name: &str) -> Result<()> {
+    use arrow_array::temporal_conversions::{as_date, as_datetime};
+    use arrow_array::types::{
+        Date32Type, Date64Type, TimestampMicrosecondType, TimestampMillisecondType,
+        TimestampNanosecondType, TimestampSecondType,
+    };
+    use arrow_schema::TimeUnit;
+    fn first_bad<T: arrow_array::ArrowPrimitiveType>(
+        a: &dyn Array,
+        ok: impl Fn(i64) -> bool,
+    ) -> Option<(usize, i64)>
+    where
+        T::Native: Into<i64>,
+    {
+        let p = a.as_primitive::<T>();
+        (0..p.len())
+            .filter(|&i| p.is_valid(i))
+            .map(|i| (i, p.value(i).into()))
+            .find(|&(_, v)| !ok(v))
+    }
+    let bad = match a.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => {
+            first_bad::<TimestampSecondType>(a, |v| as_datetime::<TimestampSecondType>(v).is_some())
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            first_bad::<TimestampMillisecondType>(a, |v| {
+                as_datetime::<TimestampMillisecondType>(v).is_some()
+            })
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            first_bad::<TimestampMicrosecondType>(a, |v| {
+                as_datetime::<TimestampMicrosecondType>(v).is_some()
+            })
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            first_bad::<TimestampNanosecondType>(a, |v| {
+                as_datetime::<TimestampNanosecondType>(v).is_some()
+            })
+        }
+        DataType::Date32 => first_bad::<Date32Type>(a, |v| as_date::<Date32Type>(v).is_some()),
+        DataType::Date64 => first_bad::<Date64Type>(a, |v| as_date::<Date64Type>(v).is_some()),
+        _ => None,
+    };
+    match bad {
+        Some((row, v)) => Err(LogError::Schema(format!(
+            "column '{name}' ({}) holds {v} at row {row}, a time no calendar date can show; \
+             JSON cannot hold it",
+            a.data_type()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `batch` ready for arrow-json: binary columns as base64 text, non-finite floats and
+/// unformattable times refused.
 pub fn for_json(batch: &RecordBatch, options: &JsonOptions) -> Result<RecordBatch> {
     check_unique_names(&batch.schema())?;
     let mut fields = Vec::with_capacity(batch.num_columns());
     let mut columns = Vec::with_capacity(batch.num_columns());
     for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        formattable_times(c, f.name())?;
         let c = non_finite(c, f.name(), options)?;
         let c = binary_as_base64(&c, f.name())?;
         fields.push(Field::new(f.name(), c.data_type().clone(), true));
