@@ -796,3 +796,24 @@ def test_joining_a_pipeline_that_contains_a_join_and_a_function():
     assert sorted(left.union(right).collect().column("a").to_pylist()) == [1, 2, 3, 10, 20, 30]
     both = read(a).stateful_map(count, by="k", initial=0).union(read(b).stateful_map(count, by="k", initial=100))
     assert sorted(both.collect().column("n").to_pylist()) == [1, 2, 3, 101, 102, 103]
+
+
+def test_join_keys_of_different_kinds_are_refused_not_matched_by_their_text():
+    """A number key never matches a string key: the right key used to be cast to the left's
+    type, so the int 1 matched the string "1" (and not "01"), silently. Keys of one kind still
+    compare by value: int32 with int64, int with float, a string with a categorical."""
+    right = pa.table({"k": [1, 2], "v": [10, 20], "ts": [0, 0]})
+    left = pa.table({"k": ["1", "2"], "lv": [0, 1], "ts": [5, 5]})
+    table = rb.Pipeline.read(right, timestamp="ts").to_table("k")
+    with pytest.raises(rb.exceptions.PlanError, match="by: left 'k' is Utf8 but right 'k' is Int64"):
+        rb.Pipeline.read(left, timestamp="ts").join_table(table, on="k")
+    with pytest.raises(rb.exceptions.PlanError, match="by: left 'k' is Int64 but right 'k' is Utf8"):
+        rb.Pipeline.read(right, timestamp="ts").join_asof(rb.Pipeline.read(left, timestamp="ts"), on="ts", by="k")
+    for as_type in (pa.int32(), pa.float64()):
+        same_kind = left.set_column(0, "k", pa.array([1, 2]).cast(as_type))
+        out = rb.Pipeline.read(same_kind, timestamp="ts").join_table(table, on="k").collect()
+        assert sorted(zip(out.column("lv").to_pylist(), out.column("v").to_pylist())) == [(0, 10), (1, 20)]
+    strings = rb.Pipeline.read(right.set_column(0, "k", pa.array(["1", "2"])), timestamp="ts").to_table("k")
+    categorical = left.set_column(0, "k", pa.array(["1", "2"]).dictionary_encode())
+    out = rb.Pipeline.read(categorical, timestamp="ts").join_table(strings, on="k").collect()
+    assert sorted(zip(out.column("lv").to_pylist(), out.column("v").to_pylist())) == [(0, 10), (1, 20)]

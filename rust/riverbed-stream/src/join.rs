@@ -184,6 +184,29 @@ fn unknown(op: &str, side: &str, field: &str, c: &str, s: &SchemaRef) -> StreamE
     )
 }
 
+/// What kind of value a join key holds: keys of two kinds never match.
+fn key_kind(t: &DataType) -> &'static str {
+    match t {
+        DataType::Dictionary(_, v) => key_kind(v),
+        t if t.is_integer()
+            || t.is_floating()
+            || matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..)) =>
+        {
+            "number"
+        }
+        DataType::Utf8
+        | DataType::LargeUtf8
+        | DataType::Utf8View
+        | DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => "text",
+        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => "time",
+        DataType::Boolean => "bool",
+        _ => "other",
+    }
+}
+
 impl TemporalJoin {
     pub fn new(
         left: &SchemaRef,
@@ -249,8 +272,11 @@ impl TemporalJoin {
             let rf = right
                 .field_with_name(r)
                 .map_err(|_| unknown(op, "right", "by", r, right))?;
+            // Keys of one kind compare by value (int32 with int64, a string with a categorical
+            // or a topic's binary key); a number never matches a string by its text.
             if lf.data_type() != rf.data_type()
-                && !arrow_cast::can_cast_types(rf.data_type(), lf.data_type())
+                && (key_kind(lf.data_type()) != key_kind(rf.data_type())
+                    || !arrow_cast::can_cast_types(rf.data_type(), lf.data_type()))
             {
                 return Err(StreamError::plan(
                     op,
