@@ -256,6 +256,12 @@ def test_a_kafka_record_without_a_timestamp_is_a_bad_record_not_the_wall_clock(k
     assert res.metrics[0]["errors"] == 1
     # with an event-time column of its own, the record is read, its Kafka timestamp null
     assert rb.Pipeline.read(t, timestamp="x").collect(progress=False).column("timestamp").null_count == 1
+    # dead-lettered, it names where it came from
+    dlq = kafka.create_topic(f"{t.name}.dlq", partitions=1)
+    rb.Pipeline.read(t, on_error="dead_letter").run(progress=False)
+    (headers,) = dlq.read(timeout=1.0).column("headers").to_pylist()
+    got = {h["key"]: h["value"] for h in headers}
+    assert (got["riverbed.source.topic"], got["riverbed.source.partition"], got["riverbed.source.offset"]) == (t.name.encode(), b"0", b"1")
 
 
 

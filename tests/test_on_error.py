@@ -463,6 +463,8 @@ def test_record_without_event_time_is_a_bad_record(log, kind, mode):
         [(_p, _o, ts, key, value, headers)] = dlq_records(log["in.dlq"])
         assert (ts, key) == (13, b"x")
         assert dict(headers)["riverbed.source.offset"] == b"3"
+        # the record as it was sent (it used to be the decoded row written again as JSON)
+        assert value == (json.dumps({"k": "a", "v": 3}).encode() if kind == "missing_ts" else None)
 
 
 def udf_data(log: rb.Log, partitions: int) -> Data:

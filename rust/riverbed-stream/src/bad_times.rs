@@ -74,7 +74,7 @@ pub(crate) fn without_bad_times(
         _ => (pipeline_policy.clone(), None, None),
     };
     for (row, why) in &bad {
-        let record = crate::errors::bad_row(&b, *row, topic.as_deref());
+        let record = crate::errors::bad_source_row(&b, *row, topic.as_deref(), name.as_deref());
         let message = format!("the event-time column '{col}' {why}");
         let error = match (&name, record.partition, record.offset) {
             (Some(t), Some(p), Some(o)) => StreamError::Decode {

@@ -163,6 +163,31 @@ const META: [&str; 4] = ["key", "timestamp", "partition", "offset"];
 /// columns when it has them (a log source's), the source topic if known, and the whole row as
 /// a JSON object for the value.
 pub fn bad_row(batch: &RecordBatch, row: usize, origin: Option<&Topic>) -> BadRecord {
+    read_bad_row(batch, row, origin, false)
+}
+
+/// A source's row `row` as a bad record (`bad_row`), with its record's own value bytes when
+/// they can be read again (a log topic `origin`), not the row re-encoded: a dead-letter copy
+/// keeps what was sent. `name`: the source topic's name when there is no `origin` (Kafka).
+pub fn bad_source_row(
+    batch: &RecordBatch,
+    row: usize,
+    origin: Option<&Topic>,
+    name: Option<&str>,
+) -> BadRecord {
+    let mut bad = read_bad_row(batch, row, origin, true);
+    if bad.topic.is_none() {
+        bad.topic = name.map(str::to_string);
+    }
+    bad
+}
+
+fn read_bad_row(
+    batch: &RecordBatch,
+    row: usize,
+    origin: Option<&Topic>,
+    original: bool,
+) -> BadRecord {
     // The value: the row's own columns (a log source's key/timestamp/partition/offset are in the
     // record's key, timestamp and headers).
     let keep: Vec<usize> = (0..batch.num_columns())
@@ -211,6 +236,7 @@ pub fn bad_row(batch: &RecordBatch, row: usize, origin: Option<&Topic>) -> BadRe
     // whether it is a tombstone, whose null value stays null (it decoded as a row of nulls).
     let mut headers = Vec::new();
     let mut tombstone = false;
+    let mut value = Some(value);
     if let (Some(t), Some(p), Some(o)) = (origin, partition, offset) {
         if let Ok(part) = t.partition(p as u32) {
             let _ = part.read(o, 1, usize::MAX, |r| {
@@ -220,6 +246,9 @@ pub fn bad_row(batch: &RecordBatch, row: usize, origin: Option<&Topic>) -> BadRe
                         .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
                         .collect();
                     tombstone = r.value.is_none();
+                    if original {
+                        value = r.value.map(<[u8]>::to_vec);
+                    }
                 }
                 false
             });
@@ -227,7 +256,7 @@ pub fn bad_row(batch: &RecordBatch, row: usize, origin: Option<&Topic>) -> BadRe
     }
     BadRecord {
         key,
-        value: (!tombstone).then_some(value),
+        value: value.filter(|_| !tombstone),
         headers,
         timestamp,
         topic: origin.map(|t| t.name.to_string()),
