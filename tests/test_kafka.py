@@ -429,13 +429,13 @@ def test_bad_records_go_to_a_kafka_dead_letter_topic(kafka):
     bad = []
     for i in range(60):
         if i % 10 == 3:
-            tin.produce(b"{not json", key=f"k{i}", timestamp=i, flush=False)
+            tin.produce(b"{not json", key=f"k{i}", timestamp=T0 + i, flush=False)
             bad.append(f"k{i}".encode())
         elif i % 10 == 7:
-            tin.produce(json.dumps({"v": "text", "ts": i}), key=f"k{i}", timestamp=i, flush=False)
+            tin.produce(json.dumps({"v": "text", "ts": i}), key=f"k{i}", timestamp=T0 + i, flush=False)
             bad.append(f"k{i}".encode())
         else:
-            tin.produce(json.dumps({"v": i, "ts": i}), key=f"k{i}", timestamp=i, flush=False)
+            tin.produce(json.dumps({"v": i, "ts": i}), key=f"k{i}", timestamp=T0 + i, flush=False)
             good += 1
     tin.flush()
     schema = pa.schema([("v", pa.int64()), ("ts", pa.int64())])
