@@ -69,6 +69,7 @@ class Table:
         self._deletes = deletes
         self._tombstone = tombstone
         self._null_values = null_values
+        self._null_checked: dict[tuple[int, int], bool] = {}  # (partition, offset) -> value is null
         self._lock = threading.Lock()
         self._batches: list[pa.RecordBatch] = []
         self._rows = 0
@@ -192,10 +193,14 @@ class Table:
     def _confirmed(self, view: pa.Table, candidates: pa.ChunkedArray) -> pa.Array:
         """Of the rows in ``candidates`` (values all null), those whose record's value is null."""
         assert self._null_values is not None
-        rows = [i for i, c in enumerate(candidates.to_pylist()) if c]
         parts, offs = view.column("partition").to_pylist(), view.column("offset").to_pylist()
-        nulls = self._null_values([(parts[i], offs[i]) for i in rows])
-        return pa.array([i in set(rows) and (parts[i], offs[i]) in nulls for i in range(view.num_rows)])
+        at = [(parts[i], offs[i]) for i, c in enumerate(candidates.to_pylist()) if c]
+        # Each record is asked about once: a kept row of nulls stays in every later view.
+        unknown = [a for a in at if a not in self._null_checked]
+        if unknown:
+            nulls = self._null_values(unknown)
+            self._null_checked.update((a, a in nulls) for a in unknown)
+        return pa.array([bool(c) and self._null_checked[(parts[i], offs[i])] for i, c in enumerate(candidates.to_pylist())])
 
     def _empty(self) -> pa.Table:
         schema = self.schema
