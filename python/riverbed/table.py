@@ -38,6 +38,27 @@ _LOG_COLUMNS = ("key", "timestamp", "partition", "offset")
 _COMPACT_AT = 1_000_000
 
 
+def _without_null_entries(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """``batch`` with each dictionary column whose dictionary holds a null entry re-encoded so
+    that a null is a null index (same values and type). The engine passes a categorical's
+    dictionary on as it came (``pc.dictionary_encode(null_encoding="encode")`` puts null in it),
+    and pyarrow's ``unify_dictionaries``, which a table's compaction needs, refuses such
+    dictionaries ("Cannot yet unify dictionaries with nulls")."""
+    cols = batch.columns
+    fix = [
+        i
+        for i, c in enumerate(cols)
+        if pa.types.is_dictionary(c.type) and c.dictionary.null_count  # type: ignore[attr-defined]
+    ]
+    if not fix:
+        return batch
+    cols = list(cols)
+    for i in fix:
+        c = cols[i]
+        cols[i] = c.cast(c.type.value_type).dictionary_encode().cast(c.type)
+    return pa.RecordBatch.from_arrays(cols, schema=batch.schema)
+
+
 class Table:
     """The latest row per ``key`` of a changelog pipeline. Run it (``run()``, or ``start()`` to
     follow), then read it with ``get(key)``, ``to_arrow()`` or ``to_pandas()`` — also while it runs.
@@ -106,6 +127,7 @@ class Table:
     def _absorb(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
             return
+        batch = _without_null_entries(batch)
         with self._lock:
             self._batches.append(batch)
             self._rows += batch.num_rows
