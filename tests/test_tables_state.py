@@ -764,3 +764,116 @@ def test_a_categorical_with_a_null_in_its_dictionary_over_several_batches(encode
         assert t.get(k) == r
     plain = rb.Pipeline.read(pa.Table.from_pylist(rows, schema=pa.schema([("k", pa.string()), ("v", pa.string()), ("ts", pa.int64())])), timestamp="ts")
     assert got.to_pylist() == plain.to_table("k").to_arrow().to_pylist()
+
+
+# -- a table run again ----------------------------------------------------------------------------
+
+
+def test_a_restarted_table_keeps_its_contents_until_the_new_run_replaces_them():
+    """``start()`` after ``stop()`` (and ``run()`` again) emptied the table until the new run
+    delivered rows: a reader right after the second ``start()`` saw nothing. The contents stay
+    readable, as a Kafka Streams store outlives a restart; the new run's updates apply over them.
+    A restart the engine refuses (a single-use stream runs once) emptied the table too."""
+    import threading
+
+    rows = make_updates(n=300, keys=20, seed=11)
+    want = latest_by(rows, lambda r: r["k"])
+    tbl = pa.Table.from_pylist(rows, schema=UPD_SCHEMA)
+    gate = threading.Event()
+    held = threading.Event()
+    hold = [False]
+
+    def maybe_hold(b: pa.RecordBatch) -> pa.RecordBatch:  # the second run's batches wait for the gate
+        if hold[0]:
+            held.set()
+            gate.wait(20)
+        return b
+
+    def check(t: rb.Table) -> None:
+        assert t.to_arrow().to_pylist() == list(want.values())
+        for k, r in want.items():
+            assert t.get(k) == r
+
+    t = rb.Pipeline.read(tbl, timestamp="ts", batch_size=40).map_batches(maybe_hold).to_table("k")
+    t.start()
+    wait_until(lambda: not t.running, what="the first run to end")
+    t.stop()
+    check(t)
+
+    hold[0] = True
+    t.start()
+    check(t)  # at once, before the new run delivered anything
+    assert held.wait(10)
+    check(t)  # while the new run is held
+    gate.set()
+    wait_until(lambda: not t.running, what="the second run to end")
+    t.stop()
+    check(t)  # the replay applied over the contents: the same table
+
+    # run() again rebuilds aside: a reader meanwhile sees the previous contents
+    gate.clear()
+    held.clear()
+    runner = threading.Thread(target=t.run)
+    runner.start()
+    assert held.wait(10)
+    check(t)
+    gate.set()
+    runner.join(20)
+    assert not runner.is_alive()
+    check(t)
+
+    # a single-use stream cannot run again: the refused restart leaves the contents as they were
+    s = rb.Pipeline.read(iter(tbl.to_batches(max_chunksize=40)), timestamp="ts").to_table("k")
+    s.start()
+    wait_until(lambda: not s.running, what="the stream to end")
+    s.stop()
+    check(s)
+    s.start()  # the engine's refusal comes with stop()
+    check(s)
+    wait_until(lambda: not s.running, what="the refused run to end")
+    with pytest.raises(rb.exceptions.PlanError, match="only be run once"):
+        s.stop()
+    check(s)
+    with pytest.raises(rb.exceptions.PlanError, match="only be run once"):
+        s.run()
+    check(s)
+
+
+def test_a_restarted_topic_table_applies_the_new_records_over_its_contents(log):
+    """The new run of a restarted topic table reads the topic again and follows it: its records,
+    old and new, update the contents it kept (deletes included)."""
+    topic = log.topic("q", partitions=2, cleanup="compact")
+    rng = random.Random(3)
+    sent: list[tuple[str, object]] = []
+
+    def produce(n: int) -> None:
+        for _ in range(n):
+            k = f"k{rng.randrange(12)}"
+            v = None if rng.random() < 0.15 else {"px": rng.randrange(1000)}
+            topic.produce(v, key=k, timestamp=1_700_000_000_000 + len(sent))
+            sent.append((k, v))
+
+    def expected() -> dict:
+        out: dict = {}
+        for k, v in sent:
+            if v is None:
+                out.pop(k.encode(), None)
+            else:
+                out[k.encode()] = v["px"]
+        return out
+
+    produce(150)
+    t = log.table(topic, schema=pa.schema([("px", pa.int64())]))
+    got = lambda: {r["key"]: r["px"] for r in t.to_arrow().to_pylist()}  # noqa: E731
+    assert got() == expected()
+    t.start()
+    assert got() == expected()  # what log.table loaded, at once
+    produce(100)
+    wait_until(lambda: got() == expected(), what="the new records")
+    t.stop()
+    produce(100)
+    t.start()
+    wait_until(lambda: got() == expected(), what="the records sent while stopped")
+    t.stop()
+    for k, px in expected().items():
+        assert t.get(k.decode())["px"] == px

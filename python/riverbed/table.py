@@ -137,24 +137,40 @@ class Table:
                 self._compact()
 
     # -- running ----------------------------------------------------------------------------
-    def _reset(self) -> None:
-        with self._lock:
-            self._batches, self._rows, self._live, self._view, self._index = [], 0, 0, None, None
+    def _aside(self) -> Table:
+        """An empty table of the same changelog, to build a new run's contents in."""
+        t = Table(self._changelog, self.key, deletes=self._deletes, tombstone=self._tombstone, null_values=self._null_values)
+        t._null_checked = self._null_checked  # a record's value stays what it was
+        return t
 
     def run(self) -> RunResult:
-        """Rebuild the table from the whole input (a bounded run)."""
+        """Rebuild the table from the whole input (a bounded run). It is built aside: readers
+        see the previous contents until the rebuilt table replaces them at once (as a
+        materialized view refreshed concurrently), and a run that fails leaves them as they were."""
         if self.running:
             raise RuntimeError("this table is running; stop() it first")
-        self._reset()
-        res = self._changelog.write(self._absorb).run()
+        fresh = self._aside()
+        res = self._changelog.write(fresh._absorb).run()
+        with fresh._lock, self._lock:
+            self._batches, self._rows, self._live = fresh._batches, fresh._rows, fresh._live
+            self._view, self._index = fresh._view, fresh._index
         self._ran = True
         return res
 
     def start(self, follow: bool = True) -> Table:
-        """Maintain the table in the background from the input (following topics) until ``stop()``."""
+        """Maintain the table in the background from the input (following topics) until ``stop()``.
+
+        The contents stay readable throughout. A table that has rows already (from ``run()``,
+        ``log.table``, or a run that was stopped) keeps them, and the new run's updates apply over
+        them as they come — as a Kafka Streams state store outlives a restart of its
+        application: a reader never sees the table emptied, nor a key go missing, by a restart.
+        The new run reads its input from the start again (a table keeps no position in it), so
+        until it has caught up a key may show for a while an older row it replays; a key the
+        contents hold that its input no longer has (records past a topic's retention) stays until
+        a row deletes it. A run the engine refuses (a single-use stream runs once; ``stop()``
+        raises it) leaves the contents as they were. ``run()`` rebuilds from scratch."""
         if self.running:
             raise RuntimeError("this table is already running")
-        self._reset()
         self._runner = self._changelog.write(self._absorb).start(follow)
         self._ran = True
         return self
