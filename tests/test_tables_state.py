@@ -877,3 +877,28 @@ def test_a_restarted_topic_table_applies_the_new_records_over_its_contents(log):
     t.stop()
     for k, px in expected().items():
         assert t.get(k.decode())["px"] == px
+
+
+def test_a_table_of_an_empty_topic_asks_for_a_schema_and_follows_it_with_one(log):
+    """``log.table`` infers its columns from the topic's JSON values: of an empty topic (or one of
+    tombstones only) it is an error naming the topic and saying to pass ``schema=``; with it, the
+    table is empty, has the columns, and fills when it follows the topic."""
+    empty = log.topic("empty", partitions=2, cleanup="compact")
+    tombs = log.topic("tombs", partitions=1, cleanup="compact")
+    tombs.produce(None, key="a", timestamp=1)
+    for topic, name in [("empty", "empty"), (empty, "empty"), (tombs, "tombs")]:
+        with pytest.raises(rb.exceptions.PlanError, match=rf"topic '{name}' has no JSON records.*pass schema="):
+            log.table(topic)
+
+    t = log.table("empty", schema=pa.schema([("px", pa.float64())]))
+    assert len(t) == 0 and t.get("a") is None
+    assert t.to_arrow().schema.names == ["px", "key", "timestamp", "partition", "offset"]
+    rng = random.Random(5)
+    want: dict = {}
+    t.start()
+    for i in range(60):
+        k, px = f"k{rng.randrange(8)}", rng.randrange(100) / 4
+        empty.produce({"px": px}, key=k, timestamp=1 + i)
+        want[k.encode()] = px
+    wait_until(lambda: {r["key"]: r["px"] for r in t.to_arrow().to_pylist()} == want, what="the produced records")
+    t.stop()
