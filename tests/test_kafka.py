@@ -896,6 +896,97 @@ def test_bounded_reruns_of_two_repartitions_in_a_row_count_each_record_once(kafk
 
 
 
+# A staged group run (windows by symbol over a topic keyed by account) in a child process.
+KILLED_STAGED = textwrap.dedent(
+    """
+    import sys, time
+    import riverbed as rb
+
+    bootstrap, state, group, tin, tout, follow = sys.argv[1:7]
+    k = rb.Kafka(bootstrap, timeout=10, state_dir=state)
+    p = (
+        rb.Pipeline.read(k.topic(tin), timestamp="ts", lateness="30ms", group=group, batch_size=100)
+        .window(rb.tumbling("100ms"), by="sym")
+        .agg(n=rb.count(), total=rb.sum("v"))
+        .write(k.topic(tout))
+    )
+    if follow == "1":
+        p.start(checkpoint_interval="100ms")
+        time.sleep(3600)
+    else:
+        p.run(progress=False, checkpoint_interval="100ms")
+    """
+)
+
+
+def _newest_checkpoint(stage_dir: Path) -> int:
+    return max((int(f.stem) for f in stage_dir.glob("p*/*.ckpt")), default=0)
+
+
+@pytest.mark.parametrize("follow", [False, True], ids=["bounded", "following"])
+def test_a_staged_run_killed_at_random_moments_counts_every_record_once(kafka, cluster, tmp_path, follow):
+    """kill -9 of a group run that repartitions, at random moments after a stage took a
+    checkpoint, several times, then a run to the end in this process. A stage that restarts
+    from its checkpoint writes what it wrote after it to the internal topic again; the reading
+    stage used to count those rows twice (and drop others as late). Now it takes in only rows
+    a checkpoint of their writer committed, once: every window row ever written equals brute
+    force over the input, and every record is counted once."""
+    bootstrap = cluster[0]
+    parts = 4
+    tin = kafka.create_topic(fresh("kc"), partitions=parts)
+    out = kafka.create_topic(fresh("kc-out"), partitions=1)
+    group = fresh("kcg")
+    # the children's rb.Kafka would create it through the admin API, which the mock lacks
+    kafka.create_topic(f"group-{group}-repartition-1", partitions=parts)
+    account_of = account_per_partition(parts)
+    rng = random.Random(11 + follow)
+    sent: list[dict] = []
+    for part in range(parts):
+        rows = [
+            {"acct": account_of[part], "sym": f"s{j % 7}", "v": len(sent) + j, "ts": T0 + 2 * j + rng.randrange(0, 20)}
+            for j in range(6000)
+        ]
+        tin.produce_batch(pa.Table.from_pylist(rows), key="acct", timestamp="ts")
+        sent += rows
+    state = tmp_path / "state"
+    stages = [state / "~checkpoints" / f"group-{group}.stage{k}" for k in range(2)]
+    killed = 0
+    for attempt in range(4):
+        child = subprocess.Popen(
+            [sys.executable, "-c", KILLED_STAGED, bootstrap, str(state), group, tin.name, out.name, "1" if follow else "0"]
+        )
+        # after a checkpoint of a stage (a random one; bounded, stage 1 runs after stage 0)
+        # newer than any before this attempt, and a random moment more
+        target = stages[rng.randrange(2)]
+        before = _newest_checkpoint(target)
+        deadline = time.monotonic() + 60
+        while child.poll() is None and _newest_checkpoint(target) <= before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.15))
+        if child.poll() is None:
+            child.send_signal(signal.SIGKILL)
+            killed += 1
+        child.wait()
+        assert child.returncode in (0, -signal.SIGKILL), f"attempt {attempt}: the child failed"
+    assert killed >= 2, "the runs ended before they could be killed"
+    res = (
+        rb.Pipeline.read(tin, timestamp="ts", lateness="30ms", group=group, batch_size=100)
+        .window(rb.tumbling("100ms"), by="sym")
+        .agg(n=rb.count(), total=rb.sum("v"))
+        .write(out)
+        .run(progress=False, checkpoint_interval="100ms")
+    )
+    assert res.late.num_rows == 0
+    want: dict = {}
+    for r in sent:
+        n, total = want.get((r["sym"], r["ts"] // 100 * 100), (0, 0))
+        want[(r["sym"], r["ts"] // 100 * 100)] = (n + 1, total + r["v"])
+    got = [json.loads(v) for v in out.read(timeout=0.5).column("value").to_pylist()]
+    wrong = [(r["sym"], r["window_start"], r["n"], r["total"]) for r in got if want.get((r["sym"], r["window_start"])) != (r["n"], r["total"])]
+    assert not wrong, f"{len(wrong)} of {len(got)} window rows differ from brute force, e.g. {wrong[:3]}"
+    assert {(r["sym"], r["window_start"]) for r in got} == set(want)
+
+
 @pytest.mark.parametrize("by", ["acct", "sym"], ids=["by-partition-key", "repartitioned"])
 def test_bounded_group_reruns_retract_sessions_that_new_records_merged(kafka, by):
     """Session windows in bounded group reruns: each run's end flush emits the open sessions

@@ -119,6 +119,7 @@ impl Connector for KafkaConnector {
             timestamp,
             repartition: Some(partitions),
             provisional: None,
+            tagger: Default::default(),
         }))
     }
 }

@@ -8,6 +8,8 @@
 //!   key, value, headers`).
 //! - [`source`]: a topic as a pipeline source, alone or as a member of a consumer group.
 //! - [`sink`]: a topic as a pipeline sink.
+//! - [`read_committed`]: repartition topics whose readers take in only what a checkpoint of
+//!   the writing task covers, once (a crashed run's tail is voided).
 //! - [`connector`]: the cluster as home of a group run's internal (repartition) topics.
 //! - [`mock`]: librdkafka's in-process mock cluster, a real Kafka-protocol broker on loopback.
 
@@ -17,6 +19,7 @@ pub mod consumer;
 pub mod error;
 pub mod mock;
 pub mod producer;
+pub mod read_committed;
 pub mod sink;
 pub mod source;
 

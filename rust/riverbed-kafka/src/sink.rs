@@ -14,6 +14,7 @@ use riverbed_stream::sink::SinkEnds;
 use riverbed_stream::{Result as StreamResult, Sink};
 
 use crate::producer::{KafkaProducer, OutRecord};
+use crate::read_committed::{Tagger, Txn, COMMIT_HEADER, START_HEADER, TXN_HEADER};
 
 pub struct KafkaSink {
     pub producer: Arc<KafkaProducer>,
@@ -26,6 +27,8 @@ pub struct KafkaSink {
     /// The rows written now are a task's end-of-input flush: whether its state changed since
     /// its last run's (a repartition topic marks them, see `PROVISIONAL_HEADER`).
     pub provisional: Option<bool>,
+    /// A repartition topic: the writing tasks' transactions (`read_committed`).
+    pub tagger: Tagger,
 }
 
 /// Headers of a watermark marker record: the watermark, and the input partition of the task
@@ -56,12 +59,17 @@ impl Sink for KafkaSink {
             ),
             _ => (batch, JsonOptions::default()),
         };
-        let headers = match self.provisional.filter(|_| self.repartition.is_some()) {
-            Some(changed) => vec![(
+        let headers = match (self.repartition, self.provisional) {
+            (None, _) => Vec::new(),
+            (Some(_), Some(changed)) => vec![(
                 PROVISIONAL_HEADER.to_string(),
                 Some(vec![if changed { b'1' } else { b'0' }]),
             )],
-            None => Vec::new(),
+            // A checkpointing task's rows wait at their readers for its next checkpoint.
+            (Some(_), None) => match self.tagger.row() {
+                Some((p, txn)) => vec![(TXN_HEADER.to_string(), Some(txn.header(p)))],
+                None => Vec::new(),
+            },
         };
         self.producer.send_batch(
             &self.topic,
@@ -90,10 +98,10 @@ impl Sink for KafkaSink {
     }
 
     fn watermark(&mut self, partition: usize, wm: i64, idle: bool) -> StreamResult<()> {
-        let Some(n) = self.repartition else {
+        if self.repartition.is_none() {
             return Ok(());
-        };
-        let headers = [
+        }
+        let mut headers = vec![
             (
                 WATERMARK_HEADER.to_string(),
                 Some(wm.to_string().into_bytes()),
@@ -107,7 +115,38 @@ impl Sink for KafkaSink {
                 Some(vec![if idle { b'1' } else { b'0' }]),
             ),
         ];
-        for q in 0..n {
+        if let Some(txn) = self.tagger.marker(partition) {
+            headers.push((TXN_HEADER.to_string(), Some(txn.header(partition))));
+        }
+        self.to_every_partition(&headers)
+    }
+
+    fn task(&mut self, task: Option<usize>) {
+        self.tagger.task(task);
+    }
+
+    fn commit(&mut self, task: usize, seq: u64, start: bool) -> StreamResult<()> {
+        if self.repartition.is_none() {
+            return Ok(());
+        }
+        let txn: Txn = self.tagger.commit(task, seq, start);
+        let mut headers = vec![(COMMIT_HEADER.to_string(), Some(txn.header(task)))];
+        if start {
+            headers.push((START_HEADER.to_string(), Some(b"1".to_vec())));
+        }
+        self.to_every_partition(&headers)
+    }
+
+    fn close(&mut self) -> StreamResult<()> {
+        Ok(self.producer.flush(&self.topic)?)
+    }
+}
+
+impl KafkaSink {
+    /// A marker record (no key, no value) with `headers` to every partition of a repartition
+    /// topic.
+    fn to_every_partition(&self, headers: &[(String, Option<Vec<u8>>)]) -> StreamResult<()> {
+        for q in 0..self.repartition.unwrap_or(0) {
             self.producer.send(
                 &self.topic,
                 &OutRecord {
@@ -115,15 +154,11 @@ impl Sink for KafkaSink {
                     value: None,
                     timestamp: None,
                     partition: Some(q as i32),
-                    headers: &headers,
+                    headers,
                 },
             )?;
         }
         Ok(())
-    }
-
-    fn close(&mut self) -> StreamResult<()> {
-        Ok(self.producer.flush(&self.topic)?)
     }
 }
 

@@ -26,6 +26,7 @@ use riverbed_stream::{
 use crate::client::KafkaConfig;
 use crate::consumer::{Start, TopicConsumer};
 use crate::error::{KafkaError, Result};
+use crate::read_committed::{Admit, ReadCommitted, Txn, COMMIT_HEADER, START_HEADER, TXN_HEADER};
 
 /// How a pipeline reads a Kafka topic.
 pub struct KafkaTopicSource {
@@ -191,6 +192,8 @@ pub struct KafkaSource {
     finished: bool,
     /// A repartition topic: per partition, each writer's latest watermark and idleness.
     marks: Option<Vec<Vec<(i64, bool)>>>,
+    /// A repartition topic: per partition, its writers' transactions (`read_committed`).
+    txns: Option<Vec<ReadCommitted>>,
     /// An error met while waiting, for the next poll to return.
     failed: Option<StreamError>,
     /// Per topic: the policy for its bad records.
@@ -272,6 +275,9 @@ impl KafkaSource {
             rebalance: None,
             finished: false,
             marks: spec.writers.map(|w| vec![vec![(i64::MIN, false); w]; n]),
+            txns: spec
+                .writers
+                .map(|w| (0..n).map(|_| ReadCommitted::new(w)).collect()),
             failed: None,
             on_error,
             errors: AtomicU64::new(0),
@@ -283,6 +289,10 @@ impl KafkaSource {
     fn add(&mut self, p: usize, at: Option<i64>) -> Result<()> {
         self.assigned.insert(p);
         self.done[p] = false;
+        // What this member knew of the partition's writers is a checkpoint's to say again.
+        if let Some(t) = self.txns.as_mut() {
+            t[p].restore(&[]);
+        }
         // Writers' watermarks are learnt again from the markers after the new position: ones
         // read before (by an earlier assignment) may be ahead of records read again now.
         self.forget_read(p);
@@ -311,13 +321,16 @@ impl KafkaSource {
     /// Drop what was read of partition `p` and not handed out yet, with the writers'
     /// watermarks learnt from it: reading goes on from another position.
     fn forget_read(&mut self, p: usize) {
-        self.ready.retain(|(item, _)| match item {
+        self.ready.retain(|(item, next)| match item {
             Polled::Batch(q, _)
             | Polled::Provisional(q, ..)
             | Polled::PartitionDone(q)
             | Polled::Watermark(q, ..) => *q != p,
-            _ => true,
+            _ => next.is_none_or(|(q, _)| q != p),
         });
+        if let Some(t) = self.txns.as_mut() {
+            t[p].forget_held();
+        }
         if let Some(marks) = self.marks.as_mut() {
             for m in &mut marks[p] {
                 *m = (i64::MIN, false);
@@ -357,11 +370,15 @@ impl KafkaSource {
         // A repartition topic's rows of its writers' end-of-input flushes, per (partition,
         // changed since the writer's last run).
         let mut flushes: BTreeMap<(usize, bool), RawRecords> = BTreeMap::new();
+        // Transactions of a repartition topic's writers committed by markers read now.
+        let mut released: Vec<(usize, RawRecords)> = Vec::new();
         let mut headers: HashMap<(usize, i64), RecordHeaders> = HashMap::new();
         let mut n = 0;
         let mut first = true;
-        // Partitions whose watermark markers were read, with the offset after the last one.
-        let mut marked: BTreeMap<usize, i64> = BTreeMap::new();
+        // Per partition read: the offset after the last record read.
+        let mut read_to: BTreeMap<usize, i64> = BTreeMap::new();
+        // Partitions whose writers' watermarks moved.
+        let mut marked: BTreeSet<usize> = BTreeSet::new();
         while n < self.batch_size {
             // Assignment changes arrive inside a poll: take them before the next message.
             self.take_events()?;
@@ -374,42 +391,103 @@ impl KafkaSource {
             if !self.assigned.contains(&p) {
                 continue;
             }
-            if let Some(marks) = self.marks.as_mut() {
-                if let Some((writer, wm, idle)) = marker(&m) {
-                    if let Some(w) = marks[p].get_mut(writer) {
-                        *w = (w.0.max(wm), idle);
-                    }
-                    marked.insert(p, m.offset() + 1);
-                    continue;
-                }
-            }
+            let o = m.offset();
+            read_to.insert(p, o + 1);
+            let hdrs = || -> RecordHeaders {
+                m.headers().map_or_else(Vec::new, |h| {
+                    h.iter()
+                        .map(|h| (h.key.as_bytes().to_vec(), h.value.map(<[u8]>::to_vec)))
+                        .collect()
+                })
+            };
             // A record without a timestamp (-1) has a null one: never a made-up time.
             let ts = m.timestamp().to_millis();
-            let into = match self.marks.is_some().then(|| provisional(&m)).flatten() {
+            let mut flush = None;
+            // A batch counts records, not markers (those take it back).
+            n += 1;
+            if let (Some(marks), Some(txns)) = (self.marks.as_mut(), self.txns.as_mut()) {
+                let tags = Tags::of(&m);
+                flush = tags.provisional;
+                let rc = &mut txns[p];
+                match tags {
+                    Tags {
+                        commit: Some((w, txn)),
+                        start,
+                        ..
+                    } => {
+                        n -= 1;
+                        for h in rc.control(w, txn, start, o) {
+                            if let (Some((wm, idle)), Some(x)) = (h.mark, marks[p].get_mut(w)) {
+                                *x = (x.0.max(wm), idle);
+                                marked.insert(p);
+                            }
+                            headers.extend(h.headers.into_iter().map(|(o, x)| ((p, o), x)));
+                            if !h.rows.is_empty() {
+                                released.push((p, h.rows));
+                            }
+                        }
+                        continue;
+                    }
+                    Tags {
+                        writer: Some(w),
+                        watermark: Some(wm),
+                        idle,
+                        txn,
+                        ..
+                    } => {
+                        let txn = txn.map(|(_, t)| t);
+                        n -= 1;
+                        match txn.map_or(Admit::Now, |t| rc.admit(w, t, o)) {
+                            Admit::Now => {
+                                if let Some(x) = marks[p].get_mut(w) {
+                                    *x = (x.0.max(wm), idle);
+                                    marked.insert(p);
+                                }
+                            }
+                            Admit::Hold => {
+                                let h = rc.hold(w, txn.expect("held: tagged"), o);
+                                h.mark = Some((h.mark.map_or(wm, |x| x.0.max(wm)), idle));
+                            }
+                            Admit::Skip => {}
+                        }
+                        continue;
+                    }
+                    Tags {
+                        txn: Some((w, txn)),
+                        ..
+                    } => match rc.admit(w, txn, o) {
+                        Admit::Now => {}
+                        Admit::Hold => {
+                            let h = rc.hold(w, txn, o);
+                            h.rows.push_parts(o, ts, m.key(), m.payload());
+                            h.headers.push((o, hdrs()));
+                            continue;
+                        }
+                        Admit::Skip => continue,
+                    },
+                    _ => {}
+                }
+            }
+            let into = match flush {
                 Some(changed) => flushes.entry((p, changed)).or_default(),
                 None => raws.entry(p).or_default(),
             };
-            into.push_parts(m.offset(), ts, m.key(), m.payload());
-            if let Some(h) = m.headers() {
-                headers.insert(
-                    (p, m.offset()),
-                    h.iter()
-                        .map(|h| (h.key.as_bytes().to_vec(), h.value.map(<[u8]>::to_vec)))
-                        .collect(),
-                );
+            into.push_parts(o, ts, m.key(), m.payload());
+            if m.headers().is_some() {
+                headers.insert((p, o), hdrs());
             }
-            n += 1;
         }
         self.take_events()?;
-        let parts = raws
+        let parts = released
             .into_iter()
             .map(|(p, raw)| (p, None, raw))
+            .chain(raws.into_iter().map(|(p, raw)| (p, None, raw)))
             .chain(flushes.into_iter().map(|((p, c), raw)| (p, Some(c), raw)));
+        let mut handed: BTreeSet<usize> = BTreeSet::new();
         for (p, flush, raw) in parts {
             if !self.assigned.contains(&p) {
                 continue;
             }
-            let next = raw.next_offset();
             let n = self.consumer.partitions;
             let b = self.decoders[p / n].decode(
                 p % n,
@@ -422,10 +500,12 @@ impl KafkaSource {
                 Some(changed) => Polled::Provisional(p, b, changed),
                 None => Polled::Batch(p, b),
             };
-            self.ready.push_back((item, next.map(|o| (p, o))));
+            self.ready
+                .push_back((item, read_to.get(&p).map(|&o| (p, o))));
+            handed.insert(p);
         }
         // After the data read with them (records after a marker are not behind it).
-        for (p, next) in marked {
+        for p in marked {
             if let (true, Some(marks)) = (self.assigned.contains(&p), self.marks.as_ref()) {
                 // Every writer holds the partition back, idle ones too: a live idle writer's
                 // watermark moves on with the wall clock (it resends it), while a dead one's
@@ -439,8 +519,17 @@ impl KafkaSource {
                     .map(|m| m.0)
                     .min()
                     .unwrap_or(i64::MIN);
-                self.ready
-                    .push_back((Polled::Watermark(p, wm, idle), Some((p, next))));
+                self.ready.push_back((
+                    Polled::Watermark(p, wm, idle),
+                    read_to.get(&p).map(|&o| (p, o)),
+                ));
+                handed.insert(p);
+            }
+        }
+        // Partitions of which only markers or held records were read: the reading moved on.
+        for (p, o) in read_to {
+            if !handed.contains(&p) && self.assigned.contains(&p) {
+                self.ready.push_back((Polled::Idle, Some((p, o))));
             }
         }
         Ok(())
@@ -478,31 +567,42 @@ impl KafkaSource {
     }
 }
 
-/// Whether a record of a repartition topic is of its writer's end-of-input flush, and if so
-/// whether it changed since the writer's last run (`PROVISIONAL_HEADER`).
-fn provisional(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<bool> {
-    let h = m.headers()?;
-    h.iter()
-        .find(|x| x.key == crate::sink::PROVISIONAL_HEADER)
-        .map(|x| x.value != Some(b"0".as_slice()))
+/// The riverbed headers of a repartition topic's record: a watermark marker has `writer` and
+/// `watermark`, a commit marker `commit`, a checkpointing task's row `txn` (writer and
+/// transaction, see `read_committed`), a row of an end-of-input flush `provisional` (whether it
+/// changed since the writer's last run, `PROVISIONAL_HEADER`).
+#[derive(Default)]
+struct Tags {
+    writer: Option<usize>,
+    watermark: Option<i64>,
+    idle: bool,
+    txn: Option<(usize, Txn)>,
+    commit: Option<(usize, Txn)>,
+    start: bool,
+    provisional: Option<bool>,
 }
 
-/// A watermark marker's (writer, watermark, idle), if the message is one.
-fn marker(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<(usize, i64, bool)> {
-    let h = m.headers()?;
-    let mut wm = None;
-    let mut writer = None;
-    let mut idle = false;
-    for x in h.iter() {
-        let v = x.value.and_then(|v| std::str::from_utf8(v).ok());
-        match x.key {
-            crate::sink::WATERMARK_HEADER => wm = v.and_then(|v| v.parse::<i64>().ok()),
-            crate::sink::WRITER_HEADER => writer = v.and_then(|v| v.parse::<usize>().ok()),
-            crate::sink::IDLE_HEADER => idle = v == Some("1"),
-            _ => {}
+impl Tags {
+    fn of(m: &rdkafka::message::BorrowedMessage<'_>) -> Tags {
+        let mut t = Tags::default();
+        let Some(h) = m.headers() else {
+            return t;
+        };
+        for x in h.iter() {
+            let text = || x.value.and_then(|v| std::str::from_utf8(v).ok());
+            match x.key {
+                crate::sink::WATERMARK_HEADER => t.watermark = text().and_then(|v| v.parse().ok()),
+                crate::sink::WRITER_HEADER => t.writer = text().and_then(|v| v.parse().ok()),
+                crate::sink::IDLE_HEADER => t.idle = text() == Some("1"),
+                crate::sink::PROVISIONAL_HEADER => t.provisional = Some(text() != Some("0")),
+                TXN_HEADER => t.txn = x.value.and_then(Txn::parse),
+                COMMIT_HEADER => t.commit = x.value.and_then(Txn::parse),
+                START_HEADER => t.start = text() == Some("1"),
+                _ => {}
+            }
         }
+        t
     }
-    Some((writer?, wm?, idle))
 }
 
 fn stream_err(e: KafkaError) -> StreamError {
@@ -589,7 +689,16 @@ impl Source for KafkaSource {
         }
     }
     fn positions(&self) -> Option<Vec<i64>> {
-        Some(self.positions.clone())
+        let mut at = self.positions.clone();
+        // Never past a record held for its writer's commit: read again after a restore.
+        if let Some(t) = &self.txns {
+            for (p, rc) in t.iter().enumerate() {
+                if let Some(o) = rc.first_held() {
+                    at[p] = at[p].min(o);
+                }
+            }
+        }
+        Some(at)
     }
     fn carries_watermarks(&self) -> bool {
         self.marks.is_some()
@@ -627,6 +736,18 @@ impl Source for KafkaSource {
     }
     fn ignore_commits(&mut self) {
         self.ignore_commits = true;
+    }
+
+    fn committed(&self, partition: usize) -> Vec<Option<riverbed_stream::Committed>> {
+        self.txns
+            .as_ref()
+            .map_or_else(Vec::new, |t| t[partition].state())
+    }
+
+    fn restore_committed(&mut self, partition: usize, c: &[Option<riverbed_stream::Committed>]) {
+        if let Some(t) = self.txns.as_mut() {
+            t[partition].restore(c);
+        }
     }
 
     fn commit(&mut self, offsets: &[(usize, i64)]) -> StreamResult<()> {

@@ -71,6 +71,7 @@ impl PyKafka {
             timestamp,
             repartition,
             provisional: None,
+            tagger: Default::default(),
         })
     }
 }

@@ -34,6 +34,21 @@ const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(3600);
 pub struct SourceState {
     pub positions: Vec<i64>,
     pub max_ts: Vec<Option<i64>>,
+    /// A repartition topic read by one task (group runs): how far it has taken in each writing
+    /// task's committed rows (by writer; `None`: nothing known of that writer). Empty for other
+    /// sources and in checkpoints written before it was kept.
+    pub committed: Vec<Option<Committed>>,
+}
+
+/// What a reader of a read-committed repartition topic has taken in of one writing task (see
+/// riverbed-kafka's `read_committed`): the task's incarnation (`epoch`), its checkpoint whose
+/// rows are all in (`seq`), and the offset of the commit marker that said so (`at`: records of
+/// that writer up to it are done, when read again after a restore).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Committed {
+    pub epoch: u64,
+    pub seq: u64,
+    pub at: i64,
 }
 
 /// What a named run's checkpoints have cost so far (`Pipeline.checkpoint_stats()` in Python).
@@ -123,6 +138,24 @@ impl Checkpoint {
             w.buf.clear();
             out(&op.state)?;
         }
+        // Trailing section (older checkpoints end before it): each source's committed progress.
+        if self.sources.iter().any(|s| !s.committed.is_empty()) {
+            w.len(self.sources.len());
+            for s in &self.sources {
+                w.len(s.committed.len());
+                for c in &s.committed {
+                    match c {
+                        Some(c) => {
+                            w.u8(1);
+                            w.u64(c.epoch);
+                            w.u64(c.seq);
+                            w.i64(c.at);
+                        }
+                        None => w.u8(0),
+                    }
+                }
+            }
+        }
         out(&w.buf)
     }
 
@@ -137,7 +170,11 @@ impl Checkpoint {
                 let positions = r.i64s()?;
                 let n = r.len()?;
                 let max_ts = (0..n).map(|_| r.opt_i64()).collect::<Result<_>>()?;
-                Ok(SourceState { positions, max_ts })
+                Ok(SourceState {
+                    positions,
+                    max_ts,
+                    committed: Vec::new(),
+                })
             })
             .collect::<Result<_>>()?;
         let sinks = (0..r.len()?)
@@ -151,7 +188,31 @@ impl Checkpoint {
                     state: r.bytes()?.to_vec(),
                 })
             })
-            .collect::<Result<_>>()?;
+            .collect::<Result<Vec<_>>>()?;
+        let mut sources: Vec<SourceState> = sources;
+        if !r.at_end() {
+            let n = r.len()?;
+            if n != sources.len() {
+                return Err(StreamError::Checkpoint(format!(
+                    "a checkpoint's committed progress is of {n} sources, its positions of {}",
+                    sources.len()
+                )));
+            }
+            for s in &mut sources {
+                s.committed = (0..r.len()?)
+                    .map(|_| {
+                        Ok(match r.u8()? {
+                            0 => None,
+                            _ => Some(Committed {
+                                epoch: r.u64()?,
+                                seq: r.u64()?,
+                                at: r.i64()?,
+                            }),
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+            }
+        }
         r.done()?;
         Ok(Checkpoint {
             version,
@@ -519,6 +580,19 @@ mod tests {
             sources: vec![SourceState {
                 positions: vec![3, -1],
                 max_ts: vec![Some(7), None],
+                // Odd ones with the trailing section, even ones as older checkpoints were.
+                committed: if seq % 2 == 1 {
+                    vec![
+                        None,
+                        Some(Committed {
+                            epoch: u64::MAX - seq,
+                            seq,
+                            at: -41,
+                        }),
+                    ]
+                } else {
+                    Vec::new()
+                },
             }],
             sinks: vec![("out".into(), vec![5, 6])],
             operators: [
@@ -687,6 +761,8 @@ mod tests {
         let got = CheckpointStore::parse(&file).unwrap();
         let mut want = c;
         want.version = 1;
+        // written before the committed progress was kept: none
+        want.sources[0].committed.clear();
         for op in &mut want.operators {
             op.signature.clear();
         }

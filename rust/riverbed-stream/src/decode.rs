@@ -116,7 +116,7 @@ impl RawRecords {
         self.values.extend_from_slice(v.unwrap_or(b""));
         self.value_ends.push(self.values.len());
     }
-    fn value(&self, i: usize) -> Option<&[u8]> {
+    pub fn value(&self, i: usize) -> Option<&[u8]> {
         let start = if i == 0 { 0 } else { self.value_ends[i - 1] };
         (!self.value_null[i]).then(|| &self.values[start..self.value_ends[i]])
     }

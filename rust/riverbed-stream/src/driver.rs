@@ -254,6 +254,7 @@ impl Pipeline {
                     .map(|(k, (_, s))| SourceState {
                         positions: s.positions().unwrap_or_default(),
                         max_ts: tracker.max_ts(k),
+                        committed: Vec::new(),
                     })
                     .collect(),
                 sinks,

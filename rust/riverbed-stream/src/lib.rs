@@ -46,7 +46,7 @@ pub mod watermark;
 pub mod window;
 mod workers;
 
-pub use checkpoint::CheckpointStats;
+pub use checkpoint::{CheckpointStats, Committed};
 pub use connector::Connector;
 pub use control::{CheckpointConfig, RunControl, RunOutput};
 pub use decode::{Decoder, Format, RawRecords};

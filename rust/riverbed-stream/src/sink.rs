@@ -43,6 +43,17 @@ pub trait Sink: Send {
     /// The rows written next are a task's end-of-input flush (`Some(changed)`: whether its
     /// state changed since its last run's flush), or ordinary output again (`None`).
     fn provisional(&mut self, _flush: Option<bool>) {}
+    /// Group runs that checkpoint: the rows and watermarks written next are task `task`'s
+    /// (`None`: no such task's). A repartition sink tags them so that its readers take them in
+    /// only once the task's next checkpoint commits them (`commit`).
+    fn task(&mut self, _task: Option<usize>) {}
+    /// Task `task`'s checkpoint `seq` is written: a repartition sink tells its readers that
+    /// what the task wrote before it is committed. `start`: the task was just made from that
+    /// checkpoint (`seq` 0: from none), so what an earlier run of it wrote after the checkpoint
+    /// (a crashed run's tail, which this run writes again) is void.
+    fn commit(&mut self, _task: usize, _seq: u64, _start: bool) -> Result<()> {
+        Ok(())
+    }
     /// At the end of a run: make what was written visible (an external sink waits until every
     /// record is acknowledged).
     fn close(&mut self) -> Result<()> {

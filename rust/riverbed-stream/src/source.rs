@@ -12,6 +12,7 @@ use arrow_schema::SchemaRef;
 use parking_lot::Mutex;
 use riverbed_log::Topic;
 
+use crate::checkpoint::Committed;
 use crate::decode::{infer_schema, Decoder, Format, RawRecords};
 use crate::error::{ArrowContext, Result, StreamError};
 use crate::errors::{BadRecord, ErrorHandler};
@@ -84,6 +85,13 @@ pub trait Source: Send {
     /// Consumer groups: start partitions without a checkpoint where a new group would (the
     /// source's start), not at the group's committed offsets: a run told to start over.
     fn ignore_commits(&mut self) {}
+    /// A read-committed repartition topic: what `partition`'s reader has taken in of each
+    /// writing task (a checkpoint keeps it with the partition's position). Empty for others.
+    fn committed(&self, _partition: usize) -> Vec<Option<Committed>> {
+        Vec::new()
+    }
+    /// After `seek` to a checkpoint's position: the progress that checkpoint kept.
+    fn restore_committed(&mut self, _partition: usize, _committed: &[Option<Committed>]) {}
 }
 
 /// Partitions that moved to or from this process in a consumer group's rebalance.

@@ -23,6 +23,12 @@ use crate::stages::{with_event_time, Stage};
 /// How often a running stage's metrics are passed up and a stop passed down.
 const WATCH: Duration = Duration::from_millis(20);
 
+/// The longest a stage writing a repartition topic goes between checkpoints: its readers take
+/// in its rows only once a checkpoint commits them (read-committed, see riverbed-kafka's
+/// `read_committed`), so this bounds the delay a repartition adds in follow mode. Kafka
+/// Streams' `commit.interval.ms` under exactly-once is 100 ms.
+const WRITER_COMMIT: Duration = Duration::from_millis(500);
+
 /// The checkpoint directory of stage `k` of the run checkpointed in `dir`.
 fn stage_dir(dir: &Path, k: usize) -> PathBuf {
     let name = dir
@@ -153,12 +159,19 @@ pub(crate) fn run_staged(
     }
     check_form(control, true)?;
     let built = build(pipeline, stages, connector)?;
-    let controls: Vec<RunControl> = (0..built.len())
+    let n = built.len();
+    let controls: Vec<RunControl> = (0..n)
         .map(|k| RunControl {
             end_watermark: control.end_watermark,
             on_error: control.on_error.clone(),
             checkpoint: control.checkpoint.as_ref().map(|c| CheckpointConfig {
                 dir: stage_dir(&c.dir, k),
+                // A stage's rows reach the next one when its checkpoint commits them.
+                interval: if k + 1 < n {
+                    c.interval.min(WRITER_COMMIT)
+                } else {
+                    c.interval
+                },
                 ..c.clone()
             }),
             workers: control.workers,
@@ -173,7 +186,6 @@ pub(crate) fn run_staged(
         .map(|b| Some(b.as_mut() as &mut dyn Sink))
         .collect();
     sinks.push(Some(sink));
-    let n = pipelines.len();
     // Following, all at once; bounded, one after the other.
     let turns: Vec<Vec<usize>> = if follow {
         vec![(0..n).collect()]

@@ -67,16 +67,25 @@ impl Task {
         }
     }
 
-    /// Give batch `b` of source `k` (its event times stamped) to the task's operators.
+    /// Give batch `b` of source `k` (its event times stamped) to the task's operators (task
+    /// `p`'s: what they write is tagged as its).
     fn take_in(
         &mut self,
+        p: usize,
         k: usize,
         input: &Input,
         b: arrow_array::RecordBatch,
         sink: &mut dyn Sink,
     ) -> Result<()> {
         let b = stamp(&mut self.tracker, k, 0, b, input.ts.as_deref())?;
+        sink.task(self.txn(p));
         self.g.push(input.leaf, 0, b, sink)
+    }
+
+    /// As task `p`, what its output is tagged with (`Sink::task`): `p`, if it keeps
+    /// checkpoints.
+    fn txn(&self, p: usize) -> Option<usize> {
+        self.store.as_ref().map(|_| p)
     }
 }
 
@@ -225,6 +234,11 @@ impl GroupRun<'_> {
                 for p in tasks(&rb.assigned) {
                     if !self.tasks.contains_key(&p) {
                         let t = self.new_task(p)?;
+                        // Its readers void what an earlier run of it wrote after the checkpoint
+                        // it starts from: it writes that again now.
+                        if t.store.is_some() {
+                            sink.commit(p, t.seq, true)?;
+                        }
                         self.tasks.insert(p, t);
                     }
                 }
@@ -239,7 +253,7 @@ impl GroupRun<'_> {
                     // new owner reads it again from the checkpoint.
                     if let Some(t) = self.tasks.get_mut(&p) {
                         t.wake();
-                        t.take_in(k, &self.inputs[k], b, sink)?;
+                        t.take_in(p, k, &self.inputs[k], b, sink)?;
                     }
                 }
                 Polled::Provisional(i, b, changed) => {
@@ -282,7 +296,7 @@ impl GroupRun<'_> {
                             // The writers' provisional rows, after the checkpoint, before the
                             // end-of-input flush.
                             for (k, b) in std::mem::take(&mut t.provisional) {
-                                t.take_in(k, &self.inputs[k], b, sink)?;
+                                t.take_in(p, k, &self.inputs[k], b, sink)?;
                             }
                         }
                         t.tracker.finish_partition(k, 0);
@@ -315,6 +329,7 @@ impl GroupRun<'_> {
             };
             let relay = sink.relays_provisional();
             for (&p, t) in self.tasks.iter_mut() {
+                sink.task(t.txn(p));
                 let src = &self.src;
                 let caught_up = |k: usize, _| src.caught_up(k * parts + p);
                 let wms = t.tracker.watermarks(self.follow, caught_up);
@@ -348,6 +363,7 @@ impl GroupRun<'_> {
                 }
                 self.late.extend(t.g.take_late());
             }
+            sink.task(None);
             *self.control.metrics.lock() = self.metrics();
             if interval.is_some_and(|i| last_checkpoint.elapsed() >= i) {
                 let all: Vec<usize> = self.tasks.keys().copied().collect();
@@ -443,6 +459,7 @@ impl GroupRun<'_> {
                 }
                 if let Some(&pos) = s.positions.first().filter(|&&o| o >= 0) {
                     self.src.seek(k * self.parts + p, pos)?;
+                    self.src.restore_committed(k * self.parts + p, &s.committed);
                 }
             }
             return Ok(task(g, tracker, Some(store), c.seq, plan_text));
@@ -497,6 +514,7 @@ impl GroupRun<'_> {
                         .map(|(k, &o)| SourceState {
                             positions: vec![o],
                             max_ts: t.tracker.max_ts(k),
+                            committed: self.src.committed(k * self.parts + p),
                         })
                         .collect(),
                     sinks: Vec::new(),
@@ -506,6 +524,9 @@ impl GroupRun<'_> {
                     .checkpoint_stats
                     .lock()
                     .wrote(t1.elapsed(), size);
+                // What it wrote before this checkpoint is in it now (its input read, its state
+                // taken): its readers may take it in.
+                sink.commit(*p, t.seq, false)?;
             }
             for (k, &o) in pos.iter().enumerate() {
                 if o >= 0 {

@@ -18,6 +18,7 @@ fn sample(seq: u64) -> Checkpoint {
         sources: vec![SourceState {
             positions: vec![10, 20],
             max_ts: vec![Some(7), None],
+            committed: Vec::new(),
         }],
         sinks: vec![("out".into(), vec![5, 6])],
         operators: vec![
