@@ -5,11 +5,8 @@
 
 use std::sync::Arc;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Float64Type};
-use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::DataType;
-use riverbed_log::arrow::{JsonOptions, NonFinite};
+use arrow_array::RecordBatch;
+use riverbed_log::arrow::{without_negative_zero, JsonOptions, NonFinite};
 use riverbed_stream::sink::SinkEnds;
 use riverbed_stream::{Result as StreamResult, Sink};
 
@@ -162,27 +159,14 @@ impl KafkaSink {
     }
 }
 
-/// `batch` with -0.0 in its float key column made 0.0: every keyed operator takes the two as one
-/// key, so a repartition topic must send them to one partition (NaNs are one key already: their
-/// text is one).
+/// `batch` with -0.0 in its float key column made 0.0 (`without_negative_zero`): the readers of
+/// a repartition topic see the key as every keyed operator does.
 fn canonical_key(batch: RecordBatch, key: &str) -> RecordBatch {
     let Ok(i) = batch.schema().index_of(key) else {
         return batch;
     };
-    let c = batch.column(i);
-    let fixed: ArrayRef = match c.data_type() {
-        DataType::Float64 => Arc::new(
-            c.as_primitive::<Float64Type>()
-                .unary::<_, Float64Type>(|v| v + 0.0),
-        ),
-        DataType::Float32 => Arc::new(
-            c.as_primitive::<Float32Type>()
-                .unary::<_, Float32Type>(|v| v + 0.0),
-        ),
-        _ => return batch,
-    };
     let mut cols = batch.columns().to_vec();
-    cols[i] = fixed;
+    cols[i] = without_negative_zero(&cols[i]);
     // Same type and length: this cannot fail.
     RecordBatch::try_new(batch.schema(), cols).unwrap_or(batch)
 }

@@ -162,6 +162,27 @@ impl RecordSink for ArrowRecordSink {
     }
 }
 
+/// `array` with a float -0.0 made 0.0 (other arrays as they are). Every keyed operator takes
+/// the two as one key, so a record key made of them is one too: one partition, one key of a
+/// compacted topic (NaNs are one key already: their text is one).
+pub fn without_negative_zero(array: &ArrayRef) -> ArrayRef {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float32Type, Float64Type};
+    match array.data_type() {
+        DataType::Float64 => Arc::new(
+            array
+                .as_primitive::<Float64Type>()
+                .unary::<_, Float64Type>(|v| v + 0.0),
+        ),
+        DataType::Float32 => Arc::new(
+            array
+                .as_primitive::<Float32Type>()
+                .unary::<_, Float32Type>(|v| v + 0.0),
+        ),
+        _ => array.clone(),
+    }
+}
+
 /// Row-wise byte views of one column: binary/string columns as they are, anything else as the
 /// JSON text of each value.
 enum BytesColumn {
@@ -385,7 +406,10 @@ impl EncodedRows {
     ) -> Result<EncodedRows> {
         json_rules::check_unique_names(&batch.schema())?;
         let keys = key
-            .map(|k| column(batch, k, "key").and_then(|a| BytesColumn::new(a, k, options)))
+            .map(|k| {
+                column(batch, k, "key")
+                    .and_then(|a| BytesColumn::new(&without_negative_zero(a), k, options))
+            })
             .transpose()?;
         let values = match value {
             Some(v) => BytesColumn::new(column(batch, v, "value")?, v, options)?,
