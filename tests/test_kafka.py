@@ -157,6 +157,21 @@ def test_keyed_records_go_where_java_clients_and_the_embedded_log_put_them(kafka
         log.close()
 
 
+def test_a_key_of_two_columns_is_a_json_object_record_key_in_kafkas_partition(kafka):
+    """key_by of two columns written to Kafka: each record's key is the JSON object of the two
+    columns (it used to be no key), in murmur2's partition of those bytes, as a Java client
+    keyed with that string would place it."""
+    rows = [{"a": f"x{i % 5}", "b": i % 3, "ts": T0 + i} for i in range(60)]
+    out = kafka.create_topic(fresh("two-keys"), partitions=4)
+    rb.Pipeline.read(pa.Table.from_pylist(rows), timestamp="ts").key_by("a", "b").write(out).run(progress=False)
+    got = out.read(timeout=1.0).to_pydict()
+    assert len(got["key"]) == len(rows)
+    for key, part, value in zip(got["key"], got["partition"], got["value"]):
+        v = json.loads(value)
+        assert key == json.dumps({"a": v["a"], "b": v["b"]}, separators=(",", ":")).encode()
+        assert part == kafka_partition(key, 4)
+
+
 def test_group_consumers_split_partitions_and_resume_from_commits(kafka):
     t = kafka.create_topic(fresh("grp"), partitions=4)
     t.produce_batch(pa.table({"k": [f"k{i}" for i in range(400)], "i": list(range(400))}), key="k")

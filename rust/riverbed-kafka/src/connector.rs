@@ -115,7 +115,7 @@ impl Connector for KafkaConnector {
         Ok(Box::new(KafkaSink {
             producer: self.producer()?,
             topic: name.to_string(),
-            key: Some(key.to_string()),
+            keys: vec![key.to_string()],
             timestamp,
             repartition: Some(partitions),
             provisional: None,

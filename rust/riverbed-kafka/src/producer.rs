@@ -184,7 +184,8 @@ impl KafkaProducer {
         }
     }
 
-    /// Queue every row of `batch` (`key`/`value`/`timestamp` name columns; without a value
+    /// Queue every row of `batch` (`keys`/`value`/`timestamp` name columns, several keys a JSON
+    /// object key; without a value
     /// column each row is written as a JSON object of all its columns; `options` say what to
     /// do with what JSON cannot hold, as for the log), each with `headers`. `checked`: refuse
     /// event times a Kafka record timestamp cannot hold (`check_kafka_timestamps`; an internal
@@ -194,20 +195,19 @@ impl KafkaProducer {
         &self,
         topic: &str,
         batch: &RecordBatch,
-        key: Option<&str>,
+        keys: &[&str],
         value: Option<&str>,
         timestamp: Option<&str>,
         options: &JsonOptions,
         headers: &[(String, Option<Vec<u8>>)],
         checked: bool,
     ) -> Result<usize> {
-        let rows =
-            EncodedRows::with_options(batch, key, value, timestamp, options).map_err(|e| {
-                KafkaError::Produce {
-                    topic: topic.into(),
-                    message: e.to_string(),
-                }
-            })?;
+        let rows = EncodedRows::with_keys(batch, keys, value, timestamp, options).map_err(|e| {
+            KafkaError::Produce {
+                topic: topic.into(),
+                message: e.to_string(),
+            }
+        })?;
         let partitions = self.check_topic(topic)?;
         if let Some(col) = timestamp.filter(|_| checked) {
             check_kafka_timestamps(&rows, topic, col)?;

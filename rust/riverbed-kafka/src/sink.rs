@@ -16,7 +16,8 @@ use crate::read_committed::{Tagger, Txn, COMMIT_HEADER, START_HEADER, TXN_HEADER
 pub struct KafkaSink {
     pub producer: Arc<KafkaProducer>,
     pub topic: String,
-    pub key: Option<String>,
+    /// The key columns (several: the record key is a JSON object of them).
+    pub keys: Vec<String>,
     pub timestamp: Option<String>,
     /// A repartition topic with this many partitions: the writing tasks' watermarks go to every
     /// partition as marker records, so its readers know how far every writer has got.
@@ -47,8 +48,8 @@ impl Sink for KafkaSink {
             .filter(|c| batch.schema().index_of(c).is_ok());
         // A repartition topic carries every value as it was, NaN and infinities too (only
         // riverbed reads it back), and sends equal keys to one partition.
-        let (batch, options) = match (self.repartition, self.key.as_deref()) {
-            (Some(_), Some(key)) => (
+        let (batch, options) = match (self.repartition, self.keys.as_slice()) {
+            (Some(_), [key]) => (
                 canonical_key(batch, key),
                 JsonOptions {
                     non_finite: NonFinite::Text,
@@ -68,10 +69,11 @@ impl Sink for KafkaSink {
                 None => Vec::new(),
             },
         };
+        let keys: Vec<&str> = self.keys.iter().map(String::as_str).collect();
         self.producer.send_batch(
             &self.topic,
             &batch,
-            self.key.as_deref(),
+            &keys,
             None,
             ts,
             &options,

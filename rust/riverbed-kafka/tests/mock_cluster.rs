@@ -53,7 +53,7 @@ fn produced_batches_come_back_with_keys_timestamps_and_kafkas_partitions() {
             .send_batch(
                 "t",
                 &batch(n),
-                Some("k"),
+                &["k"],
                 None,
                 Some("ts"),
                 &Default::default(),
@@ -118,7 +118,7 @@ fn metadata_errors_name_the_topic_and_the_unreachable_cluster() {
         producer.send_batch(
             "missing",
             &batch(1),
-            None,
+            &[],
             None,
             None,
             &Default::default(),

@@ -404,13 +404,46 @@ impl EncodedRows {
         timestamp: Option<&str>,
         options: &JsonOptions,
     ) -> Result<EncodedRows> {
+        let keys: Vec<&str> = key.into_iter().collect();
+        Self::with_keys(batch, &keys, value, timestamp, options)
+    }
+
+    /// As `with_options`, keyed by the columns `keys`: none, one (its value is the record key),
+    /// or several (the record key is a JSON object of them in that order, `{"a":1,"b":"x"}`,
+    /// as Kafka Connect writes a struct key as JSON).
+    pub fn with_keys(
+        batch: &RecordBatch,
+        keys: &[&str],
+        value: Option<&str>,
+        timestamp: Option<&str>,
+        options: &JsonOptions,
+    ) -> Result<EncodedRows> {
         json_rules::check_unique_names(&batch.schema())?;
-        let keys = key
-            .map(|k| {
-                column(batch, k, "key")
-                    .and_then(|a| BytesColumn::new(&without_negative_zero(a), k, options))
-            })
-            .transpose()?;
+        let keys = match keys {
+            [] => None,
+            [k] => Some(BytesColumn::new(
+                &without_negative_zero(column(batch, k, "key")?),
+                k,
+                options,
+            )?),
+            many => {
+                let mut fields = Vec::with_capacity(many.len());
+                let mut columns = Vec::with_capacity(many.len());
+                for k in many {
+                    let c = without_negative_zero(column(batch, k, "key")?);
+                    fields.push(Field::new(*k, c.data_type().clone(), true));
+                    columns.push(c);
+                }
+                let key_batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+                    .map_err(|e| LogError::Schema(e.to_string()))?;
+                let (data, ends) = json_lines(&json_rules::for_json(&key_batch, options)?)?;
+                Some(BytesColumn::Encoded {
+                    data,
+                    valid: vec![true; ends.len()],
+                    ends,
+                })
+            }
+        };
         let values = match value {
             Some(v) => BytesColumn::new(column(batch, v, "value")?, v, options)?,
             None => {
@@ -482,6 +515,19 @@ pub fn produce_arrow_with(
     timestamp: Option<&str>,
     options: &JsonOptions,
 ) -> Result<(Int32Array, Int64Array)> {
+    let keys: Vec<&str> = key.into_iter().collect();
+    produce_arrow_keys(topic, batches, &keys, value, timestamp, options)
+}
+
+/// As `produce_arrow_with`, keyed by the columns `keys` (`EncodedRows::with_keys`).
+pub fn produce_arrow_keys(
+    topic: &Topic,
+    batches: &[RecordBatch],
+    keys: &[&str],
+    value: Option<&str>,
+    timestamp: Option<&str>,
+    options: &JsonOptions,
+) -> Result<(Int32Array, Int64Array)> {
     let Some(first) = batches.first() else {
         return Ok((
             Int32Array::from(Vec::<i32>::new()),
@@ -496,7 +542,7 @@ pub fn produce_arrow_with(
             .map_err(|e| LogError::Schema(e.to_string()))?;
         &joined
     };
-    let rows = EncodedRows::with_options(batch, key, value, timestamp, options)?;
+    let rows = EncodedRows::with_keys(batch, keys, value, timestamp, options)?;
     let n = rows.len();
     let (keys, values, ts) = (rows.keys.as_ref(), &rows.values, &rows.timestamps);
     let parts = topic.num_partitions() as usize;

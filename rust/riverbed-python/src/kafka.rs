@@ -60,14 +60,14 @@ impl PyKafka {
     pub(crate) fn engine_sink(
         &self,
         topic: &str,
-        key: Option<String>,
+        keys: Vec<String>,
         timestamp: Option<String>,
         repartition: Option<usize>,
     ) -> PyResult<KafkaSink> {
         Ok(KafkaSink {
             producer: self.producer()?,
             topic: topic.to_string(),
-            key,
+            keys,
             timestamp,
             repartition,
             provisional: None,
@@ -191,10 +191,11 @@ impl PyKafka {
         let options = crate::log::json_options(non_finite)?;
         let batches = batches_from(data)?;
         let producer = self.producer()?;
+        let keys: Vec<&str> = key.into_iter().collect();
         py.detach(|| {
             let mut n = 0;
             for b in &batches {
-                n += producer.send_batch(topic, b, key, value, timestamp, &options, &[], true)?;
+                n += producer.send_batch(topic, b, &keys, value, timestamp, &options, &[], true)?;
             }
             Ok(n)
         })

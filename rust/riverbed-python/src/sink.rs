@@ -13,8 +13,9 @@ use crate::error::type_error;
 
 /// Builds the engine's sink for a topic of another system once the run knows its output's key
 /// and event-time columns (the connector's handle stays with the connector: `kafka.rs`).
+/// Builds a Kafka sink from (key columns, event-time column).
 pub(crate) type MakeSink =
-    Box<dyn Fn(Option<String>, Option<String>) -> PyResult<Box<dyn Sink>> + Send + Sync>;
+    Box<dyn Fn(Vec<String>, Option<String>) -> PyResult<Box<dyn Sink>> + Send + Sync>;
 
 /// What a `Sink` writes to.
 pub(crate) enum SinkTarget {

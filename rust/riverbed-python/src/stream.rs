@@ -199,19 +199,18 @@ impl PyPipeline {
 
     fn make_sink(&self, sink: &PySink) -> PyResult<(Box<dyn Sink>, Collected)> {
         let collected = Collected::default();
-        // Without an explicit key, a single key column (key_by, a window's by) is the record key.
-        let key_or_default = |key: &Option<String>| {
-            key.clone().or_else(|| match self.inner.key_columns() {
-                [one] => Some(one.clone()),
-                _ => None,
-            })
+        // Without an explicit key, the key columns (key_by, a window's by) are the record key
+        // (several: a JSON object of them).
+        let key_or_default = |key: &Option<String>| match key {
+            Some(k) => vec![k.clone()],
+            None => self.inner.key_columns().to_vec(),
         };
         let timestamp = self.inner.event_time_column().map(str::to_string);
         let s: Box<dyn Sink> = match &sink.target {
             SinkTarget::Collect => Box::new(CollectInto(collected.clone())),
             SinkTarget::Topic { topic, key } => Box::new(TopicSink {
                 topic: topic.clone(),
-                key: key_or_default(key),
+                keys: key_or_default(key),
                 timestamp,
             }),
             SinkTarget::Kafka { make, key, .. } => make(key_or_default(key), timestamp)?,

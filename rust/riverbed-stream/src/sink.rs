@@ -73,11 +73,12 @@ impl Sink for CollectSink {
     }
 }
 
-/// Writes each row as a JSON object of all its columns; `key` names the key column and
-/// `timestamp` the column used as the record timestamp (now when absent).
+/// Writes each row as a JSON object of all its columns; `keys` name the key columns (several:
+/// the record key is a JSON object of them) and `timestamp` the column used as the record
+/// timestamp (now when absent).
 pub struct TopicSink {
     pub topic: Arc<Topic>,
-    pub key: Option<String>,
+    pub keys: Vec<String>,
     pub timestamp: Option<String>,
 }
 
@@ -87,7 +88,15 @@ impl Sink for TopicSink {
             .timestamp
             .as_deref()
             .filter(|c| batch.schema().index_of(c).is_ok());
-        riverbed_log::arrow::produce_arrow(&self.topic, &[batch], self.key.as_deref(), None, ts)?;
+        let keys: Vec<&str> = self.keys.iter().map(String::as_str).collect();
+        riverbed_log::arrow::produce_arrow_keys(
+            &self.topic,
+            &[batch],
+            &keys,
+            None,
+            ts,
+            &riverbed_log::arrow::JsonOptions::default(),
+        )?;
         Ok(())
     }
 

@@ -412,7 +412,7 @@ fn topic_sink_writes_window_results_as_json() -> TestResult {
     let pipeline = Pipeline::new(plan, vec![spec], vec![])?;
     let mut sink = TopicSink {
         topic: out.clone(),
-        key: Some("sym".into()),
+        keys: vec!["sym".into()],
         timestamp: Some("window_start".into()),
     };
     let result = pipeline.run(&mut sink, false, &RunControl::default())?;
