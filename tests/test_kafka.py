@@ -284,10 +284,16 @@ def test_a_kafka_record_without_a_timestamp_is_a_bad_record_not_the_wall_clock(k
 def test_an_event_time_a_kafka_timestamp_cannot_hold_is_refused_not_changed(kafka, bad):
     """librdkafka sends the current time for a record timestamp of 0, and -1 means "none" to
     every Kafka client: writing either as a record's event time is refused, naming the row, and
-    nothing of the batch is sent (it used to arrive as the wall clock, or as no timestamp)."""
+    nothing of the batch (nor of a table's other chunks) is sent (it used to arrive as the wall
+    clock, or as no timestamp)."""
     t = kafka.create_topic(fresh("ts0"), partitions=1)
     with pytest.raises(rb.exceptions.KafkaError, match=f"row 1 .column 'ts'.: event time {bad} ms"):
         t.produce_batch(pa.table({"ts": [5, bad, 7]}), timestamp="ts")
+    # a table in chunks is one batch: the row is named by its place in the table (it was its
+    # place in its chunk), and the chunks before it are not sent either
+    chunked = pa.Table.from_batches([pa.record_batch({"ts": [T0, T0 + 1]}), pa.record_batch({"ts": [T0 + 2, bad]})])
+    with pytest.raises(rb.exceptions.KafkaError, match=f"row 3 .column 'ts'.: event time {bad} ms"):
+        t.produce_batch(chunked, timestamp="ts")
     with pytest.raises(rb.exceptions.KafkaError, match=f"event time {bad} ms"):
         rb.Pipeline.read(pa.table({"ts": [3, bad, 9], "v": [1, 2, 3]}), timestamp="ts").write(t).run(progress=False)
     # one record: the same, and also a time outside the years 1 to 9999

@@ -519,6 +519,18 @@ pub fn produce_arrow_with(
     produce_arrow_keys(topic, batches, &keys, value, timestamp, options)
 }
 
+/// The rows of `batches` (of one schema) as one batch (None: no batches), so that a row is
+/// named by its place in all of them and every row is checked before any is written.
+pub fn one_batch(batches: &[RecordBatch]) -> Result<Option<RecordBatch>> {
+    match batches {
+        [] => Ok(None),
+        [one] => Ok(Some(one.clone())),
+        [first, ..] => arrow_select::concat::concat_batches(&first.schema(), batches)
+            .map(Some)
+            .map_err(|e| LogError::Schema(e.to_string())),
+    }
+}
+
 /// As `produce_arrow_with`, keyed by the columns `keys` (`EncodedRows::with_keys`).
 pub fn produce_arrow_keys(
     topic: &Topic,
@@ -528,21 +540,13 @@ pub fn produce_arrow_keys(
     timestamp: Option<&str>,
     options: &JsonOptions,
 ) -> Result<(Int32Array, Int64Array)> {
-    let Some(first) = batches.first() else {
+    let Some(batch) = one_batch(batches)? else {
         return Ok((
             Int32Array::from(Vec::<i32>::new()),
             Int64Array::from(Vec::<i64>::new()),
         ));
     };
-    let joined;
-    let batch = if batches.len() == 1 {
-        first
-    } else {
-        joined = arrow_select::concat::concat_batches(&first.schema(), batches)
-            .map_err(|e| LogError::Schema(e.to_string()))?;
-        &joined
-    };
-    let rows = EncodedRows::with_keys(batch, keys, value, timestamp, options)?;
+    let rows = EncodedRows::with_keys(&batch, keys, value, timestamp, options)?;
     let n = rows.len();
     let (keys, values, ts) = (rows.keys.as_ref(), &rows.values, &rows.timestamps);
     let parts = topic.num_partitions() as usize;

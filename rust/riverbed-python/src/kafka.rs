@@ -189,15 +189,17 @@ impl PyKafka {
         non_finite: &str,
     ) -> PyResult<usize> {
         let options = crate::log::json_options(non_finite)?;
-        let batches = batches_from(data)?;
+        // One batch: a bad row is named by its place in the whole input, and refused before
+        // any row is sent.
+        let Some(batch) =
+            riverbed_log::arrow::one_batch(&batches_from(data)?).map_err(crate::error::to_py)?
+        else {
+            return Ok(0);
+        };
         let producer = self.producer()?;
         let keys: Vec<&str> = key.into_iter().collect();
         py.detach(|| {
-            let mut n = 0;
-            for b in &batches {
-                n += producer.send_batch(topic, b, &keys, value, timestamp, &options, &[], true)?;
-            }
-            Ok(n)
+            producer.send_batch(topic, &batch, &keys, value, timestamp, &options, &[], true)
         })
         .map_err(kafka_to_py)
     }
