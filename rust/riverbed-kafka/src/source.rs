@@ -187,13 +187,19 @@ pub struct KafkaSource {
     /// Bounded runs: where each assigned partition ends.
     ends: Vec<Option<i64>>,
     done: Vec<bool>,
-    ready: VecDeque<(Polled, Option<(usize, i64)>)>,
+    /// Read and decoded, not handed to the run yet: each fill's items of a partition, the first
+    /// one saying what handing it completes (`Handed`).
+    ready: VecDeque<(Polled, Option<Handed>)>,
     rebalance: Option<Rebalance>,
     finished: bool,
     /// A repartition topic: per partition, each writer's latest watermark and idleness.
     marks: Option<Vec<Vec<(i64, bool)>>>,
     /// A repartition topic: per partition, its writers' transactions (`read_committed`).
     txns: Option<Vec<ReadCommitted>>,
+    /// A repartition topic: per partition, the position and writers' progress a checkpoint
+    /// may keep — as of the last fill whose rows were handed to the run (a fill's commit
+    /// markers release rows that are taken in only once handed).
+    checkpointable: Vec<(i64, Vec<Option<riverbed_stream::Committed>>)>,
     /// An error met while waiting, for the next poll to return.
     failed: Option<StreamError>,
     /// Per topic: the policy for its bad records.
@@ -278,6 +284,7 @@ impl KafkaSource {
             txns: spec
                 .writers
                 .map(|w| (0..n).map(|_| ReadCommitted::new(w)).collect()),
+            checkpointable: vec![(-1, Vec::new()); n],
             failed: None,
             on_error,
             errors: AtomicU64::new(0),
@@ -293,6 +300,7 @@ impl KafkaSource {
         if let Some(t) = self.txns.as_mut() {
             t[p].restore(&[]);
         }
+        self.checkpointable[p] = (-1, Vec::new());
         // Writers' watermarks are learnt again from the markers after the new position: ones
         // read before (by an earlier assignment) may be ahead of records read again now.
         self.forget_read(p);
@@ -310,6 +318,7 @@ impl KafkaSource {
             },
         };
         self.positions[p] = at.max(lo);
+        self.checkpointable[p].0 = self.positions[p];
         if self.ignore_commits {
             // The consumer itself would start at the committed offset.
             self.consumer.seek(p, self.positions[p])?;
@@ -321,12 +330,12 @@ impl KafkaSource {
     /// Drop what was read of partition `p` and not handed out yet, with the writers'
     /// watermarks learnt from it: reading goes on from another position.
     fn forget_read(&mut self, p: usize) {
-        self.ready.retain(|(item, next)| match item {
+        self.ready.retain(|(item, handed)| match item {
             Polled::Batch(q, _)
             | Polled::Provisional(q, ..)
             | Polled::PartitionDone(q)
             | Polled::Watermark(q, ..) => *q != p,
-            _ => next.is_none_or(|(q, _)| q != p),
+            _ => handed.as_ref().is_none_or(|h| h.p != p),
         });
         if let Some(t) = self.txns.as_mut() {
             t[p].forget_held();
@@ -370,8 +379,6 @@ impl KafkaSource {
         // A repartition topic's rows of its writers' end-of-input flushes, per (partition,
         // changed since the writer's last run).
         let mut flushes: BTreeMap<(usize, bool), RawRecords> = BTreeMap::new();
-        // Transactions of a repartition topic's writers committed by markers read now.
-        let mut released: Vec<(usize, RawRecords)> = Vec::new();
         let mut headers: HashMap<(usize, i64), RecordHeaders> = HashMap::new();
         let mut n = 0;
         let mut first = true;
@@ -422,9 +429,9 @@ impl KafkaSource {
                                 marked.insert(p);
                             }
                             headers.extend(h.headers.into_iter().map(|(o, x)| ((p, o), x)));
-                            if !h.rows.is_empty() {
-                                released.push((p, h.rows));
-                            }
+                            // With the partition's other rows of this fill: one batch, so that a
+                            // checkpoint is never between two parts of what a fill read.
+                            raws.entry(p).or_default().append(&h.rows);
                         }
                         continue;
                     }
@@ -478,12 +485,12 @@ impl KafkaSource {
             }
         }
         self.take_events()?;
-        let parts = released
+        let parts = raws
             .into_iter()
             .map(|(p, raw)| (p, None, raw))
-            .chain(raws.into_iter().map(|(p, raw)| (p, None, raw)))
             .chain(flushes.into_iter().map(|((p, c), raw)| (p, Some(c), raw)));
-        let mut handed: BTreeSet<usize> = BTreeSet::new();
+        // Per partition, the index in `ready` of this fill's first item of it.
+        let mut first: BTreeMap<usize, usize> = BTreeMap::new();
         for (p, flush, raw) in parts {
             if !self.assigned.contains(&p) {
                 continue;
@@ -500,9 +507,8 @@ impl KafkaSource {
                 Some(changed) => Polled::Provisional(p, b, changed),
                 None => Polled::Batch(p, b),
             };
-            self.ready
-                .push_back((item, read_to.get(&p).map(|&o| (p, o))));
-            handed.insert(p);
+            self.ready.push_back((item, None));
+            first.entry(p).or_insert(self.ready.len() - 1);
         }
         // After the data read with them (records after a marker are not behind it).
         for p in marked {
@@ -519,17 +525,26 @@ impl KafkaSource {
                     .map(|m| m.0)
                     .min()
                     .unwrap_or(i64::MIN);
-                self.ready.push_back((
-                    Polled::Watermark(p, wm, idle),
-                    read_to.get(&p).map(|&o| (p, o)),
-                ));
-                handed.insert(p);
+                self.ready.push_back((Polled::Watermark(p, wm, idle), None));
+                first.entry(p).or_insert(self.ready.len() - 1);
             }
         }
-        // Partitions of which only markers or held records were read: the reading moved on.
-        for (p, o) in read_to {
-            if !handed.contains(&p) && self.assigned.contains(&p) {
-                self.ready.push_back((Polled::Idle, Some((p, o))));
+        // Per partition read, on its first item (its one batch of rows, if any): what handing
+        // it out completes. A checkpoint right after it keeps the position past this fill:
+        // what follows of it (a writer's provisional flush, its watermarks) comes again.
+        for (p, next) in read_to {
+            if !self.assigned.contains(&p) {
+                continue;
+            }
+            let committed = self.txns.as_ref().map(|t| {
+                let held = t[p].first_held().unwrap_or(next);
+                (next.min(held), t[p].state())
+            });
+            let handed = Some(Handed { p, next, committed });
+            match first.get(&p) {
+                Some(&i) => self.ready[i].1 = handed,
+                // Only markers or held records were read: the reading moved on all the same.
+                None => self.ready.push_back((Polled::Idle, handed)),
             }
         }
         Ok(())
@@ -545,7 +560,7 @@ impl KafkaSource {
             let pending = self
                 .ready
                 .iter()
-                .any(|(_, n)| n.is_some_and(|(q, _)| q == p));
+                .any(|(_, h)| h.as_ref().is_some_and(|h| h.p == p));
             if let Some(end) = self.ends[p] {
                 if !pending && self.positions[p] >= end {
                     reached.push(p);
@@ -565,6 +580,16 @@ impl KafkaSource {
             self.ready.push_back((Polled::Done, None));
         }
     }
+}
+
+/// What handing a partition's first item of a fill (its one batch of rows) to the run
+/// completes: the reading of the partition is past `next`; for a read-committed topic, a
+/// checkpoint may keep `committed` (position, writers' progress) from then on. Two items of one
+/// fill are never both rows, so a checkpoint between them splits no rows from their position.
+struct Handed {
+    p: usize,
+    next: i64,
+    committed: Option<(i64, Vec<Option<riverbed_stream::Committed>>)>,
 }
 
 /// The riverbed headers of a repartition topic's record: a watermark marker has `writer` and
@@ -663,17 +688,20 @@ impl Source for KafkaSource {
         if self.rebalance.is_some() {
             return Ok(Polled::Idle);
         }
-        match self.ready.pop_front() {
-            Some((item, next)) => {
-                if let Some((p, o)) = next {
-                    // A fill hands out a partition's rows as two batches (its writers' flushes
-                    // apart): the position is past both once both are out.
-                    self.positions[p] = self.positions[p].max(o);
-                }
-                Ok(item)
+        while let Some((item, handed)) = self.ready.pop_front() {
+            let Some(h) = handed else {
+                return Ok(item);
+            };
+            // The partition's items of a fill are all out: its position is past them.
+            self.positions[h.p] = self.positions[h.p].max(h.next);
+            if let Some(c) = h.committed {
+                self.checkpointable[h.p] = c;
             }
-            None => Ok(Polled::Idle),
+            if !matches!(item, Polled::Idle) || self.ready.is_empty() {
+                return Ok(item);
+            }
         }
+        Ok(Polled::Idle)
     }
     fn wait(&mut self, timeout: Duration) {
         if self.ready.is_empty() && !self.finished {
@@ -689,16 +717,12 @@ impl Source for KafkaSource {
         }
     }
     fn positions(&self) -> Option<Vec<i64>> {
-        let mut at = self.positions.clone();
-        // Never past a record held for its writer's commit: read again after a restore.
-        if let Some(t) = &self.txns {
-            for (p, rc) in t.iter().enumerate() {
-                if let Some(o) = rc.first_held() {
-                    at[p] = at[p].min(o);
-                }
-            }
+        if self.txns.is_none() {
+            return Some(self.positions.clone());
         }
-        Some(at)
+        // Never past a record held for its writer's commit (read again after a restore), and as
+        // of what the run has taken in.
+        Some(self.checkpointable.iter().map(|c| c.0).collect())
     }
     fn carries_watermarks(&self) -> bool {
         self.marks.is_some()
@@ -707,7 +731,7 @@ impl Source for KafkaSource {
         let pending = self
             .ready
             .iter()
-            .any(|(_, n)| n.is_some_and(|(q, _)| q == partition));
+            .any(|(_, h)| h.as_ref().is_some_and(|h| h.p == partition));
         // Nothing handed out yet, or no fetch answered yet: it cannot tell.
         let pos = self.positions.get(partition).copied().unwrap_or(-1);
         !pending
@@ -729,6 +753,7 @@ impl Source for KafkaSource {
     fn seek(&mut self, partition: usize, offset: i64) -> StreamResult<()> {
         self.consumer.seek(partition, offset).map_err(stream_err)?;
         self.positions[partition] = offset;
+        self.checkpointable[partition].0 = offset;
         // Records read from the position before (a new assignment reads from the committed
         // offset until its task seeks to its checkpoint's) would be handed out twice.
         self.forget_read(partition);
@@ -739,14 +764,16 @@ impl Source for KafkaSource {
     }
 
     fn committed(&self, partition: usize) -> Vec<Option<riverbed_stream::Committed>> {
-        self.txns
-            .as_ref()
-            .map_or_else(Vec::new, |t| t[partition].state())
+        match &self.txns {
+            Some(_) => self.checkpointable[partition].1.clone(),
+            None => Vec::new(),
+        }
     }
 
     fn restore_committed(&mut self, partition: usize, c: &[Option<riverbed_stream::Committed>]) {
         if let Some(t) = self.txns.as_mut() {
             t[partition].restore(c);
+            self.checkpointable[partition].1 = c.to_vec();
         }
     }
 

@@ -116,6 +116,12 @@ impl RawRecords {
         self.values.extend_from_slice(v.unwrap_or(b""));
         self.value_ends.push(self.values.len());
     }
+    /// Append every record of `other`.
+    pub fn append(&mut self, other: &RawRecords) {
+        for i in 0..other.len() {
+            self.push_from(other, i);
+        }
+    }
     pub fn value(&self, i: usize) -> Option<&[u8]> {
         let start = if i == 0 { 0 } else { self.value_ends[i - 1] };
         (!self.value_null[i]).then(|| &self.values[start..self.value_ends[i]])
