@@ -944,6 +944,21 @@ def _newest_checkpoint(stage_dir: Path) -> int:
     return max((int(f.stem) for f in stage_dir.glob("p*/*.ckpt")), default=0)
 
 
+def _kill_when(child: subprocess.Popen, moment, delay: float, what: str) -> bool:
+    """kill -9 `child` `delay` seconds after `moment()` holds (polled, for up to 90 s); whether
+    it was still running to be killed. It must not have failed."""
+    deadline = time.monotonic() + 90
+    while child.poll() is None and not moment() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(delay)
+    killed = child.poll() is None
+    if killed:
+        child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode in (0, -signal.SIGKILL), f"{what}: the child failed"
+    return killed
+
+
 @pytest.mark.parametrize("follow", [False, True], ids=["bounded", "following"])
 def test_a_staged_run_killed_at_random_moments_counts_every_record_once(kafka, cluster, tmp_path, follow):
     """kill -9 of a group run that repartitions, at random moments after a stage took a
@@ -980,15 +995,7 @@ def test_a_staged_run_killed_at_random_moments_counts_every_record_once(kafka, c
         # newer than any before this attempt, and a random moment more
         target = stages[rng.randrange(2)]
         before = _newest_checkpoint(target)
-        deadline = time.monotonic() + 60
-        while child.poll() is None and _newest_checkpoint(target) <= before and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0, 0.15))
-        if child.poll() is None:
-            child.send_signal(signal.SIGKILL)
-            killed += 1
-        child.wait()
-        assert child.returncode in (0, -signal.SIGKILL), f"attempt {attempt}: the child failed"
+        killed += _kill_when(child, lambda: _newest_checkpoint(target) > before, rng.uniform(0, 0.15), f"attempt {attempt}")
     assert killed >= 2, "the runs ended before they could be killed"
     res = (
         rb.Pipeline.read(tin, timestamp="ts", lateness="30ms", group=group, batch_size=100)
@@ -1006,6 +1013,78 @@ def test_a_staged_run_killed_at_random_moments_counts_every_record_once(kafka, c
     wrong = [(r["sym"], r["window_start"], r["n"], r["total"]) for r in got if want.get((r["sym"], r["window_start"])) != (r["n"], r["total"])]
     assert not wrong, f"{len(wrong)} of {len(got)} window rows differ from brute force, e.g. {wrong[:3]}"
     assert {(r["sym"], r["window_start"]) for r in got} == set(want)
+
+
+# Windows by symbol, then a group_by over the windows' start (two repartitions), bounded, its
+# changelog written to a topic, in a child process.
+KILLED_TWO_STAGES = textwrap.dedent(
+    """
+    import sys
+    import riverbed as rb
+
+    bootstrap, state, group, tin, tout = sys.argv[1:6]
+    k = rb.Kafka(bootstrap, timeout=10, state_dir=state)
+    windows = (
+        rb.Pipeline.read(k.topic(tin), timestamp="ts", lateness="30ms", group=group, batch_size=100)
+        .window(rb.tumbling("100ms"), by="sym")
+        .agg(n=rb.count())
+    )
+    table = windows.group_by("window_start").agg(records=rb.sum("n"), windows=rb.count())
+    table.changelog.write(k.topic(tout)).run(progress=False, checkpoint_interval="100ms")
+    """
+)
+
+
+def test_a_bounded_run_killed_after_a_stages_end_flush_counts_the_open_windows_once(kafka, cluster, tmp_path):
+    """Two repartitions in a row, bounded, killed with kill -9 right after the window stage's
+    end-of-input flush (the windows still open) reached the internal topic and before the
+    group_by stage took it in; then new records, and again, then a run to the end. Each rerun
+    flushes the open windows again, and the group_by stage used to take in every flush it had
+    not checkpointed past: the last windows counted twice. It now takes each writer's newest
+    flush only: the last changelog row per window start equals brute force."""
+    bootstrap = cluster[0]
+    parts = 4
+    tin = kafka.create_topic(fresh("kf"), partitions=parts)
+    out = kafka.create_topic(fresh("kf-out"), partitions=1)
+    group = fresh("kfg")
+    for k in (1, 2):  # the children's rb.Kafka would create them through the admin API, which the mock lacks
+        kafka.create_topic(f"group-{group}-repartition-{k}", partitions=parts)
+    account_of = account_per_partition(parts)
+    rng = random.Random(5)
+    sent: list[dict] = []
+    flushed = tmp_path / "state" / "~checkpoints" / f"group-{group}.stage1"
+    killed = 0
+    for attempt in range(3):
+        rows = [
+            {"acct": account_of[part], "sym": f"s{j % 5}", "ts": T0 + 1000 * attempt + 7 * j + rng.randrange(0, 20)}
+            for part in range(parts)
+            for j in range(60)
+        ]
+        tin.produce_batch(pa.Table.from_pylist(rows), key="acct", timestamp="ts")
+        sent += rows
+        before = len(list(flushed.glob("p*/*.flushed")))
+        child = subprocess.Popen([sys.executable, "-c", KILLED_TWO_STAGES, bootstrap, str(tmp_path / "state"), group, tin.name, out.name])
+        killed += _kill_when(child, lambda: len(list(flushed.glob("p*/*.flushed"))) > before, 0.0, f"attempt {attempt}")
+    assert killed >= 2, "the runs ended before they could be killed"
+    windows = (
+        rb.Pipeline.read(tin, timestamp="ts", lateness="30ms", group=group, batch_size=100)
+        .window(rb.tumbling("100ms"), by="sym")
+        .agg(n=rb.count())
+    )
+    table = windows.group_by("window_start").agg(records=rb.sum("n"), windows=rb.count())
+    res = table.changelog.write(out).run(progress=False, checkpoint_interval="100ms")
+    assert res.late.num_rows == 0
+    latest = {}
+    for v in out.read(timeout=0.5).column("value").to_pylist():
+        r = json.loads(v)
+        latest[r["window_start"]] = (r["records"], r["windows"])
+    df = pd.DataFrame(sent)
+    df["window_start"] = df["ts"] // 100 * 100
+    per_window = df.groupby(["sym", "window_start"]).size().rename("n").reset_index()
+    want = {int(w): (int(g["n"].sum()), len(g)) for w, g in per_window.groupby("window_start")}
+    wrong = {w: (latest.get(w), want[w]) for w in want if latest.get(w) != want[w]}
+    assert not wrong, f"{len(wrong)} of {len(want)} window starts differ (got, want): {wrong}"
+    assert set(latest) == set(want)
 
 
 @pytest.mark.parametrize("by", ["acct", "sym"], ids=["by-partition-key", "repartitioned"])

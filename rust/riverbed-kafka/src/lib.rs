@@ -10,6 +10,7 @@
 //! - [`sink`]: a topic as a pipeline sink.
 //! - [`read_committed`]: repartition topics whose readers take in only what a checkpoint of
 //!   the writing task covers, once (a crashed run's tail is voided).
+//! - [`provisional`]: repartition topics' end-of-input flushes, the newest of each writer.
 //! - [`connector`]: the cluster as home of a group run's internal (repartition) topics.
 //! - [`mock`]: librdkafka's in-process mock cluster, a real Kafka-protocol broker on loopback.
 
@@ -19,6 +20,7 @@ pub mod consumer;
 pub mod error;
 pub mod mock;
 pub mod producer;
+pub mod provisional;
 pub mod read_committed;
 pub mod sink;
 pub mod source;

@@ -21,8 +21,9 @@
 //!   another epoch are a zombie's. The reader's checkpoint position is the first held record's
 //!   offset, and the checkpoint keeps the `Committed` of every writer.
 //!
-//! Rows of a bounded run's end-of-input flush (provisional) and rows of runs without
-//! checkpoints carry no tag and pass at once, as before. The cost: in follow mode a row waits
+//! Rows of runs without checkpoints carry no tag and pass at once, as before; rows of a bounded
+//! run's end-of-input flush (provisional) carry no transaction: each writer's newest flush is
+//! taken in, at the reader's end (`provisional`). The cost: in follow mode a row waits
 //! for its writer's next checkpoint (a writing stage checkpoints at least every 0.5 s).
 
 use std::collections::HashMap;
@@ -114,6 +115,20 @@ impl Tagger {
             Txn {
                 epoch: w.epoch,
                 seq: w.seq + 1,
+            },
+        ))
+    }
+
+    /// The tag of the current task's end-of-input flush (`provisional::FLUSH_HEADER`): its
+    /// incarnation, and the checkpoint the flush follows.
+    pub fn flush(&self) -> Option<(usize, Txn)> {
+        let p = self.current?;
+        let w = self.tasks.get(&p)?;
+        Some((
+            p,
+            Txn {
+                epoch: w.epoch,
+                seq: w.seq,
             },
         ))
     }

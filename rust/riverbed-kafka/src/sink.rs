@@ -11,6 +11,7 @@ use riverbed_stream::sink::SinkEnds;
 use riverbed_stream::{Result as StreamResult, Sink};
 
 use crate::producer::{KafkaProducer, OutRecord};
+use crate::provisional::FLUSH_HEADER;
 use crate::read_committed::{Tagger, Txn, COMMIT_HEADER, START_HEADER, TXN_HEADER};
 
 pub struct KafkaSink {
@@ -59,10 +60,7 @@ impl Sink for KafkaSink {
         };
         let headers = match (self.repartition, self.provisional) {
             (None, _) => Vec::new(),
-            (Some(_), Some(changed)) => vec![(
-                PROVISIONAL_HEADER.to_string(),
-                Some(vec![if changed { b'1' } else { b'0' }]),
-            )],
+            (Some(_), Some(changed)) => self.flush_headers(changed),
             // A checkpointing task's rows wait at their readers for its next checkpoint.
             (Some(_), None) => match self.tagger.row() {
                 Some((p, txn)) => vec![(TXN_HEADER.to_string(), Some(txn.header(p)))],
@@ -87,8 +85,16 @@ impl Sink for KafkaSink {
         self.repartition.is_some()
     }
 
-    fn provisional(&mut self, flush: Option<bool>) {
+    fn provisional(&mut self, flush: Option<bool>) -> StreamResult<()> {
         self.provisional = flush;
+        // Every partition hears that the task flushes anew (its readers drop what an earlier
+        // incarnation flushed, also where this flush has no rows: `provisional`).
+        match flush {
+            Some(changed) if self.repartition.is_some() && self.tagger.flush().is_some() => {
+                self.to_every_partition(&self.flush_headers(changed))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn checkpoint(&mut self) -> StreamResult<SinkEnds> {
@@ -144,6 +150,20 @@ impl Sink for KafkaSink {
 impl KafkaSink {
     /// A marker record (no key, no value) with `headers` to every partition of a repartition
     /// topic.
+    /// The headers of a row (or marker) of the current task's end-of-input flush: whether its
+    /// state changed since its last run's, and (a checkpointing task) its incarnation, by which
+    /// its readers keep its newest flush only (`provisional`).
+    fn flush_headers(&self, changed: bool) -> Vec<(String, Option<Vec<u8>>)> {
+        let mut h = vec![(
+            PROVISIONAL_HEADER.to_string(),
+            Some(vec![if changed { b'1' } else { b'0' }]),
+        )];
+        if let Some((p, txn)) = self.tagger.flush() {
+            h.push((FLUSH_HEADER.to_string(), Some(txn.header(p))));
+        }
+        h
+    }
+
     fn to_every_partition(&self, headers: &[(String, Option<Vec<u8>>)]) -> StreamResult<()> {
         for q in 0..self.repartition.unwrap_or(0) {
             self.producer.send(

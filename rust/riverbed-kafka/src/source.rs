@@ -26,6 +26,7 @@ use riverbed_stream::{
 use crate::client::KafkaConfig;
 use crate::consumer::{Start, TopicConsumer};
 use crate::error::{KafkaError, Result};
+use crate::provisional::{Flushes, FLUSH_HEADER};
 use crate::read_committed::{Admit, ReadCommitted, Txn, COMMIT_HEADER, START_HEADER, TXN_HEADER};
 
 /// How a pipeline reads a Kafka topic.
@@ -200,6 +201,9 @@ pub struct KafkaSource {
     /// may keep — as of the last fill whose rows were handed to the run (a fill's commit
     /// markers release rows that are taken in only once handed).
     checkpointable: Vec<(i64, Vec<Option<riverbed_stream::Committed>>)>,
+    /// A repartition topic: per partition, its writers' newest end-of-input flushes read, held
+    /// (bounded runs) until the partition's end (`provisional`).
+    flushes: Vec<Flushes>,
     /// An error met while waiting, for the next poll to return.
     failed: Option<StreamError>,
     /// Per topic: the policy for its bad records.
@@ -285,6 +289,7 @@ impl KafkaSource {
                 .writers
                 .map(|w| (0..n).map(|_| ReadCommitted::new(w)).collect()),
             checkpointable: vec![(-1, Vec::new()); n],
+            flushes: (0..n).map(|_| Flushes::default()).collect(),
             failed: None,
             on_error,
             errors: AtomicU64::new(0),
@@ -340,6 +345,7 @@ impl KafkaSource {
         if let Some(t) = self.txns.as_mut() {
             t[p].forget_held();
         }
+        self.flushes[p] = Flushes::default();
         if let Some(marks) = self.marks.as_mut() {
             for m in &mut marks[p] {
                 *m = (i64::MIN, false);
@@ -376,9 +382,6 @@ impl KafkaSource {
     /// Read what is there (up to a batch per partition) and decode it.
     fn fill(&mut self, wait: Duration) -> StreamResult<()> {
         let mut raws: BTreeMap<usize, RawRecords> = BTreeMap::new();
-        // A repartition topic's rows of its writers' end-of-input flushes, per (partition,
-        // changed since the writer's last run).
-        let mut flushes: BTreeMap<(usize, bool), RawRecords> = BTreeMap::new();
         let mut headers: HashMap<(usize, i64), RecordHeaders> = HashMap::new();
         let mut n = 0;
         let mut first = true;
@@ -409,12 +412,16 @@ impl KafkaSource {
             };
             // A record without a timestamp (-1) has a null one: never a made-up time.
             let ts = m.timestamp().to_millis();
+            // A repartition topic's row of a writer's end-of-input flush: whether the writer
+            // changed since its last run, and the flush's writer and incarnation.
             let mut flush = None;
+            let mut flush_of = None;
             // A batch counts records, not markers (those take it back).
             n += 1;
             if let (Some(marks), Some(txns)) = (self.marks.as_mut(), self.txns.as_mut()) {
                 let tags = Tags::of(&m);
                 flush = tags.provisional;
+                flush_of = tags.flush;
                 let rc = &mut txns[p];
                 match tags {
                     Tags {
@@ -475,40 +482,48 @@ impl KafkaSource {
                     _ => {}
                 }
             }
-            let into = match flush {
-                Some(changed) => flushes.entry((p, changed)).or_default(),
-                None => raws.entry(p).or_default(),
-            };
-            into.push_parts(o, ts, m.key(), m.payload());
+            if let Some(changed) = flush {
+                let f = self.flushes[p].of(flush_of, changed);
+                match m.payload() {
+                    // The marker a writer's flush begins with, in every partition.
+                    None => n -= 1,
+                    Some(v) => {
+                        f.rows.push_parts(o, ts, m.key(), Some(v));
+                        f.headers.insert(o, hdrs());
+                    }
+                }
+                continue;
+            }
+            raws.entry(p)
+                .or_default()
+                .push_parts(o, ts, m.key(), m.payload());
             if m.headers().is_some() {
                 headers.insert((p, o), hdrs());
             }
         }
         self.take_events()?;
-        let parts = raws
-            .into_iter()
-            .map(|(p, raw)| (p, None, raw))
-            .chain(flushes.into_iter().map(|((p, c), raw)| (p, Some(c), raw)));
         // Per partition, the index in `ready` of this fill's first item of it.
         let mut first: BTreeMap<usize, usize> = BTreeMap::new();
-        for (p, flush, raw) in parts {
+        for (p, raw) in raws {
             if !self.assigned.contains(&p) {
                 continue;
             }
-            let n = self.consumer.partitions;
-            let b = self.decoders[p / n].decode(
-                p % n,
-                &raw,
-                &self.on_error[p / n],
-                &self.errors,
-                &|o| headers.get(&(p, o)).cloned().unwrap_or_default(),
-            )?;
-            let item = match flush {
-                Some(changed) => Polled::Provisional(p, b, changed),
-                None => Polled::Batch(p, b),
-            };
-            self.ready.push_back((item, None));
+            let b = self.decode(p, &raw, &|o| {
+                headers.get(&(p, o)).cloned().unwrap_or_default()
+            })?;
+            self.ready.push_back((Polled::Batch(p, b), None));
             first.entry(p).or_insert(self.ready.len() - 1);
+        }
+        // Following, a writer's flush goes on at once (a following task never ends its input,
+        // it only wakes); a bounded run's, at the partition's end (`check_ends`).
+        if self.follow {
+            for p in self.assigned.clone() {
+                let at = self.ready.len();
+                self.release_flushes(p)?;
+                if self.ready.len() > at {
+                    first.entry(p).or_insert(at);
+                }
+            }
         }
         // After the data read with them (records after a marker are not behind it).
         for p in marked {
@@ -550,8 +565,35 @@ impl KafkaSource {
         Ok(())
     }
 
-    /// Bounded runs: partitions that reached their end.
-    fn check_ends(&mut self) {
+    /// Partition `p`'s raw records, decoded (`headers`: a record's, by offset).
+    fn decode(
+        &self,
+        p: usize,
+        raw: &RawRecords,
+        headers: &dyn Fn(i64) -> RecordHeaders,
+    ) -> StreamResult<arrow_array::RecordBatch> {
+        let n = self.consumer.partitions;
+        self.decoders[p / n].decode(p % n, raw, &self.on_error[p / n], &self.errors, headers)
+    }
+
+    /// Hand on partition `p`'s writers' flushes held so far, one item each (none for a flush
+    /// without rows here: nothing of the reader's changes).
+    fn release_flushes(&mut self, p: usize) -> StreamResult<()> {
+        for f in self.flushes[p].take() {
+            if f.rows.is_empty() {
+                continue;
+            }
+            let b = self.decode(p, &f.rows, &|o| {
+                f.headers.get(&o).cloned().unwrap_or_default()
+            })?;
+            self.ready
+                .push_back((Polled::Provisional(p, b, f.changed), None));
+        }
+        Ok(())
+    }
+
+    /// Bounded runs: partitions that reached their end (after their writers' newest flushes).
+    fn check_ends(&mut self) -> StreamResult<()> {
         let mut reached = Vec::new();
         for &p in &self.assigned {
             if self.done[p] {
@@ -569,6 +611,7 @@ impl KafkaSource {
         }
         for p in reached {
             self.done[p] = true;
+            self.release_flushes(p)?;
             self.ready.push_back((Polled::PartitionDone(p), None));
         }
         if !self.follow
@@ -579,6 +622,7 @@ impl KafkaSource {
             self.finished = true;
             self.ready.push_back((Polled::Done, None));
         }
+        Ok(())
     }
 }
 
@@ -605,6 +649,8 @@ struct Tags {
     commit: Option<(usize, Txn)>,
     start: bool,
     provisional: Option<bool>,
+    /// On a provisional row: its writer's incarnation (`FLUSH_HEADER`).
+    flush: Option<(usize, Txn)>,
 }
 
 impl Tags {
@@ -623,6 +669,7 @@ impl Tags {
                 TXN_HEADER => t.txn = x.value.and_then(Txn::parse),
                 COMMIT_HEADER => t.commit = x.value.and_then(Txn::parse),
                 START_HEADER => t.start = text() == Some("1"),
+                FLUSH_HEADER => t.flush = x.value.and_then(Txn::parse),
                 _ => {}
             }
         }
@@ -657,7 +704,7 @@ impl Source for KafkaSource {
                 Duration::ZERO
             })?;
             if !self.follow {
-                self.check_ends();
+                self.check_ends()?;
             }
             if !block || !self.ready.is_empty() {
                 break;

@@ -41,8 +41,11 @@ pub trait Sink: Send {
         false
     }
     /// The rows written next are a task's end-of-input flush (`Some(changed)`: whether its
-    /// state changed since its last run's flush), or ordinary output again (`None`).
-    fn provisional(&mut self, _flush: Option<bool>) {}
+    /// state changed since its last run's flush), or ordinary output again (`None`). A
+    /// repartition sink tells every partition that the task's earlier flushes are replaced.
+    fn provisional(&mut self, _flush: Option<bool>) -> Result<()> {
+        Ok(())
+    }
     /// Group runs that checkpoint: the rows and watermarks written next are task `task`'s
     /// (`None`: no such task's). A repartition sink tags them so that its readers take them in
     /// only once the task's next checkpoint commits them (`commit`).

@@ -346,9 +346,9 @@ impl GroupRun<'_> {
                 if moved && at_end && relay {
                     // Its readers rebuild their provisional state from this flush every run, so
                     // a quiet task flushes too, saying nothing changed.
-                    sink.provisional(Some(!t.quiet));
+                    sink.provisional(Some(!t.quiet))?;
                     let flushed = t.g.advance(&leaves(&wms), sink);
-                    sink.provisional(None);
+                    sink.provisional(None)?;
                     flushed?;
                 } else if moved && !(t.quiet && at_end) {
                     // A quiet task is not flushed (+inf): that flush's output is out there already.
