@@ -917,6 +917,38 @@ def test_bounded_reruns_of_two_repartitions_in_a_row_count_each_record_once(kafk
 
 
 
+def test_what_a_middle_stage_emits_taking_in_an_end_flush_reaches_the_next_stage(kafka):
+    """Three repartitions: windows by symbol; a group_by over the windows' start (a changelog:
+    it emits as rows come in); a group_by over that start under another name keeping the largest
+    count (the final one). At the end of a bounded run the middle stage takes in the first stage's end flush (the
+    open windows) and emits updates: those reach the last stage (they were held there as
+    uncommitted, then dropped), in this run and in a rerun with more records."""
+    tin = kafka.create_topic(fresh("m3"), partitions=4)
+    account_of = account_per_partition(4)
+    group = fresh("m3g")
+    sent: list[dict] = []
+    latest: dict = {}
+
+    def run() -> rb.RunResult:
+        p = rb.Pipeline.read(tin, timestamp="ts", lateness="20ms", group=group)
+        windows = p.window(rb.tumbling("100ms"), by="sym").agg(n=rb.count())
+        per_start = windows.group_by("window_start").agg(records=rb.sum("n")).changelog
+        # the same key under another name: the planner repartitions again
+        starts = per_start.with_columns(start=rb.col("window_start").cast("int64"))
+        return starts.group_by("start").agg(most=rb.max("records")).changelog.run(progress=False)
+
+    for step in range(2):
+        rows = [{"acct": account_of[part], "sym": f"s{(j + part) % 4}", "ts": T0 + 700 * step + 11 * j} for part in range(4) for j in range(40)]
+        tin.produce_batch(pa.Table.from_pylist(rows), key="acct", timestamp="ts")
+        sent += rows
+        res = run()
+        assert res.late.num_rows == 0
+        latest.update({r["start"]: r["most"] for r in res.output.to_pylist()})
+        df = pd.DataFrame(sent)
+        want = {int(w): int(n) for w, n in (df["ts"] // 100 * 100).value_counts().items()}
+        assert latest == want, f"run {step}"
+
+
 # A staged group run (windows by symbol over a topic keyed by account) in a child process.
 KILLED_STAGED = textwrap.dedent(
     """

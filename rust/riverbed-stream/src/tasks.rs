@@ -292,12 +292,19 @@ impl GroupRun<'_> {
                     }
                     if let Some(t) = self.tasks.get_mut(&p) {
                         t.ended |= last;
-                        if last && !t.quiet {
+                        if last && !t.quiet && !t.provisional.is_empty() {
+                            let rows = std::mem::take(&mut t.provisional);
                             // The writers' provisional rows, after the checkpoint, before the
-                            // end-of-input flush.
-                            for (k, b) in std::mem::take(&mut t.provisional) {
-                                t.take_in(p, k, &self.inputs[k], b, sink)?;
-                            }
+                            // end-of-input flush. What the task emits taking them in (updates,
+                            // retractions) no checkpoint covers: it is part of its own flush,
+                            // which its next run's replaces.
+                            sink.task(t.txn(p));
+                            sink.provisional(Some(true))?;
+                            let taken = rows
+                                .into_iter()
+                                .try_for_each(|(k, b)| t.take_in(p, k, &self.inputs[k], b, sink));
+                            sink.provisional(None)?;
+                            taken?;
                         }
                         t.tracker.finish_partition(k, 0);
                     }
