@@ -6,8 +6,11 @@
 //! `Polled::Provisional`). A reader that has not checkpointed past a flush — the run was killed
 //! after the writer flushed and before the reader ended — reads it again in the next run, after
 //! the writer's next flush of the same state. Two flushes of one writer are never both meant:
-//! the newer incarnation's (`FLUSH_HEADER`, the writer task and its epoch) replaces what an
-//! older one flushed, so the reader takes in each writer's newest flush only, once. A flush
+//! one of another incarnation (`FLUSH_HEADER`, the writer task and its epoch) read after it
+//! replaces what an older one flushed — an incarnation flushes once, when its input ends, and a
+//! writer's records keep their order — so the reader takes in each writer's newest flush only,
+//! once. (A zombie, a stopped process's task resumed after its successor flushed, would be
+//! taken for the newest: flushes are not fenced as transactions are.) A flush
 //! begins with a marker (no key, no value) in every partition: where it has no rows (its open
 //! windows' keys now go to other partitions), it still replaces the older flush's rows.
 

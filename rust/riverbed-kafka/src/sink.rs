@@ -148,8 +148,6 @@ impl Sink for KafkaSink {
 }
 
 impl KafkaSink {
-    /// A marker record (no key, no value) with `headers` to every partition of a repartition
-    /// topic.
     /// The headers of a row (or marker) of the current task's end-of-input flush: whether its
     /// state changed since its last run's, and (a checkpointing task) its incarnation, by which
     /// its readers keep its newest flush only (`provisional`).
@@ -164,6 +162,8 @@ impl KafkaSink {
         h
     }
 
+    /// A marker record (no key, no value) with `headers` to every partition of a repartition
+    /// topic.
     fn to_every_partition(&self, headers: &[(String, Option<Vec<u8>>)]) -> StreamResult<()> {
         for q in 0..self.repartition.unwrap_or(0) {
             self.producer.send(

@@ -628,8 +628,10 @@ impl KafkaSource {
 
 /// What handing a partition's first item of a fill (its one batch of rows) to the run
 /// completes: the reading of the partition is past `next`; for a read-committed topic, a
-/// checkpoint may keep `committed` (position, writers' progress) from then on. Two items of one
-/// fill are never both rows, so a checkpoint between them splits no rows from their position.
+/// checkpoint may keep `committed` (position, writers' progress) from then on. A fill's rows of
+/// a partition are one item, so a checkpoint splits no rows from their position (following, a
+/// fill may also hand on writers' provisional flushes as items of their own: a following task
+/// never takes those in).
 struct Handed {
     p: usize,
     next: i64,
