@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 import riverbed as rb
-from riverbed.exceptions import DecodeError, SchemaError
+from riverbed.exceptions import DecodeError, PlanError, SchemaError
 
 MIN_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
 MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
@@ -276,3 +276,54 @@ def test_times_too_large_for_milliseconds_or_a_calendar_are_refused_not_wrapped(
     # the largest times riverbed takes still go through
     t.produce_batch(pa.table({"ts": pa.array([253_402_300_799], pa.timestamp("s"))}), timestamp="ts")
     assert t.read().column("timestamp").cast(pa.int64()).to_pylist() == [253_402_300_799_000]
+
+
+# -- value fields named as the record's own columns ------------------------------------------
+
+
+def _shadowing_records(produce) -> list[dict]:
+    """Values with fields named key, timestamp and offset (and record_offset), keyed records."""
+    sent = []
+    for i in range(5):
+        v = {"key": f"k{i}", "timestamp": "not the record's", "offset": -i, "record_offset": 100 + i, "v": i}
+        produce(json.dumps(v).encode(), f"rk{i % 2}".encode(), 1_700_000_000_000 + 10 * i)
+        sent.append(v)
+    return sent
+
+
+def _check_shadowing(out: pa.Table, sent: list[dict], raw: pa.Table) -> None:
+    # the values' fields keep their names and values ...
+    for c in ("key", "timestamp", "offset", "record_offset", "v"):
+        assert out.column(c).to_pylist() == [v[c] for v in sent], c
+    # ... and the record's own columns are there beside them, never hidden
+    assert out.column("record_key").to_pylist() == raw.column("key").to_pylist()
+    assert out.column("record_timestamp").to_pylist() == raw.column("timestamp").to_pylist()
+    assert out.column("partition").to_pylist() == raw.column("partition").to_pylist()
+    assert out.column("record_record_offset").to_pylist() == raw.column("offset").to_pylist()
+
+
+def test_a_value_field_named_as_a_record_column_leaves_the_records_own_beside_it(log):
+    """A JSON field `key`, `timestamp`, `partition` or `offset` used to replace the record's own
+    column silently; the record's is now `record_<name>` (prefixed again while taken). Which
+    timestamp is the event time is the user's to say: a window without `timestamp=` names both."""
+    t = log.topic("shadow", partitions=1)
+    sent = _shadowing_records(lambda v, k, ts: t.produce(v, key=k, timestamp=ts))
+    out = rb.Pipeline.read(t).collect()
+    _check_shadowing(out, sent, t.read())
+    with pytest.raises(PlanError, match="timestamp='record_timestamp' for the record's"):
+        rb.Pipeline.read(t).window(rb.tumbling("1s")).agg(n=rb.count()).collect()
+    w = rb.Pipeline.read(t, timestamp="record_timestamp").window(rb.tumbling("20ms")).agg(n=rb.count()).collect()
+    assert w.column("n").to_pylist() == [2, 2, 1]
+
+
+def test_a_kafka_value_field_named_as_a_record_column_leaves_the_records_own_beside_it():
+    from riverbed.testing import MockKafka
+
+    m = MockKafka(brokers=1)
+    try:
+        t = m.kafka(timeout=10).create_topic("shadow", partitions=1)
+        sent = _shadowing_records(lambda v, k, ts: t.produce(v, key=k, timestamp=ts))
+        out = rb.Pipeline.read(t).collect()
+        _check_shadowing(out, sent, t.read())
+    finally:
+        m.stop()

@@ -157,6 +157,18 @@ impl Operator for Lazy {
     }
 }
 
+/// An operator that needs event time in a run that has none: pass `timestamp=`. When the values
+/// have a `timestamp` field of their own (the record's is then `record_timestamp`), which one is
+/// for the user to say.
+fn needs_event_time(op: &str, what: &str, input: &SchemaRef) -> StreamError {
+    let mut msg =
+        format!("timestamp: {what} event time; pass timestamp= (a column) to Pipeline.read(...)");
+    if input.index_of("timestamp").is_ok() && input.index_of("record_timestamp").is_ok() {
+        msg.push_str(": timestamp='timestamp' for the values' own field, timestamp='record_timestamp' for the record's timestamp");
+    }
+    StreamError::plan(op, msg)
+}
+
 fn positive(op: &str, field: &str, v: i64) -> Result<()> {
     if v <= 0 {
         return Err(StreamError::plan(
@@ -283,7 +295,7 @@ fn build_single(
         }
         Node::Series { by, ops, .. } => {
             let Some(ts_col) = ts.clone() else {
-                return Err(StreamError::plan(op, "timestamp: series operators need event time; pass timestamp= to Pipeline.read(...)"));
+                return Err(needs_event_time(op, "series operators need", input));
             };
             let s = crate::series::SeriesOperator::new(input, &ts_col, by, ops.clone(), op)?;
             let schema = s.schema();
@@ -291,7 +303,7 @@ fn build_single(
         }
         Node::StatefulMap { by, udf, .. } => {
             let Some(ts_col) = ts.clone() else {
-                return Err(StreamError::plan(op, "timestamp: stateful_map needs event time; pass timestamp= to Pipeline.read(...)"));
+                return Err(needs_event_time(op, "stateful_map needs", input));
             };
             let f = udfs.get(*udf).cloned().ok_or_else(|| {
                 StreamError::plan(op, format!("udf: no UDF #{udf} was handed over"))
@@ -315,10 +327,7 @@ fn build_single(
             ..
         } => {
             let Some(ts_col) = ts.clone() else {
-                return Err(StreamError::plan(
-                    op,
-                    "timestamp: windows need event time; pass timestamp= (a column) to Pipeline.read(...)",
-                ));
+                return Err(needs_event_time(op, "windows need", input));
             };
             if input.index_of(&ts_col).is_err() {
                 return Err(StreamError::plan(

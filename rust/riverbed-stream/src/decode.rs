@@ -21,6 +21,8 @@ pub enum Format {
     Raw,
 }
 
+/// The record's own columns, after the value's; one the value has a field of its own name is
+/// `record_<name>` (`metadata_name`).
 fn metadata_fields() -> Vec<Field> {
     vec![
         Field::new("key", DataType::Binary, true),
@@ -33,6 +35,16 @@ fn metadata_fields() -> Vec<Field> {
         Field::new("partition", DataType::Int32, false),
         Field::new("offset", DataType::Int64, false),
     ]
+}
+
+/// The name of metadata column `name` beside the value's fields: its own, else `record_<name>`
+/// (prefixed again while a field has that): never hidden by a field of the value.
+fn metadata_name(value_schema: &Schema, name: &str) -> String {
+    let mut n = name.to_string();
+    while value_schema.index_of(&n).is_ok() {
+        n = format!("record_{n}");
+    }
+    n
 }
 
 pub(crate) fn infer_schema(topic: &Topic) -> Result<SchemaRef> {
@@ -148,6 +160,9 @@ pub struct Decoder {
     pub value_schema: SchemaRef,
     /// The batches' schema (value columns, then the record's metadata columns).
     pub schema: SchemaRef,
+    /// The name of the record's timestamp column (`record_timestamp` when the value has a
+    /// `timestamp` field): the default event time.
+    pub record_timestamp: String,
 }
 
 /// A record's headers, to dead-letter it with them.
@@ -172,9 +187,8 @@ impl Decoder {
             .map(|f| f.as_ref().clone())
             .collect();
         for f in metadata_fields() {
-            if value_schema.index_of(f.name()).is_err() {
-                fields.push(f);
-            }
+            let name = metadata_name(&value_schema, f.name());
+            fields.push(f.with_name(name));
         }
         // Batches name their topic, so a bad record found downstream (in a Python function, after
         // a union) can be traced to it.
@@ -185,6 +199,7 @@ impl Decoder {
         Decoder {
             topic: topic.to_string(),
             format,
+            record_timestamp: metadata_name(&value_schema, "timestamp"),
             value_schema,
             schema: Arc::new(Schema::new(fields).with_metadata(meta)),
         }
@@ -252,25 +267,17 @@ impl Decoder {
             }
             Format::Json => self.decode_json(partition, raw)?.columns().to_vec(),
         };
-        let vs = &self.value_schema;
-        if vs.index_of("key").is_err() {
-            let mut b = BinaryBuilder::with_capacity(n, 16 * n);
-            for k in &raw.keys {
-                b.append_option(k.as_deref());
-            }
-            cols.push(Arc::new(b.finish()));
+        // The record's columns, in `metadata_fields` order.
+        let mut b = BinaryBuilder::with_capacity(n, 16 * n);
+        for k in &raw.keys {
+            b.append_option(k.as_deref());
         }
-        if vs.index_of("timestamp").is_err() {
-            cols.push(Arc::new(
-                TimestampMillisecondArray::from(raw.timestamps.clone()).with_timezone("UTC"),
-            ));
-        }
-        if vs.index_of("partition").is_err() {
-            cols.push(Arc::new(Int32Array::from(vec![partition as i32; n])));
-        }
-        if vs.index_of("offset").is_err() {
-            cols.push(Arc::new(Int64Array::from(raw.offsets.clone())));
-        }
+        cols.push(Arc::new(b.finish()));
+        cols.push(Arc::new(
+            TimestampMillisecondArray::from(raw.timestamps.clone()).with_timezone("UTC"),
+        ));
+        cols.push(Arc::new(Int32Array::from(vec![partition as i32; n])));
+        cols.push(Arc::new(Int64Array::from(raw.offsets.clone())));
         RecordBatch::try_new(self.schema.clone(), cols).ctx("source")
     }
 
