@@ -164,15 +164,17 @@ def _with_int_ts(tbl: pa.Table) -> pa.Table:
     return tbl.set_column(i, "timestamp", tbl.column("timestamp").cast(pa.int64()))
 
 
-def test_read_log_topic_json_with_schema_and_value_field_wins(log):
+def test_read_log_topic_json_with_schema_and_value_field_keeps_its_name_beside_the_records_key(log):
     t = log.topic("events")
     for i in range(10):
         t.produce({"key": f"inner-{i}", "amount": i}, key=f"outer-{i}", timestamp=BASE + i)
     schema = pa.schema([("key", pa.string()), ("amount", pa.float64())])
     out = rb.Pipeline.read(t, schema=schema).collect()
-    assert out.column_names == ["key", "amount", "timestamp", "partition", "offset"]
+    # the value's `key` keeps the name; the record's key is beside it (it used to be dropped)
+    assert out.column_names == ["key", "amount", "record_key", "timestamp", "partition", "offset"]
     assert out.schema.field("amount").type == pa.float64()
-    assert sorted(out.column("key").to_pylist()) == sorted(f"inner-{i}" for i in range(10))
+    rows = sorted(zip(out.column("key").to_pylist(), out.column("record_key").to_pylist()))
+    assert rows == sorted((f"inner-{i}", f"outer-{i}".encode()) for i in range(10))
 
 
 def test_read_log_topic_raw(log):
