@@ -160,9 +160,6 @@ pub struct Decoder {
     pub value_schema: SchemaRef,
     /// The batches' schema (value columns, then the record's metadata columns).
     pub schema: SchemaRef,
-    /// The name of the record's timestamp column (`record_timestamp` when the value has a
-    /// `timestamp` field): the default event time.
-    pub record_timestamp: String,
 }
 
 /// A record's headers, to dead-letter it with them.
@@ -199,7 +196,6 @@ impl Decoder {
         Decoder {
             topic: topic.to_string(),
             format,
-            record_timestamp: metadata_name(&value_schema, "timestamp"),
             value_schema,
             schema: Arc::new(Schema::new(fields).with_metadata(meta)),
         }
